@@ -1,0 +1,100 @@
+//! `monoscope`: the command line over the monoscope library crates.
+
+mod pipeline_cmds;
+mod stages_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+// Built-in stages register themselves at link time; naming each stage crate here keeps the
+// linker from dropping a crate whose only use is its registrations.
+use monoscope_fetch as _;
+
+/// Exit code for invalid input (a bad pipeline file, override or argument).
+const EXIT_INVALID: u8 = 2;
+/// Exit code for a run stopped by Ctrl-C.
+const EXIT_CANCELLED: u8 = 130;
+
+#[derive(Debug, Parser)]
+#[command(name = "monoscope", version, about = "Sparse-autoencoder interpretability for language models: capture, train, label, cluster, steer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline file (or a run's resolved.toml, to reproduce it).
+    Run {
+        pipeline: PathBuf,
+        /// Override a value: `stage.key=value` (TOML syntax for the value). Repeatable.
+        #[arg(long = "set", value_name = "STAGE.KEY=VALUE")]
+        set: Vec<String>,
+        /// Write the run here instead of the pipeline's `run_dir`.
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Rerun every stage, even those whose outputs are complete and unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a pipeline file without running it; prints the resolved configuration.
+    Validate {
+        pipeline: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// List every stage kind with its ports and parameters.
+    Stages {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch a known model or corpus into the cache (no name: list them).
+    Fetch { names: Vec<String> },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { pipeline, set, run_dir, force } => {
+            pipeline_cmds::run(&pipeline, &set, run_dir, force)
+        }
+        Command::Validate { pipeline, set } => pipeline_cmds::validate(&pipeline, &set),
+        Command::Stages { json } => stages_cmd::list(json),
+        Command::Fetch { names } => pipeline_cmds::fetch(&names),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {}", chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error with its causes, each once.
+fn chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let s = cause.to_string();
+        if !text.contains(&s) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&s);
+        }
+    }
+    text
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MONOSCOPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}

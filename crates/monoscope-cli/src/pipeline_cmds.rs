@@ -1,0 +1,121 @@
+//! `run`, `validate` and `fetch`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use monoscope_config::{CommandLineOverride, ConfigErrors, Pipeline, parse_override};
+use monoscope_core::{CancelToken, Registry};
+use monoscope_exec::{ExecError, ProgressMode, RunOptions, StageStatus};
+
+use crate::{EXIT_CANCELLED, EXIT_INVALID};
+
+fn load(path: &Path, set: &[String], run_dir: Option<PathBuf>) -> Result<Pipeline, ConfigErrors> {
+    let mut overrides: Vec<CommandLineOverride> = Vec::new();
+    let mut problems = Vec::new();
+    for raw in set {
+        match parse_override(raw) {
+            Ok(o) => overrides.push(o),
+            Err(p) => problems.push(p),
+        }
+    }
+    if let Some(dir) = run_dir {
+        let raw = format!("pipeline.run_dir={}", dir.display());
+        overrides.push(CommandLineOverride {
+            key: "pipeline.run_dir".into(),
+            value: toml::Value::String(dir.display().to_string()),
+            raw,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(ConfigErrors { problems });
+    }
+    let registry = Registry::builtin();
+    monoscope_config::load(path, &overrides, &registry)
+}
+
+pub fn validate(path: &Path, set: &[String]) -> anyhow::Result<ExitCode> {
+    match load(path, set, None) {
+        Ok(pipeline) => {
+            print!("{}", pipeline.resolved_toml());
+            eprintln!("{}: valid ({} stages)", path.display(), pipeline.stages.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
+    }
+}
+
+pub fn run(path: &Path, set: &[String], run_dir: Option<PathBuf>, force: bool) -> anyhow::Result<ExitCode> {
+    let mut pipeline = match load(path, set, run_dir) {
+        Ok(p) => p,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    if !pipeline.plugins.is_empty() {
+        anyhow::bail!(
+            "{}: `[[plugins]]` is not supported yet: plugin loading is not implemented in this version",
+            path.display()
+        );
+    }
+    let cancel = CancelToken::new();
+    install_ctrl_c(cancel.clone());
+    let options = RunOptions { force, cancel, progress: ProgressMode::Auto };
+    match monoscope_exec::run(&mut pipeline, &options) {
+        Ok(report) => {
+            for stage in &report.stages {
+                let what = match stage.status {
+                    StageStatus::Skipped => "skipped (complete and unchanged)".to_string(),
+                    _ => format!("{:.1} s", stage.seconds),
+                };
+                eprintln!("  {:<16} {:<16} {what}", stage.id, stage.kind);
+            }
+            eprintln!("run finished: {}", report.run_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ExecError::Cancelled) => {
+            eprintln!("run cancelled; completed stages are kept and will be skipped next time");
+            Ok(ExitCode::from(EXIT_CANCELLED))
+        }
+        Err(e) => Err(e).context(format!("pipeline {}", path.display())),
+    }
+}
+
+/// First Ctrl-C: cancel cleanly. Second: exit at once.
+fn install_ctrl_c(cancel: CancelToken) {
+    let result = ctrlc::set_handler(move || {
+        if cancel.is_cancelled() {
+            eprintln!("\nexiting now");
+            std::process::exit(i32::from(EXIT_CANCELLED));
+        }
+        eprintln!("\ncancelling (press Ctrl-C again to exit at once)");
+        cancel.cancel();
+    });
+    if let Err(e) = result {
+        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
+}
+
+pub fn fetch(names: &[String]) -> anyhow::Result<ExitCode> {
+    if names.is_empty() {
+        println!("cache: {}", monoscope_fetch::cache_dir().display());
+        for asset in monoscope_fetch::ASSETS {
+            println!("  {:<12} {:?}  {}  ({})", asset.name, asset.kind, asset.description, asset.requirement);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for name in names {
+        let Some(asset) = monoscope_fetch::find_asset(name) else {
+            let known: Vec<&str> = monoscope_fetch::ASSETS.iter().map(|a| a.name).collect();
+            eprintln!("error: unknown asset `{name}` (known: {})", known.join(", "));
+            return Ok(ExitCode::from(EXIT_INVALID));
+        };
+        let path = monoscope_fetch::fetch(asset).with_context(|| format!("fetching {name}"))?;
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,514 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use monoscope_core::{ConfigureError, ConfiguredStage, Registry, StageDescription, closest_name};
+use serde::{Deserialize, Serialize};
+
+use crate::graph;
+use crate::layers::{self, CommandLineOverride};
+use crate::problems::{ConfigErrors, Problem};
+use crate::source;
+
+/// Top-level keys that are not stages.
+const PIPELINE_TABLE: &str = "pipeline";
+const PLUGINS_KEY: &str = "plugins";
+/// Keys of a stage table that belong to the pipeline, not to the stage's parameters.
+pub(crate) const STRUCTURAL_KEYS: [&str; 3] = ["kind", "input", "inputs"];
+
+/// The `[pipeline]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// The pipeline's name; also the default run directory `runs/<name>`.
+    pub name: String,
+    /// Seed from which every stage derives its random streams.
+    #[serde(default)]
+    pub seed: u64,
+    /// Where the run writes its outputs (relative paths are relative to the working directory).
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
+    /// Items in flight per channel between two stages: the bound on memory between them.
+    #[serde(default = "default_capacity")]
+    pub channel_capacity: usize,
+}
+
+fn default_capacity() -> usize {
+    8
+}
+
+/// An `[[plugins]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginEntry {
+    path: PathBuf,
+}
+
+/// Where an input port's data comes from: `stage.port`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub stage: String,
+    pub port: String,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.stage, self.port)
+    }
+}
+
+/// One validated stage, ready to run.
+#[derive(Debug)]
+pub struct StageSpec {
+    pub id: String,
+    pub kind: String,
+    pub description: StageDescription,
+    /// Input port name to the upstream output feeding it.
+    pub inputs: BTreeMap<String, Endpoint>,
+    /// Every parameter's final value, defaults included.
+    pub params: serde_json::Value,
+    /// Taken by the executor when the stage runs.
+    pub configured: Option<ConfiguredStage>,
+}
+
+/// A validated pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The file it was read from.
+    pub file: PathBuf,
+    pub settings: PipelineSettings,
+    pub plugins: Vec<PathBuf>,
+    /// Stages in an order where every stage comes after the stages it reads from.
+    pub stages: Vec<StageSpec>,
+    /// Dotted key (`train.lr`) to where its value came from (file, environment variable,
+    /// `--set`, or `default`).
+    pub provenance: BTreeMap<String, String>,
+    /// The `--set` overrides given, as typed.
+    pub overrides: Vec<String>,
+}
+
+impl Pipeline {
+    pub fn run_dir(&self) -> PathBuf {
+        self.settings
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(&self.settings.name))
+    }
+
+    /// The fully resolved configuration as TOML: every stage with every parameter, defaults
+    /// included. Running this file reproduces the run.
+    pub fn resolved_toml(&self) -> String {
+        let mut root = toml::Table::new();
+        let mut settings = toml::Table::try_from(&self.settings).unwrap_or_default();
+        settings.insert(
+            "run_dir".into(),
+            toml::Value::String(self.run_dir().display().to_string()),
+        );
+        root.insert(PIPELINE_TABLE.into(), toml::Value::Table(settings));
+        if !self.plugins.is_empty() {
+            let plugins = self
+                .plugins
+                .iter()
+                .map(|p| {
+                    let mut t = toml::Table::new();
+                    t.insert("path".into(), toml::Value::String(p.display().to_string()));
+                    toml::Value::Table(t)
+                })
+                .collect();
+            root.insert(PLUGINS_KEY.into(), toml::Value::Array(plugins));
+        }
+        for stage in &self.stages {
+            let mut table = toml::Table::new();
+            table.insert("kind".into(), toml::Value::String(stage.kind.clone()));
+            if !stage.inputs.is_empty() {
+                let inputs = stage
+                    .inputs
+                    .iter()
+                    .map(|(port, from)| (port.clone(), toml::Value::String(from.to_string())))
+                    .collect();
+                table.insert("inputs".into(), toml::Value::Table(inputs));
+            }
+            if let Ok(toml::Value::Table(params)) = toml::Value::try_from(&stage.params) {
+                table.extend(params);
+            }
+            root.insert(stage.id.clone(), toml::Value::Table(table));
+        }
+        toml::to_string_pretty(&root).unwrap_or_default()
+    }
+}
+
+/// Reads, layers and validates a pipeline file, taking `MONOSCOPE_*__*` variables from the
+/// environment.
+pub fn load(
+    path: &Path,
+    overrides: &[CommandLineOverride],
+    registry: &Registry,
+) -> Result<Pipeline, ConfigErrors> {
+    load_with_env(path, overrides, registry, true)
+}
+
+/// As [`load`], with the environment layer optional (tests turn it off to stay hermetic).
+pub fn load_with_env(
+    path: &Path,
+    overrides: &[CommandLineOverride],
+    registry: &Registry,
+    use_env: bool,
+) -> Result<Pipeline, ConfigErrors> {
+    let file = path.display().to_string();
+    source::read(path)?;
+    let figment = layers::stack(path, overrides, use_env);
+    let root = figment
+        .find_value("")
+        .ok()
+        .and_then(|v| v.into_dict())
+        .unwrap_or_default();
+
+    let mut problems = Vec::new();
+    let mut provenance = BTreeMap::new();
+    let at = |key: &str| source_of(&figment, key, overrides, &file);
+
+    let settings = match root.get(PIPELINE_TABLE) {
+        None => {
+            problems.push(Problem {
+                source: file.clone(),
+                key: Some(PIPELINE_TABLE.into()),
+                message: "missing required table `[pipeline]` (with at least `name`)".into(),
+            });
+            None
+        }
+        Some(_) => match figment.extract_inner::<PipelineSettings>(PIPELINE_TABLE) {
+            Ok(settings) if settings.channel_capacity == 0 => {
+                problems.push(Problem {
+                    source: at("pipeline.channel_capacity"),
+                    key: Some("pipeline.channel_capacity".into()),
+                    message: "= 0: expected at least 1".into(),
+                });
+                None
+            }
+            Ok(settings) => Some(settings),
+            Err(e) => {
+                problems.extend(figment_problems(e, "", &figment, overrides, &file));
+                None
+            }
+        },
+    };
+
+    let plugins = match root.get(PLUGINS_KEY) {
+        None => Vec::new(),
+        Some(_) => match figment.extract_inner::<Vec<PluginEntry>>(PLUGINS_KEY) {
+            Ok(entries) => entries.into_iter().map(|e| e.path).collect(),
+            Err(e) => {
+                problems.extend(figment_problems(e, "", &figment, overrides, &file));
+                Vec::new()
+            }
+        },
+    };
+
+    let mut stages = Vec::new();
+    let mut raw_inputs = BTreeMap::new();
+    for (id, value) in &root {
+        if id == PIPELINE_TABLE || id == PLUGINS_KEY {
+            continue;
+        }
+        let Some(table) = value.as_dict() else {
+            problems.push(Problem {
+                source: at(id),
+                key: Some(id.clone()),
+                message: format!(
+                    "= {}: expected a stage table (`[{id}]` with a `kind`) or the `[pipeline]` table",
+                    show(value)
+                ),
+            });
+            continue;
+        };
+        let kind = match table.get("kind") {
+            Some(Value::String(_, kind)) => kind.clone(),
+            Some(other) => {
+                problems.push(Problem {
+                    source: at(&format!("{id}.kind")),
+                    key: Some(format!("{id}.kind")),
+                    message: format!("= {}: expected a string naming a stage kind", show(other)),
+                });
+                continue;
+            }
+            None => {
+                problems.push(Problem {
+                    source: at(id),
+                    key: Some(format!("{id}.kind")),
+                    message: format!(
+                        "missing required key `kind` (one of: {})",
+                        registry.kinds().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+                continue;
+            }
+        };
+        let Some(factory) = registry.get(&kind) else {
+            let hint = registry
+                .closest(&kind)
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            problems.push(Problem {
+                source: at(&format!("{id}.kind")),
+                key: Some(format!("{id}.kind")),
+                message: format!(
+                    "= \"{kind}\": unknown stage kind{hint} (known kinds: {})",
+                    registry.kinds().collect::<Vec<_>>().join(", ")
+                ),
+            });
+            continue;
+        };
+        raw_inputs.insert(
+            id.clone(),
+            (table.get("input").cloned(), table.get("inputs").cloned()),
+        );
+
+        let params = Figment::from(StageParams {
+            figment: figment.focus(id),
+        });
+        match factory.configure(&params) {
+            Ok(configured) => {
+                collect_provenance(
+                    &configured.resolved,
+                    id,
+                    &figment,
+                    overrides,
+                    &mut provenance,
+                );
+                stages.push(StageSpec {
+                    id: id.clone(),
+                    kind,
+                    description: factory.description(),
+                    inputs: BTreeMap::new(),
+                    params: configured.resolved.clone(),
+                    configured: Some(configured),
+                });
+            }
+            Err(ConfigureError::Deserialize(e)) => {
+                problems.extend(figment_problems(e, id, &figment, overrides, &file));
+            }
+            Err(ConfigureError::Invalid(list)) => {
+                for (key, message) in list {
+                    let key = if key.is_empty() {
+                        id.clone()
+                    } else {
+                        format!("{id}.{key}")
+                    };
+                    problems.push(Problem {
+                        source: at(&key),
+                        key: Some(key),
+                        message,
+                    });
+                }
+            }
+        }
+    }
+
+    if let Some(settings) = &settings {
+        for key in ["name", "seed", "run_dir", "channel_capacity"] {
+            let full = format!("pipeline.{key}");
+            provenance.insert(full.clone(), layers::provenance(&figment, &full, overrides));
+        }
+        if stages.is_empty() && problems.is_empty() {
+            problems.push(Problem {
+                source: file.clone(),
+                key: None,
+                message: format!("pipeline `{}` has no stages", settings.name),
+            });
+        }
+    }
+
+    let all_ids: std::collections::BTreeSet<String> = root
+        .keys()
+        .filter(|k| *k != PIPELINE_TABLE && *k != PLUGINS_KEY)
+        .cloned()
+        .collect();
+    let ordered = graph::connect(&mut stages, &raw_inputs, &all_ids, &at, &mut problems);
+    match settings {
+        Some(settings) if problems.is_empty() => Ok(Pipeline {
+            file: path.to_path_buf(),
+            settings,
+            plugins,
+            stages: ordered
+                .into_iter()
+                .map(|i| std::mem::replace(&mut stages[i], placeholder()))
+                .collect(),
+            provenance,
+            overrides: overrides.iter().map(|o| o.raw.clone()).collect(),
+        }),
+        _ => Err(ConfigErrors { problems }),
+    }
+}
+
+fn placeholder() -> StageSpec {
+    StageSpec {
+        id: String::new(),
+        kind: String::new(),
+        description: StageDescription {
+            kind: "".into(),
+            doc: "".into(),
+            inputs: vec![],
+            outputs: vec![],
+        },
+        inputs: BTreeMap::new(),
+        params: serde_json::Value::Null,
+        configured: None,
+    }
+}
+
+/// A stage's table without the structural keys, keeping each value's provenance.
+///
+/// figment keeps provenance in a per-figment tag→metadata map; handing that map on (the
+/// `__metadata_map` hook, which `Figment` itself uses when merged into another figment) is what
+/// lets errors and provenance of the filtered table still name the file or variable.
+struct StageParams {
+    figment: Figment,
+}
+
+impl Provider for StageParams {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("stage parameters")
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        let mut data = self.figment.data()?;
+        for dict in data.values_mut() {
+            for key in STRUCTURAL_KEYS {
+                dict.remove(key);
+            }
+        }
+        Ok(data)
+    }
+
+    fn __metadata_map(&self) -> Option<Map<figment::value::Tag, Metadata>> {
+        self.figment.__metadata_map()
+    }
+}
+
+fn source_of(
+    figment: &Figment,
+    key: &str,
+    overrides: &[CommandLineOverride],
+    file: &str,
+) -> String {
+    match layers::provenance(figment, key, overrides).as_str() {
+        "default" => file.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn collect_provenance(
+    value: &serde_json::Value,
+    prefix: &str,
+    figment: &Figment,
+    overrides: &[CommandLineOverride],
+    out: &mut BTreeMap<String, String>,
+) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                collect_provenance(v, &format!("{prefix}.{k}"), figment, overrides, out);
+            }
+        }
+        _ => {
+            out.insert(
+                prefix.to_string(),
+                layers::provenance(figment, prefix, overrides),
+            );
+        }
+    }
+}
+
+/// One [`Problem`] per error in figment's chain.
+fn figment_problems(
+    error: figment::Error,
+    stage: &str,
+    figment: &Figment,
+    overrides: &[CommandLineOverride],
+    file: &str,
+) -> Vec<Problem> {
+    use figment::error::Kind;
+    error
+        .into_iter()
+        .map(|e| {
+            let mut path: Vec<String> = Vec::new();
+            if !stage.is_empty() {
+                path.push(stage.to_string());
+            }
+            path.extend(e.path.iter().cloned());
+            let (key, message) = match &e.kind {
+                Kind::UnknownField(field, expected) => {
+                    if path.last() != Some(field) {
+                        path.push(field.clone());
+                    }
+                    let hint = closest_name(field, expected.iter().copied())
+                        .map(|k| format!("; did you mean `{k}`?"))
+                        .unwrap_or_default();
+                    let expected = expected.iter().filter(|k| !STRUCTURAL_KEYS.contains(k));
+                    (
+                        path.join("."),
+                        format!(
+                            "unknown key{hint} (expected one of: {})",
+                            expected.copied().collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                }
+                Kind::MissingField(field) => {
+                    if path.last().map(String::as_str) != Some(field.as_ref()) {
+                        path.push(field.to_string());
+                    }
+                    (path.join("."), "missing required key".to_string())
+                }
+                Kind::InvalidType(actual, expected) => (
+                    path.join("."),
+                    format!("= {actual}: wrong type, expected {expected}"),
+                ),
+                Kind::InvalidValue(actual, expected) => (
+                    path.join("."),
+                    format!("= {actual}: invalid value, expected {expected}"),
+                ),
+                Kind::UnknownVariant(actual, expected) => {
+                    let hint = closest_name(actual, expected.iter().copied())
+                        .map(|k| format!("; did you mean `{k}`?"))
+                        .unwrap_or_default();
+                    (
+                        path.join("."),
+                        format!(
+                            "= \"{actual}\": unknown value{hint} (expected one of: {})",
+                            expected.join(", ")
+                        ),
+                    )
+                }
+                other => (path.join("."), other.to_string()),
+            };
+            let source = match &e.metadata {
+                Some(metadata) => layers::describe(metadata, &key, overrides),
+                None => source_of(figment, &key, overrides, file),
+            };
+            let source = if source == "stage parameters" {
+                source_of(figment, &key, overrides, file)
+            } else {
+                source
+            };
+            Problem {
+                source,
+                key: Some(key),
+                message,
+            }
+        })
+        .collect()
+}
+
+/// A short rendering of a figment value for messages.
+pub(crate) fn show(value: &Value) -> String {
+    match value {
+        Value::String(_, s) => format!("\"{s}\""),
+        Value::Dict(..) => "a table".to_string(),
+        Value::Array(..) => "an array".to_string(),
+        other => match other.to_actual() {
+            figment::error::Actual::Str(s) => s,
+            actual => actual.to_string(),
+        },
+    }
+}

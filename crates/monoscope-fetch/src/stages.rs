@@ -1,0 +1,96 @@
+//! `fetch-model` and `fetch-corpus`: the first stages of most pipelines.
+
+use monoscope_core::{
+    Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
+    StageError, register_stage,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{FetchError, resolve_corpus, resolve_model};
+
+/// Resolves a model (a path, or a known name fetched into the cache) and hands it on.
+#[derive(Debug)]
+pub struct FetchModel;
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchModelConfig {
+    /// A GGUF file, a Hugging Face model directory, or a known name (`smollm2`).
+    #[serde(default = "default_model")]
+    pub model: String,
+}
+
+fn default_model() -> String {
+    "smollm2".into()
+}
+
+impl StageConfig for FetchModelConfig {}
+
+impl Stage for FetchModel {
+    type Config = FetchModelConfig;
+
+    fn description() -> StageDescription {
+        StageDescription {
+            kind: "fetch-model".into(),
+            doc: "Resolves a model path or known name, fetching and verifying it into the cache"
+                .into(),
+            inputs: vec![],
+            outputs: vec![PortSpec::artifact("model", ArtifactKind::MODEL, "the model file or directory")],
+        }
+    }
+
+    fn run(config: Self::Config, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        ctx.progress.set_message(format!("resolving {}", config.model));
+        let path = resolve_model(&config.model).map_err(into_stage_error)?;
+        let artifact = Artifact::new(ArtifactKind::MODEL, path)
+            .with_metadata(serde_json::json!({ "name": config.model }));
+        ctx.emit_artifact("model", artifact)
+    }
+}
+
+/// Resolves a corpus (a path, or a known name fetched into the cache) and hands it on.
+#[derive(Debug)]
+pub struct FetchCorpus;
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchCorpusConfig {
+    /// A text file, a directory, a JSONL file, or a known name (`wiki`, `shakespeare`).
+    #[serde(default = "default_corpus")]
+    pub corpus: String,
+}
+
+fn default_corpus() -> String {
+    "wiki".into()
+}
+
+impl StageConfig for FetchCorpusConfig {}
+
+impl Stage for FetchCorpus {
+    type Config = FetchCorpusConfig;
+
+    fn description() -> StageDescription {
+        StageDescription {
+            kind: "fetch-corpus".into(),
+            doc: "Resolves a corpus path or known name, fetching and verifying it into the cache"
+                .into(),
+            inputs: vec![],
+            outputs: vec![PortSpec::artifact("corpus", ArtifactKind::CORPUS, "the corpus file or directory")],
+        }
+    }
+
+    fn run(config: Self::Config, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        ctx.progress.set_message(format!("resolving {}", config.corpus));
+        let path = resolve_corpus(&config.corpus).map_err(into_stage_error)?;
+        let artifact = Artifact::new(ArtifactKind::CORPUS, path)
+            .with_metadata(serde_json::json!({ "name": config.corpus }));
+        ctx.emit_artifact("corpus", artifact)
+    }
+}
+
+fn into_stage_error(e: FetchError) -> StageError {
+    StageError::other(e)
+}
+
+register_stage!(FetchModel);
+register_stage!(FetchCorpus);
