@@ -18,7 +18,11 @@ const EXIT_INVALID: u8 = 2;
 const EXIT_CANCELLED: u8 = 130;
 
 #[derive(Debug, Parser)]
-#[command(name = "monoscope", version, about = "Sparse-autoencoder interpretability for language models: capture, train, label, cluster, steer")]
+#[command(
+    name = "monoscope",
+    version,
+    about = "Sparse-autoencoder interpretability for language models: capture, train, label, cluster, steer"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,9 +63,12 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { pipeline, set, run_dir, force } => {
-            pipeline_cmds::run(&pipeline, &set, run_dir, force)
-        }
+        Command::Run {
+            pipeline,
+            set,
+            run_dir,
+            force,
+        } => pipeline_cmds::run(&pipeline, &set, run_dir, force),
         Command::Validate { pipeline, set } => pipeline_cmds::validate(&pipeline, &set),
         Command::Stages { json } => stages_cmd::list(json),
         Command::Fetch { names } => pipeline_cmds::fetch(&names),
@@ -93,7 +100,9 @@ fn chain(error: &anyhow::Error) -> String {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MONOSCOPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();

@@ -38,7 +38,11 @@ pub fn validate(path: &Path, set: &[String]) -> anyhow::Result<ExitCode> {
     match load(path, set, None) {
         Ok(pipeline) => {
             print!("{}", pipeline.resolved_toml());
-            eprintln!("{}: valid ({} stages)", path.display(), pipeline.stages.len());
+            eprintln!(
+                "{}: valid ({} stages)",
+                path.display(),
+                pipeline.stages.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -48,7 +52,12 @@ pub fn validate(path: &Path, set: &[String]) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn run(path: &Path, set: &[String], run_dir: Option<PathBuf>, force: bool) -> anyhow::Result<ExitCode> {
+pub fn run(
+    path: &Path,
+    set: &[String],
+    run_dir: Option<PathBuf>,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
     let mut pipeline = match load(path, set, run_dir) {
         Ok(p) => p,
         Err(errors) => {
@@ -64,7 +73,11 @@ pub fn run(path: &Path, set: &[String], run_dir: Option<PathBuf>, force: bool) -
     }
     let cancel = CancelToken::new();
     install_ctrl_c(cancel.clone());
-    let options = RunOptions { force, cancel, progress: ProgressMode::Auto };
+    let options = RunOptions {
+        force,
+        cancel,
+        progress: ProgressMode::Auto,
+    };
     match monoscope_exec::run(&mut pipeline, &options) {
         Ok(report) => {
             for stage in &report.stages {
@@ -104,14 +117,20 @@ pub fn fetch(names: &[String]) -> anyhow::Result<ExitCode> {
     if names.is_empty() {
         println!("cache: {}", monoscope_fetch::cache_dir().display());
         for asset in monoscope_fetch::ASSETS {
-            println!("  {:<12} {:?}  {}  ({})", asset.name, asset.kind, asset.description, asset.requirement);
+            println!(
+                "  {:<12} {:?}  {}  ({})",
+                asset.name, asset.kind, asset.description, asset.requirement
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
     for name in names {
         let Some(asset) = monoscope_fetch::find_asset(name) else {
             let known: Vec<&str> = monoscope_fetch::ASSETS.iter().map(|a| a.name).collect();
-            eprintln!("error: unknown asset `{name}` (known: {})", known.join(", "));
+            eprintln!(
+                "error: unknown asset `{name}` (known: {})",
+                known.join(", ")
+            );
             return Ok(ExitCode::from(EXIT_INVALID));
         };
         let path = monoscope_fetch::fetch(asset).with_context(|| format!("fetching {name}"))?;

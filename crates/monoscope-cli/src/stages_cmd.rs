@@ -23,19 +23,35 @@ pub fn list(json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for kind in registry.kinds() {
-        let Some(factory) = registry.get(kind) else { continue };
+        let Some(factory) = registry.get(kind) else {
+            continue;
+        };
         let description = factory.description();
         let origin = match registry.origin(kind) {
-            Some(StageOrigin::Plugin { path, name, version }) => {
+            Some(StageOrigin::Plugin {
+                path,
+                name,
+                version,
+            }) => {
                 format!("plugin {name} {version}, {}", path.display())
             }
             _ => "built-in".to_string(),
         };
         println!("{kind}  ({origin})\n    {}", description.doc);
-        for (label, ports) in [("input", &description.inputs), ("output", &description.outputs)] {
+        for (label, ports) in [
+            ("input", &description.inputs),
+            ("output", &description.outputs),
+        ] {
             for port in ports {
-                let optional = if label == "input" && !port.required { ", optional" } else { "" };
-                println!("    {label:<6} {:<14} {}{optional}: {}", port.name, port.ty, port.doc);
+                let optional = if label == "input" && !port.required {
+                    ", optional"
+                } else {
+                    ""
+                };
+                println!(
+                    "    {label:<6} {:<14} {}{optional}: {}",
+                    port.name, port.ty, port.doc
+                );
             }
         }
         for param in parameters(&factory.schema()) {
@@ -65,7 +81,11 @@ fn parameters(schema: &Value) -> Vec<String> {
                 None if required.contains(&name.as_str()) => " (required)".to_string(),
                 None => String::new(),
             };
-            let doc = p.get("description").and_then(Value::as_str).unwrap_or("").replace('\n', " ");
+            let doc = p
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .replace('\n', " ");
             format!("{name:<14} {ty}{default}  {doc}")
         })
         .collect()
@@ -74,7 +94,11 @@ fn parameters(schema: &Value) -> Vec<String> {
 fn type_name(property: &Value, root: &Value) -> String {
     if let Some(t) = property.get("type") {
         return match t {
-            Value::Array(types) => types.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|"),
+            Value::Array(types) => types
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("|"),
             other => other.as_str().unwrap_or("value").to_string(),
         };
     }
@@ -82,12 +106,20 @@ fn type_name(property: &Value, root: &Value) -> String {
         let name = reference.rsplit('/').next().unwrap_or(reference);
         let def = root.pointer(&format!("/$defs/{name}"));
         if let Some(values) = def.and_then(|d| d.get("enum")).and_then(Value::as_array) {
-            return values.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|");
+            return values
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("|");
         }
         return name.to_string();
     }
     if let Some(values) = property.get("enum").and_then(Value::as_array) {
-        return values.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|");
+        return values
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("|");
     }
     "value".to_string()
 }

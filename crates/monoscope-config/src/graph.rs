@@ -289,12 +289,9 @@ fn order(
             .find(|j| !done.contains(j))
             .unwrap_or(start);
         if let Some(pos) = path.iter().position(|&p| p == next) {
-            let mut cycle: Vec<&str> = path[pos..]
-                .iter()
-                .rev()
-                .map(|&p| stages[p].id.as_str())
-                .collect();
-            cycle.push(stages[next].id.as_str());
+            // `path` walks upstream (each stage reads from the next one); data flows the other way.
+            let mut cycle = vec![stages[next].id.as_str()];
+            cycle.extend(path[pos..].iter().rev().map(|&p| stages[p].id.as_str()));
             let first = cycle[0].to_string();
             problems.push(problem(
                 at,

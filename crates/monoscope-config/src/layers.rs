@@ -137,11 +137,10 @@ pub(crate) fn describe(
     match &metadata.source {
         Some(Source::File(path)) => path.display().to_string(),
         _ if metadata.name.contains("environment") => {
-            let keys: Vec<&str> = key.split('.').collect();
-            // figment's interpolater turns the key path back into the variable's name.
+            let name: Vec<String> = key.split('.').map(str::to_ascii_uppercase).collect();
             format!(
-                "environment variable {}",
-                metadata.interpolate(&Profile::Default, &keys)
+                "environment variable {ENV_PREFIX}{}",
+                name.join(ENV_SEPARATOR)
             )
         }
         Some(Source::Custom(custom)) => custom.clone(),

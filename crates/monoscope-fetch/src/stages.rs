@@ -35,12 +35,17 @@ impl Stage for FetchModel {
             doc: "Resolves a model path or known name, fetching and verifying it into the cache"
                 .into(),
             inputs: vec![],
-            outputs: vec![PortSpec::artifact("model", ArtifactKind::MODEL, "the model file or directory")],
+            outputs: vec![PortSpec::artifact(
+                "model",
+                ArtifactKind::MODEL,
+                "the model file or directory",
+            )],
         }
     }
 
     fn run(config: Self::Config, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        ctx.progress.set_message(format!("resolving {}", config.model));
+        ctx.progress
+            .set_message(format!("resolving {}", config.model));
         let path = resolve_model(&config.model).map_err(into_stage_error)?;
         let artifact = Artifact::new(ArtifactKind::MODEL, path)
             .with_metadata(serde_json::json!({ "name": config.model }));
@@ -75,12 +80,17 @@ impl Stage for FetchCorpus {
             doc: "Resolves a corpus path or known name, fetching and verifying it into the cache"
                 .into(),
             inputs: vec![],
-            outputs: vec![PortSpec::artifact("corpus", ArtifactKind::CORPUS, "the corpus file or directory")],
+            outputs: vec![PortSpec::artifact(
+                "corpus",
+                ArtifactKind::CORPUS,
+                "the corpus file or directory",
+            )],
         }
     }
 
     fn run(config: Self::Config, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        ctx.progress.set_message(format!("resolving {}", config.corpus));
+        ctx.progress
+            .set_message(format!("resolving {}", config.corpus));
         let path = resolve_corpus(&config.corpus).map_err(into_stage_error)?;
         let artifact = Artifact::new(ArtifactKind::CORPUS, path)
             .with_metadata(serde_json::json!({ "name": config.corpus }));
