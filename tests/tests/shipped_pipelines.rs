@@ -1,0 +1,28 @@
+//! Every pipeline in `pipelines/` validates against the stage kinds the binary ships.
+
+use std::path::Path;
+
+use monoscope_config::load_with_env;
+use monoscope_core::Registry;
+// The stage crates the `monoscope` binary links, so their kinds are registered here too.
+use monoscope_fetch as _;
+
+#[test]
+fn every_shipped_pipeline_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(e) = load_with_env(&path, &[], &Registry::builtin(), false) {
+                panic!("{e}");
+            }
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 2,
+        "expected the shipped pipelines in {}",
+        dir.display()
+    );
+}
