@@ -303,7 +303,7 @@ pub fn load_with_env(
             Err(ConfigureError::Deserialize(e)) => {
                 let schema = factory.schema();
                 problems.extend(figment_problems(
-                    e,
+                    *e,
                     id,
                     Some(&schema),
                     &figment,

@@ -85,7 +85,7 @@ pub trait StageFactory: Send + Sync {
 #[derive(Debug)]
 pub enum ConfigureError {
     /// A type or key problem found while deserialising (unknown key, wrong type, missing key).
-    Deserialize(figment::Error),
+    Deserialize(Box<figment::Error>),
     /// Problems found by [`StageConfig::validate`]: `(key, message)`.
     Invalid(Vec<(String, String)>),
 }
@@ -143,7 +143,9 @@ impl<S: Stage> StageFactory for TypedFactory<S> {
     }
 
     fn configure(&self, params: &Figment) -> Result<ConfiguredStage, ConfigureError> {
-        let config: S::Config = params.extract().map_err(ConfigureError::Deserialize)?;
+        let config: S::Config = params
+            .extract()
+            .map_err(|e| ConfigureError::Deserialize(Box::new(e)))?;
         let problems = config.validate();
         if !problems.is_empty() {
             return Err(ConfigureError::Invalid(problems));

@@ -406,17 +406,13 @@ fn is_stream(stage: &StageSpec, port: &str) -> bool {
 }
 
 type PortKey = (String, String);
+type Senders = BTreeMap<PortKey, Vec<Sender<Message>>>;
+type Receivers = BTreeMap<PortKey, Receiver<Message>>;
 
 /// One bounded channel per connection; an output feeding several inputs gets one sender each.
-fn channels(
-    pipeline: &Pipeline,
-    skipped: &BTreeSet<String>,
-) -> (
-    BTreeMap<PortKey, Vec<Sender<Message>>>,
-    BTreeMap<PortKey, Receiver<Message>>,
-) {
+fn channels(pipeline: &Pipeline, skipped: &BTreeSet<String>) -> (Senders, Receivers) {
     let capacity = pipeline.settings.channel_capacity;
-    let mut senders: BTreeMap<PortKey, Vec<Sender<Message>>> = BTreeMap::new();
+    let mut senders: Senders = BTreeMap::new();
     let mut receivers = BTreeMap::new();
     for consumer in &pipeline.stages {
         if skipped.contains(&consumer.id) {

@@ -1,0 +1,127 @@
+//! Shared plumbing for the loaders: collecting tensors under canonical names with shape checks,
+//! splitting fused QKV matrices, and hashing the source files.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{FormatError, Result};
+use crate::model::HostTensor;
+
+/// Canonical tensors being assembled from one source file (or directory).
+#[derive(Debug)]
+pub(crate) struct TensorSink {
+    pub path: PathBuf,
+    pub tensors: BTreeMap<String, HostTensor>,
+}
+
+impl TensorSink {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            tensors: BTreeMap::new(),
+        }
+    }
+
+    /// Check `t` (read from the file as `source_name`) against `expected` and store it.
+    pub fn put(
+        &mut self,
+        source_name: &str,
+        canonical: String,
+        expected: &[usize],
+        t: HostTensor,
+    ) -> Result<()> {
+        self.check(source_name, expected, &t.shape)?;
+        self.tensors.insert(canonical, t);
+        Ok(())
+    }
+
+    pub fn check(&self, source_name: &str, expected: &[usize], actual: &[usize]) -> Result<()> {
+        if actual != expected {
+            return Err(FormatError::ShapeMismatch {
+                path: self.path.clone(),
+                tensor: source_name.to_string(),
+                expected: expected.to_vec(),
+                actual: actual.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn missing(&self, source_name: &str) -> FormatError {
+        FormatError::MissingTensor {
+            path: self.path.clone(),
+            tensor: source_name.to_string(),
+        }
+    }
+
+    /// Split a fused `[q_rows + k_rows + v_rows, ...]` tensor (weight or bias) by rows into
+    /// `layers.{l}.{q,k,v}_proj.{suffix}`.
+    pub fn put_split_qkv(
+        &mut self,
+        source_name: &str,
+        layer: usize,
+        suffix: &str,
+        rows: [usize; 3],
+        t: HostTensor,
+    ) -> Result<()> {
+        let cols: usize = t.shape.iter().skip(1).product();
+        let mut expected = t.shape.clone();
+        expected[0] = rows.iter().sum();
+        self.check(source_name, &expected, &t.shape)?;
+        let mut start = 0;
+        for (name, r) in ["q_proj", "k_proj", "v_proj"].into_iter().zip(rows) {
+            let mut shape = t.shape.clone();
+            shape[0] = r;
+            let data = t.data[start * cols..(start + r) * cols].to_vec();
+            start += r;
+            self.tensors.insert(
+                format!("layers.{layer}.{name}.{suffix}"),
+                HostTensor { shape, data },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Transpose a row-major 2-D tensor (GPT-2's Conv1D `[in, out]` → `[out, in]`).
+pub(crate) fn transpose(t: HostTensor) -> HostTensor {
+    let [rows, cols] = t.shape[..] else {
+        return t;
+    };
+    let mut data = vec![0f32; t.data.len()];
+    // Blocked so both sides stay in cache on 50k×768 embeddings.
+    const B: usize = 64;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    data[c * rows + r] = t.data[r * cols + c];
+                }
+            }
+        }
+    }
+    HostTensor {
+        shape: vec![cols, rows],
+        data,
+    }
+}
+
+/// sha256 over the concatenated contents of `paths`, streamed, as lowercase hex.
+pub(crate) fn sha256_files(paths: &[PathBuf]) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for p in paths {
+        let mut f = std::fs::File::open(p).map_err(|e| FormatError::io(p, e))?;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| FormatError::io(p, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}

@@ -1,0 +1,189 @@
+//! Broken inputs give errors that name the file and the offending tensor, key or shard.
+
+use monoscope_formats::gguf::MetadataValue as V;
+use monoscope_formats::testing::TinyLlama;
+use monoscope_formats::{FormatError, GgmlType, GgufWriter, load_model};
+
+use std::path::Path;
+
+fn tiny(dir: &Path, name: &str, edit: impl FnOnce(&mut GgufWriter)) -> std::path::PathBuf {
+    let (mut w, _) = TinyLlama::default().build().unwrap();
+    edit(&mut w);
+    let p = dir.join(name);
+    w.write(&p).unwrap();
+    p
+}
+
+fn message(r: Result<impl std::fmt::Debug, FormatError>) -> String {
+    r.expect_err("should fail").to_string()
+}
+
+#[test]
+fn truncated_gguf_names_file_tensor_and_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny(dir.path(), "trunc.gguf", |_| {});
+    let len = std::fs::metadata(&p).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(len - 100).unwrap();
+    let msg = message(load_model(&p));
+    // The last tensor written is output_norm.weight: 64 f32 = 256 bytes, 100 of them cut off.
+    assert!(msg.contains("trunc.gguf"), "{msg}");
+    assert!(
+        msg.contains("tensor `output_norm.weight` is truncated"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("needs 256 bytes") && msg.contains("holds only 156"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn header_cut_short_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny(dir.path(), "short.gguf", |_| {});
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(200).unwrap();
+    let msg = message(load_model(&p));
+    assert!(
+        msg.contains("short.gguf: malformed GGUF: unexpected end of file"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_tensor_type_names_tensor_and_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny(dir.path(), "weird.gguf", |w| {
+        w.add_raw_tensor("blk.0.mystery.weight", &[4, 32], 99, vec![0; 64]);
+    });
+    let msg = message(load_model(&p));
+    assert!(msg.contains("weird.gguf"), "{msg}");
+    assert!(
+        msg.contains("tensor `blk.0.mystery.weight` has unknown or unsupported ggml type id 99"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // Claim three blocks where two were written.
+    let p = tiny(dir.path(), "short-of-layers.gguf", |w| {
+        w.add_metadata("llama.block_count", V::U32(3));
+    });
+    let msg = message(load_model(&p));
+    assert!(
+        msg.contains("short-of-layers.gguf: missing tensor `blk.2.attn_norm.weight`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn shape_mismatch_names_tensor_and_both_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny(dir.path(), "ff.gguf", |w| {
+        w.add_metadata("llama.feed_forward_length", V::U32(96));
+    });
+    let msg = message(load_model(&p));
+    assert!(msg.contains("ff.gguf"), "{msg}");
+    assert!(
+        msg.contains("tensor `blk.0.ffn_gate.weight` has shape [128, 64], expected [96, 64]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_metadata_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.architecture", V::String("llama".into()));
+    w.add_tensor("token_embd.weight", &[2, 32], GgmlType::F32, &[0.0; 64])
+        .unwrap();
+    let p = dir.path().join("nokeys.gguf");
+    w.write(&p).unwrap();
+    let msg = message(load_model(&p));
+    assert!(
+        msg.contains("nokeys.gguf: missing metadata key `llama.block_count`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unsupported_architecture_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny(dir.path(), "bert.gguf", |w| {
+        w.add_metadata("general.architecture", V::String("bert".into()));
+    });
+    let msg = message(load_model(&p));
+    assert!(
+        msg.contains("bert.gguf: unsupported architecture `bert`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn not_a_gguf_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.gguf");
+    std::fs::write(&p, "just some text, not a model").unwrap();
+    let msg = message(load_model(&p));
+    assert!(msg.contains("notes.gguf: not a model"), "{msg}");
+    let msg = message(monoscope_formats::GgufFile::open(&p));
+    assert!(
+        msg.contains("notes.gguf: not a model: file does not start with the GGUF magic"),
+        "{msg}"
+    );
+    let msg = message(load_model(&dir.path().join("absent.gguf")));
+    assert!(msg.contains("absent.gguf"), "{msg}");
+}
+
+#[test]
+fn hf_dir_missing_shard_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("config.json"),
+        r#"{"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 16, "vocab_size": 10}"#,
+    )
+    .unwrap();
+    let index = r#"{"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+        "model.norm.weight": "model-00002-of-00002.safetensors"}}"#;
+    std::fs::write(d.join("model.safetensors.index.json"), index).unwrap();
+    let empty: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
+    safetensors::serialize_to_file(empty, None, &d.join("model-00001-of-00002.safetensors"))
+        .unwrap();
+    let msg = message(load_model(d));
+    assert!(msg.contains("model.safetensors.index.json: shard `model-00002-of-00002.safetensors` listed in the index is missing"), "{msg}");
+}
+
+#[test]
+fn hf_dir_missing_tensor_and_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("config.json"),
+        r#"{"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 16, "vocab_size": 10}"#,
+    )
+    .unwrap();
+    let empty: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
+    safetensors::serialize_to_file(empty, None, &d.join("model.safetensors")).unwrap();
+    let msg = message(load_model(d));
+    assert!(
+        msg.contains("missing tensor `embed_tokens.weight`"),
+        "{msg}"
+    );
+
+    std::fs::write(
+        d.join("config.json"),
+        r#"{"model_type": "llama", "hidden_size": "eight"}"#,
+    )
+    .unwrap();
+    let msg = message(load_model(d));
+    assert!(
+        msg.contains("config.json: bad value for `hidden_size`"),
+        "{msg}"
+    );
+}
