@@ -1,0 +1,352 @@
+//! The forward pass with hooks: record activations, replace them through interventions, stop
+//! after the last block a caller needs, and extend a KV cache.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::prelude::*;
+use burn::tensor::module::embedding;
+use monoscope_formats::Architecture;
+
+use crate::layers::{self, AttnShape, LayerCache, Rope};
+use crate::{HookContext, HookName, Interventions, LmError, Model, TokenBatch};
+
+/// Which logits a forward pass computes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Logits {
+    /// None: the unembedding (the largest matmul of a small model) is skipped.
+    #[default]
+    Skip,
+    /// `[batch, seq, vocab]`.
+    All,
+    /// `[batch, 1, vocab]` at the last column (with left padding, every row's last token).
+    Last,
+}
+
+/// What a forward pass records, changes and returns.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOptions {
+    /// Hooks whose activations to return (after any intervention at the same hook).
+    pub record: Vec<HookName>,
+    /// Functions that replace activations at hooks.
+    pub interventions: Interventions,
+    /// Stop after the last block the recorded hooks need. Ignored when logits are requested.
+    pub stop_after_hooks: bool,
+    pub logits: Logits,
+}
+
+impl ForwardOptions {
+    /// Records `hooks` and stops as soon as they are computed: the capture stage's call.
+    pub fn capture(hooks: Vec<HookName>) -> Self {
+        Self {
+            record: hooks,
+            stop_after_hooks: true,
+            ..Self::default()
+        }
+    }
+
+    /// All logits, optionally under interventions.
+    pub fn logits(interventions: Interventions) -> Self {
+        Self {
+            interventions,
+            logits: Logits::All,
+            ..Self::default()
+        }
+    }
+}
+
+/// The result of a forward pass. Activations are `[batch, seq, d_model]`.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOutput {
+    pub logits: Option<Tensor<3>>,
+    pub activations: BTreeMap<HookName, Tensor<3>>,
+}
+
+impl ForwardOutput {
+    pub fn activation(&self, hook: &HookName) -> Result<&Tensor<3>, LmError> {
+        self.activations
+            .get(hook)
+            .ok_or_else(|| LmError::InvalidHook {
+                name: hook.to_string(),
+                reason: "this hook was not recorded by the forward pass".into(),
+            })
+    }
+
+    /// A recorded activation copied to the host, row-major `[batch, seq, d_model]`.
+    pub fn activation_host(&self, hook: &HookName) -> Result<Vec<f32>, LmError> {
+        to_host(self.activation(hook)?.clone(), &hook.to_string())
+    }
+
+    /// The logits copied to the host, row-major.
+    pub fn logits_host(&self) -> Result<Vec<f32>, LmError> {
+        let logits = self.logits.clone().ok_or_else(|| {
+            LmError::EmptyInput("no logits: the forward pass ran with Logits::Skip".into())
+        })?;
+        to_host(logits, "logits")
+    }
+}
+
+/// Copies any float tensor to a host `Vec<f32>`.
+pub fn to_host<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>, LmError> {
+    t.try_into_vec_as::<f32>().map_err(|e| LmError::TensorRead {
+        what: what.to_string(),
+        detail: format!("{e:?}"),
+    })
+}
+
+/// Keys and values of every layer for the positions run so far, so that generation feeds one
+/// new token per step instead of the whole sequence.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<LayerCache>>,
+    /// Per row: which cached columns are real tokens.
+    valid: Vec<Vec<bool>>,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize) -> Self {
+        Self {
+            layers: vec![None; n_layers],
+            valid: Vec::new(),
+        }
+    }
+
+    /// Number of cached columns.
+    pub fn len(&self) -> usize {
+        self.valid.first().map_or(0, Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Model {
+    /// Runs `batch` through the model. See [`ForwardOptions`].
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        options: &ForwardOptions,
+    ) -> Result<ForwardOutput, LmError> {
+        self.run(batch, options, None)
+    }
+
+    /// Runs `batch` as the continuation of the columns in `cache` (which it extends). The first
+    /// call on an empty cache is an ordinary forward pass. Every layer runs, whatever
+    /// `stop_after_hooks` says, so that the cache stays complete. After an error the cache is
+    /// in an unspecified state; start a new one.
+    pub fn forward_cached(
+        &self,
+        batch: &TokenBatch,
+        options: &ForwardOptions,
+        cache: &mut KvCache,
+    ) -> Result<ForwardOutput, LmError> {
+        self.run(batch, options, Some(cache))
+    }
+
+    fn run(
+        &self,
+        batch: &TokenBatch,
+        options: &ForwardOptions,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<ForwardOutput, LmError> {
+        let c = &self.config;
+        for hook in options.record.iter().chain(options.interventions.hooks()) {
+            hook.validate(c.n_layers)?;
+        }
+        self.check_ids(batch)?;
+        let (b, t) = (batch.batch(), batch.seq());
+        let new_valid = batch.valid_rows();
+        if let Some(cache) = cache.as_deref_mut() {
+            if !cache.is_empty() && cache.valid.len() != b {
+                return Err(LmError::Batch(format!(
+                    "cache holds {} rows but the batch has {b}",
+                    cache.valid.len()
+                )));
+            }
+            if cache.valid.is_empty() {
+                cache.valid = vec![Vec::new(); b];
+            }
+        }
+        let past: Vec<Vec<bool>> = cache
+            .as_deref()
+            .map_or(vec![Vec::new(); b], |k| k.valid.clone());
+        let offset = past[0].len();
+
+        // A real token's position is the number of real tokens before it in its row.
+        let mut positions = Vec::with_capacity(b * t);
+        for (row, flags) in new_valid.iter().enumerate() {
+            let mut pos = past[row].iter().filter(|&&v| v).count();
+            for &valid in flags {
+                positions.push(pos);
+                pos += usize::from(valid);
+            }
+        }
+        let mask = self.padding_mask(&past, &new_valid, t);
+
+        let ids: Vec<i32> = batch.ids().iter().map(|&id| id as i32).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
+        let mut x = embedding(self.weights.embed.clone(), ids);
+        let rope = match c.architecture {
+            Architecture::Llama => Some(Rope::new(
+                &positions,
+                b,
+                t,
+                c.head_dim,
+                c.rope_theta,
+                &self.device,
+            )),
+            Architecture::Gpt2 => {
+                x = x + self.learned_positions(&positions, b, t)?;
+                None
+            }
+        };
+
+        let want_logits = options.logits != Logits::Skip;
+        let record: BTreeSet<HookName> = options.record.iter().copied().collect();
+        let blocks_to_run = if options.stop_after_hooks && !want_logits && cache.is_none() {
+            record
+                .iter()
+                .map(|h| h.blocks_needed(c.n_layers))
+                .max()
+                .unwrap_or(0)
+        } else {
+            c.n_layers
+        };
+        let mut hooks = HookRunner {
+            record: &record,
+            interventions: &options.interventions,
+            ctx: HookContext {
+                offset,
+                valid: new_valid,
+            },
+            out: BTreeMap::new(),
+        };
+        let shape = AttnShape {
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+        };
+        let kind = self.norm_kind();
+        let swiglu = c.architecture == Architecture::Llama;
+
+        for (l, w) in self.weights.blocks.iter().enumerate() {
+            x = hooks.at(HookName::resid_pre(l), x)?;
+            if l >= blocks_to_run {
+                break;
+            }
+            let h = layers::norm(x.clone(), &w.attn_norm, kind, c.norm_eps);
+            let slot = cache.as_deref_mut().map(|k| &mut k.layers[l]);
+            let attn = layers::attention_block(h, w, shape, rope.as_ref(), mask.as_ref(), slot);
+            let attn = hooks.at(HookName::attn_out(l), attn)?;
+            x = x + attn;
+            let h = layers::norm(x.clone(), &w.mlp_norm, kind, c.norm_eps);
+            let mlp = hooks.at(HookName::mlp_out(l), layers::mlp_block(h, w, swiglu))?;
+            x = hooks.at(HookName::resid_post(l), x + mlp)?;
+        }
+        if let Some(cache) = cache {
+            for (row, flags) in hooks.ctx.valid.iter().enumerate() {
+                cache.valid[row].extend_from_slice(flags);
+            }
+        }
+
+        let need_final = want_logits || record.contains(&HookName::final_normalized());
+        let mut logits = None;
+        if need_final && blocks_to_run == c.n_layers {
+            let normed = layers::normalize(x, kind, c.norm_eps);
+            let normed = hooks.at(HookName::final_normalized(), normed)?;
+            logits = match options.logits {
+                Logits::Skip => None,
+                Logits::All => Some(self.unembed(normed)),
+                Logits::Last => Some(self.unembed(normed.narrow(1, t - 1, 1))),
+            };
+        }
+        Ok(ForwardOutput {
+            logits,
+            activations: hooks.out,
+        })
+    }
+
+    fn check_ids(&self, batch: &TokenBatch) -> Result<(), LmError> {
+        let vocab = self.config.vocab_size;
+        match batch.ids().iter().position(|&id| id as usize >= vocab) {
+            Some(i) => Err(LmError::TokenOutOfRange {
+                id: batch.ids()[i],
+                row: i / batch.seq(),
+                position: i % batch.seq(),
+                vocab_size: vocab,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// `[batch, 1, seq, past + seq]`, `true` where the key is padding; `None` without padding.
+    fn padding_mask(
+        &self,
+        past: &[Vec<bool>],
+        new: &[Vec<bool>],
+        t: usize,
+    ) -> Option<Tensor<4, Bool>> {
+        let any_pad = past.iter().chain(new).flatten().any(|&v| !v);
+        if !any_pad {
+            return None;
+        }
+        let b = new.len();
+        let keys = past[0].len() + t;
+        let mut mask = Vec::with_capacity(b * t * keys);
+        for (p, n) in past.iter().zip(new) {
+            let row: Vec<bool> = p.iter().chain(n).map(|&v| !v).collect();
+            for _ in 0..t {
+                mask.extend_from_slice(&row);
+            }
+        }
+        Some(Tensor::from_data(
+            TensorData::new(mask, [b, 1, t, keys]),
+            &self.device,
+        ))
+    }
+
+    fn learned_positions(
+        &self,
+        positions: &[usize],
+        b: usize,
+        t: usize,
+    ) -> Result<Tensor<3>, LmError> {
+        let max = self.config.max_positions;
+        if let Some(&p) = positions.iter().find(|&&p| p >= max) {
+            return Err(LmError::ContextTooLong {
+                position: p,
+                max_positions: max,
+            });
+        }
+        let table = self
+            .weights
+            .positions
+            .clone()
+            .ok_or_else(|| LmError::Config("GPT-2 model without a position table".into()))?;
+        let idx: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b * t]), &self.device);
+        Ok(table.select(0, idx).reshape([b, t, self.config.d_model]))
+    }
+}
+
+/// Applies interventions and records activations as the forward pass reaches each hook.
+struct HookRunner<'a> {
+    record: &'a BTreeSet<HookName>,
+    interventions: &'a Interventions,
+    ctx: HookContext,
+    out: BTreeMap<HookName, Tensor<3>>,
+}
+
+impl HookRunner<'_> {
+    fn at(&mut self, hook: HookName, x: Tensor<3>) -> Result<Tensor<3>, LmError> {
+        let x = if self.interventions.has(&hook) {
+            self.interventions.apply(&hook, x, &self.ctx)?
+        } else {
+            x
+        };
+        if self.record.contains(&hook) {
+            self.out.insert(hook, x.clone());
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,89 @@
+//! Host kernels for the CPU (`flex`) device where burn's generic element-wise ops are the
+//! bottleneck. burn's `silu` runs libm `exp` on one thread in several passes; SwiGLU's
+//! `silu(gate) * up` over `[rows, d_ff]` cost as much as a third of the MLP's matmuls. Here it
+//! is one parallel pass with a polynomial `exp`. Other devices keep burn's ops (a host round
+//! trip would be a device transfer there).
+
+use burn::prelude::*;
+use rayon::prelude::*;
+
+/// `silu(hidden[:, ..ff]) * hidden[:, ff..]` for `hidden[rows, 2 ff]`, or `None` when the
+/// tensor is not plain f32 on the CPU device (the caller then uses burn's ops).
+pub(crate) fn swiglu(hidden: &Tensor<2>) -> Option<Tensor<2>> {
+    let device = hidden.device();
+    if device != Device::flex() {
+        return None;
+    }
+    let [rows, two_ff] = hidden.dims();
+    let ff = two_ff / 2;
+    let data = hidden.clone().into_data();
+    let src: &[f32] = data.as_slice().ok()?;
+    let mut out = vec![0.0f32; rows * ff];
+    // Rows in chunks big enough to amortise rayon's scheduling.
+    let rows_per_task = (16384 / ff.max(1)).max(1);
+    out.par_chunks_mut(rows_per_task * ff)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (i, dst) in chunk.chunks_mut(ff).enumerate() {
+                let row = task * rows_per_task + i;
+                let gate = &src[row * two_ff..row * two_ff + ff];
+                let up = &src[row * two_ff + ff..(row + 1) * two_ff];
+                for ((d, &g), &u) in dst.iter_mut().zip(gate).zip(up) {
+                    *d = g / (1.0 + exp(-g)) * u;
+                }
+            }
+        });
+    Some(Tensor::from_data(TensorData::new(out, [rows, ff]), &device))
+}
+
+/// `e^x` to about 2 ulp for finite inputs (saturating outside ±87): `x = n ln2 + r` with
+/// |r| ≤ ln2/2, a degree-6 Taylor polynomial for `e^r`, and `2^n` put into the exponent bits.
+/// Branch-free so that the loop above vectorises.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 87.0);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polynomial_exp_is_accurate() {
+        let mut worst = 0.0f64;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let want = (x as f64).exp();
+            worst = worst.max(((exp(x) as f64 - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 1e-6, "worst relative error {worst:e}");
+        assert_eq!(exp(-1000.0), exp(-87.0));
+        assert!(exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn swiglu_matches_burn_ops() {
+        let device = Device::flex();
+        let values: Vec<f32> = (0..3 * 8).map(|i| (i as f32 - 11.0) * 0.7).collect();
+        let hidden = Tensor::<2>::from_data(TensorData::new(values, [3, 8]), &device);
+        let fused = swiglu(&hidden).expect("flex device");
+        let gate = hidden.clone().narrow(1, 0, 4);
+        let reference = burn::tensor::activation::silu(gate) * hidden.narrow(1, 4, 4);
+        let a = crate::to_host(fused, "fused").unwrap();
+        let b = crate::to_host(reference, "reference").unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{x} vs {y}");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The numeric building blocks of a block: norms, rotary embeddings, attention and MLPs, each a
+//! handful of whole-tensor burn operations over `[batch * seq, features]` matmuls.
+
+use burn::prelude::*;
+use burn::tensor::activation::{gelu_approximate, silu};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::weights::{BlockWeights, NormWeights};
+
+/// RMSNorm (Llama family) or LayerNorm with bias (GPT-2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum NormKind {
+    Rms,
+    Layer,
+}
+
+/// The normalisation alone, before the elementwise weight and bias (TransformerLens'
+/// `hook_normalized`).
+pub(crate) fn normalize(x: Tensor<3>, kind: NormKind, eps: f64) -> Tensor<3> {
+    match kind {
+        NormKind::Rms => {
+            let inv = (x.clone().square().mean_dim(2) + eps).sqrt().recip();
+            x * inv
+        }
+        NormKind::Layer => {
+            let (var, mean) = x.clone().var_mean_bias(2);
+            (x - mean) * (var + eps).sqrt().recip()
+        }
+    }
+}
+
+/// The norm's elementwise weight (and bias).
+pub(crate) fn scale(x: Tensor<3>, w: &NormWeights) -> Tensor<3> {
+    let y = x * w.weight.clone().unsqueeze::<3>();
+    match &w.bias {
+        Some(b) => y + b.clone().unsqueeze::<3>(),
+        None => y,
+    }
+}
+
+pub(crate) fn norm(x: Tensor<3>, w: &NormWeights, kind: NormKind, eps: f64) -> Tensor<3> {
+    scale(normalize(x, kind, eps), w)
+}
+
+/// `x[rows, in] @ w[in, out] (+ b)`.
+pub(crate) fn linear(x: Tensor<2>, w: &Tensor<2>, b: Option<&Tensor<1>>) -> Tensor<2> {
+    let y = x.matmul(w.clone());
+    match b {
+        Some(b) => y + b.clone().unsqueeze::<2>(),
+        None => y,
+    }
+}
+
+/// cos/sin of `position * theta^(-2i/head_dim)` for i < head_dim/2, shaped `[batch, seq, 1,
+/// head_dim/2]` to broadcast over heads.
+#[derive(Debug, Clone)]
+pub(crate) struct Rope {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+}
+
+impl Rope {
+    /// `positions` is row-major `[batch, seq]`.
+    pub fn new(
+        positions: &[usize],
+        batch: usize,
+        seq: usize,
+        head_dim: usize,
+        theta: f64,
+        device: &Device,
+    ) -> Self {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f64> = (0..half)
+            .map(|i| theta.powf(-2.0 * i as f64 / head_dim as f64))
+            .collect();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            for f in &inv_freq {
+                let angle = p as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let shape = [batch, seq, 1, half];
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// Rotates pairs (i, i + head_dim/2) of `x[batch, seq, heads, head_dim]`.
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let half = x.dims()[3] / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.narrow(3, half, half);
+        let (c, s) = (self.cos.clone(), self.sin.clone());
+        let r1 = x1.clone() * c.clone() - x2.clone() * s.clone();
+        let r2 = x1 * s + x2 * c;
+        Tensor::cat(vec![r1, r2], 3)
+    }
+}
+
+/// Shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Keys and values of earlier positions for one layer, `[batch, n_kv_heads, past, head_dim]`.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerCache {
+    pub k: Tensor<4>,
+    pub v: Tensor<4>,
+}
+
+/// Causal (grouped-query) self-attention of `x[batch, seq, d_model]` (already normalised), with
+/// the output projection. `mask[batch, 1, seq, past + seq]` is `true` where a key must be ignored
+/// (padding); causality is applied by the kernel, aligned to the end of the keys so that cached
+/// positions come first. Returns `hook_attn_out`.
+pub(crate) fn attention_block(
+    x: Tensor<3>,
+    w: &BlockWeights,
+    s: AttnShape,
+    rope: Option<&Rope>,
+    mask: Option<&Tensor<4, Bool>>,
+    cache: Option<&mut Option<LayerCache>>,
+) -> Tensor<3> {
+    let [b, t, d] = x.dims();
+    let (h, kv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
+    let qkv = linear(x.reshape([b * t, d]), &w.w_qkv, w.b_qkv.as_ref());
+    let qkv = qkv.reshape([b, t, h + 2 * kv, hd]);
+    let v = qkv.clone().narrow(2, h + kv, kv);
+    // Q and K share one rotation call: they are adjacent in the fused projection.
+    let mut qk = qkv.narrow(2, 0, h + kv);
+    if let Some(rope) = rope {
+        qk = rope.apply(qk);
+    }
+    let q = qk.clone().narrow(2, 0, h).swap_dims(1, 2);
+    let mut k = qk.narrow(2, h, kv).swap_dims(1, 2);
+    let mut v = v.swap_dims(1, 2);
+    if let Some(slot) = cache {
+        if let Some(past) = slot.take() {
+            k = Tensor::cat(vec![past.k, k], 2);
+            v = Tensor::cat(vec![past.v, v], 2);
+        }
+        *slot = Some(LayerCache {
+            k: k.clone(),
+            v: v.clone(),
+        });
+    }
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: true,
+    };
+    let o = attention(q, k, v, mask.cloned(), None, options);
+    let o = o.swap_dims(1, 2).reshape([b * t, h * hd]);
+    linear(o, &w.w_o, w.b_o.as_ref()).reshape([b, t, d])
+}
+
+/// The MLP of a block on normalised `x[batch, seq, d_model]`: SwiGLU (`down(silu(gate) * up)`)
+/// or GPT-2's `proj(gelu_tanh(fc x + b)) + b`. Returns `hook_mlp_out`.
+pub(crate) fn mlp_block(x: Tensor<3>, w: &BlockWeights, swiglu: bool) -> Tensor<3> {
+    let [b, t, d] = x.dims();
+    let hidden = linear(x.reshape([b * t, d]), &w.w_in, w.b_in.as_ref());
+    let act = if !swiglu {
+        gelu_approximate(hidden)
+    } else if let Some(act) = crate::fused::swiglu(&hidden) {
+        act
+    } else {
+        let ff = hidden.dims()[1] / 2;
+        let gate = hidden.clone().narrow(1, 0, ff);
+        silu(gate) * hidden.narrow(1, ff, ff)
+    };
+    linear(act, &w.w_out, w.b_out.as_ref()).reshape([b, t, d])
+}

@@ -1,0 +1,41 @@
+//! Transformer language models on burn, with TransformerLens-style hooks: the model runtime of
+//! monoscope's capture, evaluation and steering stages.
+//!
+//! - [`load`] / [`Model::from_loaded`]: build a [`Model`] (Llama family — RMSNorm, RoPE,
+//!   grouped-query attention, SwiGLU, optional q/k/v biases, tied or untied head — or GPT-2)
+//!   from a GGUF file, a Hugging Face directory or a [`monoscope_formats::LoadedModel`].
+//! - [`HookName`]: `blocks.{L}.hook_resid_pre|hook_attn_out|hook_mlp_out|hook_resid_post` and
+//!   `ln_final.hook_normalized`, validated against the model by [`Model::hook`].
+//! - [`Model::forward`] with [`ForwardOptions`]: record hooks, replace activations through
+//!   [`Interventions`], stop after the last block needed, return [`Logits`].
+//! - [`TokenBatch`]: `[batch, seq]` ids with left or right padding.
+//! - [`Model::generate`] with [`GenerateOptions`] and [`Sampling`]: KV-cached generation with
+//!   interventions at every prompt and generated position; [`Model::log_probs`] and
+//!   [`Model::next_token_distribution`] to measure their effect.
+//! - [`LmError`]: the one error type.
+//!
+//! Internals: `weights` lays checkpoint tensors out for the forward pass (fused projections,
+//! one RoPE layout), `layers` holds the numeric kernels, `fused` the CPU host kernels that beat
+//! burn's generic element-wise ops.
+
+mod batch;
+mod error;
+mod forward;
+mod fused;
+mod generate;
+mod hooks;
+mod layers;
+mod model;
+mod sampling;
+mod weights;
+
+pub use batch::{PadSide, TokenBatch};
+pub use error::LmError;
+pub use forward::{ForwardOptions, ForwardOutput, KvCache, Logits, to_host};
+pub use generate::{GenerateOptions, Generation};
+pub use hooks::{HookContext, HookName, HookPoint, Intervention, Interventions};
+pub use model::{Model, load};
+pub use sampling::Sampling;
+
+/// Re-exported so that callers build tensors and devices with the same burn this crate uses.
+pub use burn::prelude::{Device, Tensor};

@@ -1,0 +1,128 @@
+//! [`Model`]: a loaded checkpoint on a burn device, with its tokenizer and hook names.
+
+use std::fmt;
+use std::path::Path;
+
+use burn::prelude::*;
+use monoscope_formats::{Architecture, LoadedModel, ModelConfig, Tokenizer};
+
+use crate::layers::NormKind;
+use crate::weights::{self, ModelWeights};
+use crate::{HookName, LmError};
+
+/// A transformer language model (Llama family or GPT-2) ready to run.
+pub struct Model {
+    pub(crate) config: ModelConfig,
+    pub(crate) weights: ModelWeights,
+    tokenizer: Tokenizer,
+    name: String,
+    sha256: String,
+    pub(crate) device: Device,
+}
+
+/// Loads a GGUF file or a Hugging Face model directory onto `device`.
+pub fn load(path: &Path, device: &Device) -> Result<Model, LmError> {
+    let loaded = monoscope_formats::load_model(path)?;
+    Model::from_loaded(loaded, device)
+}
+
+impl Model {
+    /// Builds the model from a checkpoint already in memory; the host tensors are dropped once
+    /// uploaded.
+    pub fn from_loaded(loaded: LoadedModel, device: &Device) -> Result<Self, LmError> {
+        let weights = weights::build(&loaded, device)?;
+        Ok(Self {
+            config: loaded.config,
+            weights,
+            tokenizer: loaded.tokenizer,
+            name: loaded.name,
+            sha256: loaded.sha256,
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checksum of the weights the model was loaded from (see [`LoadedModel::sha256`]).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.config.n_layers
+    }
+
+    pub fn d_model(&self) -> usize {
+        self.config.d_model
+    }
+
+    /// Every hook point of this model, in forward order.
+    pub fn hook_names(&self) -> Vec<HookName> {
+        HookName::all(self.config.n_layers)
+    }
+
+    /// Parses `name` and checks its layer against this model.
+    pub fn hook(&self, name: &str) -> Result<HookName, LmError> {
+        let hook = HookName::parse(name)?;
+        hook.validate(self.config.n_layers)?;
+        Ok(hook)
+    }
+
+    /// The token embedding matrix `[vocab, d_model]`.
+    pub fn embedding_matrix(&self) -> Tensor<2> {
+        self.weights.embed.clone()
+    }
+
+    /// The unembedding matrix `[vocab, d_model]` (the embedding itself when tied).
+    pub fn unembedding_matrix(&self) -> Tensor<2> {
+        self.weights.unembed.clone()
+    }
+
+    /// Logits `[batch, seq, vocab]` of residual-stream vectors `[batch, seq, d_model]` through
+    /// the final norm and the unembedding: what the model would predict from that residual.
+    pub fn logits_from_residual(&self, resid: Tensor<3>) -> Tensor<3> {
+        let normed = crate::layers::normalize(resid, self.norm_kind(), self.config.norm_eps);
+        self.unembed(normed)
+    }
+
+    /// Final norm's weight/bias and the unembedding on `hook_normalized` values.
+    pub(crate) fn unembed(&self, normalized: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = normalized.dims();
+        let x = crate::layers::scale(normalized, &self.weights.final_norm);
+        let logits = x
+            .reshape([b * t, d])
+            .matmul(self.weights.unembed.clone().transpose());
+        logits.reshape([b, t, self.config.vocab_size])
+    }
+
+    pub(crate) fn norm_kind(&self) -> NormKind {
+        match self.config.architecture {
+            Architecture::Llama => NormKind::Rms,
+            Architecture::Gpt2 => NormKind::Layer,
+        }
+    }
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}

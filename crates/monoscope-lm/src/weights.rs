@@ -1,0 +1,297 @@
+//! Turning a [`LoadedModel`]'s canonical `[out, in]` host tensors into the device tensors the
+//! forward pass multiplies with.
+//!
+//! Done once at load, so that the forward pass is nothing but big 2-D matmuls:
+//! - every matrix is transposed to `[in, out]` (activations are `[rows, in]`);
+//! - Q, K and V are concatenated into one `[d_model, (n_heads + 2 n_kv) head_dim]` matrix, and
+//!   SwiGLU's gate and up into one `[d_model, 2 d_ff]` matrix, so each block does three matmuls
+//!   plus the output projection;
+//! - Q/K rows of checkpoints in the GGUF (`AdjacentPairs`) RoPE layout are permuted into the
+//!   `HalfSplit` layout. Attention scores are dot products over a head's dimensions, which a
+//!   common permutation of Q and K leaves unchanged, so the model computes exactly the same
+//!   function while the forward pass needs only one RoPE kernel.
+
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+use monoscope_formats::{Architecture, HostTensor, LoadedModel, ModelConfig, RopeLayout};
+
+use crate::LmError;
+
+/// One norm's parameters (RMSNorm when `bias` is `None` and the model is Llama-family).
+#[derive(Debug, Clone)]
+pub(crate) struct NormWeights {
+    pub weight: Tensor<1>,
+    pub bias: Option<Tensor<1>>,
+}
+
+/// One transformer block's parameters, laid out for `x[rows, in] @ w[in, out]`.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockWeights {
+    pub attn_norm: NormWeights,
+    /// `[d_model, (n_heads + 2 n_kv_heads) head_dim]`: Q | K | V.
+    pub w_qkv: Tensor<2>,
+    pub b_qkv: Option<Tensor<1>>,
+    /// `[n_heads head_dim, d_model]`.
+    pub w_o: Tensor<2>,
+    pub b_o: Option<Tensor<1>>,
+    pub mlp_norm: NormWeights,
+    /// SwiGLU: `[d_model, 2 d_ff]` gate | up. GPT-2: `[d_model, d_ff]`.
+    pub w_in: Tensor<2>,
+    pub b_in: Option<Tensor<1>>,
+    /// `[d_ff, d_model]`.
+    pub w_out: Tensor<2>,
+    pub b_out: Option<Tensor<1>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ModelWeights {
+    /// `[vocab, d_model]`.
+    pub embed: Tensor<2>,
+    /// `[max_positions, d_model]`, GPT-2 only.
+    pub positions: Option<Tensor<2>>,
+    pub blocks: Vec<BlockWeights>,
+    pub final_norm: NormWeights,
+    /// `[vocab, d_model]`: the embedding itself when tied. Multiplied through a transposed
+    /// view, which burn's CPU matmul reads with strides instead of copying.
+    pub unembed: Tensor<2>,
+}
+
+/// Checks the configuration for the things the forward pass relies on.
+pub(crate) fn check_config(c: &ModelConfig) -> Result<(), LmError> {
+    let fail = |m: String| Err(LmError::Config(m));
+    if c.n_layers == 0 || c.d_model == 0 || c.vocab_size == 0 || c.head_dim == 0 {
+        return fail(format!(
+            "n_layers {}, d_model {}, vocab_size {}, head_dim {} must all be positive",
+            c.n_layers, c.d_model, c.vocab_size, c.head_dim
+        ));
+    }
+    if c.n_heads == 0 || c.n_kv_heads == 0 || !c.n_heads.is_multiple_of(c.n_kv_heads) {
+        return fail(format!(
+            "n_heads {} must be a positive multiple of n_kv_heads {}",
+            c.n_heads, c.n_kv_heads
+        ));
+    }
+    if c.architecture == Architecture::Llama && !c.head_dim.is_multiple_of(2) {
+        return fail(format!("RoPE needs an even head_dim, got {}", c.head_dim));
+    }
+    if c.architecture == Architecture::Gpt2 && c.n_kv_heads != c.n_heads {
+        return fail(format!(
+            "GPT-2 has no grouped-query attention, but n_kv_heads {} != n_heads {}",
+            c.n_kv_heads, c.n_heads
+        ));
+    }
+    Ok(())
+}
+
+struct Source<'a> {
+    tensors: &'a BTreeMap<String, HostTensor>,
+    architecture: Architecture,
+}
+
+impl<'a> Source<'a> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<&'a HostTensor, LmError> {
+        let t = self.opt(name, shape)?;
+        t.ok_or_else(|| LmError::MissingTensor {
+            name: name.to_string(),
+            architecture: format!("{:?}", self.architecture),
+        })
+    }
+
+    fn opt(&self, name: &str, shape: &[usize]) -> Result<Option<&'a HostTensor>, LmError> {
+        let Some(t) = self.tensors.get(name) else {
+            return Ok(None);
+        };
+        if t.shape != shape || t.data.len() != shape.iter().product::<usize>() {
+            return Err(LmError::TensorShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                actual: t.shape.clone(),
+            });
+        }
+        Ok(Some(t))
+    }
+}
+
+pub(crate) fn build(loaded: &LoadedModel, device: &Device) -> Result<ModelWeights, LmError> {
+    let c = &loaded.config;
+    check_config(c)?;
+    let src = Source {
+        tensors: &loaded.tensors,
+        architecture: c.architecture,
+    };
+    let gpt2 = c.architecture == Architecture::Gpt2;
+    let d = c.d_model;
+
+    let embed = src.get("embed_tokens", &[c.vocab_size, d])?;
+    let embed = upload(embed.data.clone(), [c.vocab_size, d], device);
+    let positions = if gpt2 {
+        let p = src.get("embed_positions", &[c.max_positions, d])?;
+        Some(upload(p.data.clone(), [c.max_positions, d], device))
+    } else {
+        None
+    };
+    let blocks = (0..c.n_layers)
+        .map(|l| build_block(&src, c, l, device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let final_norm = norm(&src, "final_norm", d, gpt2, device)?;
+    let unembed = if c.tied_embeddings {
+        embed.clone()
+    } else {
+        let w = src.get("lm_head.weight", &[c.vocab_size, d])?;
+        upload(w.data.clone(), [c.vocab_size, d], device)
+    };
+    Ok(ModelWeights {
+        embed,
+        positions,
+        blocks,
+        final_norm,
+        unembed,
+    })
+}
+
+fn build_block(
+    src: &Source<'_>,
+    c: &ModelConfig,
+    l: usize,
+    device: &Device,
+) -> Result<BlockWeights, LmError> {
+    let gpt2 = c.architecture == Architecture::Gpt2;
+    let d = c.d_model;
+    let (q_out, kv_out) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+    let p = |s: &str| format!("layers.{l}.{s}");
+
+    let mut q = src.get(&p("q_proj.weight"), &[q_out, d])?.data.clone();
+    let mut k = src.get(&p("k_proj.weight"), &[kv_out, d])?.data.clone();
+    let v = &src.get(&p("v_proj.weight"), &[kv_out, d])?.data;
+    let permute = !gpt2 && c.rope_layout == RopeLayout::AdjacentPairs;
+    if permute {
+        q = adjacent_to_half_split(&q, c.head_dim, d);
+        k = adjacent_to_half_split(&k, c.head_dim, d);
+    }
+    let w_qkv = transpose_upload(&[&q, &k, v], q_out + 2 * kv_out, d, device);
+
+    let qb = src.opt(&p("q_proj.bias"), &[q_out])?;
+    let kb = src.opt(&p("k_proj.bias"), &[kv_out])?;
+    let vb = src.opt(&p("v_proj.bias"), &[kv_out])?;
+    let b_qkv = if qb.is_some() || kb.is_some() || vb.is_some() {
+        let or_zero = |t: Option<&HostTensor>, n: usize| t.map_or(vec![0.0; n], |t| t.data.clone());
+        let (mut qb, mut kb) = (or_zero(qb, q_out), or_zero(kb, kv_out));
+        if permute {
+            qb = adjacent_to_half_split(&qb, c.head_dim, 1);
+            kb = adjacent_to_half_split(&kb, c.head_dim, 1);
+        }
+        Some(upload(
+            [qb, kb, or_zero(vb, kv_out)].concat(),
+            [q_out + 2 * kv_out],
+            device,
+        ))
+    } else {
+        None
+    };
+
+    let o = src.get(&p("o_proj.weight"), &[d, q_out])?;
+    let w_o = transpose_upload(&[&o.data], d, q_out, device);
+    let b_o = bias(src, &p("o_proj.bias"), d, device)?;
+
+    let ff = c.d_ff;
+    let up = src.get(&p("up_proj.weight"), &[ff, d])?;
+    let (w_in, b_in) = if gpt2 {
+        (
+            transpose_upload(&[&up.data], ff, d, device),
+            bias(src, &p("up_proj.bias"), ff, device)?,
+        )
+    } else {
+        let gate = src.get(&p("gate_proj.weight"), &[ff, d])?;
+        (
+            transpose_upload(&[&gate.data, &up.data], 2 * ff, d, device),
+            None,
+        )
+    };
+    let down = src.get(&p("down_proj.weight"), &[d, ff])?;
+    let w_out = transpose_upload(&[&down.data], d, ff, device);
+    let b_out = bias(src, &p("down_proj.bias"), d, device)?;
+
+    Ok(BlockWeights {
+        attn_norm: norm(src, &p("attn_norm"), d, gpt2, device)?,
+        w_qkv,
+        b_qkv,
+        w_o,
+        b_o,
+        mlp_norm: norm(src, &p("mlp_norm"), d, gpt2, device)?,
+        w_in,
+        b_in,
+        w_out,
+        b_out,
+    })
+}
+
+fn norm(
+    src: &Source<'_>,
+    prefix: &str,
+    d: usize,
+    with_bias: bool,
+    device: &Device,
+) -> Result<NormWeights, LmError> {
+    let w = src.get(&format!("{prefix}.weight"), &[d])?;
+    let bias = if with_bias {
+        let b = src.get(&format!("{prefix}.bias"), &[d])?;
+        Some(upload(b.data.clone(), [d], device))
+    } else {
+        None
+    };
+    Ok(NormWeights {
+        weight: upload(w.data.clone(), [d], device),
+        bias,
+    })
+}
+
+fn bias(
+    src: &Source<'_>,
+    name: &str,
+    n: usize,
+    device: &Device,
+) -> Result<Option<Tensor<1>>, LmError> {
+    Ok(src
+        .opt(name, &[n])?
+        .map(|t| upload(t.data.clone(), [n], device)))
+}
+
+fn upload<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// Stacks `[out_i, cols]` row blocks into one `[sum out_i, cols]` matrix and uploads its
+/// transpose `[cols, rows]`.
+fn transpose_upload(parts: &[&Vec<f32>], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
+    let mut t = vec![0.0f32; rows * cols];
+    let mut r0 = 0;
+    for part in parts {
+        let n = part.len() / cols;
+        for r in 0..n {
+            for (c, &x) in part[r * cols..(r + 1) * cols].iter().enumerate() {
+                t[c * rows + r0 + r] = x;
+            }
+        }
+        r0 += n;
+    }
+    upload(t, [cols, rows], device)
+}
+
+/// Reorders each head's rows from RoPE pairs (2i, 2i+1) to pairs (i, i + head_dim/2): new row
+/// `i` takes old row `2i`, new row `i + head_dim/2` takes old row `2i + 1`. `cols` is the row
+/// length (1 for a bias vector).
+pub(crate) fn adjacent_to_half_split(rows: &[f32], head_dim: usize, cols: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = vec![0.0f32; rows.len()];
+    for head in 0..rows.len() / (head_dim * cols) {
+        let base = head * head_dim;
+        for i in 0..half {
+            for (new, old) in [(i, 2 * i), (i + half, 2 * i + 1)] {
+                let (dst, src) = ((base + new) * cols, (base + old) * cols);
+                out[dst..dst + cols].copy_from_slice(&rows[src..src + cols]);
+            }
+        }
+    }
+    out
+}
