@@ -42,18 +42,26 @@ enum Command {
         /// Rerun every stage, even those whose outputs are complete and unchanged.
         #[arg(long)]
         force: bool,
+        /// Load a stage plugin (a dylib) besides those the pipeline names. Repeatable.
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
     },
     /// Check a pipeline file without running it; prints the resolved configuration.
     Validate {
         pipeline: PathBuf,
         #[arg(long = "set", value_name = "STAGE.KEY=VALUE")]
         set: Vec<String>,
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
     },
     /// List every stage kind with its ports and parameters.
     Stages {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also list the stage kinds of these plugins. Repeatable.
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
     },
     /// Fetch a known model or corpus into the cache (no name: list them).
     Fetch { names: Vec<String> },
@@ -68,9 +76,14 @@ fn main() -> ExitCode {
             set,
             run_dir,
             force,
-        } => pipeline_cmds::run(&pipeline, &set, run_dir, force),
-        Command::Validate { pipeline, set } => pipeline_cmds::validate(&pipeline, &set),
-        Command::Stages { json } => stages_cmd::list(json),
+            plugins,
+        } => pipeline_cmds::run(&pipeline, &set, run_dir, force, &plugins),
+        Command::Validate {
+            pipeline,
+            set,
+            plugins,
+        } => pipeline_cmds::validate(&pipeline, &set, &plugins),
+        Command::Stages { json, plugins } => stages_cmd::list(json, &plugins),
         Command::Fetch { names } => pipeline_cmds::fetch(&names),
     };
     match result {

@@ -10,7 +10,37 @@ use monoscope_exec::{ExecError, ProgressMode, RunOptions, StageStatus};
 
 use crate::{EXIT_CANCELLED, EXIT_INVALID};
 
-fn load(path: &Path, set: &[String], run_dir: Option<PathBuf>) -> Result<Pipeline, ConfigErrors> {
+/// The built-in stage kinds plus those of the given plugins.
+pub fn registry_with_plugins(plugins: &[PathBuf]) -> anyhow::Result<Registry> {
+    let mut registry = Registry::builtin();
+    for path in plugins {
+        monoscope_plugins::load_plugin(path, &mut registry)?;
+    }
+    Ok(registry)
+}
+
+/// Loads a pipeline with the plugins it names and those given with `--plugin`.
+fn load(
+    path: &Path,
+    set: &[String],
+    run_dir: Option<PathBuf>,
+    extra_plugins: &[PathBuf],
+) -> anyhow::Result<Result<Pipeline, ConfigErrors>> {
+    let mut plugins = match monoscope_config::plugin_paths(path) {
+        Ok(p) => p,
+        Err(errors) => return Ok(Err(errors)),
+    };
+    plugins.extend(extra_plugins.iter().cloned());
+    let registry = registry_with_plugins(&plugins)?;
+    Ok(load_with(path, set, run_dir, &registry))
+}
+
+fn load_with(
+    path: &Path,
+    set: &[String],
+    run_dir: Option<PathBuf>,
+    registry: &Registry,
+) -> Result<Pipeline, ConfigErrors> {
     let mut overrides: Vec<CommandLineOverride> = Vec::new();
     let mut problems = Vec::new();
     for raw in set {
@@ -30,12 +60,11 @@ fn load(path: &Path, set: &[String], run_dir: Option<PathBuf>) -> Result<Pipelin
     if !problems.is_empty() {
         return Err(ConfigErrors { problems });
     }
-    let registry = Registry::builtin();
-    monoscope_config::load(path, &overrides, &registry)
+    monoscope_config::load(path, &overrides, registry)
 }
 
-pub fn validate(path: &Path, set: &[String]) -> anyhow::Result<ExitCode> {
-    match load(path, set, None) {
+pub fn validate(path: &Path, set: &[String], plugins: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    match load(path, set, None, plugins)? {
         Ok(pipeline) => {
             print!("{}", pipeline.resolved_toml());
             eprintln!(
@@ -57,20 +86,15 @@ pub fn run(
     set: &[String],
     run_dir: Option<PathBuf>,
     force: bool,
+    plugins: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
-    let mut pipeline = match load(path, set, run_dir) {
+    let mut pipeline = match load(path, set, run_dir, plugins)? {
         Ok(p) => p,
         Err(errors) => {
             eprint!("{errors}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    if !pipeline.plugins.is_empty() {
-        anyhow::bail!(
-            "{}: `[[plugins]]` is not supported yet: plugin loading is not implemented in this version",
-            path.display()
-        );
-    }
     let cancel = CancelToken::new();
     install_ctrl_c(cancel.clone());
     let options = RunOptions {

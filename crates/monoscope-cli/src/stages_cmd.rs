@@ -1,12 +1,13 @@
 //! `monoscope stages`: every stage kind with its ports and parameters.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use monoscope_core::{Registry, StageOrigin};
+use monoscope_core::StageOrigin;
 use serde_json::Value;
 
-pub fn list(json: bool) -> anyhow::Result<ExitCode> {
-    let registry = Registry::builtin();
+pub fn list(json: bool, plugins: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let registry = crate::pipeline_cmds::registry_with_plugins(plugins)?;
     if json {
         let kinds: Vec<Value> = registry
             .kinds()

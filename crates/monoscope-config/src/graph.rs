@@ -184,15 +184,23 @@ fn requested(
             Vec::new()
         }
         (Some(value), None) => {
-            match stage.description.inputs.as_slice() {
-                [only] => vec![(only.name.to_string(), format!("{id}.input"), value)],
-                ports => {
+            // `input` names the only input, or the only required one.
+            let ports = &stage.description.inputs;
+            let required: Vec<_> = ports.iter().filter(|p| p.required).collect();
+            let target = match (ports.as_slice(), required.as_slice()) {
+                ([only], _) => Some(only),
+                (_, [only]) => Some(*only),
+                _ => None,
+            };
+            match target {
+                Some(port) => vec![(port.name.to_string(), format!("{id}.input"), value)],
+                None => {
                     problems.push(problem(at, &format!("{id}.input"), format!(
-                    "a {} stage has {} inputs ({}): use `inputs = {{ port = \"stage.port\" }}`",
-                    stage.kind,
-                    ports.len(),
-                    list_ports(ports)
-                )));
+                        "a {} stage has {} inputs ({}): use `inputs = {{ port = \"stage.port\" }}`",
+                        stage.kind,
+                        ports.len(),
+                        list_ports(ports)
+                    )));
                     Vec::new()
                 }
             }

@@ -34,5 +34,7 @@ mod problems;
 mod source;
 
 pub use layers::{CommandLineOverride, parse_override};
-pub use pipeline::{Endpoint, Pipeline, PipelineSettings, StageSpec, load, load_with_env};
+pub use pipeline::{
+    Endpoint, Pipeline, PipelineSettings, StageSpec, load, load_with_env, plugin_paths,
+};
 pub use problems::{ConfigErrors, Problem};

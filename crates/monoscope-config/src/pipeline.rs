@@ -145,6 +145,28 @@ impl Pipeline {
     }
 }
 
+/// The `[[plugins]]` paths of a pipeline file, read before the rest so that the plugins' stage
+/// kinds can be registered before the stages are validated. Relative paths are relative to the
+/// working directory, like `run_dir`.
+pub fn plugin_paths(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
+    let (_, table) = source::read(path)?;
+    let Some(plugins) = table.get(PLUGINS_KEY) else {
+        return Ok(Vec::new());
+    };
+    let problem = |message: String| Problem {
+        source: path.display().to_string(),
+        key: Some(PLUGINS_KEY.into()),
+        message,
+    };
+    let entries: Vec<PluginEntry> = plugins.clone().try_into().map_err(|e: toml::de::Error| {
+        problem(format!(
+            "expected `[[plugins]]` tables each with a `path`: {}",
+            e.message()
+        ))
+    })?;
+    Ok(entries.into_iter().map(|e| e.path).collect())
+}
+
 /// Reads, layers and validates a pipeline file, taking `MONOSCOPE_*__*` variables from the
 /// environment.
 pub fn load(

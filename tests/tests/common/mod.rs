@@ -242,7 +242,109 @@ impl Stage for TestReader {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TinySaeConfig {
+    #[serde(default = "four")]
+    pub d_sae: usize,
+}
+
+fn four() -> usize {
+    4
+}
+
+impl StageConfig for TinySaeConfig {}
+
+/// Writes a tiny SAE in the SAELens layout: `W_dec` row i is `(i+1) * e_(i mod 3)`, `b_enc[i] = -i`.
+#[derive(Debug)]
+pub struct TestSae;
+
+impl Stage for TestSae {
+    type Config = TinySaeConfig;
+    fn description() -> StageDescription {
+        StageDescription {
+            kind: "test-sae".into(),
+            doc: "writes a tiny SAELens-layout SAE".into(),
+            inputs: vec![],
+            outputs: vec![PortSpec::artifact("sae", ArtifactKind::SAE, "the SAE")],
+        }
+    }
+    fn run(config: TinySaeConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let (d_in, d_sae) = (3usize, config.d_sae);
+        let mut w_dec = vec![0f32; d_sae * d_in];
+        for i in 0..d_sae {
+            w_dec[i * d_in + i % d_in] = (i + 1) as f32;
+        }
+        let w_enc: Vec<f32> = (0..d_in * d_sae).map(|_| 0.0).collect();
+        let b_enc: Vec<f32> = (0..d_sae).map(|i| -(i as f32)).collect();
+        let b_dec = vec![0f32; d_in];
+        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (wd, we, be, bd) = (bytes(&w_dec), bytes(&w_enc), bytes(&b_enc), bytes(&b_dec));
+        let view = |data: &'static [u8], shape: Vec<usize>| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, data).unwrap()
+        };
+        let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
+        let tensors = vec![
+            ("W_dec", view(leak(wd), vec![d_sae, d_in])),
+            ("W_enc", view(leak(we), vec![d_in, d_sae])),
+            ("b_enc", view(leak(be), vec![d_sae])),
+            ("b_dec", view(leak(bd), vec![d_in])),
+        ];
+        let dir = ctx.stage_dir.join("sae");
+        atomic::write_dir(&dir, |tmp| {
+            let data = safetensors::serialize(tensors, None).map_err(std::io::Error::other)?;
+            std::fs::write(tmp.join("sae_weights.safetensors"), data)?;
+            let cfg = serde_json::json!({"d_in": d_in, "d_sae": d_sae, "architecture": "standard",
+                "metadata": {"hook_name": "blocks.1.hook_resid_post", "model_name": "tiny"}});
+            std::fs::write(tmp.join("cfg.json"), cfg.to_string())
+        })
+        .map_err(|e| StageError::io(&dir, e))?;
+        ctx.emit_artifact("sae", Artifact::new(ArtifactKind::SAE, dir))
+    }
+}
+
+register_stage!(TestSae);
 register_stage!(TestSource);
 register_stage!(TestRelay);
 register_stage!(TestSink);
 register_stage!(TestReader);
+
+/// Builds the plugin crates under `plugins/` (once per test binary) and returns the directory
+/// holding the built libraries.
+pub fn built_plugins() -> std::path::PathBuf {
+    static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .current_dir(&root)
+                .args(["build", "--quiet"])
+                .args(cfg!(not(debug_assertions)).then_some("--release"))
+                .args(PLUGIN_CRATES.iter().flat_map(|c| ["-p", *c]))
+                .status()
+                .expect("running cargo build for the plugins");
+            assert!(status.success(), "building the plugins failed");
+            // Test binaries live in target/<profile>/deps; the libraries one level up.
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().unwrap().parent().unwrap().to_path_buf()
+        })
+        .clone()
+}
+
+pub const PLUGIN_CRATES: [&str; 4] = [
+    "monoscope-plugin-neuronpedia-export",
+    "monoscope-plugin-test-panic",
+    "monoscope-plugin-test-error",
+    "monoscope-plugin-test-wrong-abi",
+];
+
+/// The file name of a plugin crate's library on this platform.
+pub fn plugin_path(crate_name: &str) -> std::path::PathBuf {
+    let stem = crate_name.replace('-', "_");
+    built_plugins().join(format!(
+        "{}{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ))
+}
