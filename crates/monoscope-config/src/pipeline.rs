@@ -273,26 +273,24 @@ pub fn load_with_env(
                 problems.push(Problem {
                     source: at(id),
                     key: Some(format!("{id}.kind")),
-                    message: format!(
-                        "missing required key `kind` (one of: {})",
-                        registry.kinds().collect::<Vec<_>>().join(", ")
-                    ),
+                    message: "missing required key `kind` (`monoscope stages` lists the kinds)"
+                        .to_string(),
                 });
                 continue;
             }
         };
         let Some(factory) = registry.get(&kind) else {
-            let hint = registry
-                .closest(&kind)
-                .map(|k| format!("; did you mean `{k}`?"))
-                .unwrap_or_default();
+            let known = match registry.closest(&kind) {
+                Some(k) => format!("; did you mean `{k}`? (`monoscope stages` lists them all)"),
+                None => format!(
+                    " (known kinds: {})",
+                    registry.kinds().collect::<Vec<_>>().join(", ")
+                ),
+            };
             problems.push(Problem {
                 source: at(&format!("{id}.kind")),
                 key: Some(format!("{id}.kind")),
-                message: format!(
-                    "= \"{kind}\": unknown stage kind{hint} (known kinds: {})",
-                    registry.kinds().collect::<Vec<_>>().join(", ")
-                ),
+                message: format!("= \"{kind}\": unknown stage kind{known}"),
             });
             continue;
         };
