@@ -5,6 +5,7 @@ use std::path::Path;
 use monoscope_config::load_with_env;
 use monoscope_core::Registry;
 // The stage crates the `monoscope` binary links, so their kinds are registered here too.
+use monoscope_capture as _;
 use monoscope_fetch as _;
 
 #[test]

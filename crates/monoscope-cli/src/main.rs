@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 // Built-in stages register themselves at link time; naming each stage crate here keeps the
 // linker from dropping a crate whose only use is its registrations.
+use monoscope_capture as _;
 use monoscope_fetch as _;
 
 /// Exit code for invalid input (a bad pipeline file, override or argument).

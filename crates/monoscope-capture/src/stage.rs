@@ -1,0 +1,431 @@
+//! The `capture` stage.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use monoscope_core::{
+    ActivationBatch, Artifact, ArtifactKind, Message, PortSpec, Stage, StageConfig, StageContext,
+    StageDescription, StageError, StreamKind, register_stage,
+};
+use monoscope_lm::{Device, ForwardOptions, HookName, Model, TokenBatch};
+use monoscope_store::{Dtype, MANIFEST_FILE, ModelIdentity, PROGRESS_FILE, StoreSpec, StoreWriter};
+use serde::{Deserialize, Serialize};
+
+use crate::corpus::{CorpusFormat, ParagraphSplit, read_corpus};
+use crate::windows::{PartSpec, Window, WindowOptions, plan_windows};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("corpus {}: {message}", path.display())]
+    Corpus { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Model(#[from] monoscope_lm::LmError),
+    #[error(transparent)]
+    Store(#[from] monoscope_store::StoreError),
+    #[error(transparent)]
+    Fetch(#[from] monoscope_fetch::FetchError),
+}
+
+impl From<CaptureError> for StageError {
+    fn from(e: CaptureError) -> Self {
+        StageError::other(e)
+    }
+}
+
+/// How stored activations are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreDtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<StoreDtype> for Dtype {
+    fn from(d: StoreDtype) -> Dtype {
+        match d {
+            StoreDtype::F32 => Dtype::F32,
+            StoreDtype::F16 => Dtype::F16,
+            StoreDtype::Bf16 => Dtype::Bf16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Model when the `model` input is not connected: a path or a known name.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Corpus when the `corpus` input is not connected: a path or a known name.
+    #[serde(default = "default_corpus")]
+    pub corpus: String,
+    #[serde(default = "default_format")]
+    pub corpus_format: CorpusFormat,
+    /// Field holding the text in JSON corpora (default: `extract` for a JSON object, as in the
+    /// Wikipedia summaries; `text` for JSONL).
+    #[serde(default)]
+    pub text_field: Option<String>,
+    /// What one document of a text file is.
+    #[serde(default = "default_split")]
+    pub split: ParagraphSplit,
+    /// Hook points to record, TransformerLens names (e.g. `blocks.15.hook_resid_post`).
+    #[serde(default = "default_hooks")]
+    pub hooks: Vec<String>,
+    /// Tokens per context window.
+    #[serde(default = "default_context")]
+    pub context_length: usize,
+    /// Windows per forward pass.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Stop after this many tokens (whole windows); the whole corpus when unset.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Prepend the model's BOS token to each document.
+    #[serde(default = "yes")]
+    pub prepend_bos: bool,
+    /// Do not store BOS/EOS positions (their activations are huge outliers).
+    #[serde(default = "yes")]
+    pub skip_special: bool,
+    /// Seed for the document order (default: the pipeline seed).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// `i/N`: capture the i-th of N disjoint parts of the corpus (for cluster job arrays).
+    #[serde(default = "default_shard")]
+    pub shard: String,
+    /// Write an activation store (otherwise only stream downstream).
+    #[serde(default = "yes")]
+    pub write_store: bool,
+    #[serde(default = "default_dtype")]
+    pub dtype: StoreDtype,
+    #[serde(default = "default_zstd")]
+    pub zstd_level: i32,
+    #[serde(default = "default_rows_per_shard")]
+    pub rows_per_shard: usize,
+}
+
+fn default_model() -> String {
+    "smollm2".into()
+}
+fn default_corpus() -> String {
+    "wiki".into()
+}
+fn default_format() -> CorpusFormat {
+    CorpusFormat::Auto
+}
+fn default_split() -> ParagraphSplit {
+    ParagraphSplit::File
+}
+fn default_hooks() -> Vec<String> {
+    vec!["blocks.15.hook_resid_post".into()]
+}
+fn default_context() -> usize {
+    128
+}
+fn default_batch() -> usize {
+    16
+}
+fn yes() -> bool {
+    true
+}
+fn default_shard() -> String {
+    "0/1".into()
+}
+fn default_dtype() -> StoreDtype {
+    StoreDtype::F16
+}
+fn default_zstd() -> i32 {
+    3
+}
+fn default_rows_per_shard() -> usize {
+    8192
+}
+
+impl StageConfig for CaptureConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if self.hooks.is_empty() {
+            problems.push((
+                "hooks".into(),
+                "= []: expected at least one hook name".into(),
+            ));
+        }
+        for (key, value) in [
+            ("context_length", self.context_length),
+            ("batch_size", self.batch_size),
+            ("rows_per_shard", self.rows_per_shard),
+        ] {
+            if value == 0 {
+                problems.push((key.into(), "= 0: expected at least 1".into()));
+            }
+        }
+        if let Err(e) = self.shard.parse::<PartSpec>() {
+            problems.push(("shard".into(), e));
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            problems.push((
+                "zstd_level".into(),
+                format!("= {}: expected 1..=22", self.zstd_level),
+            ));
+        }
+        problems
+    }
+}
+
+/// Runs a model over a corpus and keeps its activations.
+#[derive(Debug)]
+pub struct Capture;
+
+impl Stage for Capture {
+    type Config = CaptureConfig;
+
+    fn description() -> StageDescription {
+        StageDescription {
+            kind: "capture".into(),
+            doc: "Runs a model over a corpus; streams and stores activations at the chosen hooks"
+                .into(),
+            inputs: vec![
+                PortSpec::artifact("model", ArtifactKind::MODEL, "the model (else `model`)")
+                    .optional(),
+                PortSpec::artifact("corpus", ArtifactKind::CORPUS, "the corpus (else `corpus`)")
+                    .optional(),
+            ],
+            outputs: vec![
+                PortSpec::stream(
+                    "activations",
+                    StreamKind::ACTIVATIONS,
+                    "batches of activations with tokens",
+                ),
+                PortSpec::artifact(
+                    "store",
+                    ArtifactKind::ACTIVATION_STORE,
+                    "the activation store",
+                ),
+            ],
+        }
+    }
+
+    fn run(config: CaptureConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let model_path = match ctx.has_input("model") {
+            true => ctx.recv_artifact("model")?.path,
+            false => monoscope_fetch::resolve_model(&config.model).map_err(CaptureError::from)?,
+        };
+        let corpus_path = match ctx.has_input("corpus") {
+            true => ctx.recv_artifact("corpus")?.path,
+            false => monoscope_fetch::resolve_corpus(&config.corpus).map_err(CaptureError::from)?,
+        };
+        ctx.progress
+            .set_message(format!("loading {}", model_path.display()));
+        let model = monoscope_lm::load(&model_path, &Device::flex()).map_err(CaptureError::from)?;
+        capture(&model, &corpus_path, &config, ctx)
+    }
+}
+
+register_stage!(Capture);
+
+/// The capture itself, given a loaded model (tests call it with tiny models).
+pub fn capture(
+    model: &Model,
+    corpus: &Path,
+    config: &CaptureConfig,
+    ctx: &mut StageContext<'_>,
+) -> Result<(), StageError> {
+    let hooks: Vec<HookName> = config
+        .hooks
+        .iter()
+        .map(|h| model.hook(h))
+        .collect::<Result<_, _>>()
+        .map_err(CaptureError::from)?;
+    let part: PartSpec = config.shard.parse().map_err(CaptureError::Invalid)?;
+    let text_field = config
+        .text_field
+        .clone()
+        .unwrap_or_else(|| match corpus.extension() {
+            Some(e) if e == "jsonl" => "text".into(),
+            _ => "extract".into(),
+        });
+    let documents = read_corpus(corpus, config.corpus_format, &text_field, config.split)?;
+    let tokenizer = model.tokenizer();
+    let bos = if config.prepend_bos {
+        tokenizer.bos_id()
+    } else {
+        None
+    };
+    let skip_ids = match config.skip_special {
+        true => tokenizer
+            .bos_id()
+            .into_iter()
+            .chain(tokenizer.eos_ids().iter().copied())
+            .collect(),
+        false => Vec::new(),
+    };
+    let options = WindowOptions {
+        context_length: config.context_length,
+        bos,
+        skip_ids,
+        max_tokens: config.max_tokens,
+        seed: config.seed.unwrap_or(ctx.seed),
+        part,
+    };
+    let tokenize = |text: &str| {
+        tokenizer
+            .encode(text, false)
+            .map_err(|e| CaptureError::Invalid(e.to_string()))
+    };
+    let plan = plan_windows(&documents, tokenize, &options)?;
+    let total_tokens = (plan.windows.len() * config.context_length) as u64;
+    tracing::info!(
+        stage = ctx.stage_id,
+        "{} windows of {} tokens from {} of {} documents (part {part})",
+        plan.windows.len(),
+        config.context_length,
+        plan.documents_used,
+        plan.documents_in_part
+    );
+    ctx.progress.set_length(total_tokens);
+
+    let mut writer = match config.write_store {
+        true => Some(open_store(
+            model,
+            config,
+            part,
+            corpus,
+            &ctx.stage_dir.join("store"),
+        )?),
+        false => None,
+    };
+    let already = writer.as_ref().map_or(0, |w| w.rows_stored());
+    let mut rows_before = 0u64;
+    for chunk in plan.windows.chunks(config.batch_size) {
+        ctx.cancel.check()?;
+        let kept: u64 = chunk.iter().map(|w| w.kept() as u64).sum();
+        let tokens = (chunk.len() * config.context_length) as u64;
+        if rows_before + kept <= already {
+            // Stored by an interrupted earlier run: the input is deterministic, so skip it.
+            rows_before += kept;
+            ctx.progress.inc(tokens);
+            continue;
+        }
+        let mut batch = forward_batch(model, chunk, &hooks)?;
+        if rows_before < already {
+            let skip = (already - rows_before) as usize;
+            batch = monoscope_store::slice_batch(&batch, skip..batch.rows());
+        }
+        rows_before += kept;
+        if let Some(writer) = writer.as_mut() {
+            writer.write_batch(&batch).map_err(CaptureError::from)?;
+        }
+        ctx.send("activations", Message::Activations(Arc::new(batch)))?;
+        ctx.progress.inc(tokens);
+    }
+    if let Some(writer) = writer {
+        let dir = ctx.stage_dir.join("store");
+        let manifest = writer.finish().map_err(CaptureError::from)?;
+        let metadata = serde_json::json!({
+            "hooks": manifest.hooks,
+            "d_model": manifest.d_model,
+            "rows": manifest.rows,
+            "model": model.name(),
+        });
+        ctx.emit_artifact(
+            "store",
+            Artifact::new(ArtifactKind::ACTIVATION_STORE, dir).with_metadata(metadata),
+        )?;
+    }
+    Ok(())
+}
+
+/// Creates the store, or resumes one that an interrupted run left (same spec).
+fn open_store(
+    model: &Model,
+    config: &CaptureConfig,
+    part: PartSpec,
+    corpus: &Path,
+    dir: &Path,
+) -> Result<StoreWriter, CaptureError> {
+    let mut spec = StoreSpec::new(
+        ModelIdentity {
+            name: model.name().to_string(),
+            sha256: model.sha256().to_string(),
+        },
+        config.hooks.iter().map(|h| h.to_string()).collect(),
+        model.d_model(),
+    );
+    spec.dtype = config.dtype.into();
+    spec.context_length = config.context_length;
+    spec.rows_per_shard = config.rows_per_shard;
+    spec.zstd_level = config.zstd_level;
+    spec.metadata = serde_json::json!({
+        "corpus": corpus.display().to_string(),
+        "max_tokens": config.max_tokens,
+        "seed": config.seed,
+        "shard": part.to_string(),
+        "prepend_bos": config.prepend_bos,
+        "skip_special": config.skip_special,
+    });
+    let interrupted = dir.join(PROGRESS_FILE).exists() && !dir.join(MANIFEST_FILE).exists();
+    if interrupted {
+        match StoreWriter::resume(dir, spec.clone()) {
+            Ok(writer) => {
+                tracing::info!(
+                    "resuming {} after {} stored rows",
+                    dir.display(),
+                    writer.rows_stored()
+                );
+                return Ok(writer);
+            }
+            Err(e) => tracing::warn!("cannot resume {} ({e}); starting it again", dir.display()),
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| CaptureError::Invalid(format!("cannot replace {}: {e}", dir.display())))?;
+    }
+    Ok(StoreWriter::create(dir, spec)?)
+}
+
+/// One forward pass over a batch of windows; the kept tokens' activations per hook.
+fn forward_batch(
+    model: &Model,
+    windows: &[Window],
+    hooks: &[HookName],
+) -> Result<ActivationBatch, CaptureError> {
+    let rows: Vec<Vec<u32>> = windows.iter().map(|w| w.tokens.clone()).collect();
+    let output = model.forward(
+        &TokenBatch::from_rows(&rows)?,
+        &ForwardOptions::capture(hooks.to_vec()),
+    )?;
+    let d = model.d_model();
+    let keep: Vec<bool> = windows
+        .iter()
+        .flat_map(|w| w.keep.iter().copied())
+        .collect();
+    let mut batch = ActivationBatch {
+        d_model: d,
+        token_ids: Vec::new(),
+        doc_ids: Vec::new(),
+        positions: Vec::new(),
+        hooks: BTreeMap::new(),
+    };
+    for w in windows {
+        for i in (0..w.tokens.len()).filter(|&i| w.keep[i]) {
+            batch.token_ids.push(w.tokens[i]);
+            batch.doc_ids.push(w.doc_ids[i]);
+            batch.positions.push(w.positions[i]);
+        }
+    }
+    for hook in hooks {
+        let all = output.activation_host(hook)?;
+        let mut kept = Vec::with_capacity(batch.token_ids.len() * d);
+        for (row, values) in all.chunks_exact(d).enumerate() {
+            if keep[row] {
+                kept.extend_from_slice(values);
+            }
+        }
+        batch.hooks.insert(hook.to_string(), kept);
+    }
+    Ok(batch)
+}

@@ -1,0 +1,264 @@
+//! Packing documents into fixed-length context windows.
+//!
+//! Documents are shuffled by a seed (document order matters for what the SAE sees first),
+//! optionally restricted to one of N disjoint parts, tokenized with the model's BOS prepended,
+//! concatenated, and cut into windows of exactly `context_length` tokens, as SAELens does. Each
+//! token keeps its document id and its position in that document (BOS is position 0), and a
+//! `keep` flag: BOS and other special tokens are run through the model (they are context) but
+//! not stored, because their activations are huge outliers that would dominate SAE training.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use crate::corpus::Document;
+use crate::stage::CaptureError;
+
+/// `i/N`: this run takes the i-th (0-based) of N disjoint parts of the corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartSpec {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl PartSpec {
+    pub const WHOLE: PartSpec = PartSpec { index: 0, count: 1 };
+}
+
+impl FromStr for PartSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = || -> Option<PartSpec> {
+            let (i, n) = s.split_once('/')?;
+            let (index, count) = (i.trim().parse().ok()?, n.trim().parse().ok()?);
+            (count > 0 && index < count).then_some(PartSpec { index, count })
+        };
+        parse().ok_or_else(|| format!("`{s}`: expected `i/N` with 0 <= i < N, e.g. `0/4`"))
+    }
+}
+
+impl fmt::Display for PartSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// One context window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub tokens: Vec<u32>,
+    pub doc_ids: Vec<u32>,
+    pub positions: Vec<u32>,
+    /// Whether each token's activations are stored.
+    pub keep: Vec<bool>,
+}
+
+impl Window {
+    pub fn kept(&self) -> usize {
+        self.keep.iter().filter(|&&k| k).count()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WindowOptions {
+    pub context_length: usize,
+    /// Prepended to every document when set.
+    pub bos: Option<u32>,
+    /// Token ids whose activations are not stored (BOS, EOS, other special tokens).
+    pub skip_ids: Vec<u32>,
+    /// Stop after this many tokens (whole windows) for this part.
+    pub max_tokens: Option<u64>,
+    pub seed: u64,
+    pub part: PartSpec,
+}
+
+/// The windows of one capture run.
+#[derive(Debug, Clone)]
+pub struct WindowPlan {
+    pub windows: Vec<Window>,
+    /// Documents that contributed at least one token.
+    pub documents_used: usize,
+    /// Documents in this part.
+    pub documents_in_part: usize,
+}
+
+/// Plans the windows; `tokenize` turns a document's text into ids (without BOS).
+pub fn plan_windows(
+    documents: &[Document],
+    mut tokenize: impl FnMut(&str) -> Result<Vec<u32>, CaptureError>,
+    options: &WindowOptions,
+) -> Result<WindowPlan, CaptureError> {
+    let ctx = options.context_length;
+    if ctx == 0 {
+        return Err(CaptureError::Invalid(
+            "context_length must be at least 1".into(),
+        ));
+    }
+    let mut order: Vec<usize> = (0..documents.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(options.seed));
+    // Contiguous chunks of the shuffled order: disjoint, and together the whole corpus.
+    let PartSpec { index, count } = options.part;
+    let start = order.len() * index / count;
+    let end = order.len() * (index + 1) / count;
+    let part = &order[start..end];
+
+    let limit = options.max_tokens.map(|t| (t as usize / ctx) * ctx);
+    let mut current = Window {
+        tokens: vec![],
+        doc_ids: vec![],
+        positions: vec![],
+        keep: vec![],
+    };
+    let mut windows = Vec::new();
+    let mut documents_used = 0;
+    'documents: for &d in part {
+        let doc = &documents[d];
+        let mut ids = Vec::new();
+        ids.extend(options.bos);
+        ids.extend(tokenize(&doc.text)?);
+        documents_used += 1;
+        for (position, id) in ids.into_iter().enumerate() {
+            current.tokens.push(id);
+            current.doc_ids.push(doc.id);
+            current.positions.push(position as u32);
+            current.keep.push(!options.skip_ids.contains(&id));
+            if current.tokens.len() == ctx {
+                windows.push(std::mem::replace(
+                    &mut current,
+                    Window {
+                        tokens: vec![],
+                        doc_ids: vec![],
+                        positions: vec![],
+                        keep: vec![],
+                    },
+                ));
+                if limit.is_some_and(|l| windows.len() * ctx >= l) {
+                    break 'documents;
+                }
+            }
+        }
+    }
+    if windows.is_empty() {
+        return Err(CaptureError::Invalid(format!(
+            "part {} of the corpus ({} documents) has fewer than context_length = {ctx} tokens",
+            options.part,
+            part.len()
+        )));
+    }
+    Ok(WindowPlan {
+        windows,
+        documents_used,
+        documents_in_part: part.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs(n: usize) -> Vec<Document> {
+        (0..n)
+            .map(|i| Document {
+                id: i as u32,
+                text: format!("{i}"),
+            })
+            .collect()
+    }
+
+    /// Each document `i` tokenizes to `[100+i; 5]`.
+    fn tokenize(text: &str) -> Result<Vec<u32>, CaptureError> {
+        let i: u32 = text.parse().unwrap();
+        Ok(vec![100 + i; 5])
+    }
+
+    fn options(part: PartSpec, max_tokens: Option<u64>) -> WindowOptions {
+        WindowOptions {
+            context_length: 4,
+            bos: Some(1),
+            skip_ids: vec![1],
+            max_tokens,
+            seed: 7,
+            part,
+        }
+    }
+
+    #[test]
+    fn windows_are_full_and_record_documents_positions_and_skipped_bos() {
+        let plan = plan_windows(&docs(3), tokenize, &options(PartSpec::WHOLE, None)).unwrap();
+        // 3 documents × (1 BOS + 5) = 18 tokens → 4 full windows of 4, 2 tokens dropped.
+        assert_eq!(plan.windows.len(), 4);
+        let w = &plan.windows[0];
+        assert_eq!(w.tokens[0], 1, "a document starts with BOS");
+        assert_eq!(w.positions, [0, 1, 2, 3]);
+        assert_eq!(w.keep, [false, true, true, true]);
+        assert!(w.doc_ids.iter().all(|&d| d == w.doc_ids[0]));
+        let second_doc_start = plan.windows[1]
+            .positions
+            .iter()
+            .position(|&p| p == 0)
+            .unwrap();
+        assert_eq!(plan.windows[1].tokens[second_doc_start], 1);
+    }
+
+    #[test]
+    fn parts_are_disjoint_and_cover_the_corpus() {
+        let corpus = docs(10);
+        let mut seen = Vec::new();
+        for index in 0..3 {
+            let plan = plan_windows(
+                &corpus,
+                tokenize,
+                &options(PartSpec { index, count: 3 }, None),
+            )
+            .unwrap();
+            let mut ids: Vec<u32> = plan
+                .windows
+                .iter()
+                .flat_map(|w| w.doc_ids.clone())
+                .collect();
+            ids.dedup();
+            seen.extend(ids);
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seen.len(), "a document appeared in two parts");
+        assert!(
+            sorted.len() >= 9,
+            "parts should cover nearly every document: {sorted:?}"
+        );
+    }
+
+    #[test]
+    fn the_seed_orders_documents_and_the_budget_stops_early() {
+        let corpus = docs(20);
+        let a = plan_windows(&corpus, tokenize, &options(PartSpec::WHOLE, None)).unwrap();
+        let b = plan_windows(&corpus, tokenize, &options(PartSpec::WHOLE, None)).unwrap();
+        assert_eq!(a.windows, b.windows);
+        let other = WindowOptions {
+            seed: 8,
+            ..options(PartSpec::WHOLE, None)
+        };
+        let c = plan_windows(&corpus, tokenize, &other).unwrap();
+        assert_ne!(a.windows, c.windows);
+        let budget = plan_windows(&corpus, tokenize, &options(PartSpec::WHOLE, Some(10))).unwrap();
+        assert_eq!(budget.windows.len(), 2, "10 tokens → 2 whole windows of 4");
+    }
+
+    #[test]
+    fn part_specs_parse_and_reject_nonsense() {
+        assert_eq!(
+            "2/4".parse::<PartSpec>().unwrap(),
+            PartSpec { index: 2, count: 4 }
+        );
+        assert!("4/4".parse::<PartSpec>().is_err());
+        assert!(
+            "x".parse::<PartSpec>()
+                .unwrap_err()
+                .contains("expected `i/N`")
+        );
+    }
+}
