@@ -1,7 +1,9 @@
 //! `monoscope`: the command line over the monoscope library crates.
 
+mod model_cmd;
 mod pipeline_cmds;
 mod stages_cmd;
+mod store_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +68,16 @@ enum Command {
     },
     /// Fetch a known model or corpus into the cache (no name: list them).
     Fetch { names: Vec<String> },
+    /// Inspect and run a language model (a GGUF file, a Hugging Face directory or a known name).
+    Model {
+        #[command(subcommand)]
+        command: model_cmd::ModelCommand,
+    },
+    /// Inspect, verify, export and merge activation stores.
+    Store {
+        #[command(subcommand)]
+        command: store_cmd::StoreCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +98,8 @@ fn main() -> ExitCode {
         } => pipeline_cmds::validate(&pipeline, &set, &plugins),
         Command::Stages { json, plugins } => stages_cmd::list(json, &plugins),
         Command::Fetch { names } => pipeline_cmds::fetch(&names),
+        Command::Model { command } => model_cmd::run(command),
+        Command::Store { command } => store_cmd::run(command),
     };
     match result {
         Ok(code) => code,

@@ -113,3 +113,65 @@ fn a_file_that_is_not_a_plugin_is_refused_with_its_path() {
         "{stderr}"
     );
 }
+
+#[test]
+fn model_run_writes_tokens_hooks_and_logits_and_rejects_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    monoscope_formats::testing::TinyLlama::default()
+        .write(&model)
+        .unwrap();
+    let model = model.to_str().unwrap();
+    let out = dir.path().join("run.safetensors");
+    let args = [
+        "model",
+        "run",
+        model,
+        "--text",
+        "hello world",
+        "--hook",
+        "blocks.1.hook_resid_post",
+        "--out",
+    ];
+    let result = monoscope(&[&args[..], &[out.to_str().unwrap()]].concat());
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let n = tensors.tensor("token_ids").unwrap().shape()[0];
+    assert_eq!(
+        tensors.tensor("blocks.1.hook_resid_post").unwrap().shape(),
+        [n, 64]
+    );
+    assert_eq!(tensors.tensor("logits").unwrap().shape()[0], n);
+
+    let bad_hook = monoscope(&[
+        "model",
+        "run",
+        model,
+        "--text",
+        "hi",
+        "--hook",
+        "blocks.99.hook_resid_post",
+        "--out",
+        "x.st",
+    ]);
+    assert_eq!(bad_hook.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_hook.stderr).contains("blocks.99.hook_resid_post"));
+    let empty = monoscope(&["model", "run", model, "--text", "", "--out", "x.st"]);
+    assert!(
+        String::from_utf8_lossy(&empty.stderr).contains("the text is empty"),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
+
+    let info = monoscope(&["model", "info", model]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        text.contains("layers        2") && text.contains("d_model       64"),
+        "{text}"
+    );
+}

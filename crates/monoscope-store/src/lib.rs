@@ -2,7 +2,7 @@
 //! and fast to read back in order, shuffled, or by row range.
 //!
 //! A store is a directory with a `manifest.json` and zstd-compressed shard files; the exact
-//! bytes are in [`format`]. Activations are stored as f32, f16 or bf16 (chosen at creation) and
+//! bytes are in [`mod@format`]. Activations are stored as f32, f16 or bf16 (chosen at creation) and
 //! always read back as f32.
 //!
 //! - Writing: [`StoreWriter`] takes [`monoscope_core::ActivationBatch`]es, writes full shards
