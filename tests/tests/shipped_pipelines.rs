@@ -7,6 +7,7 @@ use monoscope_core::Registry;
 // The stage crates the `monoscope` binary links, so their kinds are registered here too.
 use monoscope_capture as _;
 use monoscope_fetch as _;
+use monoscope_train as _;
 
 #[test]
 fn every_shipped_pipeline_is_valid() {

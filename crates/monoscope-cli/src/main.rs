@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 // linker from dropping a crate whose only use is its registrations.
 use monoscope_capture as _;
 use monoscope_fetch as _;
+use monoscope_train as _;
 
 /// Exit code for invalid input (a bad pipeline file, override or argument).
 const EXIT_INVALID: u8 = 2;

@@ -51,6 +51,8 @@ pub struct SequentialOptions {
     /// Rows per batch; the last batch may be shorter.
     pub batch_size: usize,
     pub with_tokens: bool,
+    /// Read only these shards (all when `None`).
+    pub shards: Option<std::ops::Range<usize>>,
     /// Shards decoded ahead of the consumer (in parallel on rayon's pool).
     pub prefetch_shards: usize,
 }
@@ -61,6 +63,7 @@ impl SequentialOptions {
             hook: hook.into(),
             batch_size,
             with_tokens: false,
+            shards: None,
             prefetch_shards: default_prefetch(),
         }
     }
@@ -73,6 +76,8 @@ pub struct ShuffleOptions {
     /// Rows per batch; the last batch may be shorter.
     pub batch_size: usize,
     pub with_tokens: bool,
+    /// Read only these shards (all when `None`), e.g. to hold the last ones out for evaluation.
+    pub shards: Option<std::ops::Range<usize>>,
     pub seed: u64,
     /// Rows held in the shuffle buffer (see the module docs for how this bounds the mixing).
     pub buffer_rows: usize,
@@ -85,6 +90,7 @@ impl ShuffleOptions {
             hook: hook.into(),
             batch_size,
             with_tokens: false,
+            shards: None,
             seed,
             buffer_rows: 65_536,
             prefetch_shards: default_prefetch(),
@@ -127,7 +133,7 @@ impl Store {
     pub fn sequential(&self, options: SequentialOptions) -> Result<BatchReader> {
         let hook = self.hook_index(&options.hook)?;
         self.check_batch_size(options.batch_size)?;
-        let order = (0..self.shard_count()).collect();
+        let order = self.shard_order(options.shards.clone())?;
         let source = Prefetch::new(
             self.clone(),
             hook,
@@ -149,7 +155,7 @@ impl Store {
         let hook = self.hook_index(&options.hook)?;
         self.check_batch_size(options.batch_size)?;
         let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-        let mut order: Vec<usize> = (0..self.shard_count()).collect();
+        let mut order = self.shard_order(options.shards.clone())?;
         order.shuffle(&mut rng);
         let source = Prefetch::new(
             self.clone(),
@@ -171,6 +177,22 @@ impl Store {
             options.with_tokens,
             Some(shuffle),
         ))
+    }
+
+    /// The shard indices to read, checked against the store.
+    fn shard_order(&self, shards: Option<std::ops::Range<usize>>) -> Result<Vec<usize>> {
+        let all = 0..self.shard_count();
+        let range = shards.unwrap_or(all.clone());
+        if range.start > range.end || range.end > all.end {
+            return Err(StoreError::InvalidSpec {
+                path: self.dir().into(),
+                reason: format!(
+                    "shards {range:?} out of range: the store has {} shards",
+                    all.end
+                ),
+            });
+        }
+        Ok(range.collect())
     }
 
     fn check_batch_size(&self, batch_size: usize) -> Result<()> {

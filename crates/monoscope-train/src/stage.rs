@@ -1,0 +1,332 @@
+use std::io::Write;
+use std::path::Path;
+
+use monoscope_core::{
+    Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
+    StageError, atomic, register_stage,
+};
+use monoscope_sae::{
+    ArchConfig, Evaluator, NormEstimator, SaeMetadata, TrainConfig, Trainer, save_saelens,
+};
+use monoscope_store::{SequentialOptions, ShuffleOptions, Store};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainStageError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] monoscope_store::StoreError),
+    #[error(transparent)]
+    Sae(#[from] monoscope_sae::SaeError),
+}
+
+impl From<TrainStageError> for StageError {
+    fn from(e: TrainStageError) -> Self {
+        StageError::other(e)
+    }
+}
+
+/// Which SAE to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchitectureName {
+    /// ReLU with an L1 penalty weighted by decoder norms (Anthropic, April 2024).
+    ReluL1,
+    /// TopK with AuxK for dead latents (Gao et al.).
+    Topk,
+    /// BatchTopK, saved as JumpReLU with a global threshold.
+    Batchtopk,
+    /// JumpReLU with a straight-through threshold gradient.
+    Jumprelu,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainStageConfig {
+    /// Hook to train on (default: the store's only hook).
+    #[serde(default)]
+    pub hook: Option<String>,
+    #[serde(default = "default_arch")]
+    pub architecture: ArchitectureName,
+    /// Dictionary size (latents).
+    #[serde(default = "default_d_sae")]
+    pub d_sae: usize,
+    /// Active latents per token (topk, batchtopk).
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// L1 coefficient (relu-l1) or L0 coefficient (jumprelu); the library default when unset.
+    #[serde(default)]
+    pub sparsity_coeff: Option<f32>,
+    /// Adam learning rate; the library default when unset.
+    #[serde(default)]
+    pub lr: Option<f32>,
+    /// Rows (tokens) per step.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Passes over the training shards.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Shards at the end of the store kept for evaluation.
+    #[serde(default = "default_holdout")]
+    pub holdout_shards: usize,
+    /// Steps between metric lines in `metrics.jsonl`.
+    #[serde(default = "default_metrics_every")]
+    pub metrics_every: u64,
+    /// Rows used to estimate the input scale.
+    #[serde(default = "default_scale_rows")]
+    pub scale_rows: usize,
+    /// Seed of initialisation and data order (default: the pipeline seed).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+fn default_arch() -> ArchitectureName {
+    ArchitectureName::Topk
+}
+fn default_d_sae() -> usize {
+    4608
+}
+fn default_k() -> usize {
+    32
+}
+fn default_batch() -> usize {
+    4096
+}
+fn default_epochs() -> usize {
+    1
+}
+fn default_holdout() -> usize {
+    1
+}
+fn default_metrics_every() -> u64 {
+    20
+}
+fn default_scale_rows() -> usize {
+    16_384
+}
+
+impl StageConfig for TrainStageConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("d_sae", self.d_sae),
+            ("batch_size", self.batch_size),
+            ("epochs", self.epochs),
+        ] {
+            if value == 0 {
+                problems.push((key.to_string(), "= 0: expected at least 1".to_string()));
+            }
+        }
+        if matches!(
+            self.architecture,
+            ArchitectureName::Topk | ArchitectureName::Batchtopk
+        ) && (self.k == 0 || self.k > self.d_sae)
+        {
+            problems.push((
+                "k".into(),
+                format!("= {}: expected 1..=d_sae ({})", self.k, self.d_sae),
+            ));
+        }
+        problems
+    }
+}
+
+/// Trains a sparse autoencoder on an activation store.
+#[derive(Debug)]
+pub struct Train;
+
+impl Stage for Train {
+    type Config = TrainStageConfig;
+
+    fn description() -> StageDescription {
+        StageDescription {
+            kind: "train".into(),
+            doc: "Trains a sparse autoencoder on an activation store; evaluates it and saves it (SAELens layout)"
+                .into(),
+            inputs: vec![PortSpec::artifact("store", ArtifactKind::ACTIVATION_STORE, "the activation store")],
+            outputs: vec![PortSpec::artifact("sae", ArtifactKind::SAE, "the SAE directory (SAELens layout)")],
+        }
+    }
+
+    fn run(config: TrainStageConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let store_path = ctx.recv_artifact("store")?.path;
+        train(&store_path, &config, ctx)
+    }
+}
+
+register_stage!(Train);
+
+fn arch_config(config: &TrainStageConfig) -> Result<ArchConfig, TrainStageError> {
+    // The library's defaults for each architecture, by deserialising its tag alone.
+    let tag = match config.architecture {
+        ArchitectureName::ReluL1 => "relu_l1",
+        ArchitectureName::Topk => "top_k",
+        ArchitectureName::Batchtopk => "batch_top_k",
+        ArchitectureName::Jumprelu => "jump_relu",
+    };
+    let mut value = serde_json::json!({ "kind": tag });
+    match config.architecture {
+        ArchitectureName::Topk | ArchitectureName::Batchtopk => {
+            value["k"] = config.k.into();
+        }
+        ArchitectureName::ReluL1 => {
+            if let Some(c) = config.sparsity_coeff {
+                value["l1_coeff"] = c.into();
+            }
+        }
+        ArchitectureName::Jumprelu => {
+            if let Some(c) = config.sparsity_coeff {
+                value["l0_coeff"] = c.into();
+            }
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| TrainStageError::Invalid(format!("architecture settings: {e}")))
+}
+
+fn train(
+    store_path: &Path,
+    config: &TrainStageConfig,
+    ctx: &mut StageContext<'_>,
+) -> Result<(), StageError> {
+    let store = Store::open(store_path).map_err(TrainStageError::from)?;
+    let manifest = store.manifest();
+    let hook = match &config.hook {
+        Some(h) => h.clone(),
+        None => match manifest.hooks.as_slice() {
+            [only] => only.clone(),
+            hooks => {
+                return Err(TrainStageError::Invalid(format!(
+                    "the store has hooks {hooks:?}: set `hook` to the one to train on"
+                ))
+                .into());
+            }
+        },
+    };
+    let shards = store.shard_count();
+    if config.holdout_shards >= shards {
+        return Err(TrainStageError::Invalid(format!(
+            "{}: holdout_shards = {} leaves no shard to train on (the store has {shards}); \
+             capture more tokens or smaller shards (`rows_per_shard`)",
+            store_path.display(),
+            config.holdout_shards
+        ))
+        .into());
+    }
+    let train_shards = 0..shards - config.holdout_shards;
+    let train_rows: u64 = train_shards
+        .clone()
+        .map(|i| store.shard_rows(i).end - store.shard_rows(i).start)
+        .sum();
+    let d_in = store.d_model();
+    let seed = config.seed.unwrap_or(ctx.seed);
+    let steps_per_epoch = train_rows / config.batch_size as u64;
+    let total_steps = steps_per_epoch * config.epochs as u64;
+    if total_steps == 0 {
+        return Err(TrainStageError::Invalid(format!(
+            "{train_rows} training rows make no full batch of {}: lower `batch_size` or capture more",
+            config.batch_size
+        ))
+        .into());
+    }
+
+    // Input scale from the first rows of the (seeded) shuffled order.
+    let reader = |epoch: u64| {
+        let mut options =
+            ShuffleOptions::new(hook.clone(), config.batch_size, seed.wrapping_add(epoch));
+        options.shards = Some(train_shards.clone());
+        store.shuffled(options)
+    };
+    let mut estimator = NormEstimator::new(d_in);
+    let mut sampled = 0;
+    for batch in reader(u64::MAX).map_err(TrainStageError::from)? {
+        let batch = batch.map_err(TrainStageError::from)?;
+        estimator
+            .add(&batch.activations)
+            .map_err(TrainStageError::from)?;
+        sampled += batch.rows;
+        if sampled >= config.scale_rows {
+            break;
+        }
+    }
+    let scale = estimator.scale().map_err(TrainStageError::from)?;
+
+    let mut train_config = TrainConfig::new(d_in, config.d_sae, arch_config(config)?, total_steps);
+    train_config.seed = seed;
+    train_config.metrics_every = config.metrics_every;
+    if let Some(lr) = config.lr {
+        train_config.lr = lr;
+    }
+    let mut trainer = Trainer::new(train_config, scale).map_err(TrainStageError::from)?;
+    let metrics_path = ctx.stage_dir.join("metrics.jsonl");
+    let mut metrics = std::io::BufWriter::new(
+        std::fs::File::create(&metrics_path).map_err(|e| StageError::io(&metrics_path, e))?,
+    );
+    ctx.progress.set_length(total_steps);
+    ctx.progress.set_message(format!(
+        "{} × {} on {hook}, scale {scale:.4}",
+        d_in, config.d_sae
+    ));
+    for epoch in 0..config.epochs as u64 {
+        for batch in reader(epoch).map_err(TrainStageError::from)? {
+            ctx.cancel.check()?;
+            let batch = batch.map_err(TrainStageError::from)?;
+            if batch.rows < config.batch_size || trainer.is_finished() {
+                continue;
+            }
+            if let Some(m) = trainer
+                .step(&batch.activations)
+                .map_err(TrainStageError::from)?
+            {
+                writeln!(metrics, "{}", m.to_json_line())
+                    .map_err(|e| StageError::io(&metrics_path, e))?;
+                ctx.progress.set_message(format!(
+                    "L0 {:.1} FVU {:.3} dead {:.3}",
+                    m.l0, m.fvu, m.dead_fraction
+                ));
+            }
+            ctx.progress.inc(1);
+        }
+    }
+    metrics
+        .flush()
+        .map_err(|e| StageError::io(&metrics_path, e))?;
+
+    let metadata = SaeMetadata {
+        model_name: Some(manifest.model.name.clone()),
+        hook_name: Some(hook.clone()),
+        context_size: Some(manifest.context_length as u64),
+        prepend_bos: Some(true),
+        dataset_path: Some(store_path.display().to_string()),
+        ..SaeMetadata::default()
+    };
+    let sae = trainer.export(metadata);
+
+    // Held-out evaluation on the last shards.
+    let mut evaluator = Evaluator::new(&sae, 0.1);
+    let mut options = SequentialOptions::new(hook.clone(), 4096);
+    options.shards = Some(shards - config.holdout_shards..shards);
+    for batch in store.sequential(options).map_err(TrainStageError::from)? {
+        ctx.cancel.check()?;
+        evaluator
+            .add(&batch.map_err(TrainStageError::from)?.activations)
+            .map_err(TrainStageError::from)?;
+    }
+    let report = evaluator.finish();
+    let eval_path = ctx.stage_dir.join("eval.json");
+    let json = serde_json::to_vec_pretty(&report).map_err(StageError::other)?;
+    atomic::write(&eval_path, &json).map_err(|e| StageError::io(&eval_path, e))?;
+
+    let sae_dir = ctx.stage_dir.join("sae");
+    save_saelens(&sae, &sae_dir).map_err(TrainStageError::from)?;
+    let summary = serde_json::json!({
+        "hook_name": hook, "d_in": d_in, "d_sae": config.d_sae,
+        "l0": report.l0, "fvu": report.fvu, "dead_fraction": report.dead_fraction,
+    });
+    tracing::info!(stage = ctx.stage_id, "held-out: {summary}");
+    ctx.emit_artifact(
+        "sae",
+        Artifact::new(ArtifactKind::SAE, sae_dir).with_metadata(summary),
+    )
+}
