@@ -138,7 +138,7 @@ fn assert_rows_match_model(
         let out = model
             .forward(
                 &TokenBatch::single(&tokens).unwrap(),
-                &ForwardOptions::capture(vec![hook.clone()]),
+                &ForwardOptions::capture(vec![*hook]),
             )
             .unwrap();
         let acts = out.activation_host(hook).unwrap();
