@@ -175,3 +175,57 @@ fn model_run_writes_tokens_hooks_and_logits_and_rejects_bad_input() {
         "{text}"
     );
 }
+
+#[test]
+fn ctrl_c_cancels_the_run_cleanly_and_leaves_no_stage_marked_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    monoscope_formats::testing::TinyLlama::default()
+        .write(&model)
+        .unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    let text: Vec<String> = (0..20_000)
+        .map(|i| format!("Paragraph number {i} of a long corpus."))
+        .collect();
+    std::fs::write(&corpus, text.join("\n\n")).unwrap();
+    let pipeline = dir.path().join("slow.toml");
+    let run_dir = dir.path().join("run");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[pipeline]\nname = \"slow\"\nrun_dir = {:?}\n[capture]\nkind = \"capture\"\nmodel = {:?}\n\
+             corpus = {:?}\nsplit = \"paragraph\"\nhooks = [\"blocks.1.hook_resid_post\"]\n\
+             context_length = 16\nbatch_size = 1\n",
+            run_dir.display().to_string(),
+            model.display().to_string(),
+            corpus.display().to_string()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_monoscope"))
+        .args(["run", pipeline.to_str().unwrap()])
+        .env("MONOSCOPE_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the capture is writing, then press Ctrl-C once.
+    let started = std::time::Instant::now();
+    while !run_dir.join("capture/store").exists()
+        && started.elapsed() < std::time::Duration::from_secs(60)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("run cancelled"), "{stderr}");
+    assert!(!run_dir.join("capture/.monoscope-complete.json").exists());
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(record["status"], "cancelled");
+}
