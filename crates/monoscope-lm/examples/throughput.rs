@@ -5,12 +5,15 @@
 //! model's largest shape and reports the forward pass's arithmetic rate as a fraction of it:
 //! a ratio measured in one run, comparable across runs.
 //!
-//! `cargo run -p monoscope-lm --example throughput [--release] -- [PATH] [BATCHES]`
+//! Both matmul kinds run, interleaved per case, from two loads of the same file.
+//!
+//! `cargo run -p monoscope-lm --example throughput [--release] -- [PATH] [BATCHES] [f32|int8]`
+//! (the last argument runs one kind only, e.g. to profile it).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use monoscope_lm::{Device, ForwardOptions, Logits, Tensor, TokenBatch};
+use monoscope_lm::{Device, ForwardOptions, Logits, MatmulKind, ModelOptions, Tensor, TokenBatch};
 
 const BATCH: usize = 16;
 const SEQ: usize = 128;
@@ -38,7 +41,16 @@ fn main() -> Result<(), monoscope_lm::LmError> {
     let batches: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
     let device = Device::flex();
     let t0 = Instant::now();
-    let model = monoscope_lm::load(&path, &device)?;
+    let kinds = match args.next().as_deref() {
+        Some("f32") => vec![MatmulKind::F32],
+        Some("int8") => vec![MatmulKind::Int8],
+        _ => vec![MatmulKind::F32, MatmulKind::Int8],
+    };
+    let models = kinds
+        .iter()
+        .map(|&kind| monoscope_lm::load_with(&path, &device, &ModelOptions::with_matmul(kind)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let model = &models[0];
     eprintln!("loaded {} in {:.2?}", model.name(), t0.elapsed());
     let c = model.config().clone();
 
@@ -56,7 +68,9 @@ fn main() -> Result<(), monoscope_lm::LmError> {
     let input = TokenBatch::from_rows(&rows)?;
     let hook = model.hook("blocks.15.hook_resid_post")?;
     let capture = ForwardOptions::capture(vec![hook]);
-    model.forward(&input, &capture)?; // warm-up
+    for m in &models {
+        m.forward(&input, &capture)?; // warm-up
+    }
 
     // Multiply-adds per token and block: projections, MLP, and attention over the window.
     let (d, q, kv) = (c.d_model, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
@@ -73,29 +87,37 @@ fn main() -> Result<(), monoscope_lm::LmError> {
         ),
     ] {
         let peak_before = matmul_rate(d, 2 * c.d_ff, &device);
-        let t = Instant::now();
+        // Interleaved, so that both kinds see the same load from other processes.
+        let mut secs = vec![0.0f64; models.len()];
         for _ in 0..batches {
-            let out = model.forward(&input, &options)?;
-            // Reading back forces any lazy computation.
-            match out.logits {
-                Some(l) => drop(monoscope_lm::to_host(l, "logits")?),
-                None => drop(out.activation_host(&hook)?),
+            for (model, s) in models.iter().zip(&mut secs) {
+                let t = Instant::now();
+                let out = model.forward(&input, &options)?;
+                // Reading back forces any lazy computation.
+                match out.logits {
+                    Some(l) => drop(monoscope_lm::to_host(l, "logits")?),
+                    None => drop(out.activation_host(&hook)?),
+                }
+                *s += t.elapsed().as_secs_f64();
             }
         }
-        let secs = t.elapsed().as_secs_f64();
         let peak = (peak_before + matmul_rate(d, 2 * c.d_ff, &device)) / 2.0;
         let tokens = (batches * BATCH * SEQ) as f64;
         let mut flops = (blocks * per_block) as f64;
         if options.logits != Logits::Skip {
             flops += (2 * d * c.vocab_size) as f64;
         }
-        let rate = tokens / secs * flops / 1e9;
-        println!(
-            "{label}: {:.0} tokens/s ({batches} x {BATCH}x{SEQ} in {secs:.2} s); {rate:.1} GFLOP/s \
-             = {:.0}% of a plain matmul's {peak:.1} GFLOP/s in the same run",
-            tokens / secs,
-            100.0 * rate / peak
-        );
+        for (model, secs) in models.iter().zip(secs) {
+            let rate = tokens / secs * flops / 1e9;
+            println!(
+                "{label}, {:?}: {:.0} tokens/s ({batches} x {BATCH}x{SEQ} in {secs:.2} s); \
+                 {rate:.1} GFLOP/s = {:.0}% of a plain f32 matmul's {peak:.1} GFLOP/s in the \
+                 same run",
+                model.matmul_kind(),
+                tokens / secs,
+                100.0 * rate / peak
+            );
+        }
     }
     Ok(())
 }

@@ -43,15 +43,6 @@ pub(crate) fn norm(x: Tensor<3>, w: &NormWeights, kind: NormKind, eps: f64) -> T
     scale(normalize(x, kind, eps), w)
 }
 
-/// `x[rows, in] @ w[in, out] (+ b)`.
-pub(crate) fn linear(x: Tensor<2>, w: &Tensor<2>, b: Option<&Tensor<1>>) -> Tensor<2> {
-    let y = x.matmul(w.clone());
-    match b {
-        Some(b) => y + b.clone().unsqueeze::<2>(),
-        None => y,
-    }
-}
-
 /// cos/sin of `position * theta^(-2i/head_dim)` for i < head_dim/2, shaped `[batch, seq, 1,
 /// head_dim/2]` to broadcast over heads.
 #[derive(Debug, Clone)]
@@ -131,7 +122,7 @@ pub(crate) fn attention_block(
 ) -> Tensor<3> {
     let [b, t, d] = x.dims();
     let (h, kv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
-    let qkv = linear(x.reshape([b * t, d]), &w.w_qkv, w.b_qkv.as_ref());
+    let qkv = w.qkv.forward(x.reshape([b * t, d]));
     let qkv = qkv.reshape([b, t, h + 2 * kv, hd]);
     let v = qkv.clone().narrow(2, h + kv, kv);
     // Q and K share one rotation call: they are adjacent in the fused projection.
@@ -159,14 +150,14 @@ pub(crate) fn attention_block(
     };
     let o = attention(q, k, v, mask.cloned(), None, options);
     let o = o.swap_dims(1, 2).reshape([b * t, h * hd]);
-    linear(o, &w.w_o, w.b_o.as_ref()).reshape([b, t, d])
+    w.o.forward(o).reshape([b, t, d])
 }
 
 /// The MLP of a block on normalised `x[batch, seq, d_model]`: SwiGLU (`down(silu(gate) * up)`)
 /// or GPT-2's `proj(gelu_tanh(fc x + b)) + b`. Returns `hook_mlp_out`.
 pub(crate) fn mlp_block(x: Tensor<3>, w: &BlockWeights, swiglu: bool) -> Tensor<3> {
     let [b, t, d] = x.dims();
-    let hidden = linear(x.reshape([b * t, d]), &w.w_in, w.b_in.as_ref());
+    let hidden = w.up.forward(x.reshape([b * t, d]));
     let act = if !swiglu {
         gelu_approximate(hidden)
     } else if let Some(act) = crate::fused::swiglu(&hidden) {
@@ -176,5 +167,5 @@ pub(crate) fn mlp_block(x: Tensor<3>, w: &BlockWeights, swiglu: bool) -> Tensor<
         let gate = hidden.clone().narrow(1, 0, ff);
         silu(gate) * hidden.narrow(1, ff, ff)
     };
-    linear(act, &w.w_out, w.b_out.as_ref()).reshape([b, t, d])
+    w.down.forward(act).reshape([b, t, d])
 }

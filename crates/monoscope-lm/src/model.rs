@@ -8,7 +8,7 @@ use monoscope_formats::{Architecture, LoadedModel, ModelConfig, Tokenizer};
 
 use crate::layers::NormKind;
 use crate::weights::{self, ModelWeights};
-use crate::{HookName, LmError};
+use crate::{HookName, LmError, MatmulKind, ModelOptions};
 
 /// A transformer language model (Llama family or GPT-2) ready to run.
 pub struct Model {
@@ -18,20 +18,41 @@ pub struct Model {
     name: String,
     sha256: String,
     pub(crate) device: Device,
+    matmul: MatmulKind,
 }
 
-/// Loads a GGUF file or a Hugging Face model directory onto `device`.
+/// Loads a GGUF file or a Hugging Face model directory onto `device` (fp32 arithmetic).
 pub fn load(path: &Path, device: &Device) -> Result<Model, LmError> {
+    load_with(path, device, &ModelOptions::default())
+}
+
+/// [`load`] with options, e.g. [`MatmulKind::Int8`] for faster CPU inference.
+pub fn load_with(path: &Path, device: &Device, options: &ModelOptions) -> Result<Model, LmError> {
     let loaded = monoscope_formats::load_model(path)?;
-    Model::from_loaded(loaded, device)
+    Model::from_loaded_with(loaded, device, options)
 }
 
 impl Model {
     /// Builds the model from a checkpoint already in memory; the host tensors are dropped once
     /// uploaded.
     pub fn from_loaded(loaded: LoadedModel, device: &Device) -> Result<Self, LmError> {
-        let weights = weights::build(&loaded, device)?;
+        Self::from_loaded_with(loaded, device, &ModelOptions::default())
+    }
+
+    /// [`Model::from_loaded`] with options.
+    pub fn from_loaded_with(
+        loaded: LoadedModel,
+        device: &Device,
+        options: &ModelOptions,
+    ) -> Result<Self, LmError> {
+        let int8 = options.int8_on(device);
+        let weights = weights::build(&loaded, device, int8)?;
         Ok(Self {
+            matmul: if int8 {
+                MatmulKind::Int8
+            } else {
+                MatmulKind::F32
+            },
             config: loaded.config,
             weights,
             tokenizer: loaded.tokenizer,
@@ -60,6 +81,12 @@ impl Model {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The arithmetic the linear layers actually run (`Int8` was asked for and the device
+    /// supports it, or `F32`).
+    pub fn matmul_kind(&self) -> MatmulKind {
+        self.matmul
     }
 
     pub fn n_layers(&self) -> usize {
@@ -102,10 +129,11 @@ impl Model {
     /// Final norm's weight/bias and the unembedding on `hook_normalized` values.
     pub(crate) fn unembed(&self, normalized: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = normalized.dims();
-        let x = crate::layers::scale(normalized, &self.weights.final_norm);
-        let logits = x
-            .reshape([b * t, d])
-            .matmul(self.weights.unembed.clone().transpose());
+        let x = crate::layers::scale(normalized, &self.weights.final_norm).reshape([b * t, d]);
+        let logits = match &self.weights.unembed_int8 {
+            Some(packed) => crate::linear::int8_product(x, packed),
+            None => x.matmul(self.weights.unembed.clone().transpose()),
+        };
         logits.reshape([b, t, self.config.vocab_size])
     }
 

@@ -13,10 +13,14 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use burn::prelude::*;
 use monoscope_formats::{Architecture, HostTensor, LoadedModel, ModelConfig, RopeLayout};
 
 use crate::LmError;
+use crate::int8::PackedInt8;
+use crate::linear::Linear;
 
 /// One norm's parameters (RMSNorm when `bias` is `None` and the model is Llama-family).
 #[derive(Debug, Clone)]
@@ -30,18 +34,14 @@ pub(crate) struct NormWeights {
 pub(crate) struct BlockWeights {
     pub attn_norm: NormWeights,
     /// `[d_model, (n_heads + 2 n_kv_heads) head_dim]`: Q | K | V.
-    pub w_qkv: Tensor<2>,
-    pub b_qkv: Option<Tensor<1>>,
+    pub qkv: Linear,
     /// `[n_heads head_dim, d_model]`.
-    pub w_o: Tensor<2>,
-    pub b_o: Option<Tensor<1>>,
+    pub o: Linear,
     pub mlp_norm: NormWeights,
     /// SwiGLU: `[d_model, 2 d_ff]` gate | up. GPT-2: `[d_model, d_ff]`.
-    pub w_in: Tensor<2>,
-    pub b_in: Option<Tensor<1>>,
+    pub up: Linear,
     /// `[d_ff, d_model]`.
-    pub w_out: Tensor<2>,
-    pub b_out: Option<Tensor<1>>,
+    pub down: Linear,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +55,8 @@ pub(crate) struct ModelWeights {
     /// `[vocab, d_model]`: the embedding itself when tied. Multiplied through a transposed
     /// view, which burn's CPU matmul reads with strides instead of copying.
     pub unembed: Tensor<2>,
+    /// The unembedding packed for the int8 kernels, when the model runs them.
+    pub unembed_int8: Option<Arc<PackedInt8>>,
 }
 
 /// Checks the configuration for the things the forward pass relies on.
@@ -113,7 +115,12 @@ impl<'a> Source<'a> {
     }
 }
 
-pub(crate) fn build(loaded: &LoadedModel, device: &Device) -> Result<ModelWeights, LmError> {
+/// `int8`: also pack every matrix for the integer kernels (see [`crate::MatmulKind`]).
+pub(crate) fn build(
+    loaded: &LoadedModel,
+    device: &Device,
+    int8: bool,
+) -> Result<ModelWeights, LmError> {
     let c = &loaded.config;
     check_config(c)?;
     let src = Source {
@@ -132,21 +139,28 @@ pub(crate) fn build(loaded: &LoadedModel, device: &Device) -> Result<ModelWeight
         None
     };
     let blocks = (0..c.n_layers)
-        .map(|l| build_block(&src, c, l, device))
+        .map(|l| build_block(&src, c, l, device, int8))
         .collect::<Result<Vec<_>, _>>()?;
     let final_norm = norm(&src, "final_norm", d, gpt2, device)?;
+    let unembed_host = if c.tied_embeddings {
+        src.get("embed_tokens", &[c.vocab_size, d])?
+    } else {
+        src.get("lm_head.weight", &[c.vocab_size, d])?
+    };
     let unembed = if c.tied_embeddings {
         embed.clone()
     } else {
-        let w = src.get("lm_head.weight", &[c.vocab_size, d])?;
-        upload(w.data.clone(), [c.vocab_size, d], device)
+        upload(unembed_host.data.clone(), [c.vocab_size, d], device)
     };
+    let unembed_int8 =
+        int8.then(|| Arc::new(PackedInt8::from_out_in(&unembed_host.data, c.vocab_size, d)));
     Ok(ModelWeights {
         embed,
         positions,
         blocks,
         final_norm,
         unembed,
+        unembed_int8,
     })
 }
 
@@ -155,6 +169,7 @@ fn build_block(
     c: &ModelConfig,
     l: usize,
     device: &Device,
+    int8: bool,
 ) -> Result<BlockWeights, LmError> {
     let gpt2 = c.architecture == Architecture::Gpt2;
     let d = c.d_model;
@@ -169,7 +184,7 @@ fn build_block(
         q = adjacent_to_half_split(&q, c.head_dim, d);
         k = adjacent_to_half_split(&k, c.head_dim, d);
     }
-    let w_qkv = transpose_upload(&[&q, &k, v], q_out + 2 * kv_out, d, device);
+    let qkv_out = q_out + 2 * kv_out;
 
     let qb = src.opt(&p("q_proj.bias"), &[q_out])?;
     let kb = src.opt(&p("k_proj.bias"), &[kv_out])?;
@@ -181,48 +196,44 @@ fn build_block(
             qb = adjacent_to_half_split(&qb, c.head_dim, 1);
             kb = adjacent_to_half_split(&kb, c.head_dim, 1);
         }
-        Some(upload(
-            [qb, kb, or_zero(vb, kv_out)].concat(),
-            [q_out + 2 * kv_out],
-            device,
-        ))
+        Some([qb, kb, or_zero(vb, kv_out)].concat())
     } else {
         None
     };
+    let qkv = Linear::new(
+        transpose(&[&q, &k, v], qkv_out, d),
+        d,
+        qkv_out,
+        b_qkv,
+        int8,
+        device,
+    );
 
     let o = src.get(&p("o_proj.weight"), &[d, q_out])?;
-    let w_o = transpose_upload(&[&o.data], d, q_out, device);
-    let b_o = bias(src, &p("o_proj.bias"), d, device)?;
+    let b_o = bias(src, &p("o_proj.bias"), d)?;
+    let o = Linear::new(transpose(&[&o.data], d, q_out), q_out, d, b_o, int8, device);
 
     let ff = c.d_ff;
     let up = src.get(&p("up_proj.weight"), &[ff, d])?;
-    let (w_in, b_in) = if gpt2 {
-        (
-            transpose_upload(&[&up.data], ff, d, device),
-            bias(src, &p("up_proj.bias"), ff, device)?,
-        )
+    let up = if gpt2 {
+        let b = bias(src, &p("up_proj.bias"), ff)?;
+        Linear::new(transpose(&[&up.data], ff, d), d, ff, b, int8, device)
     } else {
         let gate = src.get(&p("gate_proj.weight"), &[ff, d])?;
-        (
-            transpose_upload(&[&gate.data, &up.data], 2 * ff, d, device),
-            None,
-        )
+        let w = transpose(&[&gate.data, &up.data], 2 * ff, d);
+        Linear::new(w, d, 2 * ff, None, int8, device)
     };
     let down = src.get(&p("down_proj.weight"), &[d, ff])?;
-    let w_out = transpose_upload(&[&down.data], d, ff, device);
-    let b_out = bias(src, &p("down_proj.bias"), d, device)?;
+    let b_down = bias(src, &p("down_proj.bias"), d)?;
+    let down = Linear::new(transpose(&[&down.data], d, ff), ff, d, b_down, int8, device);
 
     Ok(BlockWeights {
         attn_norm: norm(src, &p("attn_norm"), d, gpt2, device)?,
-        w_qkv,
-        b_qkv,
-        w_o,
-        b_o,
+        qkv,
+        o,
         mlp_norm: norm(src, &p("mlp_norm"), d, gpt2, device)?,
-        w_in,
-        b_in,
-        w_out,
-        b_out,
+        up,
+        down,
     })
 }
 
@@ -246,24 +257,17 @@ fn norm(
     })
 }
 
-fn bias(
-    src: &Source<'_>,
-    name: &str,
-    n: usize,
-    device: &Device,
-) -> Result<Option<Tensor<1>>, LmError> {
-    Ok(src
-        .opt(name, &[n])?
-        .map(|t| upload(t.data.clone(), [n], device)))
+fn bias(src: &Source<'_>, name: &str, n: usize) -> Result<Option<Vec<f32>>, LmError> {
+    Ok(src.opt(name, &[n])?.map(|t| t.data.clone()))
 }
 
 fn upload<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
-/// Stacks `[out_i, cols]` row blocks into one `[sum out_i, cols]` matrix and uploads its
+/// Stacks `[out_i, cols]` row blocks into one `[sum out_i, cols]` matrix and returns its
 /// transpose `[cols, rows]`.
-fn transpose_upload(parts: &[&Vec<f32>], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
+fn transpose(parts: &[&Vec<f32>], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0f32; rows * cols];
     let mut r0 = 0;
     for part in parts {
@@ -275,7 +279,7 @@ fn transpose_upload(parts: &[&Vec<f32>], rows: usize, cols: usize, device: &Devi
         }
         r0 += n;
     }
-    upload(t, [cols, rows], device)
+    t
 }
 
 /// Reorders each head's rows from RoPE pairs (2i, 2i+1) to pairs (i, i + head_dim/2): new row

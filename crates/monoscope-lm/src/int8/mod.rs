@@ -1,0 +1,332 @@
+//! Integer matrix products for the CPU (`flex`) device: `y[m, n] = x[m, k] · W[k, n] + b`
+//! with `W` quantised to int8 once at load (one scale per output feature) and `x` quantised
+//! per row on the fly.
+//!
+//! Why integers: on the 2-core AVX2 machines this runs on, fp32 FMA retires 16 multiply-adds
+//! per cycle per core, while `vpmaddwd` (16-bit × 16-bit, adjacent pairs summed into 32 bits)
+//! retires 32 from the same two multiply pipes. The weights are int8 values widened to 16 bits
+//! at packing (so every product fits `vpmaddwd` without the saturation that u8 × i8
+//! `vpmaddubsw` risks), and activations get as many bits as the i32 accumulator allows for
+//! `k` (≥ 13 bits for `k` ≤ 2048), so nearly all of the error is the weights' int8 rounding.
+//!
+//! Layout: output features come in groups of [`NR`] = 16 (two 8-lane i32 vectors); within a
+//! group, for each pair of input features `2j, 2j+1`, the 16 features' two weights are stored
+//! adjacently (`[group][j][feature][2]`), which is the operand order `vpmaddwd` multiplies a
+//! broadcast activation pair against. Rows come in micro-tiles of [`MR`] = 4: one kernel call
+//! computes a 4 × 16 tile over the whole of `k` in 8 vector accumulators.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod portable;
+
+use rayon::prelude::*;
+
+/// Rows per micro-tile.
+pub(crate) const MR: usize = 4;
+/// Output features per group (two 8-lane vectors).
+pub(crate) const NR: usize = 16;
+/// Largest quantised weight magnitude (int8, symmetric).
+const W_MAX: i32 = 127;
+/// 8 output features × 2 adjacent input features of int8 weights widened to i16, ordered
+/// `[feature][input]`: one `vpmaddwd` operand, aligned so that it loads as one vector.
+#[repr(C, align(32))]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Lanes(pub [i16; 16]);
+
+/// Lanes per pair of input features in a group.
+const LANES_PER_PAIR: usize = NR / 8;
+
+/// Two adjacent quantised activations of one row: the 32 bits a kernel broadcasts.
+#[repr(C, align(4))]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Pair(pub [i16; 2]);
+
+impl Pair {
+    /// The two values as one little-endian word (first value in the low half), the operand
+    /// order of `vpmaddwd`.
+    #[inline(always)]
+    pub fn word(self) -> i32 {
+        (u32::from(self.0[0] as u16) | (u32::from(self.0[1] as u16) << 16)) as i32
+    }
+}
+
+/// Bytes of quantised activations a row block may occupy, so that it stays in a core's L2
+/// while every weight group streams past it.
+const ROW_BLOCK_BYTES: usize = 192 * 1024;
+/// Row blocks per thread to aim for: enough that work stealing evens out blocks that took
+/// longer (other processes share these cores), few enough that re-streaming the weights for
+/// each block stays small next to the arithmetic.
+const BLOCKS_PER_THREAD: usize = 8;
+
+/// A weight matrix `[k, n]` quantised and packed for [`matmul`].
+#[derive(Debug, Clone)]
+pub(crate) struct PackedInt8 {
+    k: usize,
+    n: usize,
+    /// `k` rounded up to even (pairs).
+    kp: usize,
+    groups: usize,
+    /// `[groups][kp / 2][NR / 8]` lanes of quantised weights.
+    data: Vec<Lanes>,
+    /// Per output feature (padded to `groups * NR` with zeros): dequantisation scale.
+    scale: Vec<f32>,
+    /// Per output feature, zeros where there is no bias (padded like `scale`).
+    bias: Vec<f32>,
+    /// Largest activation magnitude after quantisation such that no i32 sum can overflow.
+    a_max: i32,
+}
+
+impl PackedInt8 {
+    /// Packs `w` given as `[k, n]` row-major (input-major, the layout the forward pass
+    /// multiplies with).
+    pub fn from_in_out(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Self {
+        assert_eq!(w.len(), k * n, "weight is not [k, n]");
+        Self::pack(k, n, bias, |kk, col| w[kk * n + col])
+    }
+
+    /// Packs `w` given as `[n, k]` row-major (output-major, e.g. an embedding matrix used as
+    /// the unembedding).
+    pub fn from_out_in(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), k * n, "weight is not [n, k]");
+        Self::pack(k, n, None, |kk, col| w[col * k + kk])
+    }
+
+    fn pack(
+        k: usize,
+        n: usize,
+        bias: Option<&[f32]>,
+        w: impl Fn(usize, usize) -> f32 + Sync,
+    ) -> Self {
+        let kp = k.next_multiple_of(2);
+        let groups = n.div_ceil(NR);
+        let mut scale = vec![0.0f32; groups * NR];
+        scale[..n].par_iter_mut().enumerate().for_each(|(col, s)| {
+            let max = (0..k).fold(0.0f32, |m, kk| m.max(w(kk, col).abs()));
+            *s = max / W_MAX as f32;
+        });
+        let group_len = kp / 2 * LANES_PER_PAIR;
+        let mut data = vec![Lanes::default(); groups * group_len];
+        data.par_chunks_mut(group_len)
+            .enumerate()
+            .for_each(|(g, dst)| {
+                for (j, pair) in dst.chunks_exact_mut(LANES_PER_PAIR).enumerate() {
+                    for f in 0..NR {
+                        let col = g * NR + f;
+                        if col >= n || scale[col] == 0.0 {
+                            continue;
+                        }
+                        for (half, kk) in [2 * j, 2 * j + 1].into_iter().enumerate() {
+                            if kk < k {
+                                let q = (w(kk, col) / scale[col]).round() as i32;
+                                pair[f / 8].0[(f % 8) * 2 + half] = q.clamp(-W_MAX, W_MAX) as i16;
+                            }
+                        }
+                    }
+                }
+            });
+        // Each i32 lane sums `kp` products of at most `a_max * W_MAX`.
+        let a_max =
+            (i32::MAX as i64 / (W_MAX as i64 * kp.max(1) as i64)).min(i16::MAX as i64) as i32;
+        assert!(a_max >= 127, "k = {k} is too large for 32-bit accumulation");
+        Self {
+            k,
+            n,
+            kp,
+            groups,
+            data,
+            scale,
+            bias: {
+                let mut padded = vec![0.0f32; groups * NR];
+                if let Some(b) = bias {
+                    padded[..n].copy_from_slice(b);
+                }
+                padded
+            },
+            a_max,
+        }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    fn group(&self, g: usize) -> &[Lanes] {
+        let len = self.kp / 2 * LANES_PER_PAIR;
+        &self.data[g * len..(g + 1) * len]
+    }
+}
+
+/// Activations `[mp, kp / 2]` pairs quantised symmetrically per row (rows padded to a multiple
+/// of [`MR`] and columns to `kp` with zeros), with each row's scale.
+struct QuantRows {
+    data: Vec<Pair>,
+    scale: Vec<f32>,
+    pairs: usize,
+}
+
+impl QuantRows {
+    /// The [`MR`] rows from `r`.
+    fn tile(&self, r: usize) -> [&[Pair]; MR] {
+        std::array::from_fn(|i| &self.data[(r + i) * self.pairs..(r + i + 1) * self.pairs])
+    }
+}
+
+fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize, a_max: i32) -> QuantRows {
+    let mp = m.next_multiple_of(MR);
+    let pairs = kp / 2;
+    let mut data = vec![Pair::default(); mp * pairs];
+    let mut scale = vec![0.0f32; mp];
+    data.par_chunks_mut(pairs)
+        .zip(scale.par_iter_mut())
+        .take(m)
+        .enumerate()
+        .for_each(|(r, (dst, s))| {
+            let row = &x[r * k..(r + 1) * k];
+            let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            if max == 0.0 || !max.is_finite() {
+                // A non-finite row stays non-finite in the output, as in f32.
+                *s = if max.is_finite() { 0.0 } else { f32::NAN };
+                return;
+            }
+            *s = max / a_max as f32;
+            let inv = a_max as f32 / max;
+            let q = |v: f32| round_small(v * inv) as i16;
+            for (d, v) in dst.iter_mut().zip(row.chunks(2)) {
+                *d = Pair([q(v[0]), v.get(1).map_or(0, |&v| q(v))]);
+            }
+        });
+    QuantRows { data, scale, pairs }
+}
+
+/// Round to nearest (ties to even) for |x| < 2^22: adding and subtracting 1.5 · 2^23 leaves
+/// no fraction bits. Branch-free and vectorisable, unlike `f32::round` on baseline x86-64
+/// (a libm call per value).
+#[inline(always)]
+fn round_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
+/// Which micro-kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// AVX2 `vpmaddwd`, detected at run time.
+    Avx2,
+    /// Plain Rust, any CPU.
+    Portable,
+}
+
+impl Kernel {
+    pub fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Kernel::Avx2;
+        }
+        Kernel::Portable
+    }
+
+    /// `acc[r][f] = Σ_k a[r][k] · w[k][f]` for [`MR`] rows of pairs and one group.
+    fn tile(self, a: [&[Pair]; MR], group: &[Lanes]) -> [[i32; NR]; MR] {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => avx2::tile(a, group),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2 => portable::tile(a, group),
+            Kernel::Portable => portable::tile(a, group),
+        }
+    }
+}
+
+/// `x[m, k] · W + b` as `[m, n]` row-major, with the best kernel for this CPU.
+pub(crate) fn matmul(x: &[f32], m: usize, w: &PackedInt8) -> Vec<f32> {
+    matmul_with(Kernel::best(), x, m, w)
+}
+
+pub(crate) fn matmul_with(kernel: Kernel, x: &[f32], m: usize, w: &PackedInt8) -> Vec<f32> {
+    assert_eq!(x.len(), m * w.k, "activations are not [m, k]");
+    let n = w.n;
+    let mut out = vec![0.0f32; m * n];
+    if m == 0 || n == 0 {
+        return out;
+    }
+    let q = quantize_rows(x, m, w.k, w.kp, w.a_max);
+    let threads = rayon::current_num_threads();
+    let rows_per_block = (ROW_BLOCK_BYTES / (2 * w.kp))
+        .min(m.div_ceil(BLOCKS_PER_THREAD * threads))
+        .next_multiple_of(MR);
+    if m.div_ceil(rows_per_block) >= 2 * threads {
+        // Enough row blocks to share: each task owns whole output rows and writes in place.
+        out.par_chunks_mut(rows_per_block * n)
+            .enumerate()
+            .for_each(|(b, dst)| {
+                let r0 = b * rows_per_block;
+                let rows = dst.len() / n;
+                row_block(kernel, &q, r0, rows, 0..w.groups, w, dst, n, 0);
+            });
+    } else {
+        // Few rows (generation, short prompts): share the output features instead; each task
+        // fills a strip of columns, copied into place afterwards.
+        let per_task = w.groups.div_ceil(2 * threads).max(1);
+        let strips: Vec<(usize, Vec<f32>)> = (0..w.groups)
+            .step_by(per_task)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|g0| {
+                let g1 = (g0 + per_task).min(w.groups);
+                let c0 = g0 * NR;
+                let width = (g1 * NR).min(n) - c0;
+                let mut strip = vec![0.0f32; m * width];
+                row_block(kernel, &q, 0, m, g0..g1, w, &mut strip, width, c0);
+                (c0, strip)
+            })
+            .collect();
+        for (c0, strip) in strips {
+            let width = strip.len() / m;
+            for (r, src) in strip.chunks(width).enumerate() {
+                out[r * n + c0..r * n + c0 + width].copy_from_slice(src);
+            }
+        }
+    }
+    out
+}
+
+/// Rows `r0..r0 + rows` × the features of `groups`, written to `dst` (row stride `ld`, whose
+/// column 0 is feature `c0`).
+#[allow(clippy::too_many_arguments)]
+fn row_block(
+    kernel: Kernel,
+    q: &QuantRows,
+    r0: usize,
+    rows: usize,
+    groups: std::ops::Range<usize>,
+    w: &PackedInt8,
+    dst: &mut [f32],
+    ld: usize,
+    c0: usize,
+) {
+    for g in groups {
+        let packed = w.group(g);
+        let f0 = g * NR;
+        let width = NR.min(w.n - f0);
+        for t in (0..rows).step_by(MR) {
+            let r = r0 + t;
+            let acc = kernel.tile(q.tile(r), packed);
+            let sw: &[f32; NR] = w.scale[f0..f0 + NR].try_into().expect("padded scales");
+            let b: &[f32; NR] = w.bias[f0..f0 + NR].try_into().expect("padded bias");
+            for (i, acc_row) in acc.iter().enumerate().take(rows - t) {
+                let sx = q.scale[r + i];
+                // Whole fixed-size rows so that this vectorises; then the real width.
+                let y: [f32; NR] = std::array::from_fn(|f| acc_row[f] as f32 * sx * sw[f] + b[f]);
+                let at = (t + i) * ld + f0 - c0;
+                dst[at..at + width].copy_from_slice(&y[..width]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
