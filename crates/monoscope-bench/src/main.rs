@@ -2,6 +2,7 @@
 //! per measurement (`{"bench","case","metric","value","unit"}`, plus `peak_rss_mib` where the
 //! process's peak memory applies).
 
+mod capture;
 mod forward;
 mod matmul;
 mod report;
@@ -17,6 +18,11 @@ type Bench = (
 );
 
 const BENCHES: &[Bench] = &[
+    (
+        "capture",
+        "capture stage tokens/s on SmolLM2-135M over the Wikipedia summaries (block 15, f16 store)",
+        capture::run,
+    ),
     (
         "forward",
         "SmolLM2-135M prompt tokens/s, 16x128 wiki windows, f32 and int8, vs same-run matmul",
