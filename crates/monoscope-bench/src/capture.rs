@@ -21,8 +21,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let model_path = monoscope_fetch::resolve_model("smollm2")?;
     let corpus = monoscope_fetch::resolve_corpus("wiki")?;
     let model = monoscope_lm::load(&model_path, &Device::flex())?;
-    let config: CaptureConfig = serde_json::from_value(serde_json::json!({ "max_tokens": tokens }))?;
-    let scratch = std::env::temp_dir().join(format!("monoscope-bench-capture-{}", std::process::id()));
+    let config: CaptureConfig =
+        serde_json::from_value(serde_json::json!({ "max_tokens": tokens }))?;
+    let scratch =
+        std::env::temp_dir().join(format!("monoscope-bench-capture-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let cancel = CancelToken::new();
     // Outputs with no consumer: what a pipeline does when nothing reads the stream.
@@ -46,9 +48,22 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::fs::remove_dir_all(&scratch)?;
     let case = format!("smollm2 wiki {tokens} tokens, 16x128, block 15, f16");
     emit(&[
-        Measurement::new("capture", &case, "tokens_per_s", tokens as f64 / seconds, "tokens/s").with_peak_rss(),
+        Measurement::new(
+            "capture",
+            &case,
+            "tokens_per_s",
+            tokens as f64 / seconds,
+            "tokens/s",
+        )
+        .with_peak_rss(),
         Measurement::new("capture", &case, "rows_stored", rows as f64, "rows"),
-        Measurement::new("capture", "flex f32 2048x576x3072", "matmul_rate", gflops(2048, 576, 3072), "GFLOP/s"),
+        Measurement::new(
+            "capture",
+            "flex f32 2048x576x3072",
+            "matmul_rate",
+            gflops(2048, 576, 3072),
+            "GFLOP/s",
+        ),
     ]);
     Ok(())
 }
