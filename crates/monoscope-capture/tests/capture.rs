@@ -225,14 +225,23 @@ fn windows_of(
         );
     }
     let kept_rows = doc_ids.len();
+    // Each window starts with BOS: a document's own, or one inserted before a window that starts
+    // mid-document.
     let mut windows = Vec::new();
+    let mut current: Vec<u32> = Vec::new();
     let mut kept = 0;
-    for chunk in stream.chunks_exact(context) {
-        let keep: Vec<bool> = chunk.iter().map(|&t| t != bos).collect();
-        kept += keep.iter().filter(|&&k| k).count();
-        windows.push((chunk.to_vec(), keep));
-        if kept >= kept_rows {
-            break;
+    for &token in &stream {
+        if current.is_empty() && token != bos {
+            current.push(bos);
+        }
+        current.push(token);
+        if current.len() == context {
+            let keep: Vec<bool> = current.iter().map(|&t| t != bos).collect();
+            kept += keep.iter().filter(|&&k| k).count();
+            windows.push((std::mem::take(&mut current), keep));
+            if kept >= kept_rows {
+                break;
+            }
         }
     }
     windows
