@@ -345,7 +345,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Each stage's fingerprint: kind, parameters, seed, tool version and its inputs' fingerprints
+/// Each stage's fingerprint: kind, parameters, seed, tool version and commit, and its inputs' fingerprints
 /// (so a change upstream invalidates everything downstream).
 fn fingerprints(pipeline: &Pipeline) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
@@ -360,6 +360,9 @@ fn fingerprints(pipeline: &Pipeline) -> BTreeMap<String, String> {
             "params": stage.params,
             "seed": pipeline.settings.seed,
             "version": env!("CARGO_PKG_VERSION"),
+            // A stage's code can change its outputs without any config changing: a build from
+            // another commit never reuses them (a released build keeps one commit).
+            "git_commit": env!("MONOSCOPE_GIT_COMMIT"),
             "inputs": inputs,
         });
         out.insert(stage.id.clone(), fingerprint::of_json(&value));
