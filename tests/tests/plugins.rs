@@ -249,3 +249,50 @@ fn a_kind_that_collides_is_refused_and_plugin_kinds_carry_their_origin() {
     let err = load_plugin(&path, &mut registry).unwrap_err();
     assert!(err.to_string().contains("collides"), "{err}");
 }
+
+/// A built-in stage kind that happens to share the example plugin's kind name.
+#[derive(Debug)]
+struct BuiltinNamedLikeThePlugin;
+
+impl monoscope_core::Stage for BuiltinNamedLikeThePlugin {
+    type Config = common::ReaderConfig;
+    fn description() -> monoscope_core::StageDescription {
+        monoscope_core::StageDescription {
+            kind: "neuronpedia-export".into(),
+            doc: "a built-in".into(),
+            inputs: vec![],
+            outputs: vec![],
+        }
+    }
+    fn run(
+        _: common::ReaderConfig,
+        _: &mut monoscope_core::StageContext<'_>,
+    ) -> Result<(), StageError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_plugin_kind_that_collides_with_a_built_in_is_refused() {
+    let mut registry = Registry::default();
+    let builtin =
+        monoscope_core::TypedFactory::<BuiltinNamedLikeThePlugin>(std::marker::PhantomData);
+    registry
+        .register(std::sync::Arc::new(builtin), StageOrigin::Builtin)
+        .unwrap();
+    let err = load_plugin(
+        &common::plugin_path("monoscope-plugin-neuronpedia-export"),
+        &mut registry,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("`neuronpedia-export`") && text.contains("collides with the built-in kind"),
+        "{text}"
+    );
+    assert_eq!(
+        registry.origin("neuronpedia-export"),
+        Some(&StageOrigin::Builtin),
+        "the built-in stays"
+    );
+}
