@@ -2,6 +2,7 @@
 
 mod model_cmd;
 mod pipeline_cmds;
+mod sae_cmd;
 mod stages_cmd;
 mod store_cmd;
 
@@ -74,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: model_cmd::ModelCommand,
     },
+    /// Inspect sparse autoencoders.
+    Sae {
+        #[command(subcommand)]
+        command: sae_cmd::SaeCommand,
+    },
     /// Inspect, verify, export and merge activation stores.
     Store {
         #[command(subcommand)]
@@ -101,6 +107,7 @@ fn main() -> ExitCode {
         Command::Fetch { names } => pipeline_cmds::fetch(&names),
         Command::Model { command } => model_cmd::run(command),
         Command::Store { command } => store_cmd::run(command),
+        Command::Sae { command } => sae_cmd::run(command),
     };
     match result {
         Ok(code) => code,

@@ -229,3 +229,42 @@ fn ctrl_c_cancels_the_run_cleanly_and_leaves_no_stage_marked_complete() {
         serde_json::from_slice(&std::fs::read(run_dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(record["status"], "cancelled");
 }
+
+#[test]
+fn sae_info_describes_a_saelens_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let sae = monoscope_sae::Sae {
+        d_in: 2,
+        d_sae: 3,
+        architecture: monoscope_sae::Architecture::TopK { k: 1 },
+        w_enc: vec![1.0; 6],
+        b_enc: vec![0.0; 3],
+        w_dec: vec![3.0, 4.0, 0.0, 1.0, 1.0, 0.0],
+        b_dec: vec![0.0; 2],
+        threshold: None,
+        apply_b_dec_to_input: true,
+        metadata: monoscope_sae::SaeMetadata {
+            hook_name: Some("blocks.3.hook_resid_post".into()),
+            ..Default::default()
+        },
+        extra_cfg: Default::default(),
+    };
+    let path = dir.path().join("sae");
+    monoscope_sae::save_saelens(&sae, &path).unwrap();
+    let out = monoscope(&["sae", "info", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "TopK { k: 1 }",
+        "d_in 2 → d_sae 3",
+        "blocks.3.hook_resid_post",
+        "min 1.0000",
+        "max 5.0000",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+}
