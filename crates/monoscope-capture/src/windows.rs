@@ -51,7 +51,7 @@ impl fmt::Display for PartSpec {
 }
 
 /// One context window.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Window {
     pub tokens: Vec<u32>,
     pub doc_ids: Vec<u32>,
@@ -61,6 +61,13 @@ pub struct Window {
 }
 
 impl Window {
+    fn push(&mut self, token: u32, doc_id: u32, position: u32, keep: bool) {
+        self.tokens.push(token);
+        self.doc_ids.push(doc_id);
+        self.positions.push(position);
+        self.keep.push(keep);
+    }
+
     pub fn kept(&self) -> usize {
         self.keep.iter().filter(|&&k| k).count()
     }
@@ -110,12 +117,7 @@ pub fn plan_windows(
     let part = &order[start..end];
 
     let limit = options.max_tokens.map(|t| (t as usize / ctx) * ctx);
-    let mut current = Window {
-        tokens: vec![],
-        doc_ids: vec![],
-        positions: vec![],
-        keep: vec![],
-    };
+    let mut current = Window::default();
     let mut windows = Vec::new();
     let mut documents_used = 0;
     'documents: for &d in part {
@@ -130,25 +132,11 @@ pub fn plan_windows(
                 && !(position == 0 && id == bos)
             {
                 // A window that starts mid-document gets its own BOS (see the module docs).
-                current.tokens.push(bos);
-                current.doc_ids.push(doc.id);
-                current.positions.push(0);
-                current.keep.push(!options.skip_ids.contains(&bos));
+                current.push(bos, doc.id, 0, !options.skip_ids.contains(&bos));
             }
-            current.tokens.push(id);
-            current.doc_ids.push(doc.id);
-            current.positions.push(position as u32);
-            current.keep.push(!options.skip_ids.contains(&id));
+            current.push(id, doc.id, position as u32, !options.skip_ids.contains(&id));
             if current.tokens.len() == ctx {
-                windows.push(std::mem::replace(
-                    &mut current,
-                    Window {
-                        tokens: vec![],
-                        doc_ids: vec![],
-                        positions: vec![],
-                        keep: vec![],
-                    },
-                ));
+                windows.push(std::mem::take(&mut current));
                 if limit.is_some_and(|l| windows.len() * ctx >= l) {
                     break 'documents;
                 }
@@ -261,17 +249,6 @@ mod tests {
         assert_ne!(a.windows, c.windows);
         let budget = plan_windows(&corpus, tokenize, &options(PartSpec::WHOLE, Some(10))).unwrap();
         assert_eq!(budget.windows.len(), 2, "10 tokens → 2 whole windows of 4");
-        let no_bos = WindowOptions {
-            bos: None,
-            skip_ids: vec![],
-            ..options(PartSpec::WHOLE, None)
-        };
-        let plain = plan_windows(&docs(3), tokenize, &no_bos).unwrap();
-        assert_eq!(
-            plain.windows.len(),
-            3,
-            "15 tokens → 3 windows when the model has no BOS"
-        );
         let no_bos = WindowOptions {
             bos: None,
             skip_ids: vec![],
