@@ -112,25 +112,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", chain(&error));
+            eprintln!("error: {}", monoscope_exec::error_chain(error.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error with its causes, each once.
-fn chain(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let s = cause.to_string();
-        if !text.contains(&s) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&s);
-        }
-    }
-    text
 }
 
 fn init_logging() {

@@ -373,10 +373,13 @@ pub fn load_with_env(
             file: path.to_path_buf(),
             settings,
             plugins,
-            stages: ordered
-                .into_iter()
-                .map(|i| std::mem::replace(&mut stages[i], placeholder()))
-                .collect(),
+            stages: {
+                let mut slots: Vec<Option<StageSpec>> = stages.into_iter().map(Some).collect();
+                ordered
+                    .into_iter()
+                    .filter_map(|i| slots[i].take())
+                    .collect()
+            },
             provenance,
             overrides: overrides.iter().map(|o| o.raw.clone()).collect(),
         }),
@@ -402,22 +405,6 @@ fn json_to_toml(value: &serde_json::Value) -> Option<toml::Value> {
                 .collect(),
         ),
     })
-}
-
-fn placeholder() -> StageSpec {
-    StageSpec {
-        id: String::new(),
-        kind: String::new(),
-        description: StageDescription {
-            kind: "".into(),
-            doc: "".into(),
-            inputs: vec![],
-            outputs: vec![],
-        },
-        inputs: BTreeMap::new(),
-        params: serde_json::Value::Null,
-        configured: None,
-    }
 }
 
 /// A stage's table without the structural keys, keeping each value's provenance.

@@ -269,7 +269,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
 }
 
 /// The error and all its sources, joined: what `run.json` and the CLI show.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

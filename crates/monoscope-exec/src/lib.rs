@@ -13,4 +13,6 @@
 mod executor;
 pub mod record;
 
-pub use executor::{ExecError, ProgressMode, RunOptions, RunReport, StageReport, StageStatus, run};
+pub use executor::{
+    ExecError, ProgressMode, RunOptions, RunReport, StageReport, StageStatus, error_chain, run,
+};
