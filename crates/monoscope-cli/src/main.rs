@@ -1,9 +1,13 @@
 //! `monoscope`: the command line over the monoscope library crates.
 
+mod cluster_cmd;
+mod labels_cmd;
 mod model_cmd;
 mod pipeline_cmds;
 mod sae_cmd;
+mod serve_cmd;
 mod stages_cmd;
+mod steer_cmd;
 mod store_cmd;
 
 use std::path::PathBuf;
@@ -13,8 +17,12 @@ use clap::{Parser, Subcommand};
 
 // Built-in stages register themselves at link time; naming each stage crate here keeps the
 // linker from dropping a crate whose only use is its registrations.
+use monoscope_browser as _;
 use monoscope_capture as _;
+use monoscope_cluster as _;
 use monoscope_fetch as _;
+use monoscope_label as _;
+use monoscope_steer as _;
 use monoscope_train as _;
 
 /// Exit code for invalid input (a bad pipeline file, override or argument).
@@ -85,6 +93,19 @@ enum Command {
         #[command(subcommand)]
         command: store_cmd::StoreCommand,
     },
+    /// Show the labels, scores and evidence of an autointerp-label stage.
+    Labels {
+        #[command(subcommand)]
+        command: labels_cmd::LabelsCommand,
+    },
+    /// Print a feature's nearest neighbours (cosine of decoder directions) with their labels.
+    Neighbours(cluster_cmd::NeighboursArgs),
+    /// The features that fire most on a text, with their activations and labels.
+    Features(steer_cmd::FeaturesArgs),
+    /// Generate with and without clamping, adding or ablating features, side by side.
+    Steer(steer_cmd::SteerArgs),
+    /// Serve a run's feature browser on 127.0.0.1.
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +129,11 @@ fn main() -> ExitCode {
         Command::Model { command } => model_cmd::run(command),
         Command::Store { command } => store_cmd::run(command),
         Command::Sae { command } => sae_cmd::run(command),
+        Command::Labels { command } => labels_cmd::run(command),
+        Command::Neighbours(args) => cluster_cmd::neighbours(args),
+        Command::Features(args) => steer_cmd::features(args),
+        Command::Steer(args) => steer_cmd::steer(args),
+        Command::Serve(args) => serve_cmd::serve(args),
     };
     match result {
         Ok(code) => code,
