@@ -112,6 +112,7 @@ pub fn run(
                 eprintln!("  {:<16} {:<16} {what}", stage.id, stage.kind);
             }
             eprintln!("run finished: {}", report.run_dir.display());
+            print_site_summaries(&report);
             Ok(ExitCode::SUCCESS)
         }
         Err(ExecError::Cancelled) => {
@@ -119,6 +120,20 @@ pub fn run(
             Ok(ExitCode::from(EXIT_CANCELLED))
         }
         Err(e) => Err(e).context(format!("pipeline {}", path.display())),
+    }
+}
+
+/// Prints what each browser stage wrote for the end of a run (where the site is, the SAE's
+/// headline metrics, example features), also when the stage was skipped as complete.
+fn print_site_summaries(report: &monoscope_exec::RunReport) {
+    for stage in report.stages.iter().filter(|s| s.kind == "browser") {
+        let path = report
+            .run_dir
+            .join(&stage.id)
+            .join(monoscope_browser::stage::SUMMARY_FILE);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            println!("{text}");
+        }
     }
 }
 
