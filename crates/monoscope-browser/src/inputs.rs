@@ -146,7 +146,9 @@ pub fn feature_id(record: &Value, d_sae: usize, path: &Path) -> Result<usize> {
     let id = record
         .get("feature")
         .and_then(Value::as_u64)
-        .ok_or_else(|| BrowserError::Invalid(format!("{}: a record without `feature`", path.display())))?;
+        .ok_or_else(|| {
+            BrowserError::Invalid(format!("{}: a record without `feature`", path.display()))
+        })?;
     let id = id as usize;
     if id >= d_sae {
         return Err(BrowserError::Invalid(format!(

@@ -56,11 +56,23 @@ fn respond(root: &Path, mut stream: TcpStream) -> std::io::Result<()> {
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
     if method != "GET" && method != "HEAD" {
-        return write_response(&mut stream, 405, "text/plain", b"method not allowed\n", true);
+        return write_response(
+            &mut stream,
+            405,
+            "text/plain",
+            b"method not allowed\n",
+            true,
+        );
     }
     match resolve(root, target) {
         Some(path) => match std::fs::read(&path) {
-            Ok(body) => write_response(&mut stream, 200, content_type(&path), &body, method == "GET"),
+            Ok(body) => write_response(
+                &mut stream,
+                200,
+                content_type(&path),
+                &body,
+                method == "GET",
+            ),
             Err(_) => write_response(&mut stream, 404, "text/plain", b"not found\n", true),
         },
         None => write_response(&mut stream, 404, "text/plain", b"not found\n", true),
@@ -149,7 +161,10 @@ mod tests {
         std::fs::write(dir.path().join("index.html"), "x").unwrap();
         let root = dir.path().canonicalize().unwrap();
         assert_eq!(resolve(&root, "/").unwrap(), root.join("index.html"));
-        assert_eq!(resolve(&root, "/index.html?q=1").unwrap(), root.join("index.html"));
+        assert_eq!(
+            resolve(&root, "/index.html?q=1").unwrap(),
+            root.join("index.html")
+        );
         assert!(resolve(&root, "/../etc/passwd").is_none());
         assert!(resolve(&root, "/%2e%2e/etc/passwd").is_none());
         assert!(resolve(&root, "/missing.js").is_none());
@@ -163,7 +178,9 @@ mod tests {
         let site = dir.path().to_path_buf();
         std::thread::spawn(move || serve(&site, listener));
         let mut stream = TcpStream::connect(addr).unwrap();
-        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut response = String::new();
         std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");

@@ -57,7 +57,9 @@ pub struct SiteSummary {
 /// Writes the site for `files` into `out` (replaced atomically when it exists).
 pub fn write_site(files: &RunFiles, options: &SiteOptions, out: &Path) -> Result<SiteSummary> {
     if options.chunk_size == 0 {
-        return Err(BrowserError::Invalid("chunk_size = 0: expected at least 1".into()));
+        return Err(BrowserError::Invalid(
+            "chunk_size = 0: expected at least 1".into(),
+        ));
     }
     let mut summary = None;
     monoscope_core::atomic::write_dir(out, |tmp| {
@@ -88,7 +90,10 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
 
     std::fs::create_dir_all(dir.join("data/features")).map_err(|e| BrowserError::io(dir, e))?;
     for (name, text) in [
-        ("index.html", INDEX_HTML.replace("{{TITLE}}", &html_text(&options.title))),
+        (
+            "index.html",
+            INDEX_HTML.replace("{{TITLE}}", &html_text(&options.title)),
+        ),
         ("app.js", APP_JS.to_string()),
         ("style.css", STYLE_CSS.to_string()),
     ] {
@@ -98,10 +103,16 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
 
     // Columns of the feature list: evidence when present, else the train stage's eval.
     let mut frequency: Vec<Option<f64>> = column(eval.as_ref(), "feature_frequency", d_sae);
-    let mut max_activation: Vec<Option<f64>> = column(eval.as_ref(), "feature_max_activation", d_sae);
+    let mut max_activation: Vec<Option<f64>> =
+        column(eval.as_ref(), "feature_max_activation", d_sae);
     let label_column: Vec<Value> = labels
         .iter()
-        .map(|l| l.as_ref().and_then(|l| l.get("label")).cloned().unwrap_or(Value::Null))
+        .map(|l| {
+            l.as_ref()
+                .and_then(|l| l.get("label"))
+                .cloned()
+                .unwrap_or(Value::Null)
+        })
         .collect();
     let score_column: Vec<Value> = labels.iter().map(|l| headline_score(l.as_ref())).collect();
 
@@ -152,8 +163,15 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
             features.push(Value::Object(record));
         }
         let name = format!("chunk-{}", start / options.chunk_size);
-        let path = dir.join(format!("data/features/{:04}.js", start / options.chunk_size));
-        write_script(&path, &name, &json!({ "start": start, "features": features }))?;
+        let path = dir.join(format!(
+            "data/features/{:04}.js",
+            start / options.chunk_size
+        ));
+        write_script(
+            &path,
+            &name,
+            &json!({ "start": start, "features": features }),
+        )?;
         chunks += 1;
     }
 
@@ -233,12 +251,18 @@ fn read_neighbours(files: &RunFiles, d_sae: usize) -> Result<Vec<Option<Vec<Valu
 
 fn cluster_assignment(clusters: Option<&Value>, d_sae: usize) -> Option<Vec<Option<u64>>> {
     let list = clusters?.get("assignment")?.as_array()?;
-    Some((0..d_sae).map(|i| list.get(i).and_then(Value::as_u64)).collect())
+    Some(
+        (0..d_sae)
+            .map(|i| list.get(i).and_then(Value::as_u64))
+            .collect(),
+    )
 }
 
 fn cluster_words(clusters: Option<&Value>) -> std::collections::HashMap<u64, Value> {
     let mut words = std::collections::HashMap::new();
-    let list = clusters.and_then(|c| c.get("clusters")).and_then(Value::as_array);
+    let list = clusters
+        .and_then(|c| c.get("clusters"))
+        .and_then(Value::as_array);
     for c in list.into_iter().flatten() {
         if let Some(id) = c.get("id").and_then(Value::as_u64) {
             words.insert(id, c.get("top_words").cloned().unwrap_or(Value::Null));
@@ -293,8 +317,15 @@ fn column(eval: Option<&Value>, key: &str, d_sae: usize) -> Vec<Option<f64>> {
 /// The score shown in the feature list: detection when scored, else fuzzing.
 fn headline_score(label: Option<&Value>) -> Value {
     let scores = label.and_then(|l| l.get("scores"));
-    let pick = |key| scores.and_then(|s| s.get(key)).filter(|v| !v.is_null()).cloned();
-    pick("detection").or_else(|| pick("fuzzing")).unwrap_or(Value::Null)
+    let pick = |key| {
+        scores
+            .and_then(|s| s.get(key))
+            .filter(|v| !v.is_null())
+            .cloned()
+    };
+    pick("detection")
+        .or_else(|| pick("fuzzing"))
+        .unwrap_or(Value::Null)
 }
 
 fn headline_metrics(eval: Option<&Value>) -> Map<String, Value> {
@@ -307,8 +338,15 @@ fn headline_metrics(eval: Option<&Value>) -> Map<String, Value> {
             metrics.insert(key.into(), v.clone());
         }
     }
-    for key in ["ce_loss_score", "ce_loss_clean", "ce_loss_with_sae", "kl_div_with_sae"] {
-        let v = eval.get(key).or_else(|| eval.get("splice").and_then(|s| s.get(key)));
+    for key in [
+        "ce_loss_score",
+        "ce_loss_clean",
+        "ce_loss_with_sae",
+        "kl_div_with_sae",
+    ] {
+        let v = eval
+            .get(key)
+            .or_else(|| eval.get("splice").and_then(|s| s.get(key)));
         if let Some(v) = v.filter(|v| !v.is_null()) {
             metrics.insert(key.into(), v.clone());
         }
@@ -318,7 +356,10 @@ fn headline_metrics(eval: Option<&Value>) -> Map<String, Value> {
 
 /// Three labelled features for the run summary: the best-scored model labels, else the most
 /// frequent labelled features.
-fn examples(labels: &[Option<Value>], frequency: &[Option<f64>]) -> Vec<(usize, String, Option<f64>)> {
+fn examples(
+    labels: &[Option<Value>],
+    frequency: &[Option<f64>],
+) -> Vec<(usize, String, Option<f64>)> {
     let mut candidates: Vec<(usize, String, Option<f64>, f64)> = labels
         .iter()
         .enumerate()

@@ -79,10 +79,11 @@ impl Stage for Browser {
                 *slot = Some(ctx.recv_artifact(port)?.path);
             }
         }
-        let hook = files
-            .sae_config()
-            .ok()
-            .and_then(|c| c.pointer("/metadata/hook_name")?.as_str().map(str::to_string));
+        let hook = files.sae_config().ok().and_then(|c| {
+            c.pointer("/metadata/hook_name")?
+                .as_str()
+                .map(str::to_string)
+        });
         let options = SiteOptions {
             title: config.title.clone().unwrap_or_else(|| match hook {
                 Some(hook) => format!("monoscope · {hook}"),
@@ -95,13 +96,17 @@ impl Stage for Browser {
         let summary = write_site(&files, &options, &site_dir).map_err(StageError::other)?;
         let text = summary_text(&summary, &site_dir, ctx.run_dir);
         let summary_path = ctx.stage_dir.join(SUMMARY_FILE);
-        atomic::write(&summary_path, text.as_bytes()).map_err(|e| StageError::io(&summary_path, e))?;
+        atomic::write(&summary_path, text.as_bytes())
+            .map_err(|e| StageError::io(&summary_path, e))?;
         let metadata = serde_json::json!({
             "features": summary.features,
             "labelled": summary.labelled,
             "metrics": summary.metrics,
         });
-        ctx.emit_artifact("site", Artifact::new(SITE, site_dir).with_metadata(metadata))
+        ctx.emit_artifact(
+            "site",
+            Artifact::new(SITE, site_dir).with_metadata(metadata),
+        )
     }
 }
 
@@ -114,7 +119,11 @@ pub fn summary_text(summary: &SiteSummary, site_dir: &Path, run_dir: &Path) -> S
     let index = site_dir.join("index.html");
     let shown = index.canonicalize().unwrap_or(index);
     let _ = writeln!(text, "feature browser: {}", shown.display());
-    let _ = writeln!(text, "  (or serve it: monoscope serve {})", run_dir.display());
+    let _ = writeln!(
+        text,
+        "  (or serve it: monoscope serve {})",
+        run_dir.display()
+    );
     let m = &summary.metrics;
     let get = |key: &str| m.get(key).and_then(serde_json::Value::as_f64);
     let mut parts = Vec::new();
@@ -139,7 +148,9 @@ pub fn summary_text(summary: &SiteSummary, site_dir: &Path, run_dir: &Path) -> S
     );
     let _ = writeln!(text, "labelled features: {}", summary.labelled);
     for (id, label, score) in &summary.examples {
-        let score = score.map(|s| format!(" (score {s:.2})")).unwrap_or_default();
+        let score = score
+            .map(|s| format!(" (score {s:.2})"))
+            .unwrap_or_default();
         let _ = writeln!(text, "  feature {id:>6}: {label}{score}");
     }
     text

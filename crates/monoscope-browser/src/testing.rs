@@ -29,7 +29,15 @@ pub fn write_demo_run(dir: &Path, d_sae: usize) -> std::io::Result<RunFiles> {
     });
     write_json(&sae.join("cfg.json"), &cfg)?;
     let dead = |i: usize| i % 10 == 9;
-    let frequency: Vec<f64> = (0..d_sae).map(|i| if dead(i) { 0.0 } else { 0.001 * (1 + i % 7) as f64 }).collect();
+    let frequency: Vec<f64> = (0..d_sae)
+        .map(|i| {
+            if dead(i) {
+                0.0
+            } else {
+                0.001 * (1 + i % 7) as f64
+            }
+        })
+        .collect();
     let eval = json!({
         "l0": 4.0, "fvu": 0.21, "dead_fraction": 0.1, "splice": { "ce_loss_score": 0.87 },
         "feature_frequency": frequency,
@@ -45,7 +53,7 @@ pub fn write_demo_run(dir: &Path, d_sae: usize) -> std::io::Result<RunFiles> {
     let mut evidence = String::new();
     let mut label_lines = String::new();
     let mut neighbour_lines = String::new();
-    for i in 0..d_sae {
+    for (i, &freq) in frequency.iter().enumerate() {
         let context = |first: &str, act: f64| {
             json!({
                 "row": i * 10, "doc": i, "position": 3,
@@ -61,7 +69,7 @@ pub fn write_demo_run(dir: &Path, d_sae: usize) -> std::io::Result<RunFiles> {
         } else {
             let max = 1.0 + i as f64;
             json!({
-                "feature": i, "fires": 5 + i, "frequency": frequency[i], "max_activation": max, "mean_activation": max / 2.0,
+                "feature": i, "fires": 5 + i, "frequency": freq, "max_activation": max, "mean_activation": max / 2.0,
                 "histogram": { "edges": [0.0, max / 2.0, max], "counts": [3, 2] },
                 "top": [context(first, max), context(" Gate", max * 0.8)],
                 "quantiles": [{ "low": 0.0, "high": max / 2.0, "examples": [context(" Gate", max / 4.0)] }],
@@ -88,7 +96,10 @@ pub fn write_demo_run(dir: &Path, d_sae: usize) -> std::io::Result<RunFiles> {
     }
     std::fs::write(labels.join("evidence.jsonl"), evidence)?;
     std::fs::write(labels.join("labels.jsonl"), label_lines)?;
-    write_json(&labels.join("summary.json"), &json!({ "features": d_sae, "labelled": d_sae - d_sae / 10 }))?;
+    write_json(
+        &labels.join("summary.json"),
+        &json!({ "features": d_sae, "labelled": d_sae - d_sae / 10 }),
+    )?;
     std::fs::write(clusters.join("neighbours.jsonl"), neighbour_lines)?;
     let assignment: Vec<usize> = (0..d_sae).map(|i| i % 4).collect();
     let cluster_list: Vec<Value> = (0..4)

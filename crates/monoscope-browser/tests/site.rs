@@ -13,7 +13,10 @@ fn read_script(path: &std::path::Path) -> (String, Value) {
         .and_then(|t| t.trim_end().strip_suffix(");"))
         .unwrap_or_else(|| panic!("{}: not a data script", path.display()));
     let (name, json) = body.split_once(", ").unwrap();
-    (serde_json::from_str(name).unwrap(), serde_json::from_str(json).unwrap())
+    (
+        serde_json::from_str(name).unwrap(),
+        serde_json::from_str(json).unwrap(),
+    )
 }
 
 #[test]
@@ -21,7 +24,10 @@ fn a_site_holds_every_feature_with_its_evidence_label_and_neighbours() {
     let dir = tempfile::tempdir().unwrap();
     let files = write_demo_run(dir.path(), 70).unwrap();
     let out = dir.path().join("site");
-    let options = SiteOptions { title: "demo <run>".into(), chunk_size: 32 };
+    let options = SiteOptions {
+        title: "demo <run>".into(),
+        chunk_size: 32,
+    };
     let summary = write_site(&files, &options, &out).unwrap();
     assert_eq!(summary.features, 70);
     assert_eq!(summary.chunks, 3);
@@ -30,13 +36,20 @@ fn a_site_holds_every_feature_with_its_evidence_label_and_neighbours() {
     assert_eq!(summary.examples.len(), 3);
 
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
-    assert!(html.contains("<title>demo &lt;run&gt;</title>"), "the title is escaped");
+    assert!(
+        html.contains("<title>demo &lt;run&gt;</title>"),
+        "the title is escaped"
+    );
 
     let (name, index) = read_script(&out.join("data/index.js"));
     assert_eq!(name, "index");
     assert_eq!(index["d_sae"], 70);
     assert_eq!(index["columns"]["label"][3], "Golden Gate Bridge");
-    assert_eq!(index["columns"]["label"][9], Value::Null, "dead features have no label");
+    assert_eq!(
+        index["columns"]["label"][9],
+        Value::Null,
+        "dead features have no label"
+    );
     assert_eq!(index["columns"]["frequency"].as_array().unwrap().len(), 70);
     assert_eq!(index["columns"]["cluster"][6], 2);
 
@@ -55,7 +68,10 @@ fn a_site_holds_every_feature_with_its_evidence_label_and_neighbours() {
     assert_eq!(f["cluster"]["top_words"][0], "word1");
 
     let (_, chunk0) = read_script(&out.join("data/features/0000.js"));
-    assert_eq!(chunk0["features"][7]["evidence"]["top"][0]["tokens"][2], SCRIPT_TOKEN);
+    assert_eq!(
+        chunk0["features"][7]["evidence"]["top"][0]["tokens"][2],
+        SCRIPT_TOKEN
+    );
     assert!(out.join("data/map.js").is_file());
     assert!(out.join("data/steering.js").is_file());
 }
@@ -64,7 +80,10 @@ fn a_site_holds_every_feature_with_its_evidence_label_and_neighbours() {
 fn a_site_needs_only_the_sae() {
     let dir = tempfile::tempdir().unwrap();
     let full = write_demo_run(dir.path(), 16).unwrap();
-    let files = RunFiles { sae_dir: full.sae_dir, ..RunFiles::default() };
+    let files = RunFiles {
+        sae_dir: full.sae_dir,
+        ..RunFiles::default()
+    };
     let out = dir.path().join("site");
     let summary = write_site(&files, &SiteOptions::default(), &out).unwrap();
     assert_eq!(summary.labelled, 0);
@@ -83,12 +102,23 @@ fn a_bad_file_is_named_and_leaves_the_old_site_alone() {
     let before = std::fs::read(out.join("data/index.js")).unwrap();
 
     let labels = files.labels_dir.clone().unwrap().join("labels.jsonl");
-    std::fs::write(&labels, "{\"feature\": 1, \"label\": \"ok\"}\n{\"feature\": 99, \"label\": \"x\"}\n").unwrap();
-    let error = write_site(&files, &SiteOptions::default(), &out).unwrap_err().to_string();
-    assert!(error.contains("labels.jsonl") && error.contains("feature = 99"), "{error}");
+    std::fs::write(
+        &labels,
+        "{\"feature\": 1, \"label\": \"ok\"}\n{\"feature\": 99, \"label\": \"x\"}\n",
+    )
+    .unwrap();
+    let error = write_site(&files, &SiteOptions::default(), &out)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("labels.jsonl") && error.contains("feature = 99"),
+        "{error}"
+    );
 
     std::fs::write(&labels, "{\"feature\": 1, \"label\": \"ok\"}\n{not json\n").unwrap();
-    let error = write_site(&files, &SiteOptions::default(), &out).unwrap_err().to_string();
+    let error = write_site(&files, &SiteOptions::default(), &out)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("labels.jsonl, line 2"), "{error}");
 
     assert_eq!(std::fs::read(out.join("data/index.js")).unwrap(), before);
