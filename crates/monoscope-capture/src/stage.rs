@@ -35,6 +35,26 @@ impl From<CaptureError> for StageError {
     }
 }
 
+/// The arithmetic of the model's linear layers (see `monoscope_lm::MatmulKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Matmul {
+    /// fp32: the reference arithmetic.
+    F32,
+    /// int8 weights × per-row quantised activations on the CPU: about 1.4× faster capture,
+    /// ~1% relative error per product.
+    Int8,
+}
+
+impl From<Matmul> for monoscope_lm::MatmulKind {
+    fn from(m: Matmul) -> Self {
+        match m {
+            Matmul::F32 => monoscope_lm::MatmulKind::F32,
+            Matmul::Int8 => monoscope_lm::MatmulKind::Int8,
+        }
+    }
+}
+
 /// How stored activations are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -105,6 +125,13 @@ pub struct CaptureConfig {
     pub zstd_level: i32,
     #[serde(default = "default_rows_per_shard")]
     pub rows_per_shard: usize,
+    /// Arithmetic of the model's linear layers.
+    #[serde(default = "default_matmul")]
+    pub matmul: Matmul,
+}
+
+fn default_matmul() -> Matmul {
+    Matmul::F32
 }
 
 fn default_model() -> String {
@@ -219,7 +246,9 @@ impl Stage for Capture {
         };
         ctx.progress
             .set_message(format!("loading {}", model_path.display()));
-        let model = monoscope_lm::load(&model_path, &Device::flex()).map_err(CaptureError::from)?;
+        let options = monoscope_lm::ModelOptions::with_matmul(config.matmul.into());
+        let model = monoscope_lm::load_with(&model_path, &Device::flex(), &options)
+            .map_err(CaptureError::from)?;
         capture(&model, &corpus_path, &config, ctx)
     }
 }
