@@ -1,0 +1,289 @@
+//! The stage's parameters (`[stage]` table of a pipeline file), with defaults and checks.
+
+use monoscope_core::StageConfig;
+use serde::{Deserialize, Serialize};
+
+/// Who writes the labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExplainerKind {
+    /// An instruction-tuned model through monoscope's runtime (the `model` input, or
+    /// `explainer_model`).
+    Local,
+    /// An OpenAI-compatible chat endpoint (`[stage.http]`).
+    Http,
+    /// Common firing tokens and promoted tokens; no model.
+    Statistical,
+}
+
+/// An OpenAI-compatible endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Base URL (`http://127.0.0.1:8080/v1`) or the full `.../chat/completions` URL.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// The `model` field of each request.
+    #[serde(default = "default_http_model")]
+    pub model: String,
+    /// Name of the environment variable holding the API key (the key is never written to
+    /// run files). No key is sent when unset.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Seconds one request may take, connection to last byte.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: f64,
+    /// Retries after a timeout, connection error, HTTP 408/429/5xx or malformed answer.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// Milliseconds before the first retry (doubling each time).
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u64,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Answer length limit of an explanation, in tokens.
+    #[serde(default = "default_http_max_tokens")]
+    pub max_tokens: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        serde_json::from_value(serde_json::json!({})).expect("every field has a default")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelConfig {
+    #[serde(default = "default_explainer")]
+    pub explainer: ExplainerKind,
+    /// The model the store was captured from, when the `model` input is not connected: a path
+    /// or a known name. Its tokenizer decodes the contexts and its unembedding gives the logit
+    /// effects; it is also the local explainer unless `explainer_model` is set.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// A different model (path or known name) for the local explainer.
+    #[serde(default)]
+    pub explainer_model: Option<String>,
+    /// Hook of the store to read (default: the SAE's `hook_name`, else the store's only hook).
+    #[serde(default)]
+    pub hook: Option<String>,
+    /// How many live features a model explainer labels: a seeded random sample, so that the
+    /// scores describe a typical feature. The statistical explainer labels every live one.
+    #[serde(default = "default_max_features")]
+    pub max_features: usize,
+    /// Highest-activation contexts kept per feature.
+    #[serde(default = "default_top_n")]
+    pub top_n: usize,
+    /// Tokens kept on each side of a selected token.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Activation quantiles sampled per feature.
+    #[serde(default = "default_quantiles")]
+    pub quantiles: usize,
+    /// Contexts kept per quantile.
+    #[serde(default = "default_quantile_examples")]
+    pub quantile_examples: usize,
+    /// Random contexts where the feature does not fire, kept per feature.
+    #[serde(default = "default_random")]
+    pub random_examples: usize,
+    #[serde(default = "default_bins")]
+    pub histogram_bins: usize,
+    /// Promoted and suppressed tokens kept per feature.
+    #[serde(default = "default_logit_tokens")]
+    pub logit_tokens: usize,
+    /// Top contexts shown to the explainer.
+    #[serde(default = "default_explain_examples")]
+    pub explain_examples: usize,
+    /// Run the detection and fuzzing scorers.
+    #[serde(default = "yes")]
+    pub score: bool,
+    /// Contexts per class (firing, not firing) for each scorer.
+    #[serde(default = "default_score_examples")]
+    pub score_examples: usize,
+    /// With a model explainer, also label with the statistical labeller and score it with
+    /// the same judge.
+    #[serde(default = "yes")]
+    pub baseline: bool,
+    /// Run the local model's linear layers with int8 weights (about twice as fast on a CPU).
+    #[serde(default = "yes")]
+    pub int8: bool,
+    /// Answer length limit of the local explainer, in tokens.
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: usize,
+    /// Keep model answers in the response cache (`<monoscope cache>/label-responses`).
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Seed of every sample (default: the pipeline seed).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+fn default_explainer() -> ExplainerKind {
+    ExplainerKind::Local
+}
+fn default_model() -> String {
+    "smollm2".into()
+}
+fn default_max_features() -> usize {
+    200
+}
+fn default_top_n() -> usize {
+    10
+}
+fn default_window() -> usize {
+    8
+}
+fn default_quantiles() -> usize {
+    5
+}
+fn default_quantile_examples() -> usize {
+    4
+}
+fn default_random() -> usize {
+    10
+}
+fn default_bins() -> usize {
+    20
+}
+fn default_logit_tokens() -> usize {
+    10
+}
+fn default_explain_examples() -> usize {
+    8
+}
+fn default_score_examples() -> usize {
+    5
+}
+fn default_max_new_tokens() -> usize {
+    40
+}
+fn yes() -> bool {
+    true
+}
+fn default_url() -> String {
+    "http://127.0.0.1:8080/v1".into()
+}
+fn default_http_model() -> String {
+    "default".into()
+}
+fn default_timeout() -> f64 {
+    60.0
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_backoff() -> u64 {
+    500
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_http_max_tokens() -> usize {
+    120
+}
+
+impl Default for LabelConfig {
+    fn default() -> Self {
+        serde_json::from_value(serde_json::json!({})).expect("every field has a default")
+    }
+}
+
+impl StageConfig for LabelConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("top_n", self.top_n),
+            ("quantiles", self.quantiles),
+            ("histogram_bins", self.histogram_bins),
+            ("explain_examples", self.explain_examples),
+            ("max_new_tokens", self.max_new_tokens),
+            ("http.concurrency", self.http.concurrency),
+            ("http.max_tokens", self.http.max_tokens),
+        ] {
+            if value == 0 {
+                problems.push((key.to_string(), "= 0: expected at least 1".to_string()));
+            }
+        }
+        if self.score && (self.score_examples == 0 || self.random_examples == 0) {
+            problems.push((
+                "score_examples".into(),
+                format!(
+                    "= {} with random_examples = {}: scoring needs at least 1 of each (or set score = false)",
+                    self.score_examples, self.random_examples
+                ),
+            ));
+        }
+        if self.score && self.quantile_examples == 0 {
+            problems.push((
+                "quantile_examples".into(),
+                "= 0: scoring draws its firing contexts from the quantile samples (or set score = false)".into(),
+            ));
+        }
+        if self.window > 256 {
+            problems.push((
+                "window".into(),
+                format!("= {}: expected at most 256", self.window),
+            ));
+        }
+        if !(self.http.timeout_s.is_finite() && self.http.timeout_s > 0.0) {
+            problems.push((
+                "http.timeout_s".into(),
+                format!(
+                    "= {}: expected a positive number of seconds",
+                    self.http.timeout_s
+                ),
+            ));
+        }
+        if self.explainer == ExplainerKind::Http {
+            let url = self.http.url.trim();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push((
+                    "http.url".into(),
+                    format!("= {url:?}: expected an http:// or https:// URL"),
+                ));
+            }
+        }
+        if let Some(var) = &self.http.api_key_env
+            && (var.is_empty() || var.contains('='))
+        {
+            problems.push((
+                "http.api_key_env".into(),
+                format!("= {var:?}: expected the name of an environment variable"),
+            ));
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert!(LabelConfig::default().validate().is_empty());
+        let mut c = LabelConfig {
+            top_n: 0,
+            explainer: ExplainerKind::Http,
+            ..LabelConfig::default()
+        };
+        c.http.url = "localhost:8080".into();
+        c.http.timeout_s = f64::NAN;
+        let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["top_n", "http.timeout_s", "http.url"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err =
+            serde_json::from_value::<LabelConfig>(serde_json::json!({"top_k": 3})).unwrap_err();
+        assert!(err.to_string().contains("top_k"), "{err}");
+        let err = serde_json::from_value::<LabelConfig>(serde_json::json!({"http": {"key": "x"}}))
+            .unwrap_err();
+        assert!(err.to_string().contains("key"), "{err}");
+    }
+}

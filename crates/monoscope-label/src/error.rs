@@ -1,0 +1,58 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in this crate. Per-feature failures of an explainer (an HTTP
+/// error after its retries, an empty or unparsable answer) are values of this type too: the
+/// stage records their message as the feature's skip reason and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    /// A configuration value or an input that cannot be used (the message names it).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: line {line}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] monoscope_store::StoreError),
+    #[error(transparent)]
+    Sae(#[from] monoscope_sae::SaeError),
+    #[error(transparent)]
+    Model(#[from] monoscope_lm::LmError),
+    #[error(transparent)]
+    Format(#[from] monoscope_formats::FormatError),
+    #[error(transparent)]
+    Fetch(#[from] monoscope_fetch::FetchError),
+    /// An HTTP explainer request that failed for good (after retries where they apply).
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    /// The explainer answered, but with nothing usable.
+    #[error("explainer answer unusable: {0}")]
+    Answer(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl LabelError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LabelError {
+        let path = path.into();
+        move |source| LabelError::Io { path, source }
+    }
+}
+
+impl From<LabelError> for monoscope_core::StageError {
+    fn from(e: LabelError) -> Self {
+        match e {
+            LabelError::Cancelled => monoscope_core::StageError::Cancelled,
+            other => monoscope_core::StageError::other(other),
+        }
+    }
+}

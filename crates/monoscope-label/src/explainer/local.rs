@@ -1,0 +1,253 @@
+//! The local explainer: an instruction-tuned model through monoscope's own runtime.
+//!
+//! Labels are generated greedily after the chat template with `Label:` already written as
+//! the start of the answer, which keeps a small model to the format. Judging does not
+//! generate: all of a feature's questions run as one left-padded batch, and each gets the
+//! margin between the best next-token logit of a `yes` token and of a `no` token.
+//!
+//! A small model says `no` (or `yes`) to nearly everything, whatever the text, so the raw
+//! answer measures its bias more than the label. The scorers' sets are half firing and half
+//! not by construction, so the judge answers `yes` for the items whose margin is above the
+//! median of the set: it is scored on how it ranks the items, which the bias does not move.
+//! Items with equal margins get the same answer, so a judge that cannot tell them apart
+//! scores 0.5.
+
+use monoscope_formats::ChatMessage;
+use monoscope_lm::{ForwardOptions, GenerateOptions, Logits, Model, PadSide, TokenBatch};
+use serde::{Deserialize, Serialize};
+
+use super::{Explainer, Explanation, ResponseCache, Usage, UsageCounter};
+use crate::LabelError;
+use crate::format::FeatureEvidence;
+use crate::prompt::{self, JudgeTask, Shown};
+
+/// Where the answer starts, written by us rather than the model.
+const PREFILL: &str = "Label:";
+
+#[derive(Debug)]
+pub struct LocalExplainer<'m> {
+    model: &'m Model,
+    cache: ResponseCache,
+    max_new_tokens: usize,
+    yes_ids: Vec<u32>,
+    no_ids: Vec<u32>,
+    stop_ids: Vec<u32>,
+    usage: UsageCounter,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CachedText {
+    text: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CachedMargin {
+    margin: f32,
+}
+
+impl<'m> LocalExplainer<'m> {
+    pub fn new(
+        model: &'m Model,
+        cache: ResponseCache,
+        max_new_tokens: usize,
+    ) -> Result<Self, LabelError> {
+        let tokenizer = model.tokenizer();
+        // The first token of each spelling: one token in real vocabularies, and still a
+        // `y` against an `n` in tiny test ones.
+        let first_tokens = |words: &[&str]| -> Result<Vec<u32>, LabelError> {
+            let mut ids = Vec::new();
+            for w in words {
+                if let Some(&id) = tokenizer.encode(w, false)?.first()
+                    && !ids.contains(&id)
+                {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
+        };
+        let mut yes_ids = first_tokens(&["yes", "Yes", " yes", " Yes"])?;
+        let mut no_ids = first_tokens(&["no", "No", " no", " No"])?;
+        // A first token both spellings share (a bare space) says nothing.
+        let shared: Vec<u32> = yes_ids
+            .iter()
+            .filter(|y| no_ids.contains(y))
+            .copied()
+            .collect();
+        yes_ids.retain(|y| !shared.contains(y));
+        no_ids.retain(|n| !shared.contains(n));
+        if yes_ids.is_empty() || no_ids.is_empty() {
+            return Err(LabelError::Invalid(format!(
+                "model {}: its tokenizer does not tell `yes` from `no` by their first token, which the local judge compares",
+                model.name()
+            )));
+        }
+        let mut stop_ids = tokenizer.eos_ids().to_vec();
+        for special in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>"] {
+            stop_ids.extend(tokenizer.special_token_id(special));
+        }
+        Ok(LocalExplainer {
+            model,
+            cache,
+            max_new_tokens,
+            yes_ids,
+            no_ids,
+            stop_ids,
+            usage: UsageCounter::default(),
+        })
+    }
+
+    fn encode(&self, messages: &[ChatMessage], prefill: &str) -> Result<Vec<u32>, LabelError> {
+        let tokenizer = self.model.tokenizer();
+        let text = tokenizer.apply_chat_template(messages, true) + prefill;
+        Ok(tokenizer.encode(&text, tokenizer.adds_bos_by_default())?)
+    }
+
+    fn cache_key(&self, what: &str, messages: &[ChatMessage]) -> String {
+        let prompt = serde_json::to_string(messages).unwrap_or_default();
+        let params = format!("{}/{:?}", self.max_new_tokens, self.model.matmul_kind());
+        ResponseCache::key(&["local", self.model.sha256(), what, &prompt, &params])
+    }
+
+    fn generate(&self, messages: &[ChatMessage]) -> Result<String, LabelError> {
+        let key = self.cache_key("explain", messages);
+        if let Some(hit) = self.cache.get::<CachedText>(&key) {
+            self.usage.hit();
+            return Ok(hit.text);
+        }
+        let ids = self.encode(messages, PREFILL)?;
+        let mut options = GenerateOptions::greedy(self.max_new_tokens);
+        options.stop_tokens = Some(self.stop_ids.clone());
+        let generation = self.model.generate(&ids, &options)?;
+        let tokens = match generation.stopped_on {
+            Some(_) => &generation.tokens[..generation.tokens.len() - 1],
+            None => &generation.tokens[..],
+        };
+        self.usage
+            .add(ids.len() as u64, generation.tokens.len() as u64);
+        let text = format!("{PREFILL}{}", self.model.tokenizer().decode(tokens));
+        self.cache.put(&key, &CachedText { text: text.clone() });
+        Ok(text)
+    }
+
+    /// The `yes` − `no` logit margin of each conversation; one batched forward pass for those
+    /// not in the cache.
+    fn margins(&self, conversations: &[Vec<ChatMessage>]) -> Result<Vec<f32>, LabelError> {
+        let keys: Vec<String> = conversations
+            .iter()
+            .map(|m| self.cache_key("judge", m))
+            .collect();
+        let mut out: Vec<Option<f32>> = keys
+            .iter()
+            .map(|k| self.cache.get::<CachedMargin>(k).map(|v| v.margin))
+            .collect();
+        let missing: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
+        for _ in 0..conversations.len() - missing.len() {
+            self.usage.hit();
+        }
+        if !missing.is_empty() {
+            let rows: Vec<Vec<u32>> = missing
+                .iter()
+                .map(|&i| self.encode(&conversations[i], ""))
+                .collect::<Result<_, _>>()?;
+            let pad = self.stop_ids.first().copied().unwrap_or(0);
+            let batch = TokenBatch::padded(&rows, PadSide::Left, pad)?;
+            let options = ForwardOptions {
+                logits: Logits::Last,
+                ..ForwardOptions::default()
+            };
+            let logits = self.model.forward(&batch, &options)?.logits_host()?;
+            let vocab = logits.len() / rows.len();
+            let best = |row: &[f32], ids: &[u32]| {
+                ids.iter()
+                    .map(|&id| row[id as usize])
+                    .fold(f32::NEG_INFINITY, f32::max)
+            };
+            for (k, &i) in missing.iter().enumerate() {
+                let row = &logits[k * vocab..(k + 1) * vocab];
+                let margin = best(row, &self.yes_ids) - best(row, &self.no_ids);
+                self.cache.put(&keys[i], &CachedMargin { margin });
+                out[i] = Some(margin);
+            }
+            let tokens: usize = rows.iter().map(Vec::len).sum();
+            self.usage.add(tokens as u64, rows.len() as u64);
+        }
+        Ok(out
+            .into_iter()
+            .map(|v| v.unwrap_or(f32::NEG_INFINITY))
+            .collect())
+    }
+}
+
+/// `true` for the values strictly above the median.
+fn above_median(values: &[f32]) -> Vec<bool> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    values.iter().map(|&v| v > median).collect()
+}
+
+impl Explainer for LocalExplainer<'_> {
+    fn describe(&self) -> String {
+        format!(
+            "local:{} ({:?} matmul, greedy)",
+            self.model.name(),
+            self.model.matmul_kind()
+        )
+    }
+
+    fn explain(
+        &self,
+        evidence: &FeatureEvidence,
+        examples: usize,
+    ) -> Result<Explanation, LabelError> {
+        let answer = self.generate(&prompt::explain_messages(evidence, examples))?;
+        let parsed = prompt::parse_explanation(&answer)?;
+        Ok(Explanation {
+            label: parsed.label,
+            explanation: parsed.explanation,
+            keywords: Vec::new(),
+        })
+    }
+
+    fn judge(
+        &self,
+        task: JudgeTask,
+        explanation: &Explanation,
+        shown: &[Shown],
+    ) -> Result<Vec<bool>, LabelError> {
+        if shown.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conversations: Vec<Vec<ChatMessage>> = shown
+            .iter()
+            .map(|s| prompt::judge_messages(task, &explanation.label, None, s))
+            .collect();
+        Ok(above_median(&self.margins(&conversations)?))
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_split_is_blind_to_a_constant_bias() {
+        let margins = [-9.0, -3.0, -8.5, -2.0];
+        assert_eq!(above_median(&margins), [false, true, false, true]);
+        let shifted: Vec<f32> = margins.iter().map(|m| m + 20.0).collect();
+        assert_eq!(above_median(&shifted), above_median(&margins));
+        assert_eq!(above_median(&[1.0, 1.0, 1.0, 1.0]), [false; 4]);
+    }
+}

@@ -1,0 +1,247 @@
+//! Prompts in delphi's style (`<<token>>` marks where the feature fires) and the parsing of
+//! the answers. Kept short: the default explainer is a 135M-parameter model on a CPU.
+
+use monoscope_formats::ChatMessage;
+
+use crate::LabelError;
+use crate::format::{Context, FeatureEvidence};
+
+/// A context as it is shown: its tokens and which of them are marked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    pub tokens: Vec<String>,
+    pub marked: Vec<bool>,
+}
+
+impl Shown {
+    /// The context with the tokens where the feature fires marked.
+    pub fn firing(context: &Context) -> Self {
+        Shown {
+            tokens: context.tokens.clone(),
+            marked: context.activations.iter().map(|&a| a > 0.0).collect(),
+        }
+    }
+
+    /// The context with nothing marked.
+    pub fn plain(context: &Context) -> Self {
+        Shown {
+            tokens: context.tokens.clone(),
+            marked: vec![false; context.tokens.len()],
+        }
+    }
+
+    /// Text with each run of marked tokens inside `<<` `>>`; a token's leading spaces stay
+    /// outside the marks, and newlines become spaces so that one example is one line.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let mut open = false;
+        for (token, &marked) in self.tokens.iter().zip(&self.marked) {
+            let token = token.replace(['\n', '\r'], " ");
+            if marked && !open {
+                let body = token.trim_start();
+                out.push_str(&token[..token.len() - body.len()]);
+                out.push_str("<<");
+                out.push_str(body);
+                open = true;
+            } else if !marked && open {
+                out.push_str(">>");
+                out.push_str(&token);
+                open = false;
+            } else {
+                out.push_str(&token);
+            }
+        }
+        if open {
+            out.push_str(">>");
+        }
+        out.trim().to_string()
+    }
+}
+
+const EXPLAIN_SYSTEM: &str = "You name features of a language model from examples. In each \
+example the feature fires on the tokens marked <<like this>>. Reply with a short label and one \
+sentence saying what the marked tokens have in common.";
+
+/// One worked example, which keeps small models to the answer format better than a
+/// description of it.
+const SHOT_QUESTION: &str = "Examples:\n1. She was born in <<Paris>>, France\n2. the city of \
+<<Lyon>> is known for\n3. moved to <<Marseille>> in 1990";
+const SHOT_ANSWER: &str = "Label: French cities\nExplanation: Names of cities in France.";
+
+/// The explainer's prompt: the top contexts, marked, and the promoted tokens.
+pub fn explain_messages(evidence: &FeatureEvidence, examples: usize) -> Vec<ChatMessage> {
+    let mut user = String::from("Examples:\n");
+    for (i, context) in evidence.top.iter().take(examples).enumerate() {
+        user += &format!("{}. {}\n", i + 1, Shown::firing(context).text());
+    }
+    let promoted: Vec<String> = evidence
+        .logits
+        .promoted
+        .iter()
+        .take(5)
+        .map(|t| format!("\"{}\"", t.token.trim()))
+        .collect();
+    if !promoted.is_empty() {
+        user += &format!("Next tokens it makes likely: {}\n", promoted.join(", "));
+    }
+    vec![
+        ChatMessage::new("system", EXPLAIN_SYSTEM),
+        ChatMessage::new("user", SHOT_QUESTION),
+        ChatMessage::new("assistant", SHOT_ANSWER),
+        ChatMessage::new("user", user.trim_end()),
+    ]
+}
+
+/// What a model-written explanation is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedExplanation {
+    pub label: String,
+    pub explanation: String,
+}
+
+/// Reads `Label:` and `Explanation:` lines; without them, the first line is the label and the
+/// rest the explanation. Fails on an empty answer.
+pub fn parse_explanation(answer: &str) -> Result<ParsedExplanation, LabelError> {
+    let clean = |s: &str| {
+        s.trim_matches(|c: char| c.is_whitespace() || matches!(c, '*' | '"' | '`' | '<' | '>'))
+            .to_string()
+    };
+    let mut label = None;
+    let mut explanation = None;
+    let mut rest = Vec::new();
+    for line in answer.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let lower = line.to_lowercase();
+        let lower = lower.trim_start_matches(['*', '#', ' ']);
+        if let Some(i) = lower.find("label:").filter(|&i| i < 4) {
+            let at = line.len() - lower.len() + i + "label:".len();
+            label.get_or_insert_with(|| clean(&line[at..]));
+        } else if let Some(i) = lower.find("explanation:").filter(|&i| i < 4) {
+            let at = line.len() - lower.len() + i + "explanation:".len();
+            explanation.get_or_insert_with(|| clean(&line[at..]));
+        } else {
+            rest.push(clean(line));
+        }
+    }
+    let mut rest = rest.into_iter().filter(|l| !l.is_empty());
+    let label = label.filter(|l| !l.is_empty()).or_else(|| rest.next());
+    let Some(label) = label else {
+        return Err(LabelError::Answer(format!("empty answer {answer:?}")));
+    };
+    let explanation = explanation
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| rest.collect::<Vec<_>>().join(" "));
+    Ok(ParsedExplanation {
+        label: truncate_chars(&label, 80),
+        explanation: truncate_chars(&explanation, 400),
+    })
+}
+
+fn truncate_chars(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// Which question a judge answers about one shown context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JudgeTask {
+    /// Does the feature fire anywhere in this (unmarked) text?
+    Detection,
+    /// Are the marked tokens the ones where the feature fires?
+    Fuzzing,
+}
+
+const JUDGE_SYSTEM: &str = "Answer yes or no.";
+
+/// One yes/no question about one context. `explanation` may be left out to keep the prompt
+/// short for a small local judge.
+pub fn judge_messages(
+    task: JudgeTask,
+    label: &str,
+    explanation: Option<&str>,
+    shown: &Shown,
+) -> Vec<ChatMessage> {
+    let feature = match explanation.filter(|e| !e.is_empty()) {
+        Some(e) => format!("{label}. {e}"),
+        None => label.to_string(),
+    };
+    let question = match task {
+        JudgeTask::Detection => format!(
+            "Feature: {feature}\nText: {}\nDoes the feature fire on this text?",
+            shown.text()
+        ),
+        JudgeTask::Fuzzing => format!(
+            "Feature: {feature}\nText: {}\nDoes the feature fire on the tokens marked <<like this>>?",
+            shown.text()
+        ),
+    };
+    vec![
+        ChatMessage::new("system", JUDGE_SYSTEM),
+        ChatMessage::new("user", question),
+    ]
+}
+
+/// `yes` / `no` at the start of an answer, in any case and with punctuation around it.
+pub fn parse_yes_no(answer: &str) -> Option<bool> {
+    let word: String = answer
+        .trim_start_matches(|c: char| !c.is_alphanumeric())
+        .chars()
+        .take_while(|c| c.is_alphanumeric())
+        .collect::<String>()
+        .to_lowercase();
+    match word.as_str() {
+        "yes" | "true" => Some(true),
+        "no" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_runs_and_keeps_spaces_outside() {
+        let shown = Shown {
+            tokens: vec![
+                "The".into(),
+                " Golden".into(),
+                " Gate".into(),
+                " Bridge".into(),
+            ],
+            marked: vec![false, true, true, false],
+        };
+        assert_eq!(shown.text(), "The <<Golden Gate>> Bridge");
+        let end = Shown {
+            tokens: vec!["a".into(), " b".into()],
+            marked: vec![false, true],
+        };
+        assert_eq!(end.text(), "a <<b>>");
+    }
+
+    #[test]
+    fn parses_labelled_and_bare_answers() {
+        let p = parse_explanation("Label: Cities in France\nExplanation: Names of French cities.")
+            .unwrap();
+        assert_eq!(p.label, "Cities in France");
+        assert_eq!(p.explanation, "Names of French cities.");
+        let p = parse_explanation("**Label:** \"years\"\nmore text").unwrap();
+        assert_eq!(
+            (p.label.as_str(), p.explanation.as_str()),
+            ("years", "more text")
+        );
+        let p = parse_explanation("  dates and years \n they mark time").unwrap();
+        assert_eq!(p.label, "dates and years");
+        assert!(parse_explanation(" \n ").is_err());
+        assert!(parse_explanation("Label:\nExplanation:").is_err());
+    }
+
+    #[test]
+    fn yes_and_no() {
+        assert_eq!(parse_yes_no(" Yes."), Some(true));
+        assert_eq!(parse_yes_no("**no**, because"), Some(false));
+        assert_eq!(parse_yes_no("maybe"), None);
+        assert_eq!(parse_yes_no(""), None);
+    }
+}
