@@ -1,26 +1,273 @@
-//! `monoscope steer` and `monoscope features --text`.
+//! `monoscope features <run-or-sae> --text ...` and `monoscope steer <run-or-sae> ...`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use monoscope_steer::{
+    ExperimentConfig, FeatureRef, FeatureTable, Matmul, Mode, SteerConfig, Steerer,
+};
+
+/// Where the SAE, its labels and the model come from.
+#[derive(Debug, clap::Args)]
+pub struct SourceArgs {
+    /// A run directory (its stage holding `sae/` is used) or a SAE directory.
+    pub run: PathBuf,
+    /// The model: a GGUF file, a Hugging Face directory or a known name.
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    /// Hook to read and steer (default: the SAE's own).
+    #[arg(long)]
+    pub hook: Option<String>,
+    /// A labels directory or `labels.jsonl` (default: one found in the run directory).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Run the model's linear layers in int8 (about twice as fast, ~1% error per product).
+    #[arg(long)]
+    pub int8: bool,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct FeaturesArgs {
-    /// A run directory or a SAE directory.
-    pub run: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The text to run through the model.
     #[arg(long)]
     pub text: String,
+    /// How many features to list.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct SteerArgs {
-    /// A run directory or a SAE directory.
-    pub run: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// A feature: an id, `label:<words>` or `text:<text>`. Repeat to edit several together.
+    #[arg(long = "feature", required = true)]
+    pub features: Vec<String>,
+    /// Clamp to these strengths: `10x` is ten times the feature's maximum activation, a bare
+    /// number is a raw value. Comma-separated for a sweep.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["add", "ablate"])]
+    pub clamp: Vec<String>,
+    /// Add the feature's direction times these strengths (same forms as --clamp).
+    #[arg(long, value_delimiter = ',', conflicts_with = "ablate")]
+    pub add: Vec<String>,
+    /// Clamp the features to 0.
+    #[arg(long)]
+    pub ablate: bool,
+    /// A prompt. Repeatable.
+    #[arg(long = "prompt", required = true)]
+    pub prompts: Vec<String>,
+    /// Continue the prompt as plain text instead of a chat user message.
+    #[arg(long)]
+    pub no_chat: bool,
+    /// A word whose probability after each prompt is measured. Repeatable.
+    #[arg(long = "target")]
+    pub targets: Vec<String>,
+    #[arg(long, default_value_t = 48)]
+    pub max_new_tokens: usize,
+    /// 0 is greedy; otherwise sampling from --seed, the same with and without the edit.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Text for the KL measurement (default: a neutral paragraph).
+    #[arg(long)]
+    pub neutral_text: Option<String>,
+    /// Also edit the first position (the attention sink).
+    #[arg(long)]
+    pub steer_first_position: bool,
+    /// Also write report.json and report.md into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The SAE directory and the labels of a run-or-SAE argument.
+fn locate(source: &SourceArgs) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    let path = &source.run;
+    let (sae_dir, run_dir) = if path.join("cfg.json").is_file() {
+        let run = path.parent().and_then(Path::parent).map(Path::to_path_buf);
+        (path.clone(), run)
+    } else {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path().join("sae")))
+            .filter(|p| p.join("cfg.json").is_file())
+            .collect();
+        found.sort();
+        match found.as_slice() {
+            [one] => (one.clone(), Some(path.clone())),
+            [] => bail!(
+                "{}: neither a SAE directory (cfg.json) nor a run directory with a <stage>/sae/ in it",
+                path.display()
+            ),
+            many => bail!(
+                "{}: several SAEs ({}); pass the one to use",
+                path.display(),
+                many.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    };
+    let labels = match &source.labels {
+        Some(l) => Some(l.clone()),
+        None => run_dir.and_then(|run| {
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir(run)
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("labels.jsonl").is_file())
+                .collect();
+            dirs.sort();
+            dirs.into_iter().next()
+        }),
+    };
+    Ok((sae_dir, labels))
+}
+
+fn load_model(source: &SourceArgs) -> anyhow::Result<monoscope_lm::Model> {
+    let path = monoscope_fetch::resolve_model(&source.model)?;
+    let matmul = if source.int8 {
+        Matmul::Int8
+    } else {
+        Matmul::F32
+    };
+    monoscope_steer::load_model(&path, matmul)
+        .with_context(|| format!("loading {}", path.display()))
 }
 
 pub fn features(args: FeaturesArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("features {}: not implemented yet", args.run.display())
+    let (sae_dir, labels) = locate(&args.source)?;
+    let sae = monoscope_sae::load_sae(&sae_dir)?;
+    let table = FeatureTable::load(&sae_dir, sae.d_sae, labels.as_deref())?;
+    let model = load_model(&args.source)?;
+    let steerer = Steerer::new(&model, sae, args.source.hook.as_deref(), table)?;
+    let hits = steerer.top_features(&args.text, args.top)?;
+    if args.json {
+        for hit in &hits {
+            println!("{}", serde_json::to_string(hit)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} on {:?} at {}",
+        sae_dir.display(),
+        args.text,
+        steerer.hook()
+    );
+    println!(
+        "{:>7}  {:>10}  {:>8}  {:>9}  {:<16} label",
+        "feature", "activation", "× max", "frequency", "peak token"
+    );
+    for hit in &hits {
+        let ratio = hit
+            .max_activation
+            .filter(|m| *m > 0.0)
+            .map_or("—".into(), |m| format!("{:.2}", hit.activation / m));
+        let freq = hit.frequency.map_or("—".into(), |f| format!("{f:.4}"));
+        println!(
+            "{:>7}  {:>10.3}  {:>8}  {:>9}  {:<16} {}",
+            hit.feature,
+            hit.activation,
+            ratio,
+            freq,
+            format!("{:?}@{}", hit.token, hit.position),
+            hit.label.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `10x` → (multiple, 10.0); `3.5` → (raw, 3.5).
+fn parse_strength(s: &str) -> anyhow::Result<(bool, f32)> {
+    let t = s.trim();
+    let (multiple, number) = match t.strip_suffix(['x', 'X', '×']) {
+        Some(n) => (true, n),
+        None => (false, t),
+    };
+    let value: f32 = number
+        .trim()
+        .parse()
+        .with_context(|| format!("strength {s:?}: expected a number, or a multiple like `10x`"))?;
+    Ok((multiple, value))
 }
 
 pub fn steer(args: SteerArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("steer {}: not implemented yet", args.run.display())
+    let (mode, strengths) = match (args.ablate, args.clamp.is_empty(), args.add.is_empty()) {
+        (true, _, _) => (Mode::Ablate, vec![]),
+        (false, false, _) => (Mode::Clamp, args.clamp.clone()),
+        (false, true, false) => (Mode::Add, args.add.clone()),
+        (false, true, true) => bail!("say how to steer: --clamp 10x, --add 5x or --ablate"),
+    };
+    let parsed = strengths
+        .iter()
+        .map(|s| parse_strength(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (multiples, values) = match parsed.iter().map(|p| p.0).collect::<Vec<_>>().as_slice() {
+        [] => (None, None),
+        kinds if kinds.iter().all(|&m| m) => (Some(parsed.iter().map(|p| p.1).collect()), None),
+        kinds if kinds.iter().all(|&m| !m) => (None, Some(parsed.iter().map(|p| p.1).collect())),
+        _ => bail!("mix of multiples (`10x`) and raw values in {strengths:?}: use one kind"),
+    };
+    let features = args
+        .features
+        .iter()
+        .map(|f| FeatureRef::Query(f.clone()))
+        .collect();
+    let mut config: SteerConfig = serde_json::from_value(serde_json::json!({
+        "experiments": [{"features": []}],
+    }))?;
+    config.model = args.source.model.clone();
+    config.hook = args.source.hook.clone();
+    config.experiments = vec![ExperimentConfig {
+        feature: None,
+        features,
+        mode,
+        multiples,
+        values,
+        targets: args.targets.clone(),
+    }];
+    config.prompts = args.prompts.clone();
+    config.chat = !args.no_chat;
+    if let Some(text) = &args.neutral_text {
+        config.neutral_text = text.clone();
+    }
+    config.max_new_tokens = args.max_new_tokens;
+    config.temperature = args.temperature;
+    config.top_p = args.top_p;
+    config.seed = Some(args.seed);
+    config.matmul = if args.source.int8 {
+        Matmul::Int8
+    } else {
+        Matmul::F32
+    };
+    config.steer_first_position = args.steer_first_position;
+
+    let (sae_dir, labels) = locate(&args.source)?;
+    let model = load_model(&args.source)?;
+    let mut tick = |what: &str| {
+        eprintln!("… {what}");
+        Ok(())
+    };
+    let report = monoscope_steer::run_steering(
+        &model,
+        &sae_dir,
+        labels.as_deref(),
+        &config,
+        args.seed,
+        &mut tick,
+    )?;
+    println!("{}", report.to_markdown());
+    if let Some(out) = &args.out {
+        report.write(out)?;
+        eprintln!("wrote {}", out.join("report.json").display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,244 @@
+//! The steering report: `report.json` (the shape below) and `report.md`, both written
+//! atomically.
+//!
+//! ```text
+//! {"model": str, "hook": str, "seed": u64, "sae": str, "settings": {...},
+//!  "experiments": [{
+//!     "features": [{"id": u32, "label": str|null, "selected_by": str, "max_activation": f32|null,
+//!                   "activation"?: f32, "token"?: str}],
+//!     "mode": "clamp"|"add"|"ablate", "scale": "max_activation"|"raw",
+//!     "targets": [str], "targets_from": "config"|"logit_effects",
+//!     "baseline": {"target_prob": f64, "per_target": [{"target": str, "prob": f64, "logprob_delta": 0}]},
+//!     "effects": [{"multiple": f32, "values": [f32], "target_logprob_delta": f64,
+//!                  "target_prob": f64, "kl_neutral": f64, "per_target": [...]}],
+//!     "prompts": [{"prompt": str, "chat": bool, "baseline": str,
+//!                  "steered": [{"multiple": f32, "text": str}]}]}]}
+//! ```
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use monoscope_core::atomic;
+use serde::{Deserialize, Serialize};
+
+use crate::SteerError;
+use crate::edit::Mode;
+use crate::steerer::SelectedFeature;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub model: String,
+    pub hook: String,
+    pub seed: u64,
+    /// The SAE directory.
+    pub sae: String,
+    pub settings: Settings,
+    pub experiments: Vec<ExperimentReport>,
+}
+
+/// How every experiment of a report ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub max_new_tokens: usize,
+    /// 0 means greedy decoding.
+    pub temperature: f64,
+    pub top_p: f64,
+    /// `f32` or `int8` (what the model's linear layers actually ran).
+    pub matmul: String,
+    pub steer_first_position: bool,
+    pub neutral_text: String,
+}
+
+/// How `multiple` turns into the values features are set to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scale {
+    /// `value = multiple × the feature's maximum activation` (from `eval.json`).
+    MaxActivation,
+    /// `value = multiple`, in the SAE's units.
+    Raw,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentReport {
+    pub features: Vec<SelectedFeature>,
+    pub mode: Mode,
+    pub scale: Scale,
+    pub targets: Vec<String>,
+    /// `config`, or `logit_effects` when no targets were given and the features' most promoted
+    /// tokens stood in.
+    pub targets_from: String,
+    /// The unsteered model's target probabilities (its `logprob_delta`s are 0).
+    pub baseline: TargetSummary,
+    pub effects: Vec<Effect>,
+    pub prompts: Vec<PromptRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    /// Mean over prompts of the summed probability of the targets as the next words.
+    pub target_prob: f64,
+    pub per_target: Vec<TargetEffect>,
+}
+
+/// One target word: its probability as the next word (mean over prompts) and the mean change
+/// of its log-probability against the unsteered model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetEffect {
+    pub target: String,
+    pub prob: f64,
+    pub logprob_delta: f64,
+}
+
+/// The measured effect of one step of the sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    pub multiple: f32,
+    /// The value each feature was set to (clamp, ablate) or pushed by (add), in order.
+    pub values: Vec<f32>,
+    /// Mean over prompts and targets of `log p_steered − log p_plain` (nats).
+    pub target_logprob_delta: f64,
+    /// Mean over prompts of the summed target probability under steering.
+    pub target_prob: f64,
+    /// Mean next-token KL (nats) on the neutral text, plain ‖ steered.
+    pub kl_neutral: f64,
+    pub per_target: Vec<TargetEffect>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptRun {
+    pub prompt: String,
+    pub chat: bool,
+    pub baseline: String,
+    pub steered: Vec<SteeredText>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SteeredText {
+    pub multiple: f32,
+    pub text: String,
+}
+
+impl Report {
+    /// Writes `report.json` and `report.md` into `dir` (created if needed), each atomically.
+    pub fn write(&self, dir: &Path) -> Result<(), SteerError> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| SteerError::file(dir, format!("cannot serialise the report: {e}")))?;
+        let json_path = dir.join("report.json");
+        atomic::write(&json_path, &json).map_err(SteerError::io(&json_path))?;
+        let md_path = dir.join("report.md");
+        atomic::write(&md_path, self.to_markdown().as_bytes()).map_err(SteerError::io(&md_path))
+    }
+
+    /// A human-readable rendering: settings, then per experiment the features, the effect
+    /// table and the generations side by side.
+    pub fn to_markdown(&self) -> String {
+        let mut md = String::new();
+        let s = &self.settings;
+        let sampling = if s.temperature > 0.0 {
+            format!(
+                "temperature {}, top-p {}, seed {}",
+                s.temperature, s.top_p, self.seed
+            )
+        } else {
+            "greedy".to_string()
+        };
+        let _ = writeln!(md, "# Steering report\n");
+        let _ = writeln!(
+            md,
+            "Model `{}`, SAE `{}` at `{}`; {} new tokens, {sampling}, {} matmuls.\n",
+            self.model, self.sae, self.hook, s.max_new_tokens, s.matmul
+        );
+        let _ = writeln!(
+            md,
+            "Neutral text for the KL column: \"{}\"\n",
+            s.neutral_text
+        );
+        for (n, e) in self.experiments.iter().enumerate() {
+            e.write_markdown(&mut md, n + 1);
+        }
+        md
+    }
+}
+
+impl ExperimentReport {
+    fn write_markdown(&self, md: &mut String, number: usize) {
+        let mode = match self.mode {
+            Mode::Clamp => "clamp",
+            Mode::Add => "add",
+            Mode::Ablate => "ablate",
+        };
+        let _ = writeln!(md, "## Experiment {number}: {mode}\n");
+        let _ = writeln!(md, "| feature | label | selected by | max activation |");
+        let _ = writeln!(md, "|---|---|---|---|");
+        for f in &self.features {
+            let mut by = f.selected_by.clone();
+            if let (Some(a), Some(t)) = (f.activation, &f.token) {
+                by += &format!(" (peak {a:.2} on {t:?})");
+            }
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                f.id,
+                cell(f.label.as_deref().unwrap_or("—")),
+                cell(&by),
+                f.max_activation.map_or("—".into(), |m| format!("{m:.3}"))
+            );
+        }
+        let unit = match self.scale {
+            Scale::MaxActivation => "× max activation",
+            Scale::Raw => "raw value",
+        };
+        let _ = writeln!(
+            md,
+            "\nTargets ({}): {}. Baseline target probability {:.3e}.\n",
+            self.targets_from,
+            self.targets
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.baseline.target_prob
+        );
+        let _ = writeln!(
+            md,
+            "| multiple ({unit}) | values | target prob | Δ log p (nats) | KL on neutral text |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|");
+        for e in &self.effects {
+            let values: Vec<String> = e.values.iter().map(|v| format!("{v:.2}")).collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.3e} | {:+.3} | {:.4} |",
+                e.multiple,
+                values.join(", "),
+                e.target_prob,
+                e.target_logprob_delta,
+                e.kl_neutral
+            );
+        }
+        for p in &self.prompts {
+            let _ = writeln!(
+                md,
+                "\n### Prompt{}: {}\n",
+                if p.chat { " (chat)" } else { "" },
+                p.prompt
+            );
+            let _ = writeln!(md, "| multiple | generation |");
+            let _ = writeln!(md, "|---|---|");
+            let _ = writeln!(md, "| unsteered | {} |", cell(&p.baseline));
+            for s in &p.steered {
+                let _ = writeln!(md, "| {} | {} |", s.multiple, cell(&s.text));
+            }
+        }
+        md.push('\n');
+    }
+}
+
+/// Text made safe for one Markdown table cell.
+fn cell(text: &str) -> String {
+    text.trim()
+        .replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ⏎ ")
+}

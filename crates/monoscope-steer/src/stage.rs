@@ -1,0 +1,405 @@
+//! The `steer` stage: its configuration and its run.
+
+use std::path::{Path, PathBuf};
+
+use monoscope_core::{
+    Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
+    StageError, register_stage,
+};
+use monoscope_lm::{Device, MatmulKind, Model, ModelOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::SteerError;
+use crate::edit::Mode;
+use crate::experiment::{ExperimentSpec, RunSettings};
+use crate::features::{FeatureRef, FeatureSpec, FeatureTable};
+use crate::report::{Report, Scale, Settings};
+use crate::steerer::Steerer;
+
+/// The arithmetic of the model's linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Matmul {
+    /// The reference fp32 arithmetic.
+    F32,
+    /// int8 weights on the CPU: about twice as fast, ~1% error per product.
+    Int8,
+}
+
+/// One experiment: features, how they are edited, the sweep and the words to watch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// One feature: an id, `"label:<words>"` (search the labels) or `"text:<text>"` (the
+    /// feature that fires most on the text).
+    #[serde(default)]
+    pub feature: Option<FeatureRef>,
+    /// Several features edited together (same forms as `feature`).
+    #[serde(default)]
+    pub features: Vec<FeatureRef>,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// Strengths as multiples of each feature's maximum activation (train's `eval.json`).
+    #[serde(default)]
+    pub multiples: Option<Vec<f32>>,
+    /// Strengths in the SAE's raw units instead of `multiples`.
+    #[serde(default)]
+    pub values: Option<Vec<f32>>,
+    /// Words whose probability after each prompt is measured (default: the features' most
+    /// promoted tokens).
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+fn default_mode() -> Mode {
+    Mode::Clamp
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SteerConfig {
+    /// Model when the `model` input is not connected: a path or a known name.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Hook to steer at (default: the SAE's `metadata.hook_name`).
+    #[serde(default)]
+    pub hook: Option<String>,
+    /// What to steer: `[{ feature = 123 | "label:…" | "text:…", mode = "clamp", multiples =
+    /// [0, 2, 5, 10], targets = ["bridge"] }]`.
+    pub experiments: Vec<ExperimentConfig>,
+    /// Prompts generated from with and without each edit.
+    #[serde(default = "default_prompts")]
+    pub prompts: Vec<String>,
+    /// Wrap each prompt in the model's chat template as a user message.
+    #[serde(default = "yes")]
+    pub chat: bool,
+    /// Text on which the next-token KL between plain and steered model is measured.
+    #[serde(default = "default_neutral")]
+    pub neutral_text: String,
+    /// Tokens generated per prompt and strength.
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: usize,
+    /// 0: greedy. Otherwise seeded sampling, the same seed with and without the edit.
+    #[serde(default)]
+    pub temperature: f64,
+    /// Nucleus sampling: keep the most likely tokens up to this probability (1: all).
+    #[serde(default = "default_top_p")]
+    pub top_p: f64,
+    /// Sampling seed (default: the pipeline seed).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Arithmetic of the model's linear layers: `f32` (reference) or `int8` (faster).
+    #[serde(default = "default_matmul")]
+    pub matmul: Matmul,
+    /// Also edit the first position (the attention sink, which the SAE never saw in training).
+    #[serde(default)]
+    pub steer_first_position: bool,
+}
+
+fn default_model() -> String {
+    "smollm2".into()
+}
+fn default_prompts() -> Vec<String> {
+    vec![
+        "Tell me about yourself.".into(),
+        "What should I write my essay about?".into(),
+    ]
+}
+fn default_neutral() -> String {
+    "The committee met on Tuesday to review the budget for the coming year. Several members \
+     asked for more time to read the proposal, and the vote was moved to the following week."
+        .into()
+}
+fn default_max_new_tokens() -> usize {
+    48
+}
+fn default_top_p() -> f64 {
+    0.9
+}
+fn default_matmul() -> Matmul {
+    Matmul::F32
+}
+fn yes() -> bool {
+    true
+}
+
+impl ExperimentConfig {
+    /// The experiment in library terms (the checks of [`StageConfig::validate`] are assumed).
+    pub fn spec(&self) -> Result<ExperimentSpec, SteerError> {
+        let features = self
+            .feature
+            .iter()
+            .chain(&self.features)
+            .map(FeatureSpec::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (scale, multiples) = match (&self.multiples, &self.values) {
+            (_, Some(values)) => (Scale::Raw, values.clone()),
+            (Some(m), None) => (Scale::MaxActivation, m.clone()),
+            (None, None) => (Scale::MaxActivation, default_multiples()),
+        };
+        Ok(ExperimentSpec {
+            features,
+            mode: self.mode,
+            scale,
+            multiples,
+            targets: self.targets.clone(),
+        })
+    }
+
+    fn problems(&self, key: &str) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut push = |k: &str, m: String| problems.push((format!("{key}.{k}"), m));
+        if self.feature.is_none() && self.features.is_empty() {
+            push("feature", "missing: give `feature` or `features`".into());
+        }
+        for f in self.feature.iter().chain(&self.features) {
+            if let Err(e) = FeatureSpec::parse(f) {
+                push("features", e.to_string());
+            }
+        }
+        if self.multiples.is_some() && self.values.is_some() {
+            push("values", "give `multiples` or `values`, not both".into());
+        }
+        if self.mode == Mode::Ablate && (self.multiples.is_some() || self.values.is_some()) {
+            push(
+                "mode",
+                "= \"ablate\" takes no `multiples` or `values` (it clamps to 0)".into(),
+            );
+        }
+        for (k, list) in [("multiples", &self.multiples), ("values", &self.values)] {
+            match list.as_deref() {
+                Some([]) => push(k, "= []: give at least one strength".into()),
+                Some(l) => {
+                    if let Some(v) = l.iter().find(|v| !v.is_finite()) {
+                        push(k, format!("contains {v}: expected finite numbers"));
+                    }
+                }
+                None => {}
+            }
+        }
+        if self.targets.iter().any(|t| t.trim().is_empty()) {
+            push("targets", "contains an empty string".into());
+        }
+        problems
+    }
+}
+
+/// The sweep when neither `multiples` nor `values` is given.
+pub fn default_multiples() -> Vec<f32> {
+    vec![0.0, 2.0, 5.0, 10.0]
+}
+
+impl StageConfig for SteerConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if self.experiments.is_empty() {
+            problems.push((
+                "experiments".into(),
+                "= []: give at least one experiment".into(),
+            ));
+        }
+        for (n, e) in self.experiments.iter().enumerate() {
+            problems.extend(e.problems(&format!("experiments[{n}]")));
+        }
+        if self.prompts.is_empty() {
+            problems.push(("prompts".into(), "= []: give at least one prompt".into()));
+        }
+        if self.neutral_text.trim().is_empty() {
+            problems.push(("neutral_text".into(), "is empty".into()));
+        }
+        if self.max_new_tokens == 0 {
+            problems.push(("max_new_tokens".into(), "= 0: expected at least 1".into()));
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            problems.push((
+                "temperature".into(),
+                format!(
+                    "= {}: expected 0 (greedy) or a positive number",
+                    self.temperature
+                ),
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            problems.push((
+                "top_p".into(),
+                format!("= {}: expected 0 < top_p <= 1", self.top_p),
+            ));
+        }
+        problems
+    }
+}
+
+/// Generates with SAE features clamped, added or ablated, side by side with the plain model.
+#[derive(Debug)]
+pub struct Steer;
+
+impl Stage for Steer {
+    type Config = SteerConfig;
+
+    fn description() -> StageDescription {
+        StageDescription {
+            kind: "steer".into(),
+            doc: "Clamps, adds or ablates SAE features while generating; reports generations and effects side by side".into(),
+            inputs: vec![
+                PortSpec::artifact("sae", ArtifactKind::SAE, "the SAE (eval.json beside it gives maximum activations)"),
+                PortSpec::artifact("model", ArtifactKind::MODEL, "the model (else `model`)").optional(),
+                PortSpec::artifact("labels", ArtifactKind::LABELS, "feature labels (labels.jsonl), for `label:` selection").optional(),
+            ],
+            outputs: vec![PortSpec::artifact(
+                "report",
+                ArtifactKind::STEERING_REPORT,
+                "the stage directory with report.json and report.md",
+            )],
+        }
+    }
+
+    fn run(config: SteerConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let sae_dir = ctx.recv_artifact("sae")?.path;
+        let model_path = match ctx.has_input("model") {
+            true => ctx.recv_artifact("model")?.path,
+            false => monoscope_fetch::resolve_model(&config.model).map_err(SteerError::from)?,
+        };
+        let labels_dir = match ctx.has_input("labels") {
+            true => Some(ctx.recv_artifact("labels")?.path),
+            false => None,
+        };
+        ctx.progress
+            .set_message(format!("loading {}", model_path.display()));
+        let model = load_model(&model_path, config.matmul)?;
+        let report = {
+            let progress = ctx.progress.clone();
+            let cancel = ctx.cancel.clone();
+            let mut tick = |what: &str| {
+                if cancel.is_cancelled() {
+                    return Err(SteerError::Cancelled);
+                }
+                progress.set_message(what.to_string());
+                progress.inc(1);
+                Ok(())
+            };
+            ctx.progress.set_length(planned_steps(&config));
+            run_steering(
+                &model,
+                &sae_dir,
+                labels_dir.as_deref(),
+                &config,
+                ctx.seed,
+                &mut tick,
+            )
+        };
+        let report = match report {
+            Err(SteerError::Cancelled) => return Err(StageError::Cancelled),
+            other => other?,
+        };
+        report.write(&ctx.stage_dir).map_err(StageError::from)?;
+        let summary = serde_json::json!({
+            "model": report.model, "hook": report.hook, "experiments": report.experiments.len(),
+        });
+        ctx.emit_artifact(
+            "report",
+            Artifact::new(ArtifactKind::STEERING_REPORT, ctx.stage_dir.clone())
+                .with_metadata(summary),
+        )
+    }
+}
+
+register_stage!(Steer);
+
+impl From<SteerError> for StageError {
+    fn from(e: SteerError) -> Self {
+        match e {
+            SteerError::Cancelled => StageError::Cancelled,
+            e => StageError::other(e),
+        }
+    }
+}
+
+/// Loads a model with the configured arithmetic on the CPU device.
+pub fn load_model(path: &Path, matmul: Matmul) -> Result<Model, SteerError> {
+    let kind = match matmul {
+        Matmul::F32 => MatmulKind::F32,
+        Matmul::Int8 => MatmulKind::Int8,
+    };
+    Ok(monoscope_lm::load_with(
+        path,
+        &Device::flex(),
+        &ModelOptions::with_matmul(kind),
+    )?)
+}
+
+/// How many times an experiment calls its tick, for the progress bar.
+fn planned_steps(config: &SteerConfig) -> u64 {
+    let prompts = config.prompts.len() as u64;
+    config
+        .experiments
+        .iter()
+        .map(|e| {
+            let steps = match (e.mode, &e.multiples, &e.values) {
+                (Mode::Ablate, _, _) => 1,
+                (_, _, Some(v)) => v.len(),
+                (_, Some(m), None) => m.len(),
+                (_, None, None) => default_multiples().len(),
+            } as u64;
+            2 + prompts + steps * (1 + prompts)
+        })
+        .sum()
+}
+
+/// Everything the stage does between loading the model and writing the report (the CLI and
+/// the tests call it with a model already loaded).
+pub fn run_steering(
+    model: &Model,
+    sae_dir: &Path,
+    labels_dir: Option<&Path>,
+    config: &SteerConfig,
+    pipeline_seed: u64,
+    tick: &mut crate::experiment::Tick<'_>,
+) -> Result<Report, SteerError> {
+    let problems = config.validate();
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|(k, m)| format!("  {k}: {m}"))
+            .collect();
+        return Err(SteerError::InvalidConfig(lines.join("\n")));
+    }
+    let sae = monoscope_sae::load_sae(sae_dir)?;
+    let table = FeatureTable::load(sae_dir, sae.d_sae, labels_dir)?;
+    let steerer = Steerer::new(model, sae, config.hook.as_deref(), table)?
+        .steer_first_position(config.steer_first_position);
+    let seed = config.seed.unwrap_or(pipeline_seed);
+    let settings = RunSettings {
+        prompts: config.prompts.clone(),
+        chat: config.chat,
+        neutral_text: config.neutral_text.clone(),
+        max_new_tokens: config.max_new_tokens,
+        sampling: RunSettings::sampling(config.temperature as f32, config.top_p as f32, seed),
+    };
+    let experiments = config
+        .experiments
+        .iter()
+        .map(|e| steerer.run_experiment(&e.spec()?, &settings, tick))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Report {
+        model: model.name().to_string(),
+        hook: steerer.hook().to_string(),
+        seed,
+        sae: display(sae_dir),
+        settings: Settings {
+            max_new_tokens: config.max_new_tokens,
+            temperature: config.temperature,
+            top_p: config.top_p,
+            matmul: match model.matmul_kind() {
+                MatmulKind::F32 => "f32".into(),
+                MatmulKind::Int8 => "int8".into(),
+            },
+            steer_first_position: config.steer_first_position,
+            neutral_text: config.neutral_text.clone(),
+        },
+        experiments,
+    })
+}
+
+fn display(path: &Path) -> String {
+    PathBuf::from(path).display().to_string()
+}
