@@ -65,6 +65,9 @@ pub enum SaeError {
     Finished { step: u64, total_steps: u64 },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    /// A [`crate::SpliceEvaluator`] failed (the language model's error, as text).
+    #[error("splice evaluation: {0}")]
+    Splice(String),
 }
 
 impl SaeError {

@@ -2,8 +2,8 @@
 //! log10 feature-density histogram, per-feature firing frequency and maximum activation.
 //!
 //! The model-level metrics (CE loss with the SAE spliced in, `ce_loss_score`, KL) need the
-//! language model: the model crate implements [`SpliceEvaluator`] and the stage attaches its
-//! [`SpliceReport`] to the [`EvalReport`].
+//! language model: the train stage implements [`SpliceEvaluator`] with it and attaches its
+//! [`SpliceReport`] to the [`EvalReport`] (or says in `splice_skipped` why there is none).
 
 use serde::{Deserialize, Serialize};
 
@@ -43,9 +43,12 @@ pub struct EvalReport {
     /// Per feature: largest activation seen (0 if it never fired). Steering clamps to
     /// multiples of it.
     pub feature_max_activation: Vec<f32>,
-    /// Filled by the model crate through [`SpliceEvaluator`].
+    /// Filled through a [`SpliceEvaluator`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splice: Option<SpliceReport>,
+    /// Why `splice` is absent (no model available, disabled), when a caller says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splice_skipped: Option<String>,
 }
 
 /// CE and KL with the SAE spliced into the model at its hook (SAELens's definitions).
@@ -58,6 +61,9 @@ pub struct SpliceReport {
     pub ce_loss_score: f64,
     /// Mean KL(clean ‖ spliced) per token.
     pub kl_div_with_sae: f64,
+    /// Next-token predictions the means are over (0 when the caller did not say).
+    #[serde(default)]
+    pub tokens: u64,
 }
 
 impl SpliceReport {
@@ -69,12 +75,14 @@ impl SpliceReport {
             ce_loss_zero_ablation: zero_ablation,
             ce_loss_score: (zero_ablation - with_sae) / (zero_ablation - clean),
             kl_div_with_sae,
+            tokens: 0,
         }
     }
 }
 
 /// Runs the language model with the SAE's reconstruction substituted at its hook point.
-/// Implemented by the model crate; this crate only defines the shape of the answer.
+/// Implemented where the model runtime is (`monoscope_train::ModelSplice`); this crate only
+/// defines the shape of the answer.
 pub trait SpliceEvaluator {
     fn evaluate_splice(&mut self, sae: &Sae) -> Result<SpliceReport, SaeError>;
 }
@@ -174,6 +182,7 @@ impl<'a> Evaluator<'a> {
             feature_frequency: freq,
             feature_max_activation: self.max_act,
             splice: None,
+            splice_skipped: None,
         }
     }
 }

@@ -13,8 +13,8 @@
 //! (the kernel under burn's flex backend) rather than through burn's autodiff. The gradients
 //! of these SAEs are short closed forms, and writing them out lets TopK touch only the k
 //! active latents per row in the decoder and in both weight gradients, so its only dense
-//! product is the encoder's. burn stays with the model crate, which will implement
-//! [`SpliceEvaluator`] against the same [`Sae`].
+//! product is the encoder's. burn stays with the model crate; the train stage implements
+//! [`SpliceEvaluator`] with it (`monoscope_train::ModelSplice`) against the same [`Sae`].
 
 mod error;
 pub mod eval;

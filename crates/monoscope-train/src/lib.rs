@@ -1,14 +1,26 @@
 //! The `train` stage: a sparse autoencoder trained on an activation store.
 //!
-//! Reads one hook of the store with the seeded shuffled reader, holding the last shards out;
-//! estimates the input scale on the first batches; trains with `monoscope-sae`; logs
-//! `metrics.jsonl`; evaluates on the held-out shards (`eval.json`: L0, FVU, dead and dense
-//! fractions, density histogram, per-feature frequency and maximum activation); saves the SAE in
-//! the SAELens layout (`sae/cfg.json` + `sae/sae_weights.safetensors`, input scale folded in).
+//! - `stage`: reads one hook of the store with the seeded shuffled reader, holding the last
+//!   shards out; estimates the input scale on the first batches; trains with `monoscope-sae`;
+//!   logs `metrics.jsonl`; evaluates on the held-out shards (`eval.json`: L0, FVU, dead and
+//!   dense fractions, density histogram, per-feature frequency and maximum activation, and the
+//!   CE-loss splice); saves the SAE in the SAELens layout (`sae/cfg.json` +
+//!   `sae/sae_weights.safetensors`, input scale folded in).
+//! - [`splice`]: [`ModelSplice`], the model-level metrics (`ce_loss_score`, KL) with the SAE
+//!   spliced in at its hook, on windows rebuilt from held-out store rows.
+//! - `fit`: the training loop (metrics, progress, cancellation); `checkpoints`: periodic
+//!   checkpoints in the stage directory, resumed when a rerun has the same fingerprint, and
+//!   the last good one named when the loss diverges.
+//! - `splice_stage`: which model the stage splices into (the `model` input, else the cached
+//!   default the store was captured with), progress and cancellation.
 //!
-//! Not yet: training from the capture stream, several SAEs per stage, periodic checkpoints from
-//! the stage (the library supports them), and the CE-loss splice with the model.
+//! Not yet: training from the capture stream, several SAEs per stage.
 
+mod checkpoints;
+mod fit;
+pub mod splice;
+mod splice_stage;
 mod stage;
 
+pub use splice::{ModelSplice, held_out_windows};
 pub use stage::{Train, TrainStageConfig, TrainStageError};

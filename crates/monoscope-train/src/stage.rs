@@ -1,14 +1,13 @@
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use monoscope_core::{
     Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
     StageError, atomic, register_stage,
 };
-use monoscope_sae::{
-    ArchConfig, Evaluator, NormEstimator, SaeMetadata, TrainConfig, Trainer, save_saelens,
-};
+use monoscope_sae::{ArchConfig, Evaluator, NormEstimator, SaeMetadata, TrainConfig, save_saelens};
 use monoscope_store::{SequentialOptions, ShuffleOptions, Store};
+
+use crate::fit::Fit;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +18,8 @@ pub enum TrainStageError {
     Store(#[from] monoscope_store::StoreError),
     #[error(transparent)]
     Sae(#[from] monoscope_sae::SaeError),
+    #[error(transparent)]
+    Model(#[from] monoscope_lm::LmError),
 }
 
 impl From<TrainStageError> for StageError {
@@ -79,6 +80,15 @@ pub struct TrainStageConfig {
     /// Seed of initialisation and data order (default: the pipeline seed).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Held-out next-token predictions for the CE-loss splice (`ce_loss_score`, KL); 0 skips
+    /// it. Needs the model: the `model` input, else the cached default the store was captured
+    /// with.
+    #[serde(default = "default_splice_tokens")]
+    pub splice_tokens: usize,
+    /// Steps between checkpoints in `checkpoint/` (0: none). A rerun finding a checkpoint of
+    /// the same configuration and store continues from it; it is removed once the SAE is saved.
+    #[serde(default)]
+    pub checkpoint_every: u64,
 }
 
 fn default_arch() -> ArchitectureName {
@@ -104,6 +114,9 @@ fn default_metrics_every() -> u64 {
 }
 fn default_scale_rows() -> usize {
     16_384
+}
+fn default_splice_tokens() -> usize {
+    2048
 }
 
 impl StageConfig for TrainStageConfig {
@@ -144,14 +157,26 @@ impl Stage for Train {
             kind: "train".into(),
             doc: "Trains a sparse autoencoder on an activation store; evaluates it and saves it (SAELens layout)"
                 .into(),
-            inputs: vec![PortSpec::artifact("store", ArtifactKind::ACTIVATION_STORE, "the activation store")],
+            inputs: vec![
+                PortSpec::artifact("store", ArtifactKind::ACTIVATION_STORE, "the activation store"),
+                PortSpec::artifact(
+                    "model",
+                    ArtifactKind::MODEL,
+                    "the captured model, for the CE-loss splice (else its cached default copy)",
+                )
+                .optional(),
+            ],
             outputs: vec![PortSpec::artifact("sae", ArtifactKind::SAE, "the SAE directory (SAELens layout)")],
         }
     }
 
     fn run(config: TrainStageConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let store_path = ctx.recv_artifact("store")?.path;
-        train(&store_path, &config, ctx)
+        let model_path = match ctx.has_input("model") {
+            true => Some(ctx.recv_artifact("model")?.path),
+            false => None,
+        };
+        train(&store_path, model_path, &config, ctx)
     }
 }
 
@@ -187,6 +212,7 @@ fn arch_config(config: &TrainStageConfig) -> Result<ArchConfig, TrainStageError>
 
 fn train(
     store_path: &Path,
+    model_path: Option<PathBuf>,
     config: &TrainStageConfig,
     ctx: &mut StageContext<'_>,
 ) -> Result<(), StageError> {
@@ -258,40 +284,21 @@ fn train(
     if let Some(lr) = config.lr {
         train_config.lr = lr;
     }
-    let mut trainer = Trainer::new(train_config, scale).map_err(TrainStageError::from)?;
-    let metrics_path = ctx.stage_dir.join("metrics.jsonl");
-    let mut metrics = std::io::BufWriter::new(
-        std::fs::File::create(&metrics_path).map_err(|e| StageError::io(&metrics_path, e))?,
-    );
-    ctx.progress.set_length(total_steps);
+    let fingerprint = crate::checkpoints::fingerprint(config, seed, &hook, &train_config, manifest);
     ctx.progress.set_message(format!(
         "{} × {} on {hook}, scale {scale:.4}",
         d_in, config.d_sae
     ));
-    for epoch in 0..config.epochs as u64 {
-        for batch in reader(epoch).map_err(TrainStageError::from)? {
-            ctx.cancel.check()?;
-            let batch = batch.map_err(TrainStageError::from)?;
-            if batch.rows < config.batch_size || trainer.is_finished() {
-                continue;
-            }
-            if let Some(m) = trainer
-                .step(&batch.activations)
-                .map_err(TrainStageError::from)?
-            {
-                writeln!(metrics, "{}", m.to_json_line())
-                    .map_err(|e| StageError::io(&metrics_path, e))?;
-                ctx.progress.set_message(format!(
-                    "L0 {:.1} FVU {:.3} dead {:.3}",
-                    m.l0, m.fvu, m.dead_fraction
-                ));
-            }
-            ctx.progress.inc(1);
-        }
-    }
-    metrics
-        .flush()
-        .map_err(|e| StageError::io(&metrics_path, e))?;
+    let fit = Fit {
+        reader: &reader,
+        train_config,
+        scale,
+        epochs: config.epochs as u64,
+        batch_size: config.batch_size,
+        checkpoint_every: config.checkpoint_every,
+        fingerprint,
+    };
+    let (trainer, resumed_from_step) = crate::fit::fit(fit, ctx)?;
 
     let metadata = SaeMetadata {
         model_name: Some(manifest.model.name.clone()),
@@ -305,24 +312,40 @@ fn train(
 
     // Held-out evaluation on the last shards.
     let mut evaluator = Evaluator::new(&sae, 0.1);
+    let holdout = shards - config.holdout_shards..shards;
     let mut options = SequentialOptions::new(hook.clone(), 4096);
-    options.shards = Some(shards - config.holdout_shards..shards);
+    options.shards = Some(holdout.clone());
     for batch in store.sequential(options).map_err(TrainStageError::from)? {
         ctx.cancel.check()?;
         evaluator
             .add(&batch.map_err(TrainStageError::from)?.activations)
             .map_err(TrainStageError::from)?;
     }
-    let report = evaluator.finish();
+    let mut report = evaluator.finish();
+    let holdout_rows = store.shard_rows(holdout.start).start..store.row_count();
+    match crate::splice_stage::run(&store, holdout_rows, &hook, &sae, model_path, config, ctx)? {
+        Ok(splice) => report.splice = Some(splice),
+        Err(reason) => {
+            tracing::warn!(stage = ctx.stage_id, "no CE-loss splice: {reason}");
+            report.splice_skipped = Some(reason);
+        }
+    }
     let eval_path = ctx.stage_dir.join("eval.json");
     let json = serde_json::to_vec_pretty(&report).map_err(StageError::other)?;
     atomic::write(&eval_path, &json).map_err(|e| StageError::io(&eval_path, e))?;
 
     let sae_dir = ctx.stage_dir.join("sae");
     save_saelens(&sae, &sae_dir).map_err(TrainStageError::from)?;
+    // The SAE is saved: the checkpoint has served its purpose.
+    let checkpoint = ctx.stage_dir.join(crate::checkpoints::DIR);
+    if checkpoint.exists() {
+        std::fs::remove_dir_all(&checkpoint).map_err(|e| StageError::io(&checkpoint, e))?;
+    }
     let summary = serde_json::json!({
         "hook_name": hook, "d_in": d_in, "d_sae": config.d_sae,
         "l0": report.l0, "fvu": report.fvu, "dead_fraction": report.dead_fraction,
+        "ce_loss_score": report.splice.as_ref().map(|s| s.ce_loss_score),
+        "resumed_from_step": resumed_from_step,
     });
     tracing::info!(stage = ctx.stage_id, "held-out: {summary}");
     ctx.emit_artifact(

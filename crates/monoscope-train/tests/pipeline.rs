@@ -6,9 +6,15 @@ use monoscope_capture as _;
 use monoscope_config::{load_with_env, parse_override};
 use monoscope_core::{CancelToken, Registry};
 use monoscope_exec::{ProgressMode, RunOptions};
+use monoscope_fetch as _;
 use monoscope_train as _;
 
 fn pipeline(dir: &Path, set: &[String]) -> monoscope_config::Pipeline {
+    pipeline_with(dir, set, false)
+}
+
+/// With `with_model`, a fetch-model stage hands the model to train for the CE-loss splice.
+fn pipeline_with(dir: &Path, set: &[String], with_model: bool) -> monoscope_config::Pipeline {
     let model = dir.join("tiny.gguf");
     monoscope_formats::testing::TinyLlama::default()
         .write(&model)
@@ -25,10 +31,19 @@ fn pipeline(dir: &Path, set: &[String]) -> monoscope_config::Pipeline {
             "[pipeline]\nname = \"t\"\nrun_dir = {:?}\n\
              [capture]\nkind = \"capture\"\nmodel = {:?}\ncorpus = {:?}\nsplit = \"paragraph\"\n\
              hooks = [\"blocks.1.hook_resid_post\"]\ncontext_length = 32\nrows_per_shard = 512\ndtype = \"f32\"\n\
-             [train]\nkind = \"train\"\ninput = \"capture\"\nd_sae = 128\nk = 8\nbatch_size = 64\nepochs = 3\nmetrics_every = 10\n",
+             {}\
+             [train]\nkind = \"train\"\n{}\nd_sae = 128\nk = 8\nbatch_size = 64\nepochs = 3\nmetrics_every = 10\n",
             dir.join("run").display().to_string(),
             model.display().to_string(),
-            corpus.display().to_string()
+            corpus.display().to_string(),
+            match with_model {
+                true => format!("[model]\nkind = \"fetch-model\"\nmodel = {:?}\n", model.display().to_string()),
+                false => String::new(),
+            },
+            match with_model {
+                true => "inputs = { store = \"capture.store\", model = \"model.model\" }\nsplice_tokens = 100",
+                false => "input = \"capture\"",
+            },
         ),
     )
     .unwrap();
@@ -75,6 +90,32 @@ fn a_topk_sae_trains_on_captured_activations_and_is_saved_and_evaluated() {
     let first = lines.first().unwrap()["fvu"].as_f64().unwrap();
     let last = lines.last().unwrap()["fvu"].as_f64().unwrap();
     assert!(last < first, "training FVU went from {first} to {last}");
+    let skipped = eval["splice_skipped"].as_str().unwrap();
+    assert!(skipped.contains("no `model` input"), "{skipped}");
+}
+
+#[test]
+fn with_the_model_connected_eval_json_has_the_ce_loss_splice() {
+    let dir = tempfile::tempdir().unwrap();
+    monoscope_exec::run(&mut pipeline_with(dir.path(), &[], true), &quiet()).unwrap();
+    let eval: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/train/eval.json")).unwrap())
+            .unwrap();
+    let splice = &eval["splice"];
+    assert_eq!(splice["tokens"].as_u64(), Some(100), "{splice}");
+    let get = |k: &str| {
+        splice[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} in {splice}"))
+    };
+    let (clean, zero) = (get("ce_loss_clean"), get("ce_loss_zero_ablation"));
+    assert!(
+        clean > 0.0 && zero.is_finite() && get("kl_div_with_sae") >= 0.0,
+        "{splice}"
+    );
+    let expected = (zero - get("ce_loss_with_sae")) / (zero - clean);
+    assert!((get("ce_loss_score") - expected).abs() < 1e-9, "{splice}");
+    assert!(eval.get("splice_skipped").is_none());
 }
 
 #[test]
@@ -90,4 +131,86 @@ fn holding_out_every_shard_is_a_clear_error() {
         err.contains("holdout_shards = 100 leaves no shard to train on"),
         "{err}"
     );
+}
+
+fn train_file(dir: &Path, file: &str) -> Vec<u8> {
+    std::fs::read(dir.join("run/train").join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+#[test]
+fn a_cancelled_run_resumes_from_its_checkpoint_to_the_same_sae() {
+    let set: Vec<String> = vec!["train.checkpoint_every=4".into(), "train.epochs=12".into()];
+    let straight = tempfile::tempdir().unwrap();
+    monoscope_exec::run(&mut pipeline(straight.path(), &set), &quiet()).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancelToken::new();
+    let checkpoint = dir.path().join("run/train/checkpoint/trainer.json");
+    let watcher = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !checkpoint.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            cancel.cancel();
+        })
+    };
+    let interrupted = RunOptions { cancel, ..quiet() };
+    let first = monoscope_exec::run(&mut pipeline(dir.path(), &set), &interrupted);
+    watcher.join().unwrap();
+    assert!(first.is_err(), "the first run was to be cancelled");
+    assert!(dir.path().join("run/train/checkpoint").exists());
+    monoscope_exec::run(&mut pipeline(dir.path(), &set), &quiet()).unwrap();
+
+    let marker: serde_json::Value =
+        serde_json::from_slice(&train_file(dir.path(), ".monoscope-complete.json")).unwrap();
+    let resumed = marker.to_string();
+    assert!(
+        marker["artifacts"][0][1]["metadata"]["resumed_from_step"]
+            .as_u64()
+            .is_some_and(|s| s >= 4),
+        "the second run did not resume: {resumed}"
+    );
+    // cfg.json differs only in the dataset path (the two runs live in different directories).
+    let cfg = |d: &Path| {
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&train_file(d, "sae/cfg.json")).unwrap();
+        cfg["metadata"]["dataset_path"] = serde_json::Value::Null;
+        cfg
+    };
+    assert_eq!(cfg(dir.path()), cfg(straight.path()));
+    for file in ["sae/sae_weights.safetensors", "metrics.jsonl", "eval.json"] {
+        assert!(
+            train_file(dir.path(), file) == train_file(straight.path(), file),
+            "{file} differs from the uninterrupted run's"
+        );
+    }
+    assert!(
+        !dir.path().join("run/train/checkpoint").exists(),
+        "the checkpoint outlived the saved SAE"
+    );
+}
+
+#[test]
+fn a_diverging_loss_stops_with_the_step_and_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let set: Vec<String> = vec!["train.lr=1e30".into(), "train.checkpoint_every=1".into()];
+    let err = monoscope_exec::run(&mut pipeline(dir.path(), &set), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("training diverged: non-finite") && err.contains("at step"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the last good checkpoint is") && err.contains("checkpoint (step"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let err = monoscope_exec::run(&mut pipeline(dir.path(), &set[..1]), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no checkpoint was written"), "{err}");
 }

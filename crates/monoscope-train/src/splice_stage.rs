@@ -1,0 +1,109 @@
+//! The train stage's CE-loss splice: which model to load, which windows to score, progress and
+//! cancellation between batches of windows.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use monoscope_core::{StageContext, StageError};
+use monoscope_lm::Device;
+use monoscope_sae::{Sae, SpliceEvaluator, SpliceReport};
+use monoscope_store::Store;
+
+use crate::TrainStageConfig;
+use crate::splice::{ModelSplice, cached_default_model, held_out_windows};
+use crate::stage::TrainStageError;
+
+/// Windows per evaluation call; progress and cancellation are checked between calls.
+const WINDOWS_PER_CALL: usize = 16;
+
+/// The splice report, or why there is none (`Ok(Err(reason))`: disabled or no model at hand).
+/// A `model` input that is not the model the store was captured with is an error.
+pub(crate) fn run(
+    store: &Store,
+    holdout_rows: Range<u64>,
+    hook: &str,
+    sae: &Sae,
+    model_input: Option<PathBuf>,
+    config: &TrainStageConfig,
+    ctx: &mut StageContext<'_>,
+) -> Result<Result<SpliceReport, String>, StageError> {
+    if config.splice_tokens == 0 {
+        return Ok(Err("splice_tokens = 0".into()));
+    }
+    let manifest = store.manifest();
+    let from_input = model_input.is_some();
+    let Some(path) = model_input.or_else(|| cached_default_model(&manifest.model.name)) else {
+        return Ok(Err(format!(
+            "no `model` input, and the store's model `{}` is not a known default in the cache; \
+             connect one: inputs = {{ store = \"<capture>.store\", model = \"<fetch-model>.model\" }}",
+            manifest.model.name
+        )));
+    };
+    ctx.progress
+        .set_message(format!("splice: loading {}", path.display()));
+    let model = monoscope_lm::load(&path, &Device::flex()).map_err(TrainStageError::from)?;
+    if model.sha256() != manifest.model.sha256 {
+        let problem = format!(
+            "{}: model sha256 {} differs from the one the store {} was captured with ({})",
+            path.display(),
+            model.sha256(),
+            store.dir().display(),
+            manifest.model.sha256
+        );
+        return match from_input {
+            true => Err(TrainStageError::Invalid(problem).into()),
+            false => Ok(Err(problem)),
+        };
+    }
+    let hook = model.hook(hook).map_err(TrainStageError::from)?;
+    // Capture prepends BOS unless told not to (older stores do not record it: the default).
+    let prepend_bos = manifest
+        .metadata
+        .get("prepend_bos")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(true);
+    let bos = model.tokenizer().bos_id().filter(|_| prepend_bos);
+    let windows = held_out_windows(
+        store,
+        holdout_rows,
+        bos,
+        manifest.context_length,
+        config.splice_tokens,
+    )
+    .map_err(TrainStageError::from)?;
+    if windows.is_empty() {
+        return Ok(Err(
+            "the held-out rows hold no window of two or more tokens".into(),
+        ));
+    }
+    let total = windows.len();
+    let mut parts = Vec::new();
+    for (i, chunk) in windows.chunks(WINDOWS_PER_CALL).enumerate() {
+        ctx.cancel.check()?;
+        ctx.progress.set_message(format!(
+            "splice: windows {}/{total} through the model",
+            i * WINDOWS_PER_CALL
+        ));
+        let mut splice = ModelSplice::new(&model, hook, chunk.to_vec(), bos.is_some());
+        if splice.predictions() > 0 {
+            parts.push(splice.evaluate_splice(sae).map_err(TrainStageError::from)?);
+        }
+    }
+    Ok(Ok(combine(&parts)))
+}
+
+/// Merges reports over disjoint sets of predictions (means weighted by their counts).
+fn combine(parts: &[SpliceReport]) -> SpliceReport {
+    let n: u64 = parts.iter().map(|p| p.tokens).sum();
+    let mean = |f: fn(&SpliceReport) -> f64| {
+        parts.iter().map(|p| f(p) * p.tokens as f64).sum::<f64>() / n.max(1) as f64
+    };
+    let mut report = SpliceReport::new(
+        mean(|p| p.ce_loss_clean),
+        mean(|p| p.ce_loss_with_sae),
+        mean(|p| p.ce_loss_zero_ablation),
+        mean(|p| p.kl_div_with_sae),
+    );
+    report.tokens = n;
+    report
+}
