@@ -3,10 +3,12 @@
 //! process's peak memory applies).
 
 mod capture;
+mod cluster;
 mod forward;
 mod matmul;
 mod report;
 mod store;
+mod train;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,11 @@ const BENCHES: &[Bench] = &[
         capture::run,
     ),
     (
+        "cluster",
+        "exact top-10 decoder neighbours (16k, 64k features; d 576, 768) and HNSW recall@10 on 262k",
+        cluster::run,
+    ),
+    (
         "forward",
         "SmolLM2-135M prompt tokens/s, 16x128 wiki windows, f32 and int8, vs same-run matmul",
         forward::run,
@@ -37,6 +44,11 @@ const BENCHES: &[Bench] = &[
         "store",
         "activation store write/read MB/s and compression ratio for f32, f16, bf16",
         store::run,
+    ),
+    (
+        "train",
+        "SAE training tokens/s (TopK-32, ReLU+L1; 768x16384, 512x4096, batch 4096) vs encoder bound",
+        train::run,
     ),
 ];
 

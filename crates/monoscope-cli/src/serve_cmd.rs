@@ -37,7 +37,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let (listener, addr) = monoscope_browser::serve::bind(args.port)?;
-    println!("serving {} at http://{addr}/ (Ctrl-C to stop)", site.display());
+    println!(
+        "serving {} at http://{addr}/ (Ctrl-C to stop)",
+        site.display()
+    );
     monoscope_browser::serve(&site, listener)?;
     Ok(ExitCode::SUCCESS)
 }

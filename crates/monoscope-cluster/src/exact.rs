@@ -1,0 +1,240 @@
+//! Exact top-k neighbours by cosine similarity: blocked matrix products with a streaming top-k.
+//!
+//! The similarity matrix is never held whole. Query rows and key rows are taken `block` at a
+//! time; each `block × block` tile of dot products (one `gemm` call, parallel over the tile) is
+//! folded into the per-query top-k lists and then reused for the next tile. Working memory is
+//! therefore `block² × 4` bytes for the tile plus the answer itself (`queries × k` entries),
+//! whatever the dictionary size: 16 MiB at the default block of 2048.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::directions::Directions;
+use crate::error::ClusterError;
+
+/// One neighbour of a feature: its index and the cosine similarity of the two decoder directions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Neighbour {
+    pub feature: u32,
+    pub cosine: f32,
+}
+
+/// Bytes of scratch the exact search needs beyond its inputs and its answer.
+pub fn exact_scratch_bytes(block: usize) -> usize {
+    block * block * std::mem::size_of::<f32>()
+}
+
+/// The `k` keys most similar to each query, most similar first; ties keep the lower index.
+///
+/// `same_set`: queries and keys are the same dictionary, so a feature is not its own
+/// neighbour. Dead rows (zero norm) are never neighbours and have no neighbours.
+/// `on_block` is called after every query block with the number of queries done; returning an
+/// error (e.g. [`ClusterError::Cancelled`]) stops the search.
+pub fn exact_neighbours(
+    queries: &Directions,
+    keys: &Directions,
+    k: usize,
+    block: usize,
+    same_set: bool,
+    on_block: &mut dyn FnMut(usize) -> Result<(), ClusterError>,
+) -> Result<Vec<Vec<Neighbour>>, ClusterError> {
+    if queries.dim() != keys.dim() {
+        return Err(ClusterError::Invalid(format!(
+            "cannot compare directions of width {} with directions of width {}",
+            queries.dim(),
+            keys.dim()
+        )));
+    }
+    if block == 0 {
+        return Err(ClusterError::Invalid(
+            "block = 0: expected at least 1".into(),
+        ));
+    }
+    let dim = queries.dim();
+    let mut lists: Vec<Vec<Neighbour>> = (0..queries.len())
+        .map(|_| Vec::with_capacity(k + 1))
+        .collect();
+    if k == 0 || keys.is_empty() {
+        return Ok(lists);
+    }
+    let mut tile = vec![0.0f32; block.min(queries.len()) * block.min(keys.len())];
+    for q_start in (0..queries.len()).step_by(block) {
+        let q_end = (q_start + block).min(queries.len());
+        for k_start in (0..keys.len()).step_by(block) {
+            let k_end = (k_start + block).min(keys.len());
+            let width = k_end - k_start;
+            let tile = &mut tile[..(q_end - q_start) * width];
+            similarities(
+                tile,
+                &queries.as_slice()[q_start * dim..q_end * dim],
+                &keys.as_slice()[k_start * dim..k_end * dim],
+                dim,
+            );
+            let alive = &keys.alive_mask()[k_start..k_end];
+            tile.par_chunks(width)
+                .zip(lists[q_start..q_end].par_iter_mut())
+                .enumerate()
+                .for_each(|(r, (sims, list))| {
+                    let own = (same_set && (k_start..k_end).contains(&(q_start + r)))
+                        .then(|| q_start + r - k_start);
+                    fold_into_top_k(list, k, sims, alive, own, k_start);
+                });
+        }
+        on_block(q_end)?;
+    }
+    for (i, list) in lists.iter_mut().enumerate() {
+        if !queries.is_alive(i) {
+            list.clear();
+        }
+    }
+    Ok(lists)
+}
+
+/// `tile[r, c] = queries[r] · keys[c]`, both row-major with rows of width `dim`.
+fn similarities(tile: &mut [f32], queries: &[f32], keys: &[f32], dim: usize) {
+    let (m, n) = (queries.len() / dim, keys.len() / dim);
+    debug_assert_eq!(tile.len(), m * n);
+    let parallelism = match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        threads => Parallelism::Rayon(threads),
+    };
+    // SAFETY: `tile` has exactly m·n elements and is written with column stride 1 and row
+    // stride n; `queries` is read as [m, dim] (column stride 1, row stride dim) and `keys` as
+    // its transpose [dim, n] (column stride dim, row stride 1), all inside their slices; the
+    // inputs are shared borrows that cannot alias the exclusively borrowed output.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            dim,
+            tile.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            queries.as_ptr(),
+            1,
+            dim as isize,
+            keys.as_ptr(),
+            dim as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Merges one row of a tile into a descending top-k list.
+fn fold_into_top_k(
+    list: &mut Vec<Neighbour>,
+    k: usize,
+    sims: &[f32],
+    alive: &[bool],
+    own: Option<usize>,
+    offset: usize,
+) {
+    for (c, &cosine) in sims.iter().enumerate() {
+        let full = list.len() == k;
+        // NaN compares false and is never taken.
+        if (full && cosine <= list[k - 1].cosine) || !alive[c] || own == Some(c) || cosine.is_nan()
+        {
+            continue;
+        }
+        let at = list.partition_point(|n| n.cosine >= cosine);
+        if full {
+            list.pop();
+        }
+        list.insert(
+            at,
+            Neighbour {
+                feature: (offset + c) as u32,
+                cosine,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_rows(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        (0..rows * dim).map(|_| rng.gaussian()).collect()
+    }
+
+    fn brute_force(d: &Directions, k: usize) -> Vec<Vec<Neighbour>> {
+        (0..d.len())
+            .map(|i| {
+                if !d.is_alive(i) {
+                    return Vec::new();
+                }
+                let mut all: Vec<Neighbour> = (0..d.len())
+                    .filter(|&j| j != i && d.is_alive(j))
+                    .map(|j| Neighbour {
+                        feature: j as u32,
+                        cosine: d.row(i).iter().zip(d.row(j)).map(|(a, b)| a * b).sum(),
+                    })
+                    .collect();
+                all.sort_by(|a, b| b.cosine.total_cmp(&a.cosine));
+                all.truncate(k);
+                all
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocked_search_matches_brute_force_for_every_block_size() {
+        let mut rows = random_rows(203, 24, 7);
+        rows[5 * 24..6 * 24].fill(0.0); // a dead feature
+        let d = Directions::from_rows(&rows, 24, "random").unwrap();
+        let expected = brute_force(&d, 7);
+        for block in [1, 5, 64, 203, 1000] {
+            let got = exact_neighbours(&d, &d, 7, block, true, &mut |_| Ok(())).unwrap();
+            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                let g_ids: Vec<u32> = g.iter().map(|n| n.feature).collect();
+                let e_ids: Vec<u32> = e.iter().map(|n| n.feature).collect();
+                assert_eq!(g_ids, e_ids, "feature {i}, block {block}");
+                for (a, b) in g.iter().zip(e) {
+                    assert!((a.cosine - b.cosine).abs() < 1e-5);
+                }
+            }
+            assert!(got[5].is_empty());
+            assert!(got.iter().all(|l| l.iter().all(|n| n.feature != 5)));
+        }
+    }
+
+    #[test]
+    fn cross_search_finds_the_parent_of_each_split_feature() {
+        // Children are small perturbations of parents: each child's nearest parent is its own.
+        let parents = random_rows(40, 32, 1);
+        let noise = random_rows(120, 32, 2);
+        let children: Vec<f32> = (0..120 * 32)
+            .map(|i| parents[(i / 32 / 3) * 32 + i % 32] + 0.05 * noise[i])
+            .collect();
+        let p = Directions::from_rows(&parents, 32, "parents").unwrap();
+        let c = Directions::from_rows(&children, 32, "children").unwrap();
+        let got = exact_neighbours(&c, &p, 1, 16, false, &mut |_| Ok(())).unwrap();
+        for (child, list) in got.iter().enumerate() {
+            assert_eq!(list[0].feature as usize, child / 3);
+        }
+    }
+
+    #[test]
+    fn mismatched_widths_and_cancellation_are_errors() {
+        let a = Directions::from_rows(&random_rows(4, 8, 3), 8, "a").unwrap();
+        let b = Directions::from_rows(&random_rows(4, 6, 3), 6, "b").unwrap();
+        assert!(exact_neighbours(&a, &b, 2, 4, false, &mut |_| Ok(())).is_err());
+        let stopped = exact_neighbours(&a, &a, 2, 2, true, &mut |_| Err(ClusterError::Cancelled));
+        assert!(matches!(stopped, Err(ClusterError::Cancelled)));
+    }
+
+    #[test]
+    fn scratch_bound_is_the_tile() {
+        assert_eq!(exact_scratch_bytes(2048), 16 << 20);
+    }
+}
