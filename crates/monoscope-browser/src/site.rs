@@ -354,8 +354,8 @@ fn headline_metrics(eval: Option<&Value>) -> Map<String, Value> {
     metrics
 }
 
-/// Three labelled features for the run summary: the best-scored model labels, else the most
-/// frequent labelled features.
+/// Three labelled features for the run summary: the best-scored labels, a model's before the
+/// statistical labeller's.
 fn examples(
     labels: &[Option<Value>],
     frequency: &[Option<f64>],
@@ -370,7 +370,11 @@ fn examples(
                 return None;
             }
             let score = headline_score(Some(l)).as_f64();
-            let rank = score.unwrap_or(-1.0) * 10.0 + frequency[id].unwrap_or(0.0);
+            // A model's own words first: they are what the summary is meant to show.
+            let by_model = l.get("explainer").and_then(Value::as_str) != Some("statistical");
+            let rank = f64::from(u8::from(by_model)) * 100.0
+                + score.unwrap_or(-1.0) * 10.0
+                + frequency[id].unwrap_or(0.0);
             Some((id, label, score, rank))
         })
         .collect();

@@ -106,6 +106,11 @@ pub struct LabelConfig {
     /// the same judge.
     #[serde(default = "yes")]
     pub baseline: bool,
+    /// With a model explainer, give every live feature outside its sample a statistical
+    /// label (scored by the statistical judge), so that every live feature can be searched.
+    /// Their records say `"explainer": "statistical"`; `summary.json` counts them apart.
+    #[serde(default = "yes")]
+    pub statistical_rest: bool,
     /// Run the local model's linear layers with int8 weights (about twice as fast on a CPU).
     #[serde(default = "yes")]
     pub int8: bool,

@@ -161,7 +161,11 @@ pub struct Summary {
     pub features: usize,
     pub live: usize,
     pub dead: usize,
+    /// Features labelled by the configured explainer (the scores below are theirs).
     pub labelled: usize,
+    /// Further live features labelled by the statistical labeller (`statistical_rest`).
+    #[serde(default)]
+    pub statistical_rest: usize,
     /// Live features without a label, by reason.
     pub skipped: BTreeMap<String, usize>,
     /// Which explainer and settings (never an API key).

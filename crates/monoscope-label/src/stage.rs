@@ -273,10 +273,39 @@ pub fn run_label(
         &|_| progress.inc(1),
         &|| cancel.is_cancelled(),
     )?;
-    write_jsonl(&out_dir.join(LABELS_FILE), &labelled.records)?;
+    let (scores, baseline_scores) = summary::summarise(&labelled.records);
+    let mut records = labelled.records;
+    let rest = match config.statistical_rest && config.explainer != ExplainerKind::Statistical {
+        true => {
+            let sampled: std::collections::HashSet<u32> =
+                chosen.iter().map(|e| e.feature).collect();
+            let others: Vec<&FeatureEvidence> = evidence
+                .iter()
+                .filter(|e| !e.is_dead() && !sampled.contains(&e.feature))
+                .collect();
+            progress.set_message(format!(
+                "statistical labels for {} more features",
+                others.len()
+            ));
+            let options = LabelOptions {
+                baseline: false,
+                concurrency: 1,
+                ..label_options.clone()
+            };
+            let more = label_features(&StatisticalExplainer, &others, &options, &|_| {}, &|| {
+                cancel.is_cancelled()
+            })?;
+            let count = more.records.len();
+            records.extend(more.records);
+            records.sort_by_key(|r| r.feature);
+            count
+        }
+        false => 0,
+    };
+    write_jsonl(&out_dir.join(LABELS_FILE), &records)?;
 
     let mut skipped = labelled.skipped;
-    if live > chosen.len() {
+    if rest == 0 && live > chosen.len() {
         skipped.insert(
             format!(
                 "not in the sample of max_features = {}",
@@ -285,13 +314,13 @@ pub fn run_label(
             live - chosen.len(),
         );
     }
-    let (scores, baseline_scores) = summary::summarise(&labelled.records);
     let usage = explainer.usage();
     let summary = Summary {
         features: evidence.len(),
         live,
         dead: evidence.len() - live,
-        labelled: labelled.records.len(),
+        labelled: records.len() - rest,
+        statistical_rest: rest,
         skipped,
         explainer: explainer.describe(),
         scores,

@@ -138,6 +138,7 @@ fn local_model_labels_a_sample_with_a_baseline() {
     let out = dir.path().join("label");
     let mut config = config(ExplainerKind::Local);
     config.max_features = 3;
+    config.statistical_rest = false;
     let summary = run(&inputs, &config, &out).unwrap();
     let (_, labels, _) = read_outputs(&out);
     assert_eq!(summary.live, D_SAE - 1);
@@ -201,5 +202,41 @@ fn stage_description_matches_the_contract() {
     assert_eq!(
         d.outputs[0].ty,
         monoscope_core::PortType::Artifact(monoscope_core::ArtifactKind::LABELS)
+    );
+}
+
+#[test]
+fn the_rest_of_the_live_features_get_statistical_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = setup(dir.path());
+    let out = dir.path().join("label");
+    let mut config = config(ExplainerKind::Local);
+    config.max_features = 3;
+    config.score = false;
+    let summary = run(&inputs, &config, &out).unwrap();
+    let (_, labels, _) = read_outputs(&out);
+    let by_model = labels
+        .iter()
+        .filter(|l| l.explainer.starts_with("local:"))
+        .count();
+    let statistical = labels
+        .iter()
+        .filter(|l| l.explainer == "statistical")
+        .count();
+    assert_eq!(by_model, summary.labelled);
+    assert_eq!(statistical, summary.statistical_rest);
+    assert!(
+        summary.labelled <= 3 && summary.labelled + summary.skipped.values().sum::<usize>() >= 3
+    );
+    assert!(statistical >= D_SAE - 1 - 3 - 2, "{summary:?}");
+    assert!(
+        labels.windows(2).all(|w| w[0].feature < w[1].feature),
+        "in feature order"
+    );
+    assert!(
+        !summary
+            .skipped
+            .keys()
+            .any(|k| k.contains("not in the sample"))
     );
 }
