@@ -51,6 +51,7 @@ async function shot(name) {
 try {
   // The feature list, searched by a label word.
   await open("#/features");
+  await shot("feature-list.png");
   await page.fill("#search", args.query);
   await page.waitForFunction(
     (q) => [...document.querySelectorAll("#feature-table .label-cell")].length > 0 &&
@@ -60,7 +61,7 @@ try {
     .catch((e) => check("search shows only features whose label matches", false, String(e)));
   const count = await page.textContent("#count");
   check("search reports a count", /\d+ features/.test(count), count);
-  await shot("feature-list.png");
+  await shot("feature-search.png");
 
   // A feature page, opened by clicking the first result.
   const firstLabel = (await page.textContent("#feature-table .label-cell")).trim();

@@ -5,8 +5,12 @@ use std::path::Path;
 use monoscope_config::load_with_env;
 use monoscope_core::Registry;
 // The stage crates the `monoscope` binary links, so their kinds are registered here too.
+use monoscope_browser as _;
 use monoscope_capture as _;
+use monoscope_cluster as _;
 use monoscope_fetch as _;
+use monoscope_label as _;
+use monoscope_steer as _;
 use monoscope_train as _;
 
 #[test]
@@ -23,7 +27,7 @@ fn every_shipped_pipeline_is_valid() {
         }
     }
     assert!(
-        seen >= 2,
+        seen >= 5,
         "expected the shipped pipelines in {}",
         dir.display()
     );
