@@ -18,7 +18,7 @@ use monoscope_lm::{
     Device, ForwardOptions, HookName, Logits, MatmulKind, Model, ModelOptions, TokenBatch,
 };
 
-use crate::report::{Measurement, emit, median_time};
+use crate::report::{Measurement, emit};
 
 const BATCH: usize = 16;
 const SEQ: usize = 128;
@@ -87,43 +87,6 @@ fn windows(
         .collect()
 }
 
-/// GFLOP/s of `[m, k] × [k, n]` through the `gemm` crate directly (all rayon threads).
-fn gemm_gflops(m: usize, k: usize, n: usize) -> f64 {
-    let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
-    let mut c = vec![0.0f32; m * n];
-    let t = median_time(5, || {
-        // SAFETY: row-major a [m, k], b [k, n], c [m, n], with the strides given, all in
-        // bounds; c does not alias a or b.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.as_ptr(),
-                1,
-                k as isize,
-                b.as_ptr(),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-        std::hint::black_box(&c);
-    });
-    2.0 * (m * k * n) as f64 / t.as_secs_f64() / 1e9
-}
-
-/// Reading back forces any lazy computation; returns the logits when there are some.
 fn run_once(
     model: &Model,
     batch: &TokenBatch,
@@ -187,7 +150,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let biggest = (BATCH * SEQ, d, 2 * c.d_ff);
     let peak = |m: &mut Vec<f64>, g: &mut Vec<f64>| {
         m.push(crate::matmul::gflops(biggest.0, biggest.1, biggest.2));
-        g.push(gemm_gflops(biggest.0, biggest.1, biggest.2));
+        g.push(crate::matmul::gemm_gflops(biggest.0, biggest.1, biggest.2));
     };
     let (mut burn_rates, mut gemm_rates) = (Vec::new(), Vec::new());
     peak(&mut burn_rates, &mut gemm_rates);

@@ -20,6 +20,44 @@ pub fn gflops(m: usize, k: usize, n: usize) -> f64 {
     2.0 * (m * k * n) as f64 / t.as_secs_f64() / 1e9
 }
 
+/// GFLOP/s of `[m, k] × [k, n]` through the `gemm` crate directly (all rayon threads): the
+/// kernel under burn's flex matmul and the SAE trainer.
+pub fn gemm_gflops(m: usize, k: usize, n: usize) -> f64 {
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+    let mut c = vec![0.0f32; m * n];
+    let t = median_time(5, || {
+        // SAFETY: row-major a [m, k], b [k, n], c [m, n], with the strides given, all in
+        // bounds; c does not alias a or b.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        std::hint::black_box(&c);
+    });
+    2.0 * (m * k * n) as f64 / t.as_secs_f64() / 1e9
+}
+
+/// Reading back forces any lazy computation; returns the logits when there are some.
 pub fn run(_args: &[String]) -> anyhow::Result<()> {
     let shapes = [(4096, 768, 16384), (2048, 576, 1536), (4096, 512, 4096)];
     let measurements: Vec<Measurement> = shapes

@@ -26,7 +26,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     for (d_in, d_sae) in SHAPES {
         let shape = format!("{d_in}x{d_sae} batch {BATCH}");
         let flex = crate::matmul::gflops(BATCH, d_in, d_sae);
-        let gemm = gemm_gflops(BATCH, d_in, d_sae);
+        let gemm = crate::matmul::gemm_gflops(BATCH, d_in, d_sae);
         let best = flex.max(gemm);
         let bound = best * 1e9 / (2.0 * (d_in * d_sae) as f64);
         out.push(Measurement::new(
@@ -131,41 +131,4 @@ fn synthetic(len: usize, seed: u64) -> Vec<f32> {
         (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     };
     (0..len).map(|_| next() + next() + next()).collect()
-}
-
-/// GFLOP/s of `[m, k] × [k, n]` through the `gemm` crate on all rayon threads, the kernel the
-/// SAE trainer calls.
-fn gemm_gflops(m: usize, k: usize, n: usize) -> f64 {
-    let a = synthetic(m * k, 3);
-    let b = synthetic(k * n, 4);
-    let mut c = vec![0.0f32; m * n];
-    let t = median_time(5, || {
-        // SAFETY: row-major a [m, k], b [k, n], c [m, n] with the strides given, all in
-        // bounds; c does not alias a or b.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.as_ptr(),
-                1,
-                k as isize,
-                b.as_ptr(),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-        std::hint::black_box(&c);
-    });
-    2.0 * (m * k * n) as f64 / t.as_secs_f64() / 1e9
 }
