@@ -236,14 +236,8 @@ impl Stage for Capture {
     }
 
     fn run(config: CaptureConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let model_path = match ctx.has_input("model") {
-            true => ctx.recv_artifact("model")?.path,
-            false => monoscope_fetch::resolve_model(&config.model).map_err(CaptureError::from)?,
-        };
-        let corpus_path = match ctx.has_input("corpus") {
-            true => ctx.recv_artifact("corpus")?.path,
-            false => monoscope_fetch::resolve_corpus(&config.corpus).map_err(CaptureError::from)?,
-        };
+        let model_path = monoscope_fetch::stages::model_input(ctx, "model", &config.model)?;
+        let corpus_path = monoscope_fetch::stages::corpus_input(ctx, "corpus", &config.corpus)?;
         ctx.progress
             .set_message(format!("loading {}", model_path.display()));
         let options = monoscope_lm::ModelOptions::with_matmul(config.matmul.into());

@@ -8,6 +8,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::{FetchError, resolve_corpus, resolve_model};
 
+/// The path on a stage's optional `port` input, or, when that port is not connected, `spec`
+/// resolved as `fetch-model` would (a path, or a known name fetched into the cache).
+pub fn model_input(
+    ctx: &mut StageContext<'_>,
+    port: &str,
+    spec: &str,
+) -> Result<std::path::PathBuf, StageError> {
+    match ctx.has_input(port) {
+        true => Ok(ctx.recv_artifact(port)?.path),
+        false => resolve_model(spec).map_err(StageError::other),
+    }
+}
+
+/// Like [`model_input`], for a corpus.
+pub fn corpus_input(
+    ctx: &mut StageContext<'_>,
+    port: &str,
+    spec: &str,
+) -> Result<std::path::PathBuf, StageError> {
+    match ctx.has_input(port) {
+        true => Ok(ctx.recv_artifact(port)?.path),
+        false => resolve_corpus(spec).map_err(StageError::other),
+    }
+}
+
 /// Resolves a model (a path, or a known name fetched into the cache) and hands it on.
 #[derive(Debug)]
 pub struct FetchModel;

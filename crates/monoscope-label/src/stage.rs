@@ -53,10 +53,7 @@ impl Stage for AutointerpLabel {
     fn run(config: LabelConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let sae = ctx.recv_artifact("sae")?.path;
         let store = ctx.recv_artifact("store")?.path;
-        let model = match ctx.has_input("model") {
-            true => ctx.recv_artifact("model")?.path,
-            false => monoscope_fetch::resolve_model(&config.model).map_err(LabelError::from)?,
-        };
+        let model = monoscope_fetch::stages::model_input(ctx, "model", &config.model)?;
         let inputs = Inputs { sae, store, model };
         let summary = run_label(
             &config,

@@ -255,10 +255,7 @@ impl Stage for Steer {
 
     fn run(config: SteerConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let sae_dir = ctx.recv_artifact("sae")?.path;
-        let model_path = match ctx.has_input("model") {
-            true => ctx.recv_artifact("model")?.path,
-            false => monoscope_fetch::resolve_model(&config.model).map_err(SteerError::from)?,
-        };
+        let model_path = monoscope_fetch::stages::model_input(ctx, "model", &config.model)?;
         let labels_dir = match ctx.has_input("labels") {
             true => Some(ctx.recv_artifact("labels")?.path),
             false => None,
