@@ -4,6 +4,7 @@
 use monoscope_formats::ChatMessage;
 
 use crate::LabelError;
+use crate::explainer::Explanation;
 use crate::format::{Context, FeatureEvidence};
 
 /// A context as it is shown: its tokens and which of them are marked.
@@ -92,16 +93,9 @@ pub fn explain_messages(evidence: &FeatureEvidence, examples: usize) -> Vec<Chat
     ]
 }
 
-/// What a model-written explanation is made of.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParsedExplanation {
-    pub label: String,
-    pub explanation: String,
-}
-
 /// Reads `Label:` and `Explanation:` lines; without them, the first line is the label and the
 /// rest the explanation. Fails on an empty answer.
-pub fn parse_explanation(answer: &str) -> Result<ParsedExplanation, LabelError> {
+pub fn parse_explanation(answer: &str) -> Result<Explanation, LabelError> {
     let clean = |s: &str| {
         s.trim_matches(|c: char| c.is_whitespace() || matches!(c, '*' | '"' | '`' | '<' | '>'))
             .to_string()
@@ -130,9 +124,10 @@ pub fn parse_explanation(answer: &str) -> Result<ParsedExplanation, LabelError> 
     let explanation = explanation
         .filter(|e| !e.is_empty())
         .unwrap_or_else(|| rest.collect::<Vec<_>>().join(" "));
-    Ok(ParsedExplanation {
+    Ok(Explanation {
         label: truncate_chars(&label, 80),
         explanation: truncate_chars(&explanation, 400),
+        keywords: Vec::new(),
     })
 }
 

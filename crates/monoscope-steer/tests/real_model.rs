@@ -13,13 +13,7 @@ use monoscope_steer::{FeatureTable, Steerer};
 const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn model_path() -> PathBuf {
-    let cache = std::env::var_os("MONOSCOPE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            PathBuf::from(home).join(".cache/monoscope")
-        });
-    cache.join("models").join(MODEL_FILE)
+    monoscope_fetch::cache_dir().join("models").join(MODEL_FILE)
 }
 
 fn sae_dir() -> PathBuf {

@@ -221,12 +221,7 @@ impl Explainer for HttpExplainer {
             &prompt::explain_messages(evidence, examples),
             self.settings.max_tokens,
         )?;
-        let parsed = prompt::parse_explanation(&answer)?;
-        Ok(Explanation {
-            label: parsed.label,
-            explanation: parsed.explanation,
-            keywords: Vec::new(),
-        })
+        prompt::parse_explanation(&answer)
     }
 
     fn judge(

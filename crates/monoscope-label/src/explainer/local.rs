@@ -209,12 +209,7 @@ impl Explainer for LocalExplainer<'_> {
         examples: usize,
     ) -> Result<Explanation, LabelError> {
         let answer = self.generate(&prompt::explain_messages(evidence, examples))?;
-        let parsed = prompt::parse_explanation(&answer)?;
-        Ok(Explanation {
-            label: parsed.label,
-            explanation: parsed.explanation,
-            keywords: Vec::new(),
-        })
+        prompt::parse_explanation(&answer)
     }
 
     fn judge(
