@@ -49,6 +49,12 @@ async function shot(name) {
 }
 
 try {
+  // The overview names the explainer as the label stage wrote it (a plain string).
+  await open("#/");
+  const home = await page.textContent("#main");
+  const explainer = /explainer: ([^)]*)\)/.exec(home);
+  check("the overview names the explainer as text", explainer !== null && !explainer[1].startsWith('"'), home.slice(0, 300));
+
   // The feature list, searched by a label word.
   await open("#/features");
   await shot("feature-list.png");

@@ -157,7 +157,7 @@ async function renderHome() {
     el("div", { class: "cards" }, cards.map(([name, value]) =>
       el("div", { class: "card" }, el("div", { class: "value" }, String(value)), el("div", { class: "name" }, name)))),
     el("p", {}, labelled + " labelled features",
-      summary.explainer ? " (explainer: " + (summary.explainer.description || summary.explainer.kind || JSON.stringify(summary.explainer)) + ")" : "",
+      summary.explainer ? " (explainer: " + String(summary.explainer) + ")" : "",
       ". ", el("a", { href: "#/features" }, "Browse the features"),
       idx.has.map ? [" · ", el("a", { href: "#/map" }, "the map")] : "",
       idx.has.steering ? [" · ", el("a", { href: "#/steering" }, "steering")] : ""),

@@ -98,7 +98,7 @@ pub fn write_demo_run(dir: &Path, d_sae: usize) -> std::io::Result<RunFiles> {
     std::fs::write(labels.join("labels.jsonl"), label_lines)?;
     write_json(
         &labels.join("summary.json"),
-        &json!({ "features": d_sae, "labelled": d_sae - d_sae / 10 }),
+        &json!({ "features": d_sae, "labelled": d_sae - d_sae / 10, "explainer": "statistical" }),
     )?;
     std::fs::write(clusters.join("neighbours.jsonl"), neighbour_lines)?;
     let assignment: Vec<usize> = (0..d_sae).map(|i| i % 4).collect();
