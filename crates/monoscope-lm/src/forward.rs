@@ -118,6 +118,34 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Number of rows (0 before the first call fills it).
+    pub fn rows(&self) -> usize {
+        self.valid.len()
+    }
+
+    /// `n` copies of a one-row cache, so that a prefix shared by `n` sequences runs once.
+    pub fn repeat_rows(&self, n: usize) -> Result<KvCache, LmError> {
+        if self.rows() != 1 || n == 0 {
+            return Err(LmError::Batch(format!(
+                "repeat_rows({n}) needs a filled one-row cache; this one has {} rows",
+                self.rows()
+            )));
+        }
+        Ok(KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|layer| {
+                    layer.as_ref().map(|c| LayerCache {
+                        k: c.k.clone().repeat_dim(0, n),
+                        v: c.v.clone().repeat_dim(0, n),
+                    })
+                })
+                .collect(),
+            valid: vec![self.valid[0].clone(); n],
+        })
+    }
 }
 
 impl Model {

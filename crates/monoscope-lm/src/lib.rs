@@ -12,6 +12,8 @@
 //! - [`Model::generate`] with [`GenerateOptions`] and [`Sampling`]: KV-cached generation with
 //!   interventions at every prompt and generated position; [`Model::log_probs`] and
 //!   [`Model::next_token_distribution`] to measure their effect.
+//! - [`Model::generate_batch`] and [`Model::next_token_logits`]: many prompts in one batch,
+//!   their common prefix run once ([`shared_prefix_len`]); what autointerp's questions need.
 //! - [`load_with`] / [`Model::from_loaded_with`] with [`ModelOptions`]: [`MatmulKind::Int8`]
 //!   runs the linear layers and unembedding as int8 × int16 integer products on the CPU
 //!   device (about twice fp32's rate on AVX2, ~1% relative error per product); the default
@@ -24,6 +26,7 @@
 //! beat burn's generic element-wise ops.
 
 mod batch;
+mod batched;
 mod error;
 mod forward;
 mod fused;
@@ -37,6 +40,7 @@ mod sampling;
 mod weights;
 
 pub use batch::{PadSide, TokenBatch};
+pub use batched::shared_prefix_len;
 pub use error::LmError;
 pub use forward::{ForwardOptions, ForwardOutput, KvCache, Logits, to_host};
 pub use generate::{GenerateOptions, Generation};
