@@ -293,3 +293,38 @@ fn configuration_layers_apply_defaults_then_file_then_environment_then_command_l
         "--set layerstest.fail_at=9"
     );
 }
+
+#[test]
+fn a_stage_is_timed_from_when_its_inputs_arrive_and_gets_its_own_memory_peak() {
+    let dir = tempfile::tempdir().unwrap();
+    // The sink's artifact arrives after the source's 20 × 20 ms; the reader then copies one
+    // number. Its working time must not include the wait.
+    let mut p = pipeline(
+        dir.path(),
+        "[src]\nkind = \"test-source\"\ncount = 20\ndelay_ms = 20\n\
+         [sink]\nkind = \"test-sink\"\ninput = \"src\"\n\
+         [reader]\nkind = \"test-reader\"\ninput = \"sink\"\n",
+        &[],
+    );
+    let report = monoscope_exec::run(&mut p, &quiet()).unwrap();
+    let reader = report.stages.iter().find(|s| s.id == "reader").unwrap();
+    assert!(reader.waited_seconds >= 0.3, "{reader:?}");
+    assert!(reader.seconds < 0.2, "{reader:?}");
+    let source = report.stages.iter().find(|s| s.id == "src").unwrap();
+    assert!(
+        source.seconds >= 0.3 && source.waited_seconds < 0.1,
+        "{source:?}"
+    );
+    if cfg!(target_os = "linux") {
+        assert!(report.stages.iter().all(|s| s.peak_rss_bytes.is_some()));
+        let run: record::RunRecord =
+            serde_json::from_slice(&std::fs::read(dir.path().join("run/run.json")).unwrap())
+                .unwrap();
+        let whole = run.peak_rss_bytes.expect("the run's peak");
+        assert!(
+            run.stages
+                .iter()
+                .all(|s| s.peak_rss_bytes.unwrap() <= whole)
+        );
+    }
+}

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
@@ -54,6 +54,16 @@ impl<'a> StageContext<'a> {
             outputs: outputs.into_iter().map(|p| (p.name.clone(), p)).collect(),
             emitted: Vec::new(),
         }
+    }
+
+    /// When the stage had something from every input port it has read: its work starts then
+    /// (the first batch of a stream, or an upstream stage's finished artifact). `None` when
+    /// it read no input.
+    pub fn inputs_ready_at(&self) -> Option<Instant> {
+        self.inputs
+            .values()
+            .filter_map(InputPort::first_delivery)
+            .max()
     }
 
     /// Whether an (optional) input port is connected in this pipeline.
@@ -120,6 +130,8 @@ pub struct InputPort {
     name: String,
     receiver: Receiver<Message>,
     cancel: CancelToken,
+    /// When the first message (or the end of the stream) arrived.
+    first_delivery: Option<Instant>,
 }
 
 impl InputPort {
@@ -128,7 +140,13 @@ impl InputPort {
             name: name.into(),
             receiver,
             cancel,
+            first_delivery: None,
         }
+    }
+
+    /// When this port first delivered something, if it has been read.
+    pub fn first_delivery(&self) -> Option<Instant> {
+        self.first_delivery
     }
 
     pub fn name(&self) -> &str {
@@ -140,12 +158,16 @@ impl InputPort {
         loop {
             self.cancel.check()?;
             match self.receiver.recv_timeout(CANCEL_POLL) {
-                Ok(message) => return Ok(Some(message)),
+                Ok(message) => {
+                    self.first_delivery.get_or_insert_with(Instant::now);
+                    return Ok(Some(message));
+                }
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
                     // An upstream that stopped because the run was cancelled also disconnects:
                     // report the cancellation, never a clean end of a truncated stream.
                     self.cancel.check()?;
+                    self.first_delivery.get_or_insert_with(Instant::now);
                     return Ok(None);
                 }
             }

@@ -3,7 +3,7 @@ use std::io::IsTerminal;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,7 +14,11 @@ use monoscope_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::memory::{self, RssSampler};
 use crate::record::{self, CompletionMarker, RunRecord};
+
+/// Often enough to catch a stage's peak, rarely enough to cost nothing (one small file read).
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How stages show their progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +62,15 @@ pub struct StageReport {
     pub id: String,
     pub kind: String,
     pub status: StageStatus,
+    /// Working time: from the moment every input it read had delivered to its end.
     pub seconds: f64,
+    /// Time spent waiting for its inputs before that.
+    #[serde(default)]
+    pub waited_seconds: f64,
+    /// Peak resident memory of the process while the stage worked (sampled; see
+    /// [`crate::memory`]). Stages that work at the same time share their peaks.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
     pub fingerprint: String,
 }
 
@@ -120,6 +132,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
         finished_at: None,
         status: "running".into(),
         error: None,
+        peak_rss_bytes: None,
         stages: Vec::new(),
     };
     write_record(&run_dir, &record)?;
@@ -130,6 +143,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
     let reports: Mutex<Vec<StageReport>> = Mutex::new(Vec::new());
     let cancel = &options.cancel;
     let seed = pipeline.settings.seed;
+    let sampler = &RssSampler::start(RSS_SAMPLE_INTERVAL);
 
     let mut jobs = Vec::new();
     for stage in &mut pipeline.stages {
@@ -185,11 +199,13 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
                     replay(&id, &stage_dir, outputs);
                     tracing::info!(stage = %id, "skipped: outputs complete, config and inputs unchanged");
                     reports.lock().unwrap_or_else(|p| p.into_inner()).push(StageReport {
-                        id, kind, status: StageStatus::Skipped, seconds: 0.0, fingerprint,
+                        id, kind, status: StageStatus::Skipped, seconds: 0.0, waited_seconds: 0.0,
+                        peak_rss_bytes: None, fingerprint,
                     });
                     return;
                 };
                 let started = Instant::now();
+                let mut ready = started;
                 let outcome = prepare_dir(&stage_dir).and_then(|()| {
                     let mut ctx = StageContext::new(
                         &id, run_dir, stage_dir.clone(), seed, cancel.clone(),
@@ -203,11 +219,15 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
                         cancel.cancel();
                     }
                     ctx.progress.finish();
+                    ready = ctx.inputs_ready_at().unwrap_or(started);
                     let emitted = ctx.emitted().to_vec();
                     ctx.close_ports();
                     result.map(|()| emitted)
                 });
-                let seconds = started.elapsed().as_secs_f64();
+                let finished = Instant::now();
+                let seconds = finished.duration_since(ready).as_secs_f64();
+                let waited_seconds = ready.duration_since(started).as_secs_f64();
+                let peak_rss_bytes = sampler.peak_between(ready, finished);
                 let status = match outcome {
                     Ok(artifacts) if !cancel.is_cancelled() => {
                         let marker = CompletionMarker {
@@ -230,7 +250,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
                 };
                 tracing::info!(stage = %id, ?status, seconds = format!("{seconds:.2}"), "stage finished");
                 reports.lock().unwrap_or_else(|p| p.into_inner()).push(StageReport {
-                    id, kind, status, seconds, fingerprint,
+                    id, kind, status, seconds, waited_seconds, peak_rss_bytes, fingerprint,
                 });
             });
         }
@@ -246,6 +266,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
     stages.sort_by_key(|r| order.get(r.id.as_str()).copied());
     let error = first_error.into_inner().unwrap_or_else(|p| p.into_inner());
     record.finished_at = Some(record::now_rfc3339());
+    record.peak_rss_bytes = memory::process_peak_rss();
     record.stages = stages.clone();
     let result = match error {
         Some((stage, kind, source)) => Err(ExecError::Stage {

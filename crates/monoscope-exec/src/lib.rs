@@ -6,11 +6,13 @@
 //! is reported with the failing stage's id; a panic becomes an error.
 //!
 //! - [`run`] with [`RunOptions`] → [`RunReport`] or [`ExecError`].
+//! - [`memory`]: resident memory sampled over the run, for each stage's peak.
 //! - [`record`]: what a run writes besides the stages' own outputs: `resolved.toml`,
 //!   `run.json` (provenance, versions, times, per-stage timings) and each stage's completion
 //!   marker, which is what lets a rerun skip completed stages.
 
 mod executor;
+pub mod memory;
 pub mod record;
 
 pub use executor::{

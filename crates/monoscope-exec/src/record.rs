@@ -34,6 +34,9 @@ pub struct RunRecord {
     /// `running`, `succeeded`, `failed` or `cancelled`.
     pub status: String,
     pub error: Option<String>,
+    /// Peak resident memory of the whole run's process (`VmHWM`), in bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
     pub stages: Vec<crate::StageReport>,
 }
 
