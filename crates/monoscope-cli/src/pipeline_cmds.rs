@@ -107,7 +107,12 @@ pub fn run(
             for stage in &report.stages {
                 let what = match stage.status {
                     StageStatus::Skipped => "skipped (complete and unchanged)".to_string(),
-                    _ => format!("{:.1} s", stage.seconds),
+                    _ => {
+                        let peak = stage.peak_rss_bytes.map_or(String::new(), |b| {
+                            format!(", peak RSS {:.2} GiB", b as f64 / (1u64 << 30) as f64)
+                        });
+                        format!("{:.1} s{peak}", stage.seconds)
+                    }
                 };
                 eprintln!("  {:<16} {:<16} {what}", stage.id, stage.kind);
             }

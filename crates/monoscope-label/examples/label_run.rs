@@ -1,6 +1,7 @@
 //! Runs the autointerp-label stage on an existing run's train and capture outputs, without a
 //! pipeline file: `cargo run -p monoscope-label --example label_run -- runs/quickstart OUT
-//! [max_features] [explainer]`.
+//! [max_features] [explainer] [explain_batch]`. The response cache is off, so that the
+//! time is the explainer's.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,11 +13,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [run, out, rest @ ..] = args.as_slice() else {
         return Err(
-            "usage: label_run <run dir> <output dir> [max_features] [local|statistical]".into(),
+            "usage: label_run <run dir> <output dir> [max_features] [local|statistical|http] [explain_batch]".into(),
         );
     };
     let run = PathBuf::from(run);
-    let mut config = LabelConfig::default();
+    let mut config = LabelConfig {
+        cache: false,
+        ..LabelConfig::default()
+    };
     if let Some(n) = rest.first() {
         config.max_features = n.parse()?;
     }
@@ -26,6 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "http" => ExplainerKind::Http,
             _ => ExplainerKind::Local,
         };
+    }
+    if let Some(batch) = rest.get(2) {
+        config.explain_batch = batch.parse()?;
     }
     let inputs = Inputs {
         sae: run.join("train/sae"),

@@ -114,6 +114,10 @@ pub struct LabelConfig {
     /// Run the local model's linear layers with int8 weights (about twice as fast on a CPU).
     #[serde(default = "yes")]
     pub int8: bool,
+    /// Features whose labels the local explainer writes as one batch (their shared prompt
+    /// prefix runs once; generation steps serve every row).
+    #[serde(default = "default_explain_batch")]
+    pub explain_batch: usize,
     /// Answer length limit of the local explainer, in tokens.
     #[serde(default = "default_max_new_tokens")]
     pub max_new_tokens: usize,
@@ -163,6 +167,9 @@ fn default_explain_examples() -> usize {
 fn default_score_examples() -> usize {
     5
 }
+fn default_explain_batch() -> usize {
+    8
+}
 fn default_max_new_tokens() -> usize {
     40
 }
@@ -206,6 +213,7 @@ impl StageConfig for LabelConfig {
             ("histogram_bins", self.histogram_bins),
             ("explain_examples", self.explain_examples),
             ("max_new_tokens", self.max_new_tokens),
+            ("explain_batch", self.explain_batch),
             ("http.concurrency", self.http.concurrency),
             ("http.max_tokens", self.http.max_tokens),
         ] {

@@ -22,6 +22,8 @@ pub struct LabelOptions {
     pub baseline: bool,
     /// Features explained at once (worker threads; HTTP explainers).
     pub concurrency: usize,
+    /// Features whose labels a worker asks for in one call (one batch for a local model).
+    pub batch: usize,
     pub seed: u64,
 }
 
@@ -40,6 +42,16 @@ pub fn label_feature(
     options: &LabelOptions,
 ) -> Result<LabelRecord, LabelError> {
     let explanation = explainer.explain(evidence, options.explain_examples)?;
+    Ok(scored_record(explainer, evidence, explanation, options))
+}
+
+/// The record of a feature whose label is written: scores and the baseline added.
+fn scored_record(
+    explainer: &dyn Explainer,
+    evidence: &FeatureEvidence,
+    explanation: Explanation,
+    options: &LabelOptions,
+) -> LabelRecord {
     // A label already written is kept even when its scoring fails: the scores become null.
     let scored = |explanation: &Explanation| match options.score {
         true => score(
@@ -70,18 +82,18 @@ pub fn label_feature(
             }),
         false => None,
     };
-    Ok(LabelRecord {
+    LabelRecord {
         feature: evidence.feature,
         label: explanation.label,
         explanation: explanation.explanation,
         explainer: explainer.describe(),
         scores,
         baseline,
-    })
+    }
 }
 
-/// Labels `features` with up to `options.concurrency` at once; `progress` is called after
-/// each, `cancelled` checked before each.
+/// Labels `features`, `options.batch` per explainer call and up to `options.concurrency`
+/// calls at once; `progress` is called after each feature, `cancelled` checked before each.
 pub fn label_features(
     explainer: &dyn Explainer,
     features: &[&FeatureEvidence],
@@ -96,19 +108,29 @@ pub fn label_features(
             if cancelled() {
                 return;
             }
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(evidence) = features.get(i) else {
+            let batch = options.batch.max(1);
+            let start = next.fetch_add(batch, Ordering::Relaxed);
+            let Some(chunk) = features.get(start..(start + batch).min(features.len())) else {
                 return;
             };
-            let result = label_feature(explainer, evidence, options);
-            if let Err(e) = &result {
-                tracing::warn!("feature {}: {e}", evidence.feature);
+            if chunk.is_empty() {
+                return;
             }
-            progress(&result);
-            results
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((i, result));
+            let explanations = explainer.explain_batch(chunk, options.explain_examples);
+            for (k, (evidence, explanation)) in chunk.iter().zip(explanations).enumerate() {
+                if cancelled() {
+                    return;
+                }
+                let result = explanation.map(|e| scored_record(explainer, evidence, e, options));
+                if let Err(e) = &result {
+                    tracing::warn!("feature {}: {e}", evidence.feature);
+                }
+                progress(&result);
+                results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((start + k, result));
+            }
         }
     };
     std::thread::scope(|s| {

@@ -150,7 +150,8 @@ pub enum JudgeTask {
 const JUDGE_SYSTEM: &str = "Answer yes or no.";
 
 /// One yes/no question about one context. `explanation` may be left out to keep the prompt
-/// short for a small local judge.
+/// short for a small local judge. The context comes last, so that every question about one
+/// label shares all the tokens before it (a local judge runs that prefix once).
 pub fn judge_messages(
     task: JudgeTask,
     label: &str,
@@ -162,15 +163,12 @@ pub fn judge_messages(
         None => label.to_string(),
     };
     let question = match task {
-        JudgeTask::Detection => format!(
-            "Feature: {feature}\nText: {}\nDoes the feature fire on this text?",
-            shown.text()
-        ),
-        JudgeTask::Fuzzing => format!(
-            "Feature: {feature}\nText: {}\nDoes the feature fire on the tokens marked <<like this>>?",
-            shown.text()
-        ),
+        JudgeTask::Detection => "Does the feature fire on the text below?",
+        JudgeTask::Fuzzing => {
+            "Does the feature fire on the tokens marked <<like this>> in the text below?"
+        }
     };
+    let question = format!("Feature: {feature}\n{question}\nText: {}", shown.text());
     vec![
         ChatMessage::new("system", JUDGE_SYSTEM),
         ChatMessage::new("user", question),

@@ -211,13 +211,16 @@ pub fn run_label(
         )?),
         _ => None,
     };
-    let (explainer, concurrency): (Box<dyn Explainer + '_>, usize) = match config.explainer {
-        ExplainerKind::Statistical => (Box::new(StatisticalExplainer), 1),
+    // (explainer, calls at once, features per call)
+    type Chosen<'a> = (Box<dyn Explainer + 'a>, usize, usize);
+    let (explainer, concurrency, batch): Chosen<'_> = match config.explainer {
+        ExplainerKind::Statistical => (Box::new(StatisticalExplainer), 1, 1),
         ExplainerKind::Local => {
             let m = explainer_model.as_ref().unwrap_or(&model);
             (
                 Box::new(LocalExplainer::new(m, cache(), config.max_new_tokens)?),
                 1,
+                config.explain_batch,
             )
         }
         ExplainerKind::Http => {
@@ -241,6 +244,7 @@ pub fn run_label(
             (
                 Box::new(HttpExplainer::new(settings, cache())),
                 config.http.concurrency,
+                1,
             )
         }
     };
@@ -261,6 +265,7 @@ pub fn run_label(
         score_examples: config.score_examples,
         baseline: config.baseline,
         concurrency,
+        batch,
         seed,
     };
     let labelled = label_features(

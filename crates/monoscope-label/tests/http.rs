@@ -305,7 +305,10 @@ fn judge_server(fail_volcano: bool) -> Server {
         // A judge question: yes when the text holds the label's word, on the marks for fuzzing.
         let label = text.lines().next().unwrap().trim_start_matches("Feature: ");
         let word = label.split('.').next().unwrap().trim().to_string();
-        let shown = text.lines().nth(1).unwrap_or_default();
+        let shown = text
+            .lines()
+            .find(|l| l.starts_with("Text: "))
+            .unwrap_or_default();
         let yes = if text.contains("marked") {
             shown.contains(&format!("<<{word}>>"))
         } else {
@@ -326,6 +329,7 @@ fn labelling_skips_failed_features_and_keeps_labels_already_obtained() {
         score_examples: 3,
         baseline: true,
         concurrency: 3,
+        batch: 2,
         seed: 0,
     };
     let server = judge_server(true);
@@ -389,6 +393,7 @@ fn a_label_survives_failed_scoring() {
         score_examples: 2,
         baseline: false,
         concurrency: 1,
+        batch: 1,
         seed: 0,
     };
     let record = label_feature(&explainer, &feature(0, "cat"), &options).unwrap();

@@ -1,9 +1,10 @@
 //! The local explainer: an instruction-tuned model through monoscope's own runtime.
 //!
 //! Labels are generated greedily after the chat template with `Label:` already written as
-//! the start of the answer, which keeps a small model to the format. Judging does not
-//! generate: all of a feature's questions run as one left-padded batch, and each gets the
-//! margin between the best next-token logit of a `yes` token and of a `no` token.
+//! the start of the answer, which keeps a small model to the format; several features' prompts
+//! run as one batch (their shared instructions once). Judging does not generate: all the
+//! questions about one label run as one batch after the prompt prefix they share, and each
+//! gets the margin between the best next-token logit of a `yes` token and of a `no` token.
 //!
 //! A small model says `no` (or `yes`) to nearly everything, whatever the text, so the raw
 //! answer measures its bias more than the label. The scorers' sets are half firing and half
@@ -13,7 +14,7 @@
 //! scores 0.5.
 
 use monoscope_formats::ChatMessage;
-use monoscope_lm::{ForwardOptions, GenerateOptions, Logits, Model, PadSide, TokenBatch};
+use monoscope_lm::{ForwardOptions, GenerateOptions, Model};
 use serde::{Deserialize, Serialize};
 
 use super::{Explainer, Explanation, ResponseCache, Usage, UsageCounter};
@@ -108,25 +109,63 @@ impl<'m> LocalExplainer<'m> {
         ResponseCache::key(&["local", self.model.sha256(), what, &prompt, &params])
     }
 
-    fn generate(&self, messages: &[ChatMessage]) -> Result<String, LabelError> {
-        let key = self.cache_key("explain", messages);
-        if let Some(hit) = self.cache.get::<CachedText>(&key) {
-            self.usage.hit();
-            return Ok(hit.text);
+    /// Greedy answers to several conversations, one batch for those not in the cache.
+    fn generate(&self, conversations: &[Vec<ChatMessage>]) -> Vec<Result<String, LabelError>> {
+        let keys: Vec<String> = conversations
+            .iter()
+            .map(|m| self.cache_key("explain", m))
+            .collect();
+        let mut out: Vec<Option<Result<String, LabelError>>> = keys
+            .iter()
+            .map(|k| {
+                self.cache.get::<CachedText>(k).map(|hit| {
+                    self.usage.hit();
+                    Ok(hit.text)
+                })
+            })
+            .collect();
+        let missing: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
+        let mut prompts = Vec::with_capacity(missing.len());
+        let mut runnable = Vec::with_capacity(missing.len());
+        for &i in &missing {
+            match self.encode(&conversations[i], PREFILL) {
+                Ok(ids) => {
+                    prompts.push(ids);
+                    runnable.push(i);
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
         }
-        let ids = self.encode(messages, PREFILL)?;
-        let mut options = GenerateOptions::greedy(self.max_new_tokens);
-        options.stop_tokens = Some(self.stop_ids.clone());
-        let generation = self.model.generate(&ids, &options)?;
-        let tokens = match generation.stopped_on {
-            Some(_) => &generation.tokens[..generation.tokens.len() - 1],
-            None => &generation.tokens[..],
-        };
-        self.usage
-            .add(ids.len() as u64, generation.tokens.len() as u64);
-        let text = format!("{PREFILL}{}", self.model.tokenizer().decode(tokens));
-        self.cache.put(&key, &CachedText { text: text.clone() });
-        Ok(text)
+        if !prompts.is_empty() {
+            let mut options = GenerateOptions::greedy(self.max_new_tokens);
+            options.stop_tokens = Some(self.stop_ids.clone());
+            match self.model.generate_batch(&prompts, &options) {
+                Ok(generations) => {
+                    for ((&i, ids), generation) in runnable.iter().zip(&prompts).zip(generations) {
+                        let tokens = match generation.stopped_on {
+                            Some(_) => &generation.tokens[..generation.tokens.len() - 1],
+                            None => &generation.tokens[..],
+                        };
+                        self.usage
+                            .add(ids.len() as u64, generation.tokens.len() as u64);
+                        let text = format!("{PREFILL}{}", self.model.tokenizer().decode(tokens));
+                        self.cache.put(&keys[i], &CachedText { text: text.clone() });
+                        out[i] = Some(Ok(text));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for &i in &runnable {
+                        out[i] = Some(Err(LabelError::Answer(format!(
+                            "generation failed: {message}"
+                        ))));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(LabelError::Answer("no answer".into()))))
+            .collect()
     }
 
     /// The `yes` − `no` logit margin of each conversation; one batched forward pass for those
@@ -150,20 +189,16 @@ impl<'m> LocalExplainer<'m> {
                 .map(|&i| self.encode(&conversations[i], ""))
                 .collect::<Result<_, _>>()?;
             let pad = self.stop_ids.first().copied().unwrap_or(0);
-            let batch = TokenBatch::padded(&rows, PadSide::Left, pad)?;
-            let options = ForwardOptions {
-                logits: Logits::Last,
-                ..ForwardOptions::default()
-            };
-            let logits = self.model.forward(&batch, &options)?.logits_host()?;
-            let vocab = logits.len() / rows.len();
+            let logits = self
+                .model
+                .next_token_logits(&rows, pad, &ForwardOptions::default())?;
             let best = |row: &[f32], ids: &[u32]| {
                 ids.iter()
                     .map(|&id| row[id as usize])
                     .fold(f32::NEG_INFINITY, f32::max)
             };
             for (k, &i) in missing.iter().enumerate() {
-                let row = &logits[k * vocab..(k + 1) * vocab];
+                let row = &logits[k];
                 let margin = best(row, &self.yes_ids) - best(row, &self.no_ids);
                 self.cache.put(&keys[i], &CachedMargin { margin });
                 out[i] = Some(margin);
@@ -208,8 +243,24 @@ impl Explainer for LocalExplainer<'_> {
         evidence: &FeatureEvidence,
         examples: usize,
     ) -> Result<Explanation, LabelError> {
-        let answer = self.generate(&prompt::explain_messages(evidence, examples))?;
-        prompt::parse_explanation(&answer)
+        self.explain_batch(&[evidence], examples)
+            .pop()
+            .unwrap_or_else(|| Err(LabelError::Answer("no answer".into())))
+    }
+
+    fn explain_batch(
+        &self,
+        evidence: &[&FeatureEvidence],
+        examples: usize,
+    ) -> Vec<Result<Explanation, LabelError>> {
+        let conversations: Vec<Vec<ChatMessage>> = evidence
+            .iter()
+            .map(|e| prompt::explain_messages(e, examples))
+            .collect();
+        self.generate(&conversations)
+            .into_iter()
+            .map(|answer| answer.and_then(|a| prompt::parse_explanation(&a)))
+            .collect()
     }
 
     fn judge(

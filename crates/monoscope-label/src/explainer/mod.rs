@@ -2,8 +2,9 @@
 //!
 //! One trait, [`Explainer`], three implementations:
 //! - [`LocalExplainer`]: an instruction-tuned model through monoscope's own runtime (the
-//!   default model, or any model `monoscope-lm` loads); judges by comparing the next-token
-//!   logits of `yes` and `no`, all of a feature's contexts in one batched forward pass.
+//!   default model, or any model `monoscope-lm` loads); writes the labels of several features
+//!   as one batch and judges by comparing the next-token logits of `yes` and `no`, all of a
+//!   label's contexts in one batch after their shared prompt prefix.
 //! - [`HttpExplainer`]: any OpenAI-compatible chat endpoint, with timeouts, retries with
 //!   backoff and a concurrency limit (worker threads in the stage).
 //! - [`StatisticalExplainer`]: common firing tokens and the top promoted tokens; always works,
@@ -48,6 +49,16 @@ pub trait Explainer: Sync {
         evidence: &FeatureEvidence,
         examples: usize,
     ) -> Result<Explanation, LabelError>;
+
+    /// Labels for several features; a model explainer may run them as one batch. By default
+    /// they are explained one by one.
+    fn explain_batch(
+        &self,
+        evidence: &[&FeatureEvidence],
+        examples: usize,
+    ) -> Vec<Result<Explanation, LabelError>> {
+        evidence.iter().map(|e| self.explain(e, examples)).collect()
+    }
 
     /// For each shown context: does the label say the feature fires there (detection), or on
     /// the marked tokens (fuzzing)?
