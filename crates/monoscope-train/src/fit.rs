@@ -1,8 +1,9 @@
 //! The train stage's training loop: epochs over the seeded shuffled reader, `metrics.jsonl`,
-//! progress, cancellation, periodic checkpoints and resuming from one.
+//! progress, cancellation, periodic checkpoints and resuming from one. Every SAE of a sweep
+//! steps on each batch as it comes, so the data is read once for all of them.
 
-use std::io::{BufRead, Write};
-use std::path::Path;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use monoscope_core::{StageContext, StageError};
 use monoscope_sae::{SaeError, TrainConfig, Trainer};
@@ -11,11 +12,19 @@ use monoscope_store::{BatchReader, StoreError};
 use crate::checkpoints::{self, Position};
 use crate::stage::TrainStageError;
 
-/// What the loop needs besides the stage context.
+/// One SAE the loop trains: its configuration and where its checkpoint and metrics go.
+pub(crate) struct Member {
+    pub train_config: TrainConfig,
+    pub checkpoint_dir: PathBuf,
+    pub metrics_path: PathBuf,
+}
+
+/// What the loop needs besides the stage context. The first member is the main SAE: the
+/// progress bar shows its metrics.
 pub(crate) struct Fit<'a> {
     /// The shuffled reader of one epoch (a fixed seed per epoch, so replays are identical).
     pub reader: &'a dyn Fn(u64) -> Result<BatchReader, StoreError>,
-    pub train_config: TrainConfig,
+    pub members: Vec<Member>,
     pub scale: f32,
     pub epochs: u64,
     pub batch_size: usize,
@@ -23,33 +32,30 @@ pub(crate) struct Fit<'a> {
     pub fingerprint: String,
 }
 
-/// The trained trainer, and the step it resumed from (`None`: it started at step 0).
+/// The trained trainers (in member order), and the step they resumed from (`None`: they
+/// started at step 0).
 pub(crate) fn fit(
     fit: Fit<'_>,
     ctx: &mut StageContext<'_>,
-) -> Result<(Trainer, Option<u64>), StageError> {
-    let checkpoint_dir = ctx.stage_dir.join(checkpoints::DIR);
-    let (mut trainer, start) = match checkpoints::resume(&checkpoint_dir, &fit.fingerprint)? {
-        Some((trainer, position)) => (trainer, position),
-        None => {
-            let trainer =
-                Trainer::new(fit.train_config, fit.scale).map_err(TrainStageError::from)?;
-            (trainer, Position::default())
-        }
-    };
-    let resumed = (trainer.step_count() > 0).then(|| trainer.step_count());
+) -> Result<(Vec<Trainer>, Option<u64>), StageError> {
+    let (mut trainers, start) = resume_all(&fit)?;
+    let main_steps = trainers[0].step_count();
+    let resumed = (main_steps > 0).then_some(main_steps);
     if let Some(step) = resumed {
         tracing::info!(
             stage = ctx.stage_id,
             "resuming from {} at step {step}",
-            checkpoint_dir.display()
+            fit.members[0].checkpoint_dir.display()
         );
     }
-    let metrics_path = ctx.stage_dir.join("metrics.jsonl");
-    let mut metrics = std::io::BufWriter::new(open_metrics(&metrics_path, resumed)?);
-    ctx.progress.set_length(trainer.config().total_steps);
-    ctx.progress.inc(trainer.step_count());
-    let mut last_checkpoint = resumed.map(|step| (checkpoint_dir.clone(), step));
+    let mut metrics: Vec<BufWriter<std::fs::File>> = fit
+        .members
+        .iter()
+        .map(|m| open_metrics(&m.metrics_path, resumed).map(BufWriter::new))
+        .collect::<Result<_, _>>()?;
+    ctx.progress.set_length(trainers[0].config().total_steps);
+    ctx.progress.inc(main_steps);
+    let mut last_checkpoint = resumed.map(|step| (fit.members[0].checkpoint_dir.clone(), step));
     for epoch in start.epoch..fit.epochs {
         let skip = if epoch == start.epoch {
             start.batches
@@ -63,46 +69,87 @@ pub(crate) fn fit(
             }
             ctx.cancel.check()?;
             let batch = batch.map_err(TrainStageError::from)?;
-            if batch.rows < fit.batch_size || trainer.is_finished() {
+            if batch.rows < fit.batch_size || trainers[0].is_finished() {
                 continue;
             }
-            let reported = trainer.step(&batch.activations).map_err(|e| match e {
-                SaeError::NonFinite { .. } => checkpoints::diverged(e, last_checkpoint.clone()),
-                other => other.into(),
-            })?;
-            if let Some(m) = reported {
-                writeln!(metrics, "{}", m.to_json_line())
-                    .map_err(|e| StageError::io(&metrics_path, e))?;
-                ctx.progress.set_message(format!(
-                    "L0 {:.1} FVU {:.3} dead {:.3}",
-                    m.l0, m.fvu, m.dead_fraction
-                ));
+            for (m, trainer) in trainers.iter_mut().enumerate() {
+                let reported = trainer.step(&batch.activations).map_err(|e| match e {
+                    SaeError::NonFinite { .. } => checkpoints::diverged(e, last_checkpoint.clone()),
+                    other => other.into(),
+                })?;
+                let Some(line) = reported else { continue };
+                let path = &fit.members[m].metrics_path;
+                writeln!(metrics[m], "{}", line.to_json_line())
+                    .map_err(|e| StageError::io(path, e))?;
+                if m == 0 {
+                    ctx.progress.set_message(format!(
+                        "L0 {:.1} FVU {:.3} dead {:.3}",
+                        line.l0, line.fvu, line.dead_fraction
+                    ));
+                }
             }
             ctx.progress.inc(1);
-            let step = trainer.step_count();
+            let step = trainers[0].step_count();
             if fit.checkpoint_every > 0
                 && step.is_multiple_of(fit.checkpoint_every)
-                && !trainer.is_finished()
+                && !trainers[0].is_finished()
             {
-                // The metrics up to the checkpoint must be on disk before it claims the step.
-                metrics
-                    .flush()
-                    .map_err(|e| StageError::io(&metrics_path, e))?;
                 let position = Position {
                     fingerprint: fit.fingerprint.clone(),
                     epoch,
                     batches: index + 1,
                 };
-                checkpoints::save(&checkpoint_dir, &trainer, &position)
-                    .map_err(TrainStageError::from)?;
-                last_checkpoint = Some((checkpoint_dir.clone(), step));
+                for ((member, trainer), writer) in
+                    fit.members.iter().zip(&trainers).zip(&mut metrics)
+                {
+                    // The metrics up to the checkpoint must be on disk before it claims the step.
+                    writer
+                        .flush()
+                        .map_err(|e| StageError::io(&member.metrics_path, e))?;
+                    checkpoints::save(&member.checkpoint_dir, trainer, &position)
+                        .map_err(TrainStageError::from)?;
+                }
+                last_checkpoint = Some((fit.members[0].checkpoint_dir.clone(), step));
             }
         }
     }
-    metrics
-        .flush()
-        .map_err(|e| StageError::io(&metrics_path, e))?;
-    Ok((trainer, resumed))
+    for (member, writer) in fit.members.iter().zip(&mut metrics) {
+        writer
+            .flush()
+            .map_err(|e| StageError::io(&member.metrics_path, e))?;
+    }
+    Ok((trainers, resumed))
+}
+
+/// Every member's checkpoint when all of them stand at the same position; otherwise (none,
+/// or an interruption between two members' saves) fresh trainers and any checkpoint removed.
+fn resume_all(fit: &Fit<'_>) -> Result<(Vec<Trainer>, Position), StageError> {
+    let mut found = Vec::new();
+    for member in &fit.members {
+        found.push(checkpoints::resume(
+            &member.checkpoint_dir,
+            &fit.fingerprint,
+        )?);
+    }
+    let first = found[0].as_ref().map(|(_, p)| p.clone());
+    let consistent = found
+        .iter()
+        .all(|f| f.as_ref().map(|(_, p)| p) == first.as_ref());
+    if let (Some(position), true) = (first, consistent) {
+        let trainers = found.into_iter().flatten().map(|(t, _)| t).collect();
+        return Ok((trainers, position));
+    }
+    let mut trainers = Vec::new();
+    for member in &fit.members {
+        if member.checkpoint_dir.exists() {
+            std::fs::remove_dir_all(&member.checkpoint_dir)
+                .map_err(|e| StageError::io(&member.checkpoint_dir, e))?;
+        }
+        trainers.push(
+            Trainer::new(member.train_config.clone(), fit.scale).map_err(TrainStageError::from)?,
+        );
+    }
+    Ok((trainers, Position::default()))
 }
 
 /// `metrics.jsonl` for writing: new, or — when resuming at `step` — keeping the lines up to

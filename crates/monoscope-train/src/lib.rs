@@ -13,14 +13,18 @@
 //!   the last good one named when the loss diverges.
 //! - `splice_stage`: which model the stage splices into (the `model` input, else the cached
 //!   default the store was captured with), progress and cancellation.
+//! - [`sweep`]: [`SweepMember`], more SAEs trained on the same batches in the same pass
+//!   (`sweep/<name>/`, compared in `sweep.json`).
 //!
-//! Not yet: training from the capture stream, several SAEs per stage.
+//! Not yet: training from the capture stream (the stage reads an activation store).
 
 mod checkpoints;
 mod fit;
 pub mod splice;
 mod splice_stage;
 mod stage;
+pub mod sweep;
 
 pub use splice::{ModelSplice, held_out_windows};
-pub use stage::{Train, TrainStageConfig, TrainStageError};
+pub use stage::{ArchitectureName, Train, TrainStageConfig, TrainStageError};
+pub use sweep::SweepMember;

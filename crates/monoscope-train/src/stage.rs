@@ -4,10 +4,13 @@ use monoscope_core::{
     Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
     StageError, atomic, register_stage,
 };
-use monoscope_sae::{ArchConfig, Evaluator, NormEstimator, SaeMetadata, TrainConfig, save_saelens};
+use monoscope_sae::{
+    ArchConfig, Evaluator, NormEstimator, Sae, SaeMetadata, TrainConfig, save_saelens,
+};
 use monoscope_store::{SequentialOptions, ShuffleOptions, Store};
 
-use crate::fit::Fit;
+use crate::fit::{Fit, Member};
+use crate::sweep::{self, SweepMember};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +92,11 @@ pub struct TrainStageConfig {
     /// the same configuration and store continues from it; it is removed once the SAE is saved.
     #[serde(default)]
     pub checkpoint_every: u64,
+    /// More SAEs trained on the same batches, each overriding some of the settings above:
+    /// `sweep = [{ name = "k64", k = 64 }, { name = "wide", d_sae = 9216 }]`. Saved under
+    /// `sweep/<name>/`; `sweep.json` compares them with the main SAE.
+    #[serde(default)]
+    pub sweep: Vec<SweepMember>,
 }
 
 fn default_arch() -> ArchitectureName {
@@ -121,6 +129,15 @@ fn default_splice_tokens() -> usize {
 
 impl StageConfig for TrainStageConfig {
     fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = self.own_problems();
+        problems.extend(crate::sweep::validate(self, Self::own_problems));
+        problems
+    }
+}
+
+impl TrainStageConfig {
+    /// Problems of the settings themselves, sweep aside.
+    fn own_problems(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         for (key, value) in [
             ("d_sae", self.d_sae),
@@ -278,27 +295,46 @@ fn train(
     }
     let scale = estimator.scale().map_err(TrainStageError::from)?;
 
-    let mut train_config = TrainConfig::new(d_in, config.d_sae, arch_config(config)?, total_steps);
-    train_config.seed = seed;
-    train_config.metrics_every = config.metrics_every;
-    if let Some(lr) = config.lr {
-        train_config.lr = lr;
+    // The main SAE first, then the sweep's members, each with its own directories.
+    let mut runs: Vec<(Option<&SweepMember>, TrainStageConfig)> = vec![(None, config.clone())];
+    runs.extend(config.sweep.iter().map(|m| (Some(m), m.apply(config))));
+    let mut members = Vec::with_capacity(runs.len());
+    for (member, run) in &runs {
+        let mut train_config = TrainConfig::new(d_in, run.d_sae, arch_config(run)?, total_steps);
+        train_config.seed = seed;
+        train_config.metrics_every = config.metrics_every;
+        if let Some(lr) = run.lr {
+            train_config.lr = lr;
+        }
+        let dir = member_dir(ctx.stage_dir.as_path(), *member);
+        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+        members.push(Member {
+            train_config,
+            checkpoint_dir: dir.join(crate::checkpoints::DIR),
+            metrics_path: dir.join("metrics.jsonl"),
+        });
     }
-    let fingerprint = crate::checkpoints::fingerprint(config, seed, &hook, &train_config, manifest);
+    let fingerprint =
+        crate::checkpoints::fingerprint(config, seed, &hook, &members[0].train_config, manifest);
     ctx.progress.set_message(format!(
-        "{} × {} on {hook}, scale {scale:.4}",
-        d_in, config.d_sae
+        "{} × {} on {hook}, scale {scale:.4}{}",
+        d_in,
+        config.d_sae,
+        match config.sweep.len() {
+            0 => String::new(),
+            n => format!(" (+{n} in the sweep)"),
+        }
     ));
     let fit = Fit {
         reader: &reader,
-        train_config,
+        members,
         scale,
         epochs: config.epochs as u64,
         batch_size: config.batch_size,
         checkpoint_every: config.checkpoint_every,
         fingerprint,
     };
-    let (trainer, resumed_from_step) = crate::fit::fit(fit, ctx)?;
+    let (trainers, resumed_from_step) = crate::fit::fit(fit, ctx)?;
 
     let metadata = SaeMetadata {
         model_name: Some(manifest.model.name.clone()),
@@ -308,48 +344,87 @@ fn train(
         dataset_path: Some(store_path.display().to_string()),
         ..SaeMetadata::default()
     };
-    let sae = trainer.export(metadata);
+    let saes: Vec<Sae> = trainers
+        .into_iter()
+        .map(|t| t.export(metadata.clone()))
+        .collect();
 
-    // Held-out evaluation on the last shards.
-    let mut evaluator = Evaluator::new(&sae, 0.1);
+    // Held-out evaluation on the last shards: one read for every SAE.
+    let mut evaluators: Vec<Evaluator> = saes.iter().map(|sae| Evaluator::new(sae, 0.1)).collect();
     let holdout = shards - config.holdout_shards..shards;
     let mut options = SequentialOptions::new(hook.clone(), 4096);
     options.shards = Some(holdout.clone());
     for batch in store.sequential(options).map_err(TrainStageError::from)? {
         ctx.cancel.check()?;
-        evaluator
-            .add(&batch.map_err(TrainStageError::from)?.activations)
-            .map_err(TrainStageError::from)?;
-    }
-    let mut report = evaluator.finish();
-    let holdout_rows = store.shard_rows(holdout.start).start..store.row_count();
-    match crate::splice_stage::run(&store, holdout_rows, &hook, &sae, model_path, config, ctx)? {
-        Ok(splice) => report.splice = Some(splice),
-        Err(reason) => {
-            tracing::warn!(stage = ctx.stage_id, "no CE-loss splice: {reason}");
-            report.splice_skipped = Some(reason);
+        let batch = batch.map_err(TrainStageError::from)?;
+        for evaluator in &mut evaluators {
+            evaluator
+                .add(&batch.activations)
+                .map_err(TrainStageError::from)?;
         }
     }
-    let eval_path = ctx.stage_dir.join("eval.json");
-    let json = serde_json::to_vec_pretty(&report).map_err(StageError::other)?;
-    atomic::write(&eval_path, &json).map_err(|e| StageError::io(&eval_path, e))?;
-
-    let sae_dir = ctx.stage_dir.join("sae");
-    save_saelens(&sae, &sae_dir).map_err(TrainStageError::from)?;
-    // The SAE is saved: the checkpoint has served its purpose.
-    let checkpoint = ctx.stage_dir.join(crate::checkpoints::DIR);
-    if checkpoint.exists() {
-        std::fs::remove_dir_all(&checkpoint).map_err(|e| StageError::io(&checkpoint, e))?;
+    let holdout_rows = store.shard_rows(holdout.start).start..store.row_count();
+    let mut table = Vec::with_capacity(saes.len());
+    let mut main_summary = None;
+    for (((member, run), sae), evaluator) in runs.iter().zip(&saes).zip(evaluators) {
+        let mut report = evaluator.finish();
+        let splice = crate::splice_stage::run(
+            &store,
+            holdout_rows.clone(),
+            &hook,
+            sae,
+            model_path.clone(),
+            config,
+            ctx,
+        )?;
+        match splice {
+            Ok(splice) => report.splice = Some(splice),
+            Err(reason) => {
+                tracing::warn!(stage = ctx.stage_id, "no CE-loss splice: {reason}");
+                report.splice_skipped = Some(reason);
+            }
+        }
+        let dir = member_dir(ctx.stage_dir.as_path(), *member);
+        let eval_path = dir.join("eval.json");
+        let json = serde_json::to_vec_pretty(&report).map_err(StageError::other)?;
+        atomic::write(&eval_path, &json).map_err(|e| StageError::io(&eval_path, e))?;
+        let sae_dir = dir.join("sae");
+        save_saelens(sae, &sae_dir).map_err(TrainStageError::from)?;
+        // The SAE is saved: the checkpoint has served its purpose.
+        let checkpoint = dir.join(crate::checkpoints::DIR);
+        if checkpoint.exists() {
+            std::fs::remove_dir_all(&checkpoint).map_err(|e| StageError::io(&checkpoint, e))?;
+        }
+        let summary = serde_json::json!({
+            "name": member.map_or("main", |m| m.name.as_str()),
+            "architecture": run.architecture, "d_sae": run.d_sae, "k": run.k,
+            "hook_name": hook, "d_in": d_in,
+            "l0": report.l0, "fvu": report.fvu, "dead_fraction": report.dead_fraction,
+            "ce_loss_score": report.splice.as_ref().map(|s| s.ce_loss_score),
+            "resumed_from_step": resumed_from_step,
+        });
+        if member.is_none() {
+            main_summary = Some((summary.clone(), sae_dir));
+        }
+        table.push(summary);
     }
-    let summary = serde_json::json!({
-        "hook_name": hook, "d_in": d_in, "d_sae": config.d_sae,
-        "l0": report.l0, "fvu": report.fvu, "dead_fraction": report.dead_fraction,
-        "ce_loss_score": report.splice.as_ref().map(|s| s.ce_loss_score),
-        "resumed_from_step": resumed_from_step,
-    });
+    if !config.sweep.is_empty() {
+        let path = ctx.stage_dir.join(sweep::TABLE);
+        let json = serde_json::to_vec_pretty(&table).map_err(StageError::other)?;
+        atomic::write(&path, &json).map_err(|e| StageError::io(&path, e))?;
+    }
+    let (summary, sae_dir) = main_summary.expect("the main SAE is always trained");
     tracing::info!(stage = ctx.stage_id, "held-out: {summary}");
     ctx.emit_artifact(
         "sae",
         Artifact::new(ArtifactKind::SAE, sae_dir).with_metadata(summary),
     )
+}
+
+/// The stage directory for the main SAE, `sweep/<name>` for a member.
+fn member_dir(stage_dir: &Path, member: Option<&SweepMember>) -> PathBuf {
+    match member {
+        None => stage_dir.to_path_buf(),
+        Some(m) => stage_dir.join(sweep::DIR).join(&m.name),
+    }
 }

@@ -15,6 +15,13 @@ fn pipeline(dir: &Path, set: &[String]) -> monoscope_config::Pipeline {
 
 /// With `with_model`, a fetch-model stage hands the model to train for the CE-loss splice.
 fn pipeline_with(dir: &Path, set: &[String], with_model: bool) -> monoscope_config::Pipeline {
+    let path = pipeline_file(dir, with_model);
+    let overrides: Vec<_> = set.iter().map(|s| parse_override(s).unwrap()).collect();
+    load_with_env(&path, &overrides, &Registry::builtin(), false).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Writes the tiny model, the corpus and the pipeline file; returns the file.
+fn pipeline_file(dir: &Path, with_model: bool) -> std::path::PathBuf {
     let model = dir.join("tiny.gguf");
     monoscope_formats::testing::TinyLlama::default()
         .write(&model)
@@ -47,8 +54,7 @@ fn pipeline_with(dir: &Path, set: &[String], with_model: bool) -> monoscope_conf
         ),
     )
     .unwrap();
-    let overrides: Vec<_> = set.iter().map(|s| parse_override(s).unwrap()).collect();
-    load_with_env(&path, &overrides, &Registry::builtin(), false).unwrap_or_else(|e| panic!("{e}"))
+    path
 }
 
 fn quiet() -> RunOptions {
@@ -139,7 +145,24 @@ fn train_file(dir: &Path, file: &str) -> Vec<u8> {
 
 #[test]
 fn a_cancelled_run_resumes_from_its_checkpoint_to_the_same_sae() {
-    let set: Vec<String> = vec!["train.checkpoint_every=4".into(), "train.epochs=12".into()];
+    resumes_to_the_same_saes(&[], &[]);
+}
+
+#[test]
+fn a_cancelled_sweep_resumes_every_member_to_the_same_sae() {
+    resumes_to_the_same_saes(
+        &[r#"train.sweep=[{ name = "k4", k = 4 }]"#],
+        &[
+            "sweep/k4/sae/sae_weights.safetensors",
+            "sweep/k4/metrics.jsonl",
+            "sweep.json",
+        ],
+    );
+}
+
+fn resumes_to_the_same_saes(more_set: &[&str], more_files: &[&str]) {
+    let mut set: Vec<String> = vec!["train.checkpoint_every=4".into(), "train.epochs=12".into()];
+    set.extend(more_set.iter().map(|s| s.to_string()));
     let straight = tempfile::tempdir().unwrap();
     monoscope_exec::run(&mut pipeline(straight.path(), &set), &quiet()).unwrap();
 
@@ -180,9 +203,26 @@ fn a_cancelled_run_resumes_from_its_checkpoint_to_the_same_sae() {
         cfg
     };
     assert_eq!(cfg(dir.path()), cfg(straight.path()));
-    for file in ["sae/sae_weights.safetensors", "metrics.jsonl", "eval.json"] {
+    let files = ["sae/sae_weights.safetensors", "metrics.jsonl", "eval.json"];
+    for file in files.iter().chain(more_files) {
+        let (resumed, straight) = (
+            train_file(dir.path(), file),
+            train_file(straight.path(), file),
+        );
+        // sweep.json names the step the run resumed from; the rest must be identical.
+        if *file == "sweep.json" {
+            let strip = |b: &[u8]| {
+                let mut v: serde_json::Value = serde_json::from_slice(b).unwrap();
+                for row in v.as_array_mut().unwrap() {
+                    row["resumed_from_step"] = serde_json::Value::Null;
+                }
+                v
+            };
+            assert_eq!(strip(&resumed), strip(&straight));
+            continue;
+        }
         assert!(
-            train_file(dir.path(), file) == train_file(straight.path(), file),
+            resumed == straight,
             "{file} differs from the uninterrupted run's"
         );
     }
@@ -213,4 +253,69 @@ fn a_diverging_loss_stops_with_the_step_and_the_last_good_checkpoint() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no checkpoint was written"), "{err}");
+}
+
+#[test]
+fn a_sweep_trains_every_member_on_the_same_batches_without_changing_the_main_sae() {
+    let alone = tempfile::tempdir().unwrap();
+    monoscope_exec::run(&mut pipeline(alone.path(), &[]), &quiet()).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let set = vec![
+        r#"train.sweep=[{ name = "k4", k = 4 }, { name = "wide", d_sae = 256 }, { name = "relu", architecture = "relu-l1" }]"#
+            .to_string(),
+    ];
+    monoscope_exec::run(&mut pipeline(dir.path(), &set), &quiet()).unwrap();
+    // The main SAE is bit for bit the one trained alone: members share the data, not state.
+    for file in ["sae/sae_weights.safetensors", "metrics.jsonl", "eval.json"] {
+        assert!(
+            train_file(dir.path(), file) == train_file(alone.path(), file),
+            "{file} differs from the main SAE trained alone"
+        );
+    }
+    let stage = dir.path().join("run/train");
+    let eval = |name: &str| -> serde_json::Value {
+        let path = stage.join("sweep").join(name).join("eval.json");
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    };
+    assert!((eval("k4")["l0"].as_f64().unwrap() - 4.0).abs() < 1e-9);
+    let wide = monoscope_sae::load_saelens(&stage.join("sweep/wide/sae")).unwrap();
+    assert_eq!((wide.d_in, wide.d_sae), (64, 256));
+    assert!(eval("wide")["fvu"].as_f64().unwrap() < 0.5);
+    let relu = monoscope_sae::load_saelens(&stage.join("sweep/relu/sae")).unwrap();
+    assert_ne!(relu.architecture, wide.architecture);
+    assert!(stage.join("sweep/relu/metrics.jsonl").exists());
+
+    let table: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(stage.join("sweep.json")).unwrap()).unwrap();
+    let names: Vec<&str> = table.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["main", "k4", "wide", "relu"]);
+    assert_eq!(table[2]["d_sae"], 256);
+}
+
+#[test]
+fn a_bad_sweep_member_is_named_by_its_index_and_key() {
+    for (sweep, key, said) in [
+        (r#"[{ name = "a", k = 500 }]"#, "sweep[0].k", "= 500"),
+        (
+            r#"[{ name = "a" }, { name = "a", k = 2 }]"#,
+            "sweep[1].name",
+            "another member",
+        ),
+        (
+            r#"[{ name = "../x" }]"#,
+            "sweep[0].name",
+            "names a directory",
+        ),
+        (r#"[{ name = "a", kay = 2 }]"#, "sweep.0.kay", "unknown key"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = pipeline_file(dir.path(), false);
+        let set = [parse_override(&format!("train.sweep={sweep}")).unwrap()];
+        let err = load_with_env(&path, &set, &Registry::builtin(), false)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(said), "{sweep}: {err}");
+    }
 }
