@@ -1,10 +1,17 @@
-//! Feature-neighbourhood search: exact top-k by blocked products, and the approximate (HNSW)
-//! search with its recall@k against exact. First, the rate of the similarity tile through
-//! `gemm` and through a hand-written dot-product loop (why the exact search uses `gemm`).
+//! Feature-neighbourhood search: exact top-k by blocked products, and the approximate
+//! (inverted-file) search with its build and search times, recall@k against exact and peak
+//! memory. First, the rate of the similarity tile through `gemm` and through a hand-written
+//! dot-product loop (why both searches use `gemm`).
 //!
 //! `cluster [--sizes 16384,65536] [--dims 576,768] [--approx 262144] [--approx-dim 576]
-//!  [--data planted|gaussian] [--k 10] [--block 2048] [--ef-construction 100] [--ef-search 64]
-//!  [--recall-queries 1000] [--sae <dir>]`
+//!  [--data planted|gaussian] [--k 10] [--block 2048] [--nlist <4·√n>] [--nprobe 48]
+//!  [--train-per-list 32] [--train-iterations 8] [--recall-queries 1000] [--sae <dir>]`
+//!
+//! `--sizes ""` skips the exact cases, `--approx 0` the approximate one, `--sae ""` the real
+//! decoder. The approximate
+//! case's peak memory is the process's peak resident set from just before its index is built
+//! (the kernel's high-water mark is reset there), so it counts the directions themselves
+//! (`n × d × 4` bytes) plus the search's working memory and answer.
 //!
 //! Exact cases use Gaussian random dictionaries (timing does not depend on the data) and are
 //! timed once each (the large ones take minutes). The approximate case uses a planted
@@ -18,11 +25,14 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use monoscope_cluster::Directions;
-use monoscope_cluster::approximate::{HnswIndex, HnswParams, recall_at_k};
+use monoscope_cluster::approximate::{
+    DEFAULT_NPROBE, DEFAULT_TRAIN_ITERATIONS, DEFAULT_TRAIN_PER_LIST, IvfParams,
+    approximate_neighbours, recall_at_k,
+};
 use monoscope_cluster::exact::{exact_neighbours, exact_scratch_bytes};
 use monoscope_cluster::rng::{SplitMix64, planted_dictionary};
 
-use crate::report::{Measurement, emit, median_time};
+use crate::report::{Measurement, emit, median_time, peak_rss_mib};
 
 struct Args {
     sizes: Vec<usize>,
@@ -32,8 +42,7 @@ struct Args {
     planted: bool,
     k: usize,
     block: usize,
-    ef_construction: usize,
-    ef_search: usize,
+    ivf: IvfParams,
     recall_queries: usize,
     sae: Option<PathBuf>,
 }
@@ -60,8 +69,13 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
         planted: true,
         k: 10,
         block: 2048,
-        ef_construction: 100,
-        ef_search: 64,
+        ivf: IvfParams {
+            nlist: None,
+            nprobe: DEFAULT_NPROBE,
+            train_per_list: DEFAULT_TRAIN_PER_LIST,
+            train_iterations: DEFAULT_TRAIN_ITERATIONS,
+            seed: 0,
+        },
         recall_queries: 1000,
         sae: quickstart.exists().then_some(quickstart),
     };
@@ -82,13 +96,16 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
             }
             "--k" => parsed.k = value()?.parse()?,
             "--block" => parsed.block = value()?.parse()?,
-            "--ef-construction" => parsed.ef_construction = value()?.parse()?,
-            "--ef-search" => parsed.ef_search = value()?.parse()?,
+            "--nlist" => parsed.ivf.nlist = Some(value()?.parse()?),
+            "--nprobe" => parsed.ivf.nprobe = value()?.parse()?,
+            "--train-per-list" => parsed.ivf.train_per_list = value()?.parse()?,
+            "--train-iterations" => parsed.ivf.train_iterations = value()?.parse()?,
             "--recall-queries" => parsed.recall_queries = value()?.parse()?,
-            "--sae" => parsed.sae = Some(value()?.into()),
+            "--sae" => parsed.sae = Some(value()?).filter(|v| !v.is_empty()).map(PathBuf::from),
             other => bail!(
                 "unknown argument `{other}` (known: --sizes, --dims, --approx, --approx-dim, \
-                 --data, --k, --block, --ef-construction, --ef-search, --recall-queries, --sae)"
+                 --data, --k, --block, --nlist, --nprobe, --train-per-list, --train-iterations, \
+                 --recall-queries, --sae)"
             ),
         }
     }
@@ -108,7 +125,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         exact_scratch_bytes(args.block) >> 20,
         args.block
     );
-    let mut measurements = kernels(args.block, args.dims[0]);
+    let mut measurements = kernels(args.block, args.dims.first().copied().unwrap_or(576));
     for &dim in &args.dims {
         for &n in &args.sizes {
             let d = Directions::from_rows(&gaussian(n, dim, 1), dim, "gaussian")?;
@@ -141,7 +158,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         };
         let d = Directions::from_rows(&rows, dim, data)?;
         drop(rows);
-        let case = format!("hnsw top-{} {} x d{dim} {data}", args.k, d.len());
+        let case = format!("ivf top-{} {} x d{dim} {data}", args.k, d.len());
         approximate(&args, &d, &case, &mut measurements)?;
     }
     if let Some(dir) = &args.sae {
@@ -159,7 +176,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
         measurements.push(Measurement::new("cluster", &case, "seconds", seconds, "s"));
         let case = format!(
-            "hnsw top-{} {} ({}x d{})",
+            "ivf top-{} {} ({}x d{})",
             args.k,
             dir.display(),
             d.len(),
@@ -251,24 +268,39 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             .sum::<f32>()
 }
 
+/// Resets the kernel's record of this process's peak resident set (Linux `clear_refs` 5), so
+/// that the next reading covers what follows only. Returns whether it worked.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 fn approximate(
     args: &Args,
     d: &Directions,
     case: &str,
     measurements: &mut Vec<Measurement>,
 ) -> anyhow::Result<()> {
-    let params = HnswParams {
-        ef_construction: args.ef_construction,
-        ef_search: args.ef_search,
-        seed: 0,
-    };
+    let reset = reset_peak_rss();
     let started = Instant::now();
-    let index = HnswIndex::build(d, params);
-    let build = started.elapsed().as_secs_f64();
-    eprintln!("{case}: built in {build:.1} s");
+    let (lists, report) =
+        approximate_neighbours(d, d, args.k, true, &args.ivf, args.block, &|_| Ok(()))?;
+    let total = started.elapsed().as_secs_f64();
+    let peak = peak_rss_mib();
+    eprintln!(
+        "{case}: built in {:.1} s, searched in {:.1} s (nlist {}, nprobe {}, largest list {})",
+        report.build_seconds,
+        report.search_seconds,
+        report.nlist,
+        report.nprobe,
+        report.largest_list
+    );
+    anyhow::ensure!(
+        lists
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.len() == args.k || !d.is_alive(i))
+    );
     let started = Instant::now();
-    let lists = index.search_all(d, args.k, true, &|_| Ok(()))?;
-    let search = started.elapsed().as_secs_f64();
     let (recall, used) = recall_at_k(
         d,
         d,
@@ -280,25 +312,29 @@ fn approximate(
         7,
     )?;
     eprintln!(
-        "{case}: searched in {search:.1} s, recall@{} {recall:.4}",
-        args.k
+        "{case}: recall@{} {recall:.4} on {used} queries (checked in {:.1} s)",
+        args.k,
+        started.elapsed().as_secs_f64()
     );
-    let case = format!("{case} efc{} ef{}", args.ef_construction, args.ef_search);
-    measurements
-        .push(Measurement::new("cluster", &case, "build_seconds", build, "s").with_peak_rss());
-    measurements.push(Measurement::new(
-        "cluster",
-        &case,
-        "search_seconds",
-        search,
-        "s",
-    ));
-    measurements.push(Measurement::new(
-        "cluster",
-        &case,
+    let case = format!("{case} nlist{} nprobe{}", report.nlist, report.nprobe);
+    let m = |metric: &str, value: f64, unit: &str| {
+        Measurement::new("cluster", &case, metric, value, unit)
+    };
+    measurements.push(m("build_seconds", report.build_seconds, "s"));
+    measurements.push(m("search_seconds", report.search_seconds, "s"));
+    measurements.push(m("total_seconds", total, "s").with_peak_rss());
+    measurements.push(m(
         "recall_at_k",
         recall,
         &format!("fraction ({used} queries)"),
+    ));
+    if let (true, Some(peak)) = (reset, peak) {
+        measurements.push(m("peak_rss", peak, "MiB (directions + search)"));
+    }
+    measurements.push(m(
+        "scratch_bound",
+        report.scratch_bytes as f64 / (1 << 20) as f64,
+        "MiB",
     ));
     Ok(())
 }

@@ -27,7 +27,7 @@ const BENCHES: &[Bench] = &[
     ),
     (
         "cluster",
-        "exact top-10 decoder neighbours (16k, 64k features; d 576, 768) and HNSW recall@10 on 262k",
+        "exact top-10 decoder neighbours (16k, 64k features; d 576, 768); IVF time, memory, recall@10 on 262k",
         cluster::run,
     ),
     (

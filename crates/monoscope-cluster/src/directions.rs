@@ -107,21 +107,6 @@ impl Directions {
     }
 }
 
-/// Dot product with eight independent accumulators, so the compiler can vectorise it.
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (a_chunks, a_tail) = a.split_at(a.len() / 8 * 8);
-    let (b_chunks, b_tail) = b.split_at(a_chunks.len());
-    for (x, y) in a_chunks.chunks_exact(8).zip(b_chunks.chunks_exact(8)) {
-        for j in 0..8 {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,13 +125,5 @@ mod tests {
     fn nan_is_refused_with_the_row_named() {
         let err = Directions::from_rows(&[1.0, f32::NAN], 2, "sae dir").unwrap_err();
         assert!(err.to_string().contains("sae dir: decoder row 0"), "{err}");
-    }
-
-    #[test]
-    fn dot_matches_a_plain_sum() {
-        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
-        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.1).collect();
-        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - plain).abs() < 1e-4);
     }
 }

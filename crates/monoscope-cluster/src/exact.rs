@@ -70,6 +70,7 @@ pub fn exact_neighbours(
                 &queries.as_slice()[q_start * dim..q_end * dim],
                 &keys.as_slice()[k_start * dim..k_end * dim],
                 dim,
+                all_threads(),
             );
             let alive = &keys.alive_mask()[k_start..k_end];
             tile.par_chunks(width)
@@ -91,14 +92,24 @@ pub fn exact_neighbours(
     Ok(lists)
 }
 
-/// `tile[r, c] = queries[r] · keys[c]`, both row-major with rows of width `dim`.
-fn similarities(tile: &mut [f32], queries: &[f32], keys: &[f32], dim: usize) {
-    let (m, n) = (queries.len() / dim, keys.len() / dim);
-    debug_assert_eq!(tile.len(), m * n);
-    let parallelism = match rayon::current_num_threads() {
+/// One `gemm` call spread over every rayon thread (the exact search's tiles are large).
+pub(crate) fn all_threads() -> Parallelism {
+    match rayon::current_num_threads() {
         0 | 1 => Parallelism::None,
         threads => Parallelism::Rayon(threads),
-    };
+    }
+}
+
+/// `tile[r, c] = queries[r] · keys[c]`, both row-major with rows of width `dim`.
+pub(crate) fn similarities(
+    tile: &mut [f32],
+    queries: &[f32],
+    keys: &[f32],
+    dim: usize,
+    parallelism: Parallelism,
+) {
+    let (m, n) = (queries.len() / dim, keys.len() / dim);
+    debug_assert_eq!(tile.len(), m * n);
     // SAFETY: `tile` has exactly m·n elements and is written with column stride 1 and row
     // stride n; `queries` is read as [m, dim] (column stride 1, row stride dim) and `keys` as
     // its transpose [dim, n] (column stride dim, row stride 1), all inside their slices; the

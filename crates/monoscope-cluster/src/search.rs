@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::approximate::{HnswIndex, HnswParams, recall_at_k};
+use crate::approximate::{IvfParams, IvfReport, approximate_neighbours, recall_at_k};
 use crate::directions::Directions;
 use crate::error::ClusterError;
 use crate::exact::{Neighbour, exact_neighbours};
@@ -18,7 +18,8 @@ pub enum SearchMethod {
     Auto,
     /// Blocked matrix products: exact, time quadratic in the number of features.
     Exact,
-    /// HNSW graph search, with recall@k measured on a sample.
+    /// Inverted-file search (k-means cells, a few probed per query), with recall@k measured
+    /// on a sample.
     Approximate,
 }
 
@@ -28,7 +29,7 @@ pub struct SearchOptions {
     pub method: SearchMethod,
     pub exact_max: usize,
     pub block: usize,
-    pub hnsw: HnswParams,
+    pub ivf: IvfParams,
     /// Queries on which the approximate answer is checked against the exact one (0: none).
     pub recall_queries: usize,
 }
@@ -40,7 +41,8 @@ pub struct SearchReport {
     pub method: &'static str,
     pub k: usize,
     pub seconds: f64,
-    /// Exact search: bytes of its similarity tile, the bound on its working memory.
+    /// Bound on working memory beyond the inputs and the answer: the exact search's similarity
+    /// tile, or [`crate::approximate::approximate_scratch_bytes`] for the approximate search.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scratch_bytes: Option<usize>,
     /// Approximate search: recall@k against the exact search, and on how many queries.
@@ -48,6 +50,9 @@ pub struct SearchReport {
     pub recall: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recall_queries: Option<usize>,
+    /// Approximate search: its cells, probes, and build and search times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<IvfReport>,
 }
 
 /// The `k` nearest keys of every query; `on_progress` receives the queries done so far and may
@@ -77,11 +82,19 @@ pub fn find_neighbours(
             scratch_bytes: Some(crate::exact::exact_scratch_bytes(options.block)),
             recall: None,
             recall_queries: None,
+            index: None,
         };
         return Ok((lists, report));
     }
-    let index = HnswIndex::build(keys, options.hnsw);
-    let lists = index.search_all(queries, k, same_set, on_progress)?;
+    let (lists, index) = approximate_neighbours(
+        queries,
+        keys,
+        k,
+        same_set,
+        &options.ivf,
+        options.block,
+        on_progress,
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     let (recall, used) = if options.recall_queries > 0 {
         let (r, n) = recall_at_k(
@@ -92,7 +105,7 @@ pub fn find_neighbours(
             same_set,
             options.recall_queries,
             options.block,
-            options.hnsw.seed,
+            options.ivf.seed,
         )?;
         (Some(r), Some(n))
     } else {
@@ -102,9 +115,10 @@ pub fn find_neighbours(
         method: "approximate",
         k,
         seconds,
-        scratch_bytes: None,
+        scratch_bytes: Some(index.scratch_bytes),
         recall,
         recall_queries: used,
+        index: Some(index),
     };
     Ok((lists, report))
 }

@@ -9,7 +9,7 @@ use monoscope_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::approximate::HnswParams;
+use crate::approximate::{DEFAULT_NPROBE, IvfParams};
 use crate::directions::Directions;
 use crate::error::ClusterError;
 use crate::labels::{read_labels, top_words};
@@ -37,7 +37,7 @@ pub struct ClusterStageConfig {
     /// Neighbours per feature written to `neighbours.jsonl` (and `cross_neighbours.jsonl`).
     #[serde(default = "default_k")]
     pub k: usize,
-    /// `exact`, `approximate` (HNSW), or `auto`: exact up to `exact_max` features.
+    /// `exact`, `approximate` (inverted file), or `auto`: exact up to `exact_max` features.
     #[serde(default = "default_method")]
     pub method: SearchMethod,
     /// Largest dictionary searched exactly under `method = "auto"`.
@@ -46,12 +46,13 @@ pub struct ClusterStageConfig {
     /// Rows per block of the exact search; its scratch memory is `block² × 4` bytes.
     #[serde(default = "default_block")]
     pub block: usize,
-    /// HNSW build candidate list (approximate search).
-    #[serde(default = "default_ef_construction")]
-    pub ef_construction: usize,
-    /// HNSW search candidate list (approximate search); more than `k` and `graph_k`.
-    #[serde(default = "default_ef_search")]
-    pub ef_search: usize,
+    /// Cells of the approximate search's partition (default: 4·√features).
+    #[serde(default)]
+    pub nlist: Option<usize>,
+    /// Cells the approximate search scans per feature: more gives better recall, and the
+    /// scan's time grows in proportion.
+    #[serde(default = "default_nprobe")]
+    pub nprobe: usize,
     /// Queries on which the approximate search's recall@k is measured against exact (0: none).
     #[serde(default = "default_recall_queries")]
     pub recall_queries: usize,
@@ -87,19 +88,17 @@ fn default_k() -> usize {
 fn default_method() -> SearchMethod {
     SearchMethod::Auto
 }
-/// Measured on a 2-core machine: exact top-10 of 65,536 × 576 took 102 s, the HNSW index
-/// build and search 408 s; the quadratic exact search stays the faster one well past that.
+/// Measured on a loaded 2-core machine (BENCHMARKS.md): exact top-10 of 65,536 × 576 took
+/// 102 s and grows with the square of the size (~27 min at 262,144), where the approximate
+/// search of 262,144 took 115 s at recall@10 0.98. Up to 65,536, exactness is worth the wait.
 fn default_exact_max() -> usize {
-    262_144
+    65_536
 }
 fn default_block() -> usize {
     2048
 }
-fn default_ef_construction() -> usize {
-    100
-}
-fn default_ef_search() -> usize {
-    64
+fn default_nprobe() -> usize {
+    DEFAULT_NPROBE
 }
 fn default_recall_queries() -> usize {
     1000
@@ -130,20 +129,17 @@ impl StageConfig for ClusterStageConfig {
             ("k", self.k),
             ("graph_k", self.graph_k),
             ("block", self.block),
-            ("ef_construction", self.ef_construction),
+            ("nprobe", self.nprobe),
+            ("nlist", self.nlist.unwrap_or(1)),
         ] {
             if value == 0 {
                 problems.push((key.to_string(), "= 0: expected at least 1".to_string()));
             }
         }
-        let needed = self.k.max(self.graph_k) + 1;
-        if self.ef_search < needed {
+        if let Some(nlist) = self.nlist.filter(|&l| l > 0 && self.nprobe > l) {
             problems.push((
-                "ef_search".into(),
-                format!(
-                    "= {}: expected at least max(k, graph_k) + 1 = {needed}",
-                    self.ef_search
-                ),
+                "nprobe".into(),
+                format!("= {}: expected at most nlist = {nlist}", self.nprobe),
             ));
         }
         if !(self.resolution.is_finite() && self.resolution > 0.0) {
@@ -247,10 +243,9 @@ pub fn cluster(
         method: config.method,
         exact_max: config.exact_max,
         block: config.block,
-        hnsw: HnswParams {
-            ef_construction: config.ef_construction,
-            ef_search: config.ef_search,
-            seed,
+        ivf: IvfParams {
+            nlist: config.nlist,
+            ..IvfParams::new(config.nprobe, seed)
         },
         recall_queries: config.recall_queries,
     };

@@ -251,7 +251,7 @@ fn dead_features_have_no_neighbours_and_clusters_of_their_own() {
     let dir = run_stage(
         tmp.path(),
         &[("sae", ArtifactKind::SAE, &sae)],
-        config(serde_json::json!({ "k": 5, "graph_k": 5, "ef_search": 6 })),
+        config(serde_json::json!({ "k": 5, "graph_k": 5 })),
     );
     let neighbours = neighbour_lines(&dir, "neighbours.jsonl");
     assert!(neighbours[3].neighbours.is_empty() && neighbours[17].neighbours.is_empty());
@@ -273,10 +273,23 @@ fn dead_features_have_no_neighbours_and_clusters_of_their_own() {
 
 #[test]
 fn bad_parameters_and_inputs_are_reported_by_name() {
-    let bad = config(serde_json::json!({ "k": 0, "ef_search": 8, "resolution": -1.0 }));
+    let bad = config(serde_json::json!({ "k": 0, "nprobe": 0, "resolution": -1.0 }));
     let problems = bad.validate();
     let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, ["k", "ef_search", "resolution"], "{problems:?}");
+    assert_eq!(keys, ["k", "nprobe", "resolution"], "{problems:?}");
+    let too_many = config(serde_json::json!({ "nlist": 8, "nprobe": 9 })).validate();
+    assert_eq!(
+        too_many,
+        [(
+            "nprobe".to_string(),
+            "= 9: expected at most nlist = 8".to_string()
+        )]
+    );
+    let no_cells = config(serde_json::json!({ "nlist": 0 })).validate();
+    assert_eq!(
+        no_cells,
+        [("nlist".to_string(), "= 0: expected at least 1".to_string())]
+    );
     let typo = serde_json::from_value::<ClusterStageConfig>(serde_json::json!({ "kk": 3 }));
     assert!(typo.unwrap_err().to_string().contains("kk"));
 
