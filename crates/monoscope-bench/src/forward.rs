@@ -92,9 +92,10 @@ fn run_once(
     batch: &TokenBatch,
     options: &ForwardOptions,
 ) -> anyhow::Result<Option<Vec<f32>>> {
-    let out = model.forward(batch, options)?;
-    Ok(match out.logits {
-        Some(_) => Some(out.logits_host()?),
+    let mut out = model.forward(batch, options)?;
+    Ok(match out.logits.take() {
+        // Taken, not cloned: the only handle lets the 400 MB buffer come back without a copy.
+        Some(logits) => Some(monoscope_lm::to_host(logits, "logits")?),
         None => {
             for hook in &options.record {
                 drop(out.activation_host(hook)?);

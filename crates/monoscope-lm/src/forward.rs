@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::module::embedding;
 use monoscope_formats::Architecture;
 
-use crate::layers::{self, AttnShape, LayerCache, Rope};
+use crate::layers::{self, AttnShape, KeyMask, LayerCache, Rope};
 use crate::{HookContext, HookName, Interventions, LmError, Model, TokenBatch};
 
 /// Which logits a forward pass computes.
@@ -210,6 +210,17 @@ impl Model {
             }
         }
         let mask = self.padding_mask(&past, &new_valid, t);
+        // The same flags per key column for the host attention kernel.
+        let keys_valid: Option<Vec<Vec<bool>>> = mask.as_ref().map(|_| {
+            past.iter()
+                .zip(&new_valid)
+                .map(|(p, n)| p.iter().chain(n).copied().collect())
+                .collect()
+        });
+        let key_mask = KeyMask {
+            tensor: mask.as_ref(),
+            valid: keys_valid.as_deref(),
+        };
 
         let ids: Vec<i32> = batch.ids().iter().map(|&id| id as i32).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
@@ -264,7 +275,7 @@ impl Model {
             }
             let h = layers::norm(x.clone(), &w.attn_norm, kind, c.norm_eps);
             let slot = cache.as_deref_mut().map(|k| &mut k.layers[l]);
-            let attn = layers::attention_block(h, w, shape, rope.as_ref(), mask.as_ref(), slot);
+            let attn = layers::attention_block(h, w, shape, rope.as_ref(), key_mask, slot);
             let attn = hooks.at(HookName::attn_out(l), attn)?;
             x = x + attn;
             let h = layers::norm(x.clone(), &w.mlp_norm, kind, c.norm_eps);

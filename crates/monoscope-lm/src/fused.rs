@@ -1,23 +1,68 @@
 //! Host kernels for the CPU (`flex`) device where burn's generic element-wise ops are the
 //! bottleneck. burn's `silu` runs libm `exp` on one thread in several passes; SwiGLU's
 //! `silu(gate) * up` over `[rows, d_ff]` cost as much as a third of the MLP's matmuls. Here it
-//! is one parallel pass with a polynomial `exp`. Other devices keep burn's ops (a host round
-//! trip would be a device transfer there).
+//! is one parallel pass with a polynomial `exp`. RMSNorm is likewise one pass instead of
+//! seven (square, mean, add, sqrt, reciprocal, two products). Other devices keep burn's ops
+//! (a host round trip would be a device transfer there). The attention kernel is its own
+//! module, `crate::attention`.
 
 use burn::prelude::*;
 use rayon::prelude::*;
 
-/// `silu(hidden[:, ..ff]) * hidden[:, ff..]` for `hidden[rows, 2 ff]`, or `None` when the
-/// tensor is not plain f32 on the CPU device (the caller then uses burn's ops).
-pub(crate) fn swiglu(hidden: &Tensor<2>) -> Option<Tensor<2>> {
+/// Whether `t` lives on the CPU device, whose tensors the host kernels may read directly.
+pub(crate) fn on_host<const D: usize>(t: &Tensor<D>) -> bool {
+    t.device() == Device::flex()
+}
+
+/// A float tensor's values on the host as f32. Taking the tensor by value lets burn hand over
+/// its buffer without a copy when nothing else holds it.
+pub(crate) fn host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data after convert")
+}
+
+/// `x / sqrt(mean(x²) + eps) * weight` over the last axis of `x[batch, seq, d]`. The caller
+/// has checked [`on_host`].
+pub(crate) fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f64) -> Tensor<3> {
+    let device = x.device();
+    let dims = x.dims();
+    let d = dims[2];
+    let src = host_vec(x);
+    let w = host_vec(weight.clone());
+    let mut out = vec![0.0f32; src.len()];
+    let rows_per_task = (16384 / d.max(1)).max(1);
+    out.par_chunks_mut(rows_per_task * d)
+        .zip(src.par_chunks(rows_per_task * d))
+        .for_each(|(dst, src)| {
+            for (dst, x) in dst.chunks_mut(d).zip(src.chunks(d)) {
+                // Eight lanes so that the sum of squares vectorises.
+                let mut acc = [0.0f32; 8];
+                let chunks = x.chunks_exact(8);
+                let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+                for c in chunks {
+                    for l in 0..8 {
+                        acc[l] += c[l] * c[l];
+                    }
+                }
+                let mean = (acc.iter().sum::<f32>() + tail) / d as f32;
+                let inv = 1.0 / (mean + eps as f32).sqrt();
+                for ((o, &v), &g) in dst.iter_mut().zip(x).zip(&w) {
+                    *o = v * inv * g;
+                }
+            }
+        });
+    Tensor::from_data(TensorData::new(out, dims), &device)
+}
+
+/// `silu(hidden[:, ..ff]) * hidden[:, ff..]` for `hidden[rows, 2 ff]`. The caller has checked
+/// [`on_host`].
+pub(crate) fn swiglu(hidden: Tensor<2>) -> Tensor<2> {
     let device = hidden.device();
-    if device != Device::flex() {
-        return None;
-    }
     let [rows, two_ff] = hidden.dims();
     let ff = two_ff / 2;
-    let data = hidden.clone().into_data();
-    let src: &[f32] = data.as_slice().ok()?;
+    let src = host_vec(hidden);
     let mut out = vec![0.0f32; rows * ff];
     // Rows in chunks big enough to amortise rayon's scheduling.
     let rows_per_task = (16384 / ff.max(1)).max(1);
@@ -33,14 +78,14 @@ pub(crate) fn swiglu(hidden: &Tensor<2>) -> Option<Tensor<2>> {
                 }
             }
         });
-    Some(Tensor::from_data(TensorData::new(out, [rows, ff]), &device))
+    Tensor::from_data(TensorData::new(out, [rows, ff]), &device)
 }
 
 /// `e^x` to about 2 ulp for finite inputs (saturating outside ±87): `x = n ln2 + r` with
 /// |r| ≤ ln2/2, a degree-6 Taylor polynomial for `e^r`, and `2^n` put into the exponent bits.
 /// Branch-free so that the loop above vectorises.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.0, 87.0);
@@ -77,7 +122,7 @@ mod tests {
         let device = Device::flex();
         let values: Vec<f32> = (0..3 * 8).map(|i| (i as f32 - 11.0) * 0.7).collect();
         let hidden = Tensor::<2>::from_data(TensorData::new(values, [3, 8]), &device);
-        let fused = swiglu(&hidden).expect("flex device");
+        let fused = swiglu(hidden.clone());
         let gate = hidden.clone().narrow(1, 0, 4);
         let reference = burn::tensor::activation::silu(gate) * hidden.narrow(1, 4, 4);
         let a = crate::to_host(fused, "fused").unwrap();

@@ -1,5 +1,8 @@
 //! The numeric building blocks of a block: norms, rotary embeddings, attention and MLPs, each a
-//! handful of whole-tensor burn operations over `[batch * seq, features]` matmuls.
+//! handful of whole-tensor burn operations over `[batch * seq, features]` matmuls. These are the
+//! reference arithmetic and every non-CPU device's path; on the CPU (`flex`) device RMSNorm,
+//! SwiGLU and the attention core (RoPE included) dispatch to the host kernels of
+//! `crate::fused` and `crate::attention`.
 
 use burn::prelude::*;
 use burn::tensor::activation::{gelu_approximate, silu};
@@ -40,6 +43,9 @@ pub(crate) fn scale(x: Tensor<3>, w: &NormWeights) -> Tensor<3> {
 }
 
 pub(crate) fn norm(x: Tensor<3>, w: &NormWeights, kind: NormKind, eps: f64) -> Tensor<3> {
+    if kind == NormKind::Rms && w.bias.is_none() && crate::fused::on_host(&x) {
+        return crate::fused::rms_norm(x, &w.weight, eps);
+    }
     scale(normalize(x, kind, eps), w)
 }
 
@@ -49,6 +55,9 @@ pub(crate) fn norm(x: Tensor<3>, w: &NormWeights, kind: NormKind, eps: f64) -> T
 pub(crate) struct Rope {
     cos: Tensor<4>,
     sin: Tensor<4>,
+    /// The same tables on the host, `[batch * seq, head_dim/2]`, for the fused kernel.
+    cos_host: Vec<f32>,
+    sin_host: Vec<f32>,
 }
 
 impl Rope {
@@ -76,9 +85,16 @@ impl Rope {
         }
         let shape = [batch, seq, 1, half];
         Self {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            cos: Tensor::from_data(TensorData::new(cos.clone(), shape), device),
+            sin: Tensor::from_data(TensorData::new(sin.clone(), shape), device),
+            cos_host: cos,
+            sin_host: sin,
         }
+    }
+
+    /// cos and sin, `[batch * seq, head_dim/2]` row-major.
+    pub fn host(&self) -> (&[f32], &[f32]) {
+        (&self.cos_host, &self.sin_host)
     }
 
     /// Rotates pairs (i, i + head_dim/2) of `x[batch, seq, heads, head_dim]`.
@@ -108,21 +124,49 @@ pub(crate) struct LayerCache {
     pub v: Tensor<4>,
 }
 
+/// Which keys attention may use besides causality: both forms of the same padding flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyMask<'a> {
+    /// `[batch, 1, seq, past + seq]`, `true` where a key is padding (generic path).
+    pub tensor: Option<&'a Tensor<4, Bool>>,
+    /// Per row, `past + seq` flags, `true` where a key is a real token (host kernel).
+    pub valid: Option<&'a [Vec<bool>]>,
+}
+
 /// Causal (grouped-query) self-attention of `x[batch, seq, d_model]` (already normalised), with
-/// the output projection. `mask[batch, 1, seq, past + seq]` is `true` where a key must be ignored
-/// (padding); causality is applied by the kernel, aligned to the end of the keys so that cached
-/// positions come first. Returns `hook_attn_out`.
+/// the output projection. `mask` says which keys are padding; causality is applied by the
+/// kernel, aligned to the end of the keys so that cached positions come first. Returns
+/// `hook_attn_out`. On the CPU device the fused host kernel of `crate::attention` runs.
 pub(crate) fn attention_block(
     x: Tensor<3>,
     w: &BlockWeights,
     s: AttnShape,
     rope: Option<&Rope>,
-    mask: Option<&Tensor<4, Bool>>,
+    mask: KeyMask,
     cache: Option<&mut Option<LayerCache>>,
 ) -> Tensor<3> {
     let [b, t, d] = x.dims();
-    let (h, kv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
     let qkv = w.qkv.forward(x.reshape([b * t, d]));
+    let o = if crate::fused::on_host(&qkv) {
+        crate::attention::fused(qkv, b, t, s, rope, mask.valid, cache)
+    } else {
+        attention_generic(qkv, b, t, s, rope, mask.tensor, cache)
+    };
+    w.o.forward(o).reshape([b, t, d])
+}
+
+/// The reference attention in whole-tensor burn ops, any device: `qkv[batch * seq, (heads +
+/// 2 kv_heads) head_dim]` to `[batch * seq, heads head_dim]`, extending `cache`.
+pub(crate) fn attention_generic(
+    qkv: Tensor<2>,
+    b: usize,
+    t: usize,
+    s: AttnShape,
+    rope: Option<&Rope>,
+    mask: Option<&Tensor<4, Bool>>,
+    cache: Option<&mut Option<LayerCache>>,
+) -> Tensor<2> {
+    let (h, kv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
     let qkv = qkv.reshape([b, t, h + 2 * kv, hd]);
     let v = qkv.clone().narrow(2, h + kv, kv);
     // Q and K share one rotation call: they are adjacent in the fused projection.
@@ -149,8 +193,7 @@ pub(crate) fn attention_block(
         is_causal: true,
     };
     let o = attention(q, k, v, mask.cloned(), None, options);
-    let o = o.swap_dims(1, 2).reshape([b * t, h * hd]);
-    w.o.forward(o).reshape([b, t, d])
+    o.swap_dims(1, 2).reshape([b * t, h * hd])
 }
 
 /// The MLP of a block on normalised `x[batch, seq, d_model]`: SwiGLU (`down(silu(gate) * up)`)
@@ -160,8 +203,8 @@ pub(crate) fn mlp_block(x: Tensor<3>, w: &BlockWeights, swiglu: bool) -> Tensor<
     let hidden = w.up.forward(x.reshape([b * t, d]));
     let act = if !swiglu {
         gelu_approximate(hidden)
-    } else if let Some(act) = crate::fused::swiglu(&hidden) {
-        act
+    } else if crate::fused::on_host(&hidden) {
+        crate::fused::swiglu(hidden)
     } else {
         let ff = hidden.dims()[1] / 2;
         let gate = hidden.clone().narrow(1, 0, ff);

@@ -23,8 +23,12 @@
 //! Internals: `weights` lays checkpoint tensors out for the forward pass (fused projections,
 //! one RoPE layout), `layers` holds the numeric kernels, `linear` the projections and their
 //! arithmetic, `int8` the integer matrix-product kernels, `fused` the CPU host kernels that
-//! beat burn's generic element-wise ops.
+//! beat burn's generic element-wise ops (RMSNorm, SwiGLU), `attention` the CPU host kernel for
+//! causal grouped-query attention with RoPE (only the scores at or before each query, no
+//! layout copies). The host kernels run when tensors are on the `flex` device; the burn ops
+//! in `layers` remain the reference and the path of every other device.
 
+mod attention;
 mod batch;
 mod batched;
 mod error;
