@@ -8,7 +8,10 @@
 //! residual-stream-like activations are synthesised (d_model 576): per-dimension scales spread
 //! log-normally, a few massive dimensions with a fixed sign, heavy-tailed per-token norms.
 //! Reads come from the page cache (the store was just written), so they measure decoding, not
-//! the disk.
+//! the disk. Each read is timed as the median of three after an untimed one, all through one
+//! open `Store`: the steady state of training epoch after epoch, where a reader takes over the
+//! buffers of the one before (the first reader of a store also faults in its shuffle buffer,
+//! hundreds of MB for f32).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -86,6 +86,10 @@
 //!
 //! # Determinism
 //!
-//! Shard bytes depend only on the rows, the spec and the zstd version (each frame is compressed
-//! single-threaded at the spec's level), and the manifest records no times or paths. Writing
-//! the same rows twice, or resuming an interrupted write, gives byte-identical stores.
+//! Shard bytes depend only on the rows, the spec, the zstd version and the writer's fixed
+//! compression parameters (each frame is compressed single-threaded at the spec's level; hook
+//! columns with a minimum match of 7 bytes and match tables of 2^10 entries, which suits their
+//! near-random byte planes better than the level's defaults), and the manifest records no
+//! times or paths. Writing the same rows twice, or resuming an interrupted write, gives
+//! byte-identical stores. The parameters are not part of the format: readers take any zstd
+//! frame, so stores written with other parameters (as before 2026-11-30) read the same.

@@ -20,17 +20,24 @@
 //!   default size) so that each batch mixes rows from several random places of the corpus.
 //! - Shard order is a permutation, so two epochs with different seeds visit shards in
 //!   different orders; rows within a shard remain in the buffer's reach of each other only.
-//! - Memory: the buffer holds `buffer_rows × d_model` f32, plus the decoded shards in flight.
+//! - Memory: the buffer holds `buffer_rows × d_model` values in the stored dtype (2 bytes each
+//!   for f16 and bf16, widened to f32 only as they are drawn), plus the decompressed shards in
+//!   flight.
 //!
 //! The same seed gives the same order on every machine and thread count: shards are decoded in
-//! parallel but delivered in order, and all randomness comes from one generator.
+//! parallel but delivered in order, and all randomness comes from one generator. How rows are
+//! held in the buffer (packed in the stored dtype) is no part of the order: which row comes
+//! out where depends only on the seed, `buffer_rows` and the shards' row counts.
 
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Result, StoreError};
+use crate::planes;
 use crate::prefetch::{Decoded, Prefetch};
+use crate::shuffle::ShuffleBuffer;
+use crate::spec::Dtype;
 use crate::store::Store;
 
 /// One batch of rows for one hook.
@@ -108,24 +115,22 @@ fn default_prefetch() -> usize {
 /// Do not drive it from inside a one-thread rayon pool: it waits for shards decoded on that pool.
 #[derive(Debug)]
 pub struct BatchReader {
-    source: Prefetch,
+    input: Input,
     d_model: usize,
+    dtype: Dtype,
     batch_size: usize,
     with_tokens: bool,
-    /// The shard rows are currently taken from, and the next row in it.
-    current: Option<Decoded>,
-    cursor: usize,
-    shuffle: Option<Shuffle>,
+    shuffle: Option<ShuffleBuffer>,
     failed: bool,
 }
 
+/// The rows of the shards in reading order.
 #[derive(Debug)]
-struct Shuffle {
-    rng: ChaCha8Rng,
-    capacity: usize,
-    /// `[len, d_model]` rows waiting to be drawn, and their tokens.
-    activations: Vec<f32>,
-    token_ids: Vec<u32>,
+struct Input {
+    source: Prefetch,
+    /// The shard rows are currently taken from, and the next row in it.
+    current: Option<Decoded>,
+    cursor: usize,
 }
 
 impl Store {
@@ -141,13 +146,7 @@ impl Store {
             order,
             options.prefetch_shards,
         );
-        Ok(BatchReader::new(
-            source,
-            self.d_model(),
-            options.batch_size,
-            options.with_tokens,
-            None,
-        ))
+        Ok(self.reader(source, options.batch_size, options.with_tokens, None))
     }
 
     /// Batches of `options.hook` in a seeded shuffled order (see [`crate::reader`]).
@@ -157,6 +156,18 @@ impl Store {
         let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
         let mut order = self.shard_order(options.shards.clone())?;
         order.shuffle(&mut rng);
+        let rows_in: u64 = order
+            .iter()
+            .map(|&i| self.shard_rows(i).end - self.shard_rows(i).start)
+            .sum();
+        let shuffle = ShuffleBuffer::new(
+            rng,
+            options.buffer_rows,
+            rows_in as usize,
+            self.d_model(),
+            self.manifest().dtype,
+            self.recycled(),
+        );
         let source = Prefetch::new(
             self.clone(),
             hook,
@@ -164,19 +175,34 @@ impl Store {
             order,
             options.prefetch_shards,
         );
-        let shuffle = Shuffle {
-            rng,
-            capacity: options.buffer_rows.max(1),
-            activations: Vec::new(),
-            token_ids: Vec::new(),
-        };
-        Ok(BatchReader::new(
+        Ok(self.reader(
             source,
-            self.d_model(),
             options.batch_size,
             options.with_tokens,
             Some(shuffle),
         ))
+    }
+
+    fn reader(
+        &self,
+        source: Prefetch,
+        batch_size: usize,
+        with_tokens: bool,
+        shuffle: Option<ShuffleBuffer>,
+    ) -> BatchReader {
+        BatchReader {
+            input: Input {
+                source,
+                current: None,
+                cursor: 0,
+            },
+            d_model: self.d_model(),
+            dtype: self.manifest().dtype,
+            batch_size,
+            with_tokens,
+            shuffle,
+            failed: false,
+        }
     }
 
     /// The shard indices to read, checked against the store.
@@ -206,26 +232,7 @@ impl Store {
     }
 }
 
-impl BatchReader {
-    fn new(
-        source: Prefetch,
-        d_model: usize,
-        batch_size: usize,
-        with_tokens: bool,
-        shuffle: Option<Shuffle>,
-    ) -> Self {
-        BatchReader {
-            source,
-            d_model,
-            batch_size,
-            with_tokens,
-            current: None,
-            cursor: 0,
-            shuffle,
-            failed: false,
-        }
-    }
-
+impl Input {
     /// Makes `current` a shard with rows left; `Ok(false)` when the input is exhausted.
     fn ready(&mut self) -> Result<bool> {
         loop {
@@ -237,86 +244,77 @@ impl BatchReader {
             match self.source.next_shard() {
                 None => return Ok(false),
                 Some(shard) => {
-                    self.current = Some(shard?);
+                    if let Some(done) = self.current.replace(shard?) {
+                        self.source.recycle(done);
+                    }
                     self.cursor = 0;
                 }
             }
         }
     }
 
+    /// The current shard and the index in it of the next row, which is taken (after
+    /// `ready()` returned true).
+    fn take_row(&mut self) -> (&Decoded, usize) {
+        self.cursor += 1;
+        (self.current.as_ref().expect("ready"), self.cursor - 1)
+    }
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        if let Some(shard) = self.current.take() {
+            self.source.recycle(shard);
+        }
+    }
+}
+
+impl BatchReader {
     fn next_sequential(&mut self) -> Result<Option<Batch>> {
         let d = self.d_model;
         let mut batch = self.empty_batch();
-        while batch.rows < self.batch_size && self.ready()? {
-            let shard = self.current.as_ref().expect("ready");
-            let take = (self.batch_size - batch.rows).min(shard.rows - self.cursor);
-            let rows = self.cursor..self.cursor + take;
-            batch
-                .activations
-                .extend_from_slice(&shard.activations[rows.start * d..rows.end * d]);
+        while batch.rows < self.batch_size && self.input.ready()? {
+            let (shard, cursor) = (
+                self.input.current.as_ref().expect("ready"),
+                self.input.cursor,
+            );
+            let take = (self.batch_size - batch.rows).min(shard.rows - cursor);
+            let rows = cursor..cursor + take;
+            planes::dequantise_into(
+                &shard.planes,
+                shard.rows * d,
+                rows.start * d..rows.end * d,
+                self.dtype,
+                &mut batch.activations,
+            );
             if let (Some(out), Some(tokens)) = (&mut batch.token_ids, &shard.token_ids) {
                 out.extend_from_slice(&tokens[rows]);
             }
             batch.rows += take;
-            self.cursor += take;
+            self.input.cursor += take;
         }
         Ok((batch.rows > 0).then_some(batch))
     }
 
     fn next_shuffled(&mut self) -> Result<Option<Batch>> {
-        let d = self.d_model;
         let mut batch = self.empty_batch();
+        let (input, s) = (&mut self.input, self.shuffle.as_mut().expect("shuffled"));
         // Fill the buffer before the first draw (and keep it full while input remains).
-        while self.buffered() < self.shuffle.as_ref().expect("shuffled").capacity && self.ready()? {
-            let r = self.advance();
-            let shard = self.current.as_ref().expect("ready");
-            let s = self.shuffle.as_mut().expect("shuffled");
-            s.activations
-                .extend_from_slice(&shard.activations[r * d..(r + 1) * d]);
-            s.token_ids
-                .push(shard.token_ids.as_ref().map_or(0, |t| t[r]));
+        while !s.is_full() && input.ready()? {
+            let (shard, r) = input.take_row();
+            s.push(shard, r);
         }
-        while batch.rows < self.batch_size && self.buffered() > 0 {
-            let len = self.buffered();
-            let j = self
-                .shuffle
-                .as_mut()
-                .expect("shuffled")
-                .rng
-                .random_range(0..len);
-            let s = self.shuffle.as_ref().expect("shuffled");
-            batch
-                .activations
-                .extend_from_slice(&s.activations[j * d..(j + 1) * d]);
-            if let Some(out) = &mut batch.token_ids {
-                out.push(s.token_ids[j]);
-            }
-            batch.rows += 1;
-            if self.ready()? {
-                let r = self.advance();
-                let shard = self.current.as_ref().expect("ready");
-                let s = self.shuffle.as_mut().expect("shuffled");
-                s.activations[j * d..(j + 1) * d]
-                    .copy_from_slice(&shard.activations[r * d..(r + 1) * d]);
-                s.token_ids[j] = shard.token_ids.as_ref().map_or(0, |t| t[r]);
+        while batch.rows < self.batch_size && !s.is_empty() {
+            let j = s.draw();
+            s.emit(j, &mut batch);
+            if input.ready()? {
+                let (shard, r) = input.take_row();
+                s.put(j, shard, r);
             } else {
-                let s = self.shuffle.as_mut().expect("shuffled");
-                s.activations.copy_within((len - 1) * d..len * d, j * d);
-                s.activations.truncate((len - 1) * d);
-                s.token_ids.swap_remove(j);
+                s.remove(j);
             }
         }
         Ok((batch.rows > 0).then_some(batch))
-    }
-
-    fn buffered(&self) -> usize {
-        self.shuffle.as_ref().map_or(0, |s| s.token_ids.len())
-    }
-
-    /// The index in `current` of the next input row (after `ready()` returned true).
-    fn advance(&mut self) -> usize {
-        self.cursor += 1;
-        self.cursor - 1
     }
 
     fn empty_batch(&self) -> Batch {

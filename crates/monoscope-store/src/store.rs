@@ -10,9 +10,15 @@ use rayon::prelude::*;
 
 use crate::error::{Result, StoreError};
 use crate::manifest::Manifest;
+use crate::recycle::Recycled;
 use crate::shard::ShardReader;
 
 /// A finished store, opened for reading. Cheap to clone and shareable across threads.
+///
+/// The batch readers of a store hand their buffers (decompressed shards, the shuffle buffer)
+/// on to its next readers, so that reading epoch after epoch allocates nothing: up to what
+/// its readers had in use at once stays allocated until the last clone of the store is
+/// dropped.
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -24,6 +30,7 @@ struct Inner {
     manifest: Manifest,
     /// `starts[i]` is the first row of shard `i`; `starts[shards]` is the row count.
     starts: Vec<u64>,
+    recycled: Arc<Recycled>,
 }
 
 impl Store {
@@ -63,6 +70,7 @@ impl Store {
                 dir: dir.into(),
                 manifest,
                 starts,
+                recycled: Arc::default(),
             }),
         })
     }
@@ -104,6 +112,11 @@ impl Store {
                 hook: hook.into(),
                 known: hooks.join(", "),
             })
+    }
+
+    /// Buffers kept from this store's finished readers for the next.
+    pub(crate) fn recycled(&self) -> &Arc<Recycled> {
+        &self.inner.recycled
     }
 
     /// Opens shard `i`, checking its header against the manifest.

@@ -67,6 +67,80 @@ fn same_seed_same_order_and_different_seed_different_order() {
     assert_ne!(a, order(&store, options(8, 350)));
 }
 
+/// The algorithm the module docs describe, on row numbers alone: shard order permuted, then
+/// draws from a buffer refilled in place (or emptied by moving its last row) once the input
+/// runs out.
+fn reference(seed: u64, buffer_rows: usize) -> Vec<u32> {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut shards: Vec<u32> = (0..SHARDS as u32).collect();
+    shards.shuffle(&mut rng);
+    let shard = SHARD as u32;
+    let mut input = shards.into_iter().flat_map(|s| s * shard..(s + 1) * shard);
+    let mut buffer: Vec<u32> = input.by_ref().take(buffer_rows.max(1)).collect();
+    let mut out = Vec::new();
+    while !buffer.is_empty() {
+        let j = rng.random_range(0..buffer.len());
+        out.push(buffer[j]);
+        match input.next() {
+            Some(row) => buffer[j] = row,
+            None => {
+                buffer.swap_remove(j);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_order_is_the_documented_algorithms_in_every_dtype() {
+    // How the buffer holds rows (packed in the stored dtype) must show neither in the order
+    // nor in the values, which must be those random access reads.
+    for dtype in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = common::spec(&[HOOK], D, dtype, SHARD);
+        write_store(dir.path(), &spec, 0, &[SHARD * SHARDS]);
+        let store = Store::open(dir.path()).unwrap();
+        let all = store
+            .rows(0..store.row_count())
+            .unwrap()
+            .hooks
+            .remove(HOOK)
+            .unwrap();
+        for (seed, buffer) in [(7, 350), (1, 1), (2, 5000)] {
+            let options = ShuffleOptions {
+                with_tokens: true,
+                ..options(seed, buffer)
+            };
+            let mut rows = Vec::new();
+            for batch in store.shuffled(options).unwrap() {
+                let batch = batch.unwrap();
+                for (i, &row) in batch.token_ids.as_ref().unwrap().iter().enumerate() {
+                    let r = row as usize;
+                    let (got, want) = (&batch.activations[i * D..][..D], &all[r * D..][..D]);
+                    assert_eq!(got, want, "{dtype} row {row}");
+                }
+                rows.extend(batch.token_ids.unwrap());
+            }
+            assert_eq!(rows, reference(seed, buffer), "{dtype} seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn readers_after_one_dropped_early_are_unaffected_by_its_buffers() {
+    // A store hands its readers' buffers on to the next; stale rows must never show.
+    let (_dir, store) = store();
+    let mut first = store.shuffled(options(9, 350)).unwrap();
+    first.next().unwrap().unwrap();
+    drop(first);
+    let mut sequential = store.sequential(SequentialOptions::new(HOOK, 64)).unwrap();
+    sequential.next().unwrap().unwrap();
+    drop(sequential);
+    assert_eq!(order(&store, options(7, 350)), reference(7, 350));
+}
+
 #[test]
 fn every_row_comes_out_exactly_once() {
     let (_dir, store) = store();
