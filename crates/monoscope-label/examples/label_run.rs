@@ -1,6 +1,6 @@
 //! Runs the autointerp-label stage on an existing run's train and capture outputs, without a
 //! pipeline file: `cargo run -p monoscope-label --example label_run -- runs/quickstart OUT
-//! [max_features] [explainer] [explain_batch]`. The response cache is off, so that the
+//! [max_features] [explainer] [explain_batch] [noscore]`. The response cache is off, so that the
 //! time is the explainer's.
 
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [run, out, rest @ ..] = args.as_slice() else {
         return Err(
-            "usage: label_run <run dir> <output dir> [max_features] [local|statistical|http] [explain_batch]".into(),
+            "usage: label_run <run dir> <output dir> [max_features] [local|statistical|http] [explain_batch] [noscore]".into(),
         );
     };
     let run = PathBuf::from(run);
@@ -33,6 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(batch) = rest.get(2) {
         config.explain_batch = batch.parse()?;
+    }
+    if rest.get(3).is_some_and(|a| a == "noscore") {
+        config.score = false;
     }
     let inputs = Inputs {
         sae: run.join("train/sae"),
