@@ -12,7 +12,7 @@ use monoscope_store::Manifest;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainStageConfig;
-use crate::stage::TrainStageError;
+use crate::error::TrainStageError;
 
 /// The checkpoint directory inside the stage directory.
 pub(crate) const DIR: &str = "checkpoint";

@@ -10,7 +10,7 @@ use monoscope_sae::{SaeError, TrainConfig, Trainer};
 use monoscope_store::{BatchReader, StoreError};
 
 use crate::checkpoints::{self, Position};
-use crate::stage::TrainStageError;
+use crate::error::TrainStageError;
 
 /// One SAE the loop trains: its configuration and where its checkpoint and metrics go.
 pub(crate) struct Member {

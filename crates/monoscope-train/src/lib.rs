@@ -13,18 +13,21 @@
 //!   the last good one named when the loss diverges.
 //! - `splice_stage`: which model the stage splices into (the `model` input, else the cached
 //!   default the store was captured with), progress and cancellation.
-//! - [`sweep`]: [`SweepMember`], more SAEs trained on the same batches in the same pass
-//!   (`sweep/<name>/`, compared in `sweep.json`).
+//! - `config`: [`TrainStageConfig`], with [`SweepMember`]s: more SAEs trained on the same
+//!   batches in the same pass (`sweep/<name>/`, compared in `sweep.json`); `error`:
+//!   [`TrainStageError`].
 //!
 //! Not yet: training from the capture stream (the stage reads an activation store).
 
 mod checkpoints;
+mod config;
+mod error;
 mod fit;
 pub mod splice;
 mod splice_stage;
 mod stage;
-pub mod sweep;
 
+pub use config::{ArchitectureName, SweepMember, TrainStageConfig};
+pub use error::TrainStageError;
 pub use splice::{ModelSplice, held_out_windows};
-pub use stage::{ArchitectureName, Train, TrainStageConfig, TrainStageError};
-pub use sweep::SweepMember;
+pub use stage::Train;

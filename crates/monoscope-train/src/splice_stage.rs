@@ -10,8 +10,8 @@ use monoscope_sae::{Sae, SpliceEvaluator, SpliceReport};
 use monoscope_store::Store;
 
 use crate::TrainStageConfig;
+use crate::error::TrainStageError;
 use crate::splice::{ModelSplice, cached_default_model, held_out_windows};
-use crate::stage::TrainStageError;
 
 /// Windows per evaluation call; progress and cancellation are checked between calls.
 const WINDOWS_PER_CALL: usize = 16;

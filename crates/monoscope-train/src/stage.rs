@@ -1,166 +1,22 @@
 use std::path::{Path, PathBuf};
 
 use monoscope_core::{
-    Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
-    StageError, atomic, register_stage,
+    Artifact, ArtifactKind, PortSpec, Stage, StageContext, StageDescription, StageError, atomic,
+    register_stage,
 };
 use monoscope_sae::{
     ArchConfig, Evaluator, NormEstimator, Sae, SaeMetadata, TrainConfig, save_saelens,
 };
 use monoscope_store::{SequentialOptions, ShuffleOptions, Store};
 
+use crate::config::{ArchitectureName, SweepMember, TrainStageConfig};
+use crate::error::TrainStageError;
 use crate::fit::{Fit, Member};
-use crate::sweep::{self, SweepMember};
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum TrainStageError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Store(#[from] monoscope_store::StoreError),
-    #[error(transparent)]
-    Sae(#[from] monoscope_sae::SaeError),
-    #[error(transparent)]
-    Model(#[from] monoscope_lm::LmError),
-}
-
-impl From<TrainStageError> for StageError {
-    fn from(e: TrainStageError) -> Self {
-        StageError::other(e)
-    }
-}
-
-/// Which SAE to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ArchitectureName {
-    /// ReLU with an L1 penalty weighted by decoder norms (Anthropic, April 2024).
-    ReluL1,
-    /// TopK with AuxK for dead latents (Gao et al.).
-    Topk,
-    /// BatchTopK, saved as JumpReLU with a global threshold.
-    Batchtopk,
-    /// JumpReLU with a straight-through threshold gradient.
-    Jumprelu,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TrainStageConfig {
-    /// Hook to train on (default: the store's only hook).
-    #[serde(default)]
-    pub hook: Option<String>,
-    #[serde(default = "default_arch")]
-    pub architecture: ArchitectureName,
-    /// Dictionary size (latents).
-    #[serde(default = "default_d_sae")]
-    pub d_sae: usize,
-    /// Active latents per token (topk, batchtopk).
-    #[serde(default = "default_k")]
-    pub k: usize,
-    /// L1 coefficient (relu-l1) or L0 coefficient (jumprelu); the library default when unset.
-    #[serde(default)]
-    pub sparsity_coeff: Option<f32>,
-    /// Adam learning rate; the library default when unset.
-    #[serde(default)]
-    pub lr: Option<f32>,
-    /// Rows (tokens) per step.
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    /// Passes over the training shards.
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-    /// Shards at the end of the store kept for evaluation.
-    #[serde(default = "default_holdout")]
-    pub holdout_shards: usize,
-    /// Steps between metric lines in `metrics.jsonl`.
-    #[serde(default = "default_metrics_every")]
-    pub metrics_every: u64,
-    /// Rows used to estimate the input scale.
-    #[serde(default = "default_scale_rows")]
-    pub scale_rows: usize,
-    /// Seed of initialisation and data order (default: the pipeline seed).
-    #[serde(default)]
-    pub seed: Option<u64>,
-    /// Held-out next-token predictions for the CE-loss splice (`ce_loss_score`, KL); 0 skips
-    /// it. Needs the model: the `model` input, else the cached default the store was captured
-    /// with.
-    #[serde(default = "default_splice_tokens")]
-    pub splice_tokens: usize,
-    /// Steps between checkpoints in `checkpoint/` (0: none). A rerun finding a checkpoint of
-    /// the same configuration and store continues from it; it is removed once the SAE is saved.
-    #[serde(default)]
-    pub checkpoint_every: u64,
-    /// More SAEs trained on the same batches, each overriding some of the settings above:
-    /// `sweep = [{ name = "k64", k = 64 }, { name = "wide", d_sae = 9216 }]`. Saved under
-    /// `sweep/<name>/`; `sweep.json` compares them with the main SAE.
-    #[serde(default)]
-    pub sweep: Vec<SweepMember>,
-}
-
-fn default_arch() -> ArchitectureName {
-    ArchitectureName::Topk
-}
-fn default_d_sae() -> usize {
-    4608
-}
-fn default_k() -> usize {
-    32
-}
-fn default_batch() -> usize {
-    4096
-}
-fn default_epochs() -> usize {
-    1
-}
-fn default_holdout() -> usize {
-    1
-}
-fn default_metrics_every() -> u64 {
-    20
-}
-fn default_scale_rows() -> usize {
-    16_384
-}
-fn default_splice_tokens() -> usize {
-    2048
-}
-
-impl StageConfig for TrainStageConfig {
-    fn validate(&self) -> Vec<(String, String)> {
-        let mut problems = self.own_problems();
-        problems.extend(crate::sweep::validate(self, Self::own_problems));
-        problems
-    }
-}
-
-impl TrainStageConfig {
-    /// Problems of the settings themselves, sweep aside.
-    fn own_problems(&self) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
-        for (key, value) in [
-            ("d_sae", self.d_sae),
-            ("batch_size", self.batch_size),
-            ("epochs", self.epochs),
-        ] {
-            if value == 0 {
-                problems.push((key.to_string(), "= 0: expected at least 1".to_string()));
-            }
-        }
-        if matches!(
-            self.architecture,
-            ArchitectureName::Topk | ArchitectureName::Batchtopk
-        ) && (self.k == 0 || self.k > self.d_sae)
-        {
-            problems.push((
-                "k".into(),
-                format!("= {}: expected 1..=d_sae ({})", self.k, self.d_sae),
-            ));
-        }
-        problems
-    }
-}
+/// Where the members of a sweep are saved, inside the stage directory.
+const SWEEP_DIR: &str = "sweep";
+/// The comparison table of every SAE the stage trained.
+const SWEEP_TABLE: &str = "sweep.json";
 
 /// Trains a sparse autoencoder on an activation store.
 #[derive(Debug)]
@@ -409,7 +265,7 @@ fn train(
         table.push(summary);
     }
     if !config.sweep.is_empty() {
-        let path = ctx.stage_dir.join(sweep::TABLE);
+        let path = ctx.stage_dir.join(SWEEP_TABLE);
         let json = serde_json::to_vec_pretty(&table).map_err(StageError::other)?;
         atomic::write(&path, &json).map_err(|e| StageError::io(&path, e))?;
     }
@@ -425,6 +281,6 @@ fn train(
 fn member_dir(stage_dir: &Path, member: Option<&SweepMember>) -> PathBuf {
     match member {
         None => stage_dir.to_path_buf(),
-        Some(m) => stage_dir.join(sweep::DIR).join(&m.name),
+        Some(m) => stage_dir.join(SWEEP_DIR).join(&m.name),
     }
 }

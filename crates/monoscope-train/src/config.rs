@@ -1,0 +1,216 @@
+//! The train stage's settings.
+//!
+//! A sweep trains several SAEs in one pass over the data, so that trying other sizes,
+//! sparsities or architectures costs no extra capture and no extra read of the store: each
+//! `sweep` entry (`sweep = [{ name = "k64", k = 64 }]`) overrides the stage's own settings, and
+//! every member sees the same batches in the same order as the main SAE.
+
+use monoscope_core::StageConfig;
+use serde::{Deserialize, Serialize};
+
+/// Which SAE to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchitectureName {
+    /// ReLU with an L1 penalty weighted by decoder norms (Anthropic, April 2024).
+    ReluL1,
+    /// TopK with AuxK for dead latents (Gao et al.).
+    Topk,
+    /// BatchTopK, saved as JumpReLU with a global threshold.
+    Batchtopk,
+    /// JumpReLU with a straight-through threshold gradient.
+    Jumprelu,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainStageConfig {
+    /// Hook to train on (default: the store's only hook).
+    #[serde(default)]
+    pub hook: Option<String>,
+    #[serde(default = "default_arch")]
+    pub architecture: ArchitectureName,
+    /// Dictionary size (latents).
+    #[serde(default = "default_d_sae")]
+    pub d_sae: usize,
+    /// Active latents per token (topk, batchtopk).
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// L1 coefficient (relu-l1) or L0 coefficient (jumprelu); the library default when unset.
+    #[serde(default)]
+    pub sparsity_coeff: Option<f32>,
+    /// Adam learning rate; the library default when unset.
+    #[serde(default)]
+    pub lr: Option<f32>,
+    /// Rows (tokens) per step.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Passes over the training shards.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Shards at the end of the store kept for evaluation.
+    #[serde(default = "default_holdout")]
+    pub holdout_shards: usize,
+    /// Steps between metric lines in `metrics.jsonl`.
+    #[serde(default = "default_metrics_every")]
+    pub metrics_every: u64,
+    /// Rows used to estimate the input scale.
+    #[serde(default = "default_scale_rows")]
+    pub scale_rows: usize,
+    /// Seed of initialisation and data order (default: the pipeline seed).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Held-out next-token predictions for the CE-loss splice (`ce_loss_score`, KL); 0 skips
+    /// it. Needs the model: the `model` input, else the cached default the store was captured
+    /// with.
+    #[serde(default = "default_splice_tokens")]
+    pub splice_tokens: usize,
+    /// Steps between checkpoints in `checkpoint/` (0: none). A rerun finding a checkpoint of
+    /// the same configuration and store continues from it; it is removed once the SAE is saved.
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// More SAEs trained on the same batches, each overriding some of the settings above:
+    /// `sweep = [{ name = "k64", k = 64 }, { name = "wide", d_sae = 9216 }]`. Saved under
+    /// `sweep/<name>/`; `sweep.json` compares them with the main SAE.
+    #[serde(default)]
+    pub sweep: Vec<SweepMember>,
+}
+
+fn default_arch() -> ArchitectureName {
+    ArchitectureName::Topk
+}
+fn default_d_sae() -> usize {
+    4608
+}
+fn default_k() -> usize {
+    32
+}
+fn default_batch() -> usize {
+    4096
+}
+fn default_epochs() -> usize {
+    1
+}
+fn default_holdout() -> usize {
+    1
+}
+fn default_metrics_every() -> u64 {
+    20
+}
+fn default_scale_rows() -> usize {
+    16_384
+}
+fn default_splice_tokens() -> usize {
+    2048
+}
+
+impl StageConfig for TrainStageConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = self.own_problems();
+        problems.extend(validate_sweep(self, Self::own_problems));
+        problems
+    }
+}
+
+impl TrainStageConfig {
+    /// Problems of the settings themselves, sweep aside.
+    fn own_problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("d_sae", self.d_sae),
+            ("batch_size", self.batch_size),
+            ("epochs", self.epochs),
+        ] {
+            if value == 0 {
+                problems.push((key.to_string(), "= 0: expected at least 1".to_string()));
+            }
+        }
+        if matches!(
+            self.architecture,
+            ArchitectureName::Topk | ArchitectureName::Batchtopk
+        ) && (self.k == 0 || self.k > self.d_sae)
+        {
+            problems.push((
+                "k".into(),
+                format!("= {}: expected 1..=d_sae ({})", self.k, self.d_sae),
+            ));
+        }
+        problems
+    }
+}
+
+/// One more SAE of a sweep: what differs from the stage's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SweepMember {
+    /// Directory name under `sweep/` (letters, digits, `-`, `_`).
+    pub name: String,
+    #[serde(default)]
+    pub architecture: Option<ArchitectureName>,
+    #[serde(default)]
+    pub d_sae: Option<usize>,
+    #[serde(default)]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub sparsity_coeff: Option<f32>,
+    #[serde(default)]
+    pub lr: Option<f32>,
+}
+
+impl SweepMember {
+    /// The stage's settings with this member's overrides (and no sweep of its own).
+    pub fn apply(&self, base: &TrainStageConfig) -> TrainStageConfig {
+        let mut config = base.clone();
+        config.sweep = Vec::new();
+        if let Some(a) = self.architecture {
+            config.architecture = a;
+        }
+        if let Some(d) = self.d_sae {
+            config.d_sae = d;
+        }
+        if let Some(k) = self.k {
+            config.k = k;
+        }
+        if self.sparsity_coeff.is_some() {
+            config.sparsity_coeff = self.sparsity_coeff;
+        }
+        if self.lr.is_some() {
+            config.lr = self.lr;
+        }
+        config
+    }
+}
+
+/// Problems of the members, as `(key, message)` with keys like `sweep[1].k`.
+fn validate_sweep(
+    base: &TrainStageConfig,
+    check: impl Fn(&TrainStageConfig) -> Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, member) in base.sweep.iter().enumerate() {
+        let name_ok = !member.name.is_empty()
+            && member
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            problems.push((
+                format!("sweep[{i}].name"),
+                format!(
+                    "= {:?}: expected letters, digits, '-' or '_' (it names a directory)",
+                    member.name
+                ),
+            ));
+        } else if !seen.insert(member.name.clone()) {
+            problems.push((
+                format!("sweep[{i}].name"),
+                format!("= {:?}: another member has that name", member.name),
+            ));
+        }
+        for (key, message) in check(&member.apply(base)) {
+            problems.push((format!("sweep[{i}].{key}"), message));
+        }
+    }
+    problems
+}

@@ -1,0 +1,21 @@
+//! The train stage's one error type.
+
+use monoscope_core::StageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainStageError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] monoscope_store::StoreError),
+    #[error(transparent)]
+    Sae(#[from] monoscope_sae::SaeError),
+    #[error(transparent)]
+    Model(#[from] monoscope_lm::LmError),
+}
+
+impl From<TrainStageError> for StageError {
+    fn from(e: TrainStageError) -> Self {
+        StageError::other(e)
+    }
+}
