@@ -9,11 +9,14 @@
 //! - [`stage`]: the `capture` stage: batched forward passes with the requested hooks (stopping
 //!   after the deepest), streaming batches downstream and/or writing an activation store, and
 //!   resuming an interrupted store from its last complete shard.
+//! - [`CaptureError`]: the one error type.
 
 pub mod corpus;
+mod error;
 pub mod stage;
 pub mod windows;
 
 pub use corpus::{CorpusFormat, Document, ParagraphSplit, read_corpus};
-pub use stage::{Capture, CaptureConfig, CaptureError};
+pub use error::CaptureError;
+pub use stage::{Capture, CaptureConfig};
 pub use windows::{PartSpec, Window, WindowPlan, plan_windows};

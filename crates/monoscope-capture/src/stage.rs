@@ -1,7 +1,7 @@
 //! The `capture` stage.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use monoscope_core::{
@@ -13,27 +13,8 @@ use monoscope_store::{Dtype, MANIFEST_FILE, ModelIdentity, PROGRESS_FILE, StoreS
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{CorpusFormat, ParagraphSplit, read_corpus};
+use crate::error::CaptureError;
 use crate::windows::{PartSpec, Window, WindowOptions, plan_windows};
-
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
-    #[error("corpus {}: {message}", path.display())]
-    Corpus { path: PathBuf, message: String },
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Model(#[from] monoscope_lm::LmError),
-    #[error(transparent)]
-    Store(#[from] monoscope_store::StoreError),
-    #[error(transparent)]
-    Fetch(#[from] monoscope_fetch::FetchError),
-}
-
-impl From<CaptureError> for StageError {
-    fn from(e: CaptureError) -> Self {
-        StageError::other(e)
-    }
-}
 
 /// The arithmetic of the model's linear layers (see `monoscope_lm::MatmulKind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use crate::corpus::Document;
-use crate::stage::CaptureError;
+use crate::error::CaptureError;
 
 /// `i/N`: this run takes the i-th (0-based) of N disjoint parts of the corpus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
