@@ -4,7 +4,6 @@
 use monoscope_formats::ChatMessage;
 
 use crate::LabelError;
-use crate::explainer::Explanation;
 use crate::format::{Context, FeatureEvidence};
 
 /// A context as it is shown: its tokens and which of them are marked.
@@ -91,6 +90,15 @@ pub fn explain_messages(evidence: &FeatureEvidence, examples: usize) -> Vec<Chat
         ChatMessage::new("assistant", SHOT_ANSWER),
         ChatMessage::new("user", user.trim_end()),
     ]
+}
+
+/// A label and its one-sentence explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    pub label: String,
+    pub explanation: String,
+    /// The statistical labeller's tokens (what its own judge matches); empty for model labels.
+    pub keywords: Vec<String>,
 }
 
 /// Reads `Label:` and `Explanation:` lines; without them, the first line is the label and the

@@ -27,16 +27,8 @@ pub use statistical::StatisticalExplainer;
 
 use crate::LabelError;
 use crate::format::FeatureEvidence;
+pub use crate::prompt::Explanation;
 use crate::prompt::{JudgeTask, Shown};
-
-/// A label and its one-sentence explanation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Explanation {
-    pub label: String,
-    pub explanation: String,
-    /// The statistical labeller's tokens (what its own judge matches); empty for model labels.
-    pub keywords: Vec<String>,
-}
 
 /// Writes labels and judges them.
 pub trait Explainer: Sync {
