@@ -17,6 +17,7 @@
 //!   running a capture on Slurm or Kubernetes).
 //! - Errors: one [`StoreError`], whose messages name the file or shard and what mismatched.
 
+mod batch;
 mod error;
 mod export;
 pub mod format;

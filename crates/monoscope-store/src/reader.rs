@@ -33,23 +33,13 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+pub use crate::batch::Batch;
 use crate::error::{Result, StoreError};
 use crate::planes;
 use crate::prefetch::{Decoded, Prefetch};
 use crate::shuffle::ShuffleBuffer;
 use crate::spec::Dtype;
 use crate::store::Store;
-
-/// One batch of rows for one hook.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    pub rows: usize,
-    pub d_model: usize,
-    /// Row-major `[rows, d_model]`, dequantised to f32.
-    pub activations: Vec<f32>,
-    /// The token id of each row, when asked for.
-    pub token_ids: Option<Vec<u32>>,
-}
 
 /// Options of [`Store::sequential`].
 #[derive(Debug, Clone)]

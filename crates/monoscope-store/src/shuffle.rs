@@ -11,10 +11,10 @@ use std::sync::Arc;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::batch::Batch;
 use crate::pages::Words;
 use crate::planes;
 use crate::prefetch::Decoded;
-use crate::reader::Batch;
 use crate::recycle::Recycled;
 use crate::spec::Dtype;
 
