@@ -15,10 +15,7 @@ pub fn model_input(
     port: &str,
     spec: &str,
 ) -> Result<std::path::PathBuf, StageError> {
-    match ctx.has_input(port) {
-        true => Ok(ctx.recv_artifact(port)?.path),
-        false => resolve_model(spec).map_err(StageError::other),
-    }
+    input_or(ctx, port, || resolve_model(spec))
 }
 
 /// Like [`model_input`], for a corpus.
@@ -27,9 +24,17 @@ pub fn corpus_input(
     port: &str,
     spec: &str,
 ) -> Result<std::path::PathBuf, StageError> {
+    input_or(ctx, port, || resolve_corpus(spec))
+}
+
+fn input_or(
+    ctx: &mut StageContext<'_>,
+    port: &str,
+    resolve: impl FnOnce() -> Result<std::path::PathBuf, FetchError>,
+) -> Result<std::path::PathBuf, StageError> {
     match ctx.has_input(port) {
         true => Ok(ctx.recv_artifact(port)?.path),
-        false => resolve_corpus(spec).map_err(StageError::other),
+        false => resolve().map_err(StageError::other),
     }
 }
 
