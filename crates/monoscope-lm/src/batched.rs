@@ -133,7 +133,11 @@ impl Model {
             logits: Logits::Last,
             ..options.clone()
         };
-        let shared = shared_prefix_len(rows);
+        // One row has nothing to share: it runs as one pass, as a plain forward would.
+        let shared = match rows.len() {
+            1 => 0,
+            _ => shared_prefix_len(rows),
+        };
         let mut cache = KvCache::new(self.config.n_layers);
         if shared > 0 {
             let prefix = ForwardOptions {

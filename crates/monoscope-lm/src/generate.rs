@@ -4,8 +4,7 @@
 //!
 //! [`HookContext::offset`]: crate::HookContext
 
-use crate::forward::{KvCache, Logits, to_host};
-use crate::sampling::{Rng, pick};
+use crate::forward::{Logits, to_host};
 use crate::{ForwardOptions, Interventions, LmError, Model, Sampling, TokenBatch};
 
 /// What to generate and how.
@@ -48,55 +47,15 @@ pub struct Generation {
 }
 
 impl Model {
-    /// Continues `prompt` (token ids, BOS included if the model wants one).
+    /// Continues `prompt` (token ids, BOS included if the model wants one): a batch of one
+    /// (see [`Model::generate_batch`]), which runs the prompt as one pass.
     pub fn generate(
         &self,
         prompt: &[u32],
         options: &GenerateOptions,
     ) -> Result<Generation, LmError> {
-        options.sampling.validate()?;
-        let batch = TokenBatch::single(prompt)?;
-        let stop = options
-            .stop_tokens
-            .clone()
-            .unwrap_or_else(|| self.config.eos_token_ids.clone());
-        let seed = match options.sampling {
-            Sampling::Sample { seed, .. } => seed,
-            Sampling::Greedy => 0,
-        };
-        let mut rng = Rng::new(seed);
-        let forward = ForwardOptions {
-            interventions: options.interventions.clone(),
-            logits: Logits::Last,
-            ..ForwardOptions::default()
-        };
-        let mut cache = KvCache::new(self.config.n_layers);
-        let mut out = Generation {
-            tokens: Vec::new(),
-            stopped_on: None,
-            logits: Vec::new(),
-        };
-        if options.max_new_tokens == 0 {
-            return Ok(out);
-        }
-        let mut step = self.forward_cached(&batch, &forward, &mut cache)?;
-        loop {
-            let logits = step.logits_host()?;
-            let token = pick(&logits, &options.sampling, &mut rng);
-            out.tokens.push(token);
-            if options.keep_logits {
-                out.logits.push(logits);
-            }
-            if stop.contains(&token) {
-                out.stopped_on = Some(token);
-                break;
-            }
-            if out.tokens.len() >= options.max_new_tokens {
-                break;
-            }
-            step = self.forward_cached(&TokenBatch::single(&[token])?, &forward, &mut cache)?;
-        }
-        Ok(out)
+        let mut one = self.generate_batch(&[prompt.to_vec()], options)?;
+        Ok(one.pop().expect("one generation per prompt"))
     }
 
     /// Encodes `prompt` (with BOS when the model's tokenizer adds one by default), generates,
