@@ -16,17 +16,18 @@ use crate::splice::{ModelSplice, cached_default_model, held_out_windows};
 /// Windows per evaluation call; progress and cancellation are checked between calls.
 const WINDOWS_PER_CALL: usize = 16;
 
-/// The splice report, or why there is none (`Ok(Err(reason))`: disabled or no model at hand).
-/// A `model` input that is not the model the store was captured with is an error.
+/// The splice report of each SAE (in order; the model is loaded and the windows are built
+/// once), or why there is none (`Ok(Err(reason))`: disabled or no model at hand). A `model`
+/// input that is not the model the store was captured with is an error.
 pub(crate) fn run(
     store: &Store,
     holdout_rows: Range<u64>,
     hook: &str,
-    sae: &Sae,
+    saes: &[Sae],
     model_input: Option<PathBuf>,
     config: &TrainStageConfig,
     ctx: &mut StageContext<'_>,
-) -> Result<Result<SpliceReport, String>, StageError> {
+) -> Result<Result<Vec<SpliceReport>, String>, StageError> {
     if config.splice_tokens == 0 {
         return Ok(Err("splice_tokens = 0".into()));
     }
@@ -77,7 +78,7 @@ pub(crate) fn run(
         ));
     }
     let total = windows.len();
-    let mut parts = Vec::new();
+    let mut parts: Vec<Vec<SpliceReport>> = vec![Vec::new(); saes.len()];
     for (i, chunk) in windows.chunks(WINDOWS_PER_CALL).enumerate() {
         ctx.cancel.check()?;
         ctx.progress.set_message(format!(
@@ -86,10 +87,12 @@ pub(crate) fn run(
         ));
         let mut splice = ModelSplice::new(&model, hook, chunk.to_vec(), bos.is_some());
         if splice.predictions() > 0 {
-            parts.push(splice.evaluate_splice(sae).map_err(TrainStageError::from)?);
+            for (sae, parts) in saes.iter().zip(&mut parts) {
+                parts.push(splice.evaluate_splice(sae).map_err(TrainStageError::from)?);
+            }
         }
     }
-    Ok(Ok(combine(&parts)))
+    Ok(Ok(parts.iter().map(|p| combine(p)).collect()))
 }
 
 /// Merges reports over disjoint sets of predictions (means weighted by their counts).

@@ -220,25 +220,29 @@ fn train(
         }
     }
     let holdout_rows = store.shard_rows(holdout.start).start..store.row_count();
+    let mut splices = match crate::splice_stage::run(
+        &store,
+        holdout_rows,
+        &hook,
+        &saes,
+        model_path,
+        config,
+        ctx,
+    )? {
+        Ok(reports) => reports.into_iter().map(Ok).collect(),
+        Err(reason) => {
+            tracing::warn!(stage = ctx.stage_id, "no CE-loss splice: {reason}");
+            vec![Err(reason); saes.len()]
+        }
+    }
+    .into_iter();
     let mut table = Vec::with_capacity(saes.len());
     let mut main_summary = None;
     for (((member, run), sae), evaluator) in runs.iter().zip(&saes).zip(evaluators) {
         let mut report = evaluator.finish();
-        let splice = crate::splice_stage::run(
-            &store,
-            holdout_rows.clone(),
-            &hook,
-            sae,
-            model_path.clone(),
-            config,
-            ctx,
-        )?;
-        match splice {
+        match splices.next().expect("one splice outcome per SAE") {
             Ok(splice) => report.splice = Some(splice),
-            Err(reason) => {
-                tracing::warn!(stage = ctx.stage_id, "no CE-loss splice: {reason}");
-                report.splice_skipped = Some(reason);
-            }
+            Err(reason) => report.splice_skipped = Some(reason),
         }
         let dir = member_dir(ctx.stage_dir.as_path(), *member);
         let eval_path = dir.join("eval.json");

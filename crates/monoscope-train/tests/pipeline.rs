@@ -319,3 +319,33 @@ fn a_bad_sweep_member_is_named_by_its_index_and_key() {
         assert!(err.contains(key) && err.contains(said), "{sweep}: {err}");
     }
 }
+
+#[test]
+fn every_sweep_member_gets_its_own_ce_loss_splice() {
+    let alone = tempfile::tempdir().unwrap();
+    monoscope_exec::run(&mut pipeline_with(alone.path(), &[], true), &quiet()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let set = vec![r#"train.sweep=[{ name = "k2", k = 2 }]"#.to_string()];
+    monoscope_exec::run(&mut pipeline_with(dir.path(), &set, true), &quiet()).unwrap();
+    let splice = |d: &Path, file: &str| -> serde_json::Value {
+        let eval: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("run/train").join(file)).unwrap())
+                .unwrap();
+        eval["splice"].clone()
+    };
+    // The main SAE's splice is the one it gets when trained alone.
+    assert_eq!(
+        splice(dir.path(), "eval.json"),
+        splice(alone.path(), "eval.json")
+    );
+    let member = splice(dir.path(), "sweep/k2/eval.json");
+    let main = splice(dir.path(), "eval.json");
+    assert_eq!(member["tokens"].as_u64(), Some(100), "{member}");
+    // Same model and windows: the clean and ablated losses agree; the spliced one is its own.
+    assert_eq!(member["ce_loss_clean"], main["ce_loss_clean"]);
+    assert_eq!(
+        member["ce_loss_zero_ablation"],
+        main["ce_loss_zero_ablation"]
+    );
+    assert_ne!(member["ce_loss_with_sae"], main["ce_loss_with_sae"]);
+}
