@@ -1,13 +1,20 @@
 //! SAE training speed on synthetic activations: tokens/s of TopK (k = 32) and ReLU+L1 at
 //! 768 → 16384 and 512 → 4096, batch 4096, against the encoder bound measured in the same run.
 //!
+//! ReLU+L1's step costs what its codes' density makes it cost, so it is timed twice: from
+//! initialisation (about half the latents fire) and at the sparsity a trained SAE works at
+//! ("sparse codes": `b_enc` shifted so that 64 latents fire per token when the timing starts,
+//! the order of L0 that SAELens and Anthropic report for L1 SAEs of this width; the steps
+//! then drift it upwards). The L0 measured over the steps is printed with each case.
+//!
 //! The encoder product alone costs `2·d_in·d_sae` FLOP per token, so the machine's best fp32
 //! matrix-multiply rate divided by that bounds a TopK SAE whose decoder and backward pass
 //! exploit sparsity. The best rate is the larger of burn's `flex` matmul and the `gemm` crate
 //! (the SAE's own kernel), both timed on the encoder's exact shape.
 //!
-//! `cargo xtask bench train [--steps N]`: N timed steps per case after one warm-up step
-//! (default 5); the median step time gives tokens/s.
+//! `cargo xtask bench train [--steps N] [--case TEXT]`: N timed steps per case after one
+//! warm-up step (default 5); the median step time gives tokens/s. `--case` keeps the cases
+//! whose name contains TEXT (e.g. `topk`, `relu-l1 768`).
 
 use monoscope_sae::{ArchConfig, TrainConfig, Trainer};
 
@@ -17,14 +24,27 @@ const BATCH: usize = 4096;
 const SHAPES: [(usize, usize); 2] = [(768, 16_384), (512, 4096)];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let steps = match args {
-        [] => 5,
-        [flag, n] if flag == "--steps" => n.parse()?,
-        _ => anyhow::bail!("usage: cargo xtask bench train [--steps N]"),
-    };
+    let usage = "usage: cargo xtask bench train [--steps N] [--case TEXT]";
+    let (mut steps, mut filter) = (5, String::new());
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().ok_or_else(|| anyhow::anyhow!("{usage}"))?;
+        match flag.as_str() {
+            "--steps" => steps = value.parse()?,
+            "--case" => filter = value.clone(),
+            _ => anyhow::bail!("{usage}"),
+        }
+    }
     let mut out = Vec::new();
     for (d_in, d_sae) in SHAPES {
         let shape = format!("{d_in}x{d_sae} batch {BATCH}");
+        let wanted = |name: &str| format!("{name} {shape}").contains(&filter);
+        if !["topk k=32", "relu-l1 from init", "relu-l1 sparse codes"]
+            .into_iter()
+            .any(wanted)
+        {
+            continue;
+        }
         let flex = crate::matmul::gflops(BATCH, d_in, d_sae);
         let gemm = crate::matmul::gemm_gflops(BATCH, d_in, d_sae);
         let best = flex.max(gemm);
@@ -50,28 +70,46 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             bound,
             "tokens/s",
         ));
-        for (name, arch) in [
-            ("topk k=32", serde_json::json!({ "kind": "top_k", "k": 32 })),
-            ("relu-l1", serde_json::json!({ "kind": "relu_l1" })),
+        for (name, arch, l0) in [
+            (
+                "topk k=32",
+                serde_json::json!({ "kind": "top_k", "k": 32 }),
+                None,
+            ),
+            (
+                "relu-l1 from init",
+                serde_json::json!({ "kind": "relu_l1" }),
+                None,
+            ),
+            (
+                "relu-l1 sparse codes",
+                serde_json::json!({ "kind": "relu_l1" }),
+                Some(64),
+            ),
         ] {
+            if !wanted(name) {
+                continue;
+            }
             let arch: ArchConfig = serde_json::from_value(arch)?;
-            let (rate, encode) = tokens_per_second(d_in, d_sae, arch, steps)?;
+            let timed = tokens_per_second(d_in, d_sae, arch, l0, steps)?;
             let case = format!("{name} {shape}");
             out.push(
-                Measurement::new("train", &case, "throughput", rate, "tokens/s").with_peak_rss(),
+                Measurement::new("train", &case, "throughput", timed.rate, "tokens/s")
+                    .with_peak_rss(),
             );
             out.push(Measurement::new(
                 "train",
                 &case,
                 "encode only",
-                encode,
+                timed.encode_rate,
                 "tokens/s",
             ));
+            out.push(Measurement::new("train", &case, "L0", timed.l0, "latents"));
             out.push(Measurement::new(
                 "train",
                 &case,
                 "of encoder bound",
-                100.0 * rate / bound,
+                100.0 * timed.rate / bound,
                 "%",
             ));
         }
@@ -80,24 +118,47 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Median tokens/s of `steps` training steps on two alternating batches of synthetic rows,
-/// and of the trained SAE's encoder alone (`Sae::encode_sparse`: the dense product and the
-/// per-row selection), which shows how much of a step the rest of it takes.
+/// What one case measured.
+struct Timed {
+    /// Median tokens/s of the training steps.
+    rate: f64,
+    /// Median tokens/s of the trained SAE's encoder alone.
+    encode_rate: f64,
+    /// Mean active latents per token over the steps run.
+    l0: f64,
+}
+
+/// Times `steps` training steps on two alternating batches of synthetic rows, and the
+/// trained SAE's encoder alone (`Sae::encode_sparse`: the dense product and the per-row
+/// selection), which shows how much of a step the rest of it takes. With `l0`, training
+/// starts from the initial SAE with `b_enc` lowered until that many latents fire per token.
 fn tokens_per_second(
     d_in: usize,
     d_sae: usize,
     arch: ArchConfig,
+    l0: Option<usize>,
     steps: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Timed> {
     // Enough steps that no schedule (warm-up, decay) ends the run while we time it.
-    let config = TrainConfig::new(d_in, d_sae, arch, 1_000);
-    let mut trainer = Trainer::new(config, 1.0)?;
+    let mut config = TrainConfig::new(d_in, d_sae, arch, 1_000);
+    config.metrics_every = 1;
     let batches = [synthetic(BATCH * d_in, 1), synthetic(BATCH * d_in, 2)];
+    let mut trainer = Trainer::new(config.clone(), 1.0)?;
+    if let Some(l0) = l0 {
+        let mut sae = trainer.export(Default::default());
+        let shift = bias_for_l0(&sae, &batches[0][..512 * d_in], l0)?;
+        sae.b_enc.iter_mut().for_each(|b| *b += shift);
+        trainer = Trainer::from_sae(config, &sae, 1.0)?;
+    }
     let mut i = 0;
     let mut failure = None;
+    let mut l0_sum = 0.0;
     let t = median_time(steps, || {
-        if let Err(e) = trainer.step(&batches[i % 2]) {
-            failure.get_or_insert(e);
+        match trainer.step(&batches[i % 2]) {
+            Ok(metrics) => l0_sum += metrics.map_or(0.0, |m| m.l0),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
         }
         i += 1;
     });
@@ -114,10 +175,30 @@ fn tokens_per_second(
     if let Some(e) = encode_failure {
         return Err(e.into());
     }
-    Ok((
-        BATCH as f64 / t.as_secs_f64(),
-        BATCH as f64 / encode.as_secs_f64(),
-    ))
+    Ok(Timed {
+        rate: BATCH as f64 / t.as_secs_f64(),
+        encode_rate: BATCH as f64 / encode.as_secs_f64(),
+        l0: l0_sum / i as f64,
+    })
+}
+
+/// The shift of every encoder bias after which `l0` latents fire per row of `sample`, on
+/// average: minus the (l0 · rows)-th largest pre-activation.
+fn bias_for_l0(sae: &monoscope_sae::Sae, sample: &[f32], l0: usize) -> anyhow::Result<f32> {
+    let rows = sample.len() / sae.d_in;
+    let mut positive: Vec<f32> = sae
+        .encode(sample)?
+        .into_iter()
+        .filter(|&v| v > 0.0)
+        .collect();
+    let rank = l0 * rows;
+    anyhow::ensure!(
+        rank < positive.len(),
+        "only {} of the sample's pre-activations are positive; cannot pick L0 {l0}",
+        positive.len()
+    );
+    let (_, kth, _) = positive.select_nth_unstable_by(rank, |a, b| b.total_cmp(a));
+    Ok(-*kth)
 }
 
 /// Roughly Gaussian values (sums of three uniforms) from a fixed xorshift stream: the step's

@@ -126,44 +126,98 @@ pub(crate) fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
     }
 }
 
-/// The `k` largest entries of `row` among those `allowed` (all when `None`), appended to
-/// `out` as `(index, value)` sorted by index. Ties keep the earliest index; NaN is never taken.
-pub(crate) fn top_k(row: &[f32], k: usize, allowed: Option<&[bool]>, out: &mut Vec<(u32, f32)>) {
+/// Entries scanned per step of the selection loops: one AVX2 compare-and-mask per 8 lanes,
+/// and a chunk with no candidate costs no branch per entry.
+const CHUNK: usize = 16;
+
+/// Bit `j` set where `z[j] + bias[j] > threshold` (never for NaN).
+#[inline]
+fn above(z: &[f32], bias: &[f32], threshold: f32) -> u32 {
+    let mut mask = 0u32;
+    for (j, (z, b)) in z.iter().zip(bias).enumerate() {
+        mask |= u32::from(z + b > threshold) << j;
+    }
+    mask
+}
+
+/// The `k` largest values of `z + bias` among the entries `allowed` (all when `None`),
+/// appended to `out` as `(index, value)` sorted by index. Ties keep the earliest index;
+/// NaN and −∞ are never taken.
+///
+/// Candidates above a running threshold collect in `out` past `start`; when `4k` have
+/// gathered, the best `k` are kept and the threshold rises to the smallest of them. After the
+/// first few hundred entries almost no chunk holds a candidate, so the scan runs at the speed
+/// of the vector compare.
+pub(crate) fn top_k(
+    z: &[f32],
+    bias: &[f32],
+    k: usize,
+    allowed: Option<&[bool]>,
+    out: &mut Vec<(u32, f32)>,
+) {
+    assert_eq!(z.len(), bias.len(), "values and bias differ in length");
     let start = out.len();
     if k == 0 {
         return;
     }
-    // A small unsorted buffer with its minimum tracked: after the first few hundred entries
-    // almost every candidate is rejected by one comparison, which beats a heap for k ≤ ~256.
-    let mut min_pos = 0usize;
-    let mut min_val = f32::INFINITY;
-    for (i, &v) in row.iter().enumerate() {
-        if allowed.is_some_and(|a| !a[i]) || v.is_nan() {
-            continue;
-        }
-        let len = out.len() - start;
-        if len < k {
-            out.push((i as u32, v));
-            if len + 1 == k {
-                (min_pos, min_val) = min_of(&out[start..]);
+    let cap = (4 * k).max(64);
+    let mut threshold = f32::NEG_INFINITY;
+    for (c, (zc, bc)) in z.chunks(CHUNK).zip(bias.chunks(CHUNK)).enumerate() {
+        let mut mask = above(zc, bc, threshold);
+        while mask != 0 {
+            let j = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let i = c * CHUNK + j;
+            let v = zc[j] + bc[j];
+            // The threshold may have risen since the mask was taken.
+            if v > threshold && allowed.is_none_or(|a| a[i]) {
+                out.push((i as u32, v));
+                if out.len() - start == cap {
+                    threshold = keep_best(out, start, k);
+                }
             }
-        } else if v > min_val {
-            out[start + min_pos] = (i as u32, v);
-            (min_pos, min_val) = min_of(&out[start..]);
         }
+    }
+    if out.len() - start > k {
+        keep_best(out, start, k);
     }
     out[start..].sort_unstable_by_key(|e| e.0);
 }
 
-fn min_of(buf: &[(u32, f32)]) -> (usize, f32) {
-    let mut best = (0, buf[0].1);
-    for (i, e) in buf.iter().enumerate().skip(1) {
-        // On ties evict the larger index, so among equal values the earliest index survives.
-        if e.1 < best.1 || (e.1 == best.1 && e.0 > buf[best.0].0) {
-            best = (i, e.1);
+/// Keeps the `k` best of `out[start..]` (larger value first, then smaller index) and returns
+/// the smallest value kept.
+fn keep_best(out: &mut Vec<(u32, f32)>, start: usize, k: usize) -> f32 {
+    let tail = &mut out[start..];
+    let (_, kth, _) =
+        tail.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let min = kth.1;
+    out.truncate(start + k);
+    min
+}
+
+/// Every positive value of `z + bias`, appended to `out` as `(index, value)` in index order.
+pub(crate) fn positive(z: &[f32], bias: &[f32], out: &mut Vec<(u32, f32)>) {
+    assert_eq!(z.len(), bias.len(), "values and bias differ in length");
+    for (c, (zc, bc)) in z.chunks(CHUNK).zip(bias.chunks(CHUNK)).enumerate() {
+        let mut mask = above(zc, bc, 0.0);
+        while mask != 0 {
+            let j = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            out.push(((c * CHUNK + j) as u32, zc[j] + bc[j]));
         }
     }
-    best
+}
+
+/// How many values of `z + bias` are positive (`z` holds rows of `bias.len()` values).
+pub(crate) fn count_positive(z: &[f32], bias: &[f32]) -> usize {
+    z.chunks(bias.len())
+        .map(|row| {
+            row.chunks(CHUNK)
+                .zip(bias.chunks(CHUNK))
+                .map(|(zc, bc)| above(zc, bc, 0.0).count_ones() as usize)
+                .sum::<usize>()
+        })
+        .sum()
 }
 
 /// Sum of squares of a slice, accumulated in f64 over fixed chunks (deterministic).
@@ -211,12 +265,70 @@ mod tests {
     #[test]
     fn top_k_picks_largest_sorted_by_index() {
         let row = [0.1, 5.0, -1.0, 3.0, 3.0, 7.0, f32::NAN, 2.0];
+        let zero = [0.0; 8];
         let mut out = Vec::new();
-        top_k(&row, 3, None, &mut out);
+        top_k(&row, &zero, 3, None, &mut out);
         assert_eq!(out, vec![(1, 5.0), (3, 3.0), (5, 7.0)]);
         let allowed = [true, false, true, true, true, false, true, true];
         out.clear();
-        top_k(&row, 2, Some(&allowed), &mut out);
+        top_k(&row, &zero, 2, Some(&allowed), &mut out);
         assert_eq!(out, vec![(3, 3.0), (4, 3.0)]);
+    }
+
+    /// The reference: sort every admissible entry by (value descending, index ascending).
+    fn top_k_by_sorting(
+        z: &[f32],
+        b: &[f32],
+        k: usize,
+        allowed: Option<&[bool]>,
+    ) -> Vec<(u32, f32)> {
+        let mut all: Vec<(u32, f32)> = (0..z.len())
+            .map(|i| (i as u32, z[i] + b[i]))
+            .filter(|&(i, v)| v > f32::NEG_INFINITY && allowed.is_none_or(|a| a[i as usize]))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        all.sort_by_key(|e| e.0);
+        all
+    }
+
+    /// Random rows (few distinct values, so ties are common; NaN, −∞ and rising runs that
+    /// keep the threshold moving) against the sorting reference, for many lengths and k.
+    #[test]
+    fn top_k_and_positive_match_references() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for case in 0..400 {
+            let n = rng.random_range(1..700usize);
+            let distinct = if case % 2 == 0 { 5 } else { 1000 };
+            let z: Vec<f32> = (0..n)
+                .map(|i| match rng.random_range(0..50) {
+                    0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    2 => i as f32 * 0.01,
+                    _ => rng.random_range(0..distinct) as f32 * 0.25 - 1.0,
+                })
+                .collect();
+            let b: Vec<f32> = (0..n)
+                .map(|_| rng.random_range(0..4) as f32 * 0.5 - 0.5)
+                .collect();
+            let allowed: Vec<bool> = (0..n).map(|_| rng.random_bool(0.7)).collect();
+            let k = rng.random_range(1..=n.min(150));
+            for mask in [None, Some(&allowed[..])] {
+                let mut out = vec![(99, 9.0)];
+                top_k(&z, &b, k, mask, &mut out);
+                assert_eq!(out[0], (99, 9.0), "case {case}: wrote before its start");
+                let want = top_k_by_sorting(&z, &b, k, mask);
+                assert_eq!(out[1..], want[..], "case {case}: n {n}, k {k}");
+            }
+            let mut pos = Vec::new();
+            positive(&z, &b, &mut pos);
+            let want: Vec<(u32, f32)> = (0..n)
+                .map(|i| (i as u32, z[i] + b[i]))
+                .filter(|e| e.1 > 0.0)
+                .collect();
+            assert_eq!(pos, want, "case {case}");
+            assert_eq!(count_positive(&z, &b), want.len());
+        }
     }
 }

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::SaeError;
-use crate::kernels::{View, matmul, top_k};
+use crate::kernels::{View, matmul, positive, top_k};
 
 /// How pre-activations become feature activations (the inference architectures SAELens names
 /// `standard`, `topk` and `jumprelu`).
@@ -172,8 +172,9 @@ impl Sae {
         Ok(x.len() / self.d_in)
     }
 
-    /// Pre-activations `[rows, d_sae]` of a block of rows.
-    fn pre_activations(&self, x: &[f32], rows: usize, out: &mut Vec<f32>) {
+    /// Pre-activations `[rows, d_sae]` of a block of rows, without `b_enc`: the selection adds
+    /// it as it scans, which saves writing the bias into every row first.
+    fn unbiased_pre_activations(&self, x: &[f32], rows: usize, out: &mut Vec<f32>) {
         let (d, s) = (self.d_in, self.d_sae);
         let centred;
         let input = if self.apply_b_dec_to_input {
@@ -185,16 +186,12 @@ impl Sae {
         } else {
             x
         };
-        out.clear();
-        out.extend(std::iter::repeat_n(0.0, rows * s));
-        for r in out.chunks_mut(s) {
-            r.copy_from_slice(&self.b_enc);
-        }
+        out.resize(rows * s, 0.0);
         matmul(
             out,
             View::rows(input, rows, d),
             View::rows(&self.w_enc, d, s),
-            true,
+            false,
         );
     }
 
@@ -209,7 +206,7 @@ impl Sae {
         let mut pre = Vec::new();
         for (b, block) in x.chunks(ENCODE_BLOCK_ROWS * self.d_in).enumerate() {
             let rows = block.len() / self.d_in;
-            self.pre_activations(block, rows, &mut pre);
+            self.unbiased_pre_activations(block, rows, &mut pre);
             let per_row: Vec<Vec<(u32, f32)>> = pre
                 .par_chunks(self.d_sae)
                 .map(|z| self.activate_row(z))
@@ -226,32 +223,24 @@ impl Sae {
         Ok(codes)
     }
 
-    /// Non-zero activations of one row of pre-activations.
+    /// Non-zero activations of one row of pre-activations (`b_enc` not yet added).
     fn activate_row(&self, z: &[f32]) -> Vec<(u32, f32)> {
+        let b = &self.b_enc;
+        let mut out = Vec::new();
         match self.architecture {
-            Architecture::Relu => z
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| **v > 0.0)
-                .map(|(i, &v)| (i as u32, v))
-                .collect(),
+            Architecture::Relu => positive(z, b, &mut out),
             Architecture::TopK { k } => {
-                let mut out = Vec::with_capacity(k);
-                top_k(z, k, None, &mut out);
+                top_k(z, b, k, None, &mut out);
                 out.retain(|e| e.1 > 0.0);
-                out
             }
             Architecture::JumpRelu => {
                 let t = self.threshold.as_deref().unwrap_or_default();
                 // SAELens: relu(z) · [z > relu(θ)].
-                z.iter()
-                    .zip(t)
-                    .enumerate()
-                    .filter(|(_, (v, t))| **v > 0.0 && **v > t.max(0.0))
-                    .map(|(i, (&v, _))| (i as u32, v))
-                    .collect()
+                positive(z, b, &mut out);
+                out.retain(|&(i, v)| v > t[i as usize].max(0.0));
             }
         }
+        out
     }
 
     /// Dense feature activations `[n, d_sae]`.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::adam::adam_update;
 use super::config::{ArchConfig, BDecInit, TrainConfig};
-use super::grad::{BatchStats, loss_and_grads};
+use super::grad::{BatchStats, Scratch, loss_and_grads};
 use super::params::Params;
 use crate::kernels::{axpy, dot, sum_sq};
 use crate::{Architecture, Sae, SaeError, SaeMetadata, StepMetrics};
@@ -28,6 +28,8 @@ pub struct Trainer {
     pub(super) v: Params,
     /// Gradient scratch (not state: overwritten by every step).
     pub(super) g: Params,
+    /// Working buffers of the forward and backward passes (not state either).
+    pub(super) scratch: Scratch,
     pub(super) step: u64,
     pub(super) tokens: u64,
     /// Tokens since each latent last fired.
@@ -158,6 +160,7 @@ impl Trainer {
             m: zeros.clone(),
             v: zeros.clone(),
             g: zeros,
+            scratch: Scratch::default(),
             since_fired: vec![0; cfg.d_sae],
             window: Window {
                 fired: vec![0; cfg.d_sae],
@@ -225,7 +228,15 @@ impl Trainer {
                 .collect()
         });
         let coeff = self.cfg.sparsity_coeff_at(self.step);
-        let stats = loss_and_grads(&self.p, &self.cfg, &x, coeff, dead.as_deref(), &mut self.g);
+        let stats = loss_and_grads(
+            &self.p,
+            &self.cfg,
+            &x,
+            coeff,
+            dead.as_deref(),
+            &mut self.g,
+            &mut self.scratch,
+        );
         let loss = stats.loss();
         if !loss.is_finite() {
             return Err(SaeError::NonFinite {
