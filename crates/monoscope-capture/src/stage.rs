@@ -302,26 +302,36 @@ pub fn capture(
         false => None,
     };
     let already = writer.as_ref().map_or(0, |w| w.rows_stored());
+    // A consumer of the stream must see every row, including those an interrupted run stored:
+    // they are computed again (the input is deterministic) and sent, not written twice.
+    let streaming = ctx.has_consumers("activations");
+    let dtype: monoscope_store::Dtype = config.dtype.into();
     let mut rows_before = 0u64;
     for chunk in plan.windows.chunks(config.batch_size) {
         ctx.cancel.check()?;
         let kept: u64 = chunk.iter().map(|w| w.kept() as u64).sum();
         let tokens = (chunk.len() * config.context_length) as u64;
-        if rows_before + kept <= already {
-            // Stored by an interrupted earlier run: the input is deterministic, so skip it.
+        if rows_before + kept <= already && !streaming {
             rows_before += kept;
             ctx.progress.inc(tokens);
             continue;
         }
         let mut batch = forward_batch(model, chunk, &hooks)?;
-        if rows_before < already {
-            let skip = (already - rows_before) as usize;
-            batch = monoscope_store::slice_batch(&batch, skip..batch.rows());
+        if writer.is_some() {
+            // The stream carries exactly what the store holds.
+            batch.hooks.values_mut().for_each(|v| dtype.round(v));
+        }
+        if let Some(writer) = writer.as_mut()
+            && rows_before + kept > already
+        {
+            let skip = already.saturating_sub(rows_before) as usize;
+            match skip {
+                0 => writer.write_batch(&batch),
+                _ => writer.write_batch(&monoscope_store::slice_batch(&batch, skip..batch.rows())),
+            }
+            .map_err(CaptureError::from)?;
         }
         rows_before += kept;
-        if let Some(writer) = writer.as_mut() {
-            writer.write_batch(&batch).map_err(CaptureError::from)?;
-        }
         ctx.send("activations", Message::Activations(Arc::new(batch)))?;
         ctx.progress.inc(tokens);
     }

@@ -71,6 +71,19 @@ impl<'a> StageContext<'a> {
         self.inputs.contains_key(port)
     }
 
+    /// Takes an input port out of the context, so that a reader can own it while the stage
+    /// goes on using the context (progress, cancellation). `None` when it is not connected.
+    pub fn take_input(&mut self, port: &str) -> Option<InputPort> {
+        self.inputs.remove(port)
+    }
+
+    /// Whether any stage consumes this output port in this pipeline.
+    pub fn has_consumers(&self, port: &str) -> bool {
+        self.outputs
+            .get(port)
+            .is_some_and(|p| !p.senders.is_empty())
+    }
+
     /// The input port of that name.
     pub fn input(&mut self, port: &str) -> Result<&mut InputPort, StageError> {
         self.inputs.get_mut(port).ok_or_else(|| StageError::Port {

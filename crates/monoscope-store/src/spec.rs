@@ -26,6 +26,20 @@ impl Dtype {
         }
     }
 
+    /// Rounds `values` in place to what storing them in this dtype and reading them back gives
+    /// (what a stream must carry to equal the store written beside it).
+    pub fn round(self, values: &mut [f32]) {
+        match self {
+            Dtype::F32 => {}
+            Dtype::F16 => values
+                .iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
+            Dtype::Bf16 => values
+                .iter_mut()
+                .for_each(|v| *v = half::bf16::from_f32(*v).to_f32()),
+        }
+    }
+
     /// The byte code used in shard headers.
     pub(crate) fn code(self) -> u8 {
         match self {

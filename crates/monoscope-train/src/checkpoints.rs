@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use monoscope_core::fingerprint;
 use monoscope_sae::{SaeError, TrainConfig, Trainer};
-use monoscope_store::Manifest;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainStageConfig;
@@ -34,7 +33,7 @@ pub(crate) fn fingerprint(
     seed: u64,
     hook: &str,
     train_config: &TrainConfig,
-    manifest: &Manifest,
+    source: &impl serde::Serialize,
 ) -> String {
     let mut config = config.clone();
     config.checkpoint_every = 0;
@@ -44,7 +43,7 @@ pub(crate) fn fingerprint(
         "seed": seed,
         "hook": hook,
         "trainer": train_config,
-        "store": manifest,
+        "store": source,
     }))
 }
 

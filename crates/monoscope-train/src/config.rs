@@ -51,6 +51,18 @@ pub struct TrainStageConfig {
     /// Shards at the end of the store kept for evaluation.
     #[serde(default = "default_holdout")]
     pub holdout_shards: usize,
+    /// Training from the `activations` stream: rows to train on (required there; a stream's
+    /// length is not known in advance). Training ends earlier if the stream does.
+    #[serde(default)]
+    pub training_tokens: Option<u64>,
+    /// Training from the stream: its first rows, kept for evaluation (with the capture's
+    /// `store` connected, the store's first rows, which the CE-loss splice reads).
+    #[serde(default = "default_holdout_rows")]
+    pub holdout_rows: usize,
+    /// Training from the stream: rows of the mixing buffer (filled, shuffled, half handed out
+    /// as batches, refilled). Memory: `buffer_rows × d_in × 4` bytes.
+    #[serde(default = "default_buffer_rows")]
+    pub buffer_rows: usize,
     /// Steps between metric lines in `metrics.jsonl`.
     #[serde(default = "default_metrics_every")]
     pub metrics_every: u64,
@@ -94,6 +106,12 @@ fn default_epochs() -> usize {
 fn default_holdout() -> usize {
     1
 }
+fn default_holdout_rows() -> usize {
+    8192
+}
+fn default_buffer_rows() -> usize {
+    65_536
+}
 fn default_metrics_every() -> u64 {
     20
 }
@@ -124,6 +142,16 @@ impl TrainStageConfig {
             if value == 0 {
                 problems.push((key.to_string(), "= 0: expected at least 1".to_string()));
             }
+        }
+        if self.buffer_rows < 2 * self.batch_size {
+            problems.push((
+                "buffer_rows".into(),
+                format!(
+                    "= {}: expected at least 2 × batch_size ({}), as half of it is handed out at a time",
+                    self.buffer_rows,
+                    2 * self.batch_size
+                ),
+            ));
         }
         if matches!(
             self.architecture,

@@ -12,10 +12,16 @@ pub enum TrainStageError {
     Sae(#[from] monoscope_sae::SaeError),
     #[error(transparent)]
     Model(#[from] monoscope_lm::LmError),
+    /// A port's error (cancellation above all), passed through unchanged.
+    #[error(transparent)]
+    Stage(#[from] StageError),
 }
 
 impl From<TrainStageError> for StageError {
     fn from(e: TrainStageError) -> Self {
-        StageError::other(e)
+        match e {
+            TrainStageError::Stage(e) => e,
+            e => StageError::other(e),
+        }
     }
 }

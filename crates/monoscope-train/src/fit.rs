@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use monoscope_core::{StageContext, StageError};
 use monoscope_sae::{SaeError, TrainConfig, Trainer};
-use monoscope_store::{BatchReader, StoreError};
 
 use crate::checkpoints::{self, Position};
 use crate::error::TrainStageError;
@@ -19,11 +18,15 @@ pub(crate) struct Member {
     pub metrics_path: PathBuf,
 }
 
+/// The training batches of one epoch, `[batch_size, d_in]` row-major each (a shorter one at
+/// the end is skipped), in an order fixed by the seed, so that replays are identical.
+pub(crate) type Epoch = Box<dyn Iterator<Item = Result<Vec<f32>, TrainStageError>>>;
+
 /// What the loop needs besides the stage context. The first member is the main SAE: the
 /// progress bar shows its metrics.
 pub(crate) struct Fit<'a> {
-    /// The shuffled reader of one epoch (a fixed seed per epoch, so replays are identical).
-    pub reader: &'a dyn Fn(u64) -> Result<BatchReader, StoreError>,
+    /// The batches of each epoch.
+    pub reader: &'a mut dyn FnMut(u64) -> Result<Epoch, TrainStageError>,
     pub members: Vec<Member>,
     pub scale: f32,
     pub epochs: u64,
@@ -39,6 +42,7 @@ pub(crate) fn fit(
     ctx: &mut StageContext<'_>,
 ) -> Result<(Vec<Trainer>, Option<u64>), StageError> {
     let (mut trainers, start) = resume_all(&fit)?;
+    let d_in = trainers[0].config().d_in;
     let main_steps = trainers[0].step_count();
     let resumed = (main_steps > 0).then_some(main_steps);
     if let Some(step) = resumed {
@@ -62,18 +66,18 @@ pub(crate) fn fit(
         } else {
             0
         };
-        let reader = (fit.reader)(epoch).map_err(TrainStageError::from)?;
+        let reader = (fit.reader)(epoch)?;
         for (index, batch) in (0u64..).zip(reader) {
             if index < skip {
                 continue;
             }
             ctx.cancel.check()?;
-            let batch = batch.map_err(TrainStageError::from)?;
-            if batch.rows < fit.batch_size || trainers[0].is_finished() {
+            let batch = batch?;
+            if batch.len() < fit.batch_size * d_in || trainers[0].is_finished() {
                 continue;
             }
             for (m, trainer) in trainers.iter_mut().enumerate() {
-                let reported = trainer.step(&batch.activations).map_err(|e| match e {
+                let reported = trainer.step(&batch).map_err(|e| match e {
                     SaeError::NonFinite { .. } => checkpoints::diverged(e, last_checkpoint.clone()),
                     other => other.into(),
                 })?;

@@ -1,6 +1,7 @@
-//! The `train` stage: a sparse autoencoder trained on an activation store.
+//! The `train` stage: a sparse autoencoder trained on an activation store or a capture's stream.
 //!
-//! - `stage`: reads one hook of the store with the seeded shuffled reader, holding the last
+//! - `stage`: reads one hook of the store with the seeded shuffled reader (or, with the
+//!   `activations` input connected, of the stream: see `stream`), holding the last
 //!   shards out; estimates the input scale on the first batches; trains with `monoscope-sae`;
 //!   logs `metrics.jsonl`; evaluates on the held-out shards (`eval.json`: L0, FVU, dead and
 //!   dense fractions, density histogram, per-feature frequency and maximum activation, and the
@@ -8,6 +9,8 @@
 //!   `sae/sae_weights.safetensors`, input scale folded in).
 //! - [`splice`]: [`ModelSplice`], the model-level metrics (`ce_loss_score`, KL) with the SAE
 //!   spliced in at its hook, on windows rebuilt from held-out store rows.
+//! - `stream`: training from a capture's `activations` stream instead of a store: held-out
+//!   rows from its start, a seeded mixing buffer, resumable by reading the stream again.
 //! - `fit`: the training loop (metrics, progress, cancellation); `checkpoints`: periodic
 //!   checkpoints in the stage directory, resumed when a rerun has the same fingerprint, and
 //!   the last good one named when the loss diverges.
@@ -16,8 +19,6 @@
 //! - `config`: [`TrainStageConfig`], with [`SweepMember`]s: more SAEs trained on the same
 //!   batches in the same pass (`sweep/<name>/`, compared in `sweep.json`); `error`:
 //!   [`TrainStageError`].
-//!
-//! Not yet: training from the capture stream (the stage reads an activation store).
 
 mod checkpoints;
 mod config;
@@ -26,6 +27,7 @@ mod fit;
 pub mod splice;
 mod splice_stage;
 mod stage;
+mod stream;
 
 pub use config::{ArchitectureName, SweepMember, TrainStageConfig};
 pub use error::TrainStageError;

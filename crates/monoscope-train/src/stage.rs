@@ -1,17 +1,17 @@
 use std::path::{Path, PathBuf};
 
 use monoscope_core::{
-    Artifact, ArtifactKind, PortSpec, Stage, StageContext, StageDescription, StageError, atomic,
-    register_stage,
+    Artifact, ArtifactKind, PortSpec, Stage, StageContext, StageDescription, StageError,
+    StreamKind, atomic, register_stage,
 };
 use monoscope_sae::{
-    ArchConfig, Evaluator, NormEstimator, Sae, SaeMetadata, TrainConfig, save_saelens,
+    ArchConfig, Evaluator, NormEstimator, Sae, SaeMetadata, SpliceReport, TrainConfig, save_saelens,
 };
 use monoscope_store::{SequentialOptions, ShuffleOptions, Store};
 
 use crate::config::{ArchitectureName, SweepMember, TrainStageConfig};
 use crate::error::TrainStageError;
-use crate::fit::{Fit, Member};
+use crate::fit::{Epoch, Fit, Member};
 
 /// Where the members of a sweep are saved, inside the stage directory.
 const SWEEP_DIR: &str = "sweep";
@@ -28,10 +28,22 @@ impl Stage for Train {
     fn description() -> StageDescription {
         StageDescription {
             kind: "train".into(),
-            doc: "Trains a sparse autoencoder on an activation store; evaluates it and saves it (SAELens layout)"
+            doc: "Trains a sparse autoencoder on an activation store or a capture's stream; evaluates it and saves it (SAELens layout)"
                 .into(),
             inputs: vec![
-                PortSpec::artifact("store", ArtifactKind::ACTIVATION_STORE, "the activation store"),
+                PortSpec::artifact(
+                    "store",
+                    ArtifactKind::ACTIVATION_STORE,
+                    "the activation store to train on; with `activations`, the capture's store, \
+                     read for the CE-loss splice",
+                )
+                .optional(),
+                PortSpec::stream(
+                    "activations",
+                    StreamKind::ACTIVATIONS,
+                    "a capture's stream to train on instead of a store, once, through a mixing buffer",
+                )
+                .optional(),
                 PortSpec::artifact(
                     "model",
                     ArtifactKind::MODEL,
@@ -44,12 +56,23 @@ impl Stage for Train {
     }
 
     fn run(config: TrainStageConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let store_path = ctx.recv_artifact("store")?.path;
         let model_path = match ctx.has_input("model") {
             true => Some(ctx.recv_artifact("model")?.path),
             false => None,
         };
-        train(&store_path, model_path, &config, ctx)
+        match (ctx.take_input("activations"), ctx.has_input("store")) {
+            (Some(stream), _) => crate::stream::train(stream, model_path, &config, ctx),
+            (None, true) => {
+                let store_path = ctx.recv_artifact("store")?.path;
+                train(&store_path, model_path, &config, ctx)
+            }
+            (None, false) => Err(TrainStageError::Invalid(
+                "nothing to train on: connect `store` (an activation store) or `activations` \
+                 (a capture's stream), e.g. inputs = { store = \"capture.store\" }"
+                    .into(),
+            )
+            .into()),
+        }
     }
 }
 
@@ -131,15 +154,19 @@ fn train(
     }
 
     // Input scale from the first rows of the (seeded) shuffled order.
-    let reader = |epoch: u64| {
+    let shuffled = |epoch: u64| {
         let mut options =
             ShuffleOptions::new(hook.clone(), config.batch_size, seed.wrapping_add(epoch));
         options.shards = Some(train_shards.clone());
         store.shuffled(options)
     };
+    let mut reader = |epoch: u64| -> Result<Epoch, TrainStageError> {
+        let batches = shuffled(epoch)?.map(|b| Ok(b?.activations));
+        Ok(Box::new(batches))
+    };
     let mut estimator = NormEstimator::new(d_in);
     let mut sampled = 0;
-    for batch in reader(u64::MAX).map_err(TrainStageError::from)? {
+    for batch in shuffled(u64::MAX).map_err(TrainStageError::from)? {
         let batch = batch.map_err(TrainStageError::from)?;
         estimator
             .add(&batch.activations)
@@ -151,25 +178,7 @@ fn train(
     }
     let scale = estimator.scale().map_err(TrainStageError::from)?;
 
-    // The main SAE first, then the sweep's members, each with its own directories.
-    let mut runs: Vec<(Option<&SweepMember>, TrainStageConfig)> = vec![(None, config.clone())];
-    runs.extend(config.sweep.iter().map(|m| (Some(m), m.apply(config))));
-    let mut members = Vec::with_capacity(runs.len());
-    for (member, run) in &runs {
-        let mut train_config = TrainConfig::new(d_in, run.d_sae, arch_config(run)?, total_steps);
-        train_config.seed = seed;
-        train_config.metrics_every = config.metrics_every;
-        if let Some(lr) = run.lr {
-            train_config.lr = lr;
-        }
-        let dir = member_dir(ctx.stage_dir.as_path(), *member);
-        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
-        members.push(Member {
-            train_config,
-            checkpoint_dir: dir.join(crate::checkpoints::DIR),
-            metrics_path: dir.join("metrics.jsonl"),
-        });
-    }
+    let (runs, members) = members(config, d_in, total_steps, seed, ctx)?;
     let fingerprint =
         crate::checkpoints::fingerprint(config, seed, &hook, &members[0].train_config, manifest);
     ctx.progress.set_message(format!(
@@ -182,7 +191,7 @@ fn train(
         }
     ));
     let fit = Fit {
-        reader: &reader,
+        reader: &mut reader,
         members,
         scale,
         epochs: config.epochs as u64,
@@ -220,7 +229,7 @@ fn train(
         }
     }
     let holdout_rows = store.shard_rows(holdout.start).start..store.row_count();
-    let mut splices = match crate::splice_stage::run(
+    let splices: Vec<Result<SpliceReport, String>> = match crate::splice_stage::run(
         &store,
         holdout_rows,
         &hook,
@@ -234,13 +243,31 @@ fn train(
             tracing::warn!(stage = ctx.stage_id, "no CE-loss splice: {reason}");
             vec![Err(reason); saes.len()]
         }
-    }
-    .into_iter();
+    };
+    let extra = serde_json::json!({ "resumed_from_step": resumed_from_step });
+    save(&runs, &saes, evaluators, splices, &hook, d_in, extra, ctx)
+}
+
+/// Writes each SAE (`sae/`), its `eval.json` and, for a sweep, `sweep.json`; removes the
+/// checkpoints; announces the main SAE with its summary plus `extra`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn save(
+    runs: &Runs<'_>,
+    saes: &[Sae],
+    evaluators: Vec<Evaluator>,
+    splices: Vec<Result<SpliceReport, String>>,
+    hook: &str,
+    d_in: usize,
+    extra: serde_json::Value,
+    ctx: &mut StageContext<'_>,
+) -> Result<(), StageError> {
     let mut table = Vec::with_capacity(saes.len());
     let mut main_summary = None;
-    for (((member, run), sae), evaluator) in runs.iter().zip(&saes).zip(evaluators) {
+    for ((((member, run), sae), evaluator), splice) in
+        runs.iter().zip(saes).zip(evaluators).zip(splices)
+    {
         let mut report = evaluator.finish();
-        match splices.next().expect("one splice outcome per SAE") {
+        match splice {
             Ok(splice) => report.splice = Some(splice),
             Err(reason) => report.splice_skipped = Some(reason),
         }
@@ -255,20 +282,22 @@ fn train(
         if checkpoint.exists() {
             std::fs::remove_dir_all(&checkpoint).map_err(|e| StageError::io(&checkpoint, e))?;
         }
-        let summary = serde_json::json!({
+        let mut summary = serde_json::json!({
             "name": member.map_or("main", |m| m.name.as_str()),
             "architecture": run.architecture, "d_sae": run.d_sae, "k": run.k,
             "hook_name": hook, "d_in": d_in,
             "l0": report.l0, "fvu": report.fvu, "dead_fraction": report.dead_fraction,
             "ce_loss_score": report.splice.as_ref().map(|s| s.ce_loss_score),
-            "resumed_from_step": resumed_from_step,
         });
+        if let (Some(summary), Some(extra)) = (summary.as_object_mut(), extra.as_object()) {
+            summary.extend(extra.clone());
+        }
         if member.is_none() {
             main_summary = Some((summary.clone(), sae_dir));
         }
         table.push(summary);
     }
-    if !config.sweep.is_empty() {
+    if runs.len() > 1 {
         let path = ctx.stage_dir.join(SWEEP_TABLE);
         let json = serde_json::to_vec_pretty(&table).map_err(StageError::other)?;
         atomic::write(&path, &json).map_err(|e| StageError::io(&path, e))?;
@@ -288,3 +317,36 @@ fn member_dir(stage_dir: &Path, member: Option<&SweepMember>) -> PathBuf {
         Some(m) => stage_dir.join(SWEEP_DIR).join(&m.name),
     }
 }
+
+/// The main SAE first, then the sweep's members: each one's settings, and its trainer
+/// configuration and directories (created).
+pub(crate) fn members<'c>(
+    config: &'c TrainStageConfig,
+    d_in: usize,
+    total_steps: u64,
+    seed: u64,
+    ctx: &StageContext<'_>,
+) -> Result<(Runs<'c>, Vec<Member>), StageError> {
+    let mut runs: Runs<'c> = vec![(None, config.clone())];
+    runs.extend(config.sweep.iter().map(|m| (Some(m), m.apply(config))));
+    let mut members = Vec::with_capacity(runs.len());
+    for (member, run) in &runs {
+        let mut train_config = TrainConfig::new(d_in, run.d_sae, arch_config(run)?, total_steps);
+        train_config.seed = seed;
+        train_config.metrics_every = config.metrics_every;
+        if let Some(lr) = run.lr {
+            train_config.lr = lr;
+        }
+        let dir = member_dir(ctx.stage_dir.as_path(), *member);
+        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+        members.push(Member {
+            train_config,
+            checkpoint_dir: dir.join(crate::checkpoints::DIR),
+            metrics_path: dir.join("metrics.jsonl"),
+        });
+    }
+    Ok((runs, members))
+}
+
+/// Each SAE's sweep entry (`None` for the main one) and its resolved settings.
+pub(crate) type Runs<'c> = Vec<(Option<&'c SweepMember>, TrainStageConfig)>;

@@ -49,7 +49,7 @@ fn pipeline_file(dir: &Path, with_model: bool) -> std::path::PathBuf {
             },
             match with_model {
                 true => "inputs = { store = \"capture.store\", model = \"model.model\" }\nsplice_tokens = 100",
-                false => "input = \"capture\"",
+                false => "inputs = { store = \"capture.store\" }",
             },
         ),
     )
@@ -348,4 +348,145 @@ fn every_sweep_member_gets_its_own_ce_loss_splice() {
         main["ce_loss_zero_ablation"]
     );
     assert_ne!(member["ce_loss_with_sae"], main["ce_loss_with_sae"]);
+}
+
+/// The pipeline with train reading the capture's stream (`with_store`: and its store, for
+/// the splice and the held-out check, plus the model; the store then holds f16, so the check
+/// also shows that the stream carries the rows rounded as stored).
+fn stream_pipeline(dir: &Path, set: &[&str], with_store: bool) -> monoscope_config::Pipeline {
+    let path = pipeline_file(dir, with_store);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let inputs = match with_store {
+        true => {
+            "inputs = { activations = \"capture.activations\", store = \"capture.store\", model = \"model.model\" }"
+        }
+        false => "inputs = { activations = \"capture.activations\" }",
+    };
+    let dtype = match with_store {
+        true => "dtype = \"f16\"",
+        false => "dtype = \"f32\"",
+    };
+    let text = text
+        .replace("dtype = \"f32\"", dtype)
+        .replace(
+            "inputs = { store = \"capture.store\", model = \"model.model\" }",
+            inputs,
+        )
+        .replace("inputs = { store = \"capture.store\" }", inputs)
+        .replace(
+            "epochs = 3",
+            "epochs = 1\ntraining_tokens = 4096\nholdout_rows = 256\nbuffer_rows = 512",
+        );
+    std::fs::write(&path, text).unwrap();
+    let overrides: Vec<_> = set.iter().map(|s| parse_override(s).unwrap()).collect();
+    load_with_env(&path, &overrides, &Registry::builtin(), false).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_sae_trains_on_the_capture_stream_and_splices_with_the_store_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    monoscope_exec::run(&mut stream_pipeline(dir.path(), &[], true), &quiet()).unwrap();
+    let eval: serde_json::Value =
+        serde_json::from_slice(&train_file(dir.path(), "eval.json")).unwrap();
+    assert!((eval["l0"].as_f64().unwrap() - 8.0).abs() < 1e-9, "{eval}");
+    // 64 steps (the store test trains 3 epochs): less far, but far from an untrained SAE's
+    // FVU of about 1.
+    let fvu = eval["fvu"].as_f64().unwrap();
+    assert!(
+        fvu < 0.75,
+        "held-out FVU {fvu}: training on the stream did not work"
+    );
+    assert!(eval["splice"]["ce_loss_score"].as_f64().is_some(), "{eval}");
+    let marker: serde_json::Value =
+        serde_json::from_slice(&train_file(dir.path(), ".monoscope-complete.json")).unwrap();
+    let summary = &marker["artifacts"][0][1]["metadata"];
+    assert_eq!(summary["trained_on"], "stream", "{summary}");
+    assert_eq!(summary["steps"], summary["steps_planned"], "{summary}");
+    assert_eq!(summary["steps"].as_u64(), Some(4096 / 64), "{summary}");
+}
+
+#[test]
+fn a_stream_run_without_the_store_skips_the_splice_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    monoscope_exec::run(&mut stream_pipeline(dir.path(), &[], false), &quiet()).unwrap();
+    let eval: serde_json::Value =
+        serde_json::from_slice(&train_file(dir.path(), "eval.json")).unwrap();
+    let skipped = eval["splice_skipped"].as_str().unwrap();
+    assert!(
+        skipped.contains("without the capture's `store` input"),
+        "{skipped}"
+    );
+}
+
+#[test]
+fn streaming_without_training_tokens_or_with_more_epochs_is_a_clear_error() {
+    for (set, wanted) in [
+        ("train.training_tokens=0", "makes no full batch"),
+        ("train.epochs=2", "epochs = 2: a stream is read once"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let err = monoscope_exec::run(&mut stream_pipeline(dir.path(), &[set], false), &quiet())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(wanted), "{set}: {err}");
+    }
+}
+
+/// A run cancelled after a checkpoint reads the stream again from its start (the capture
+/// sends every row again) and ends with the SAE of an uninterrupted run.
+#[test]
+fn a_cancelled_stream_run_resumes_to_the_same_sae() {
+    stream_run_resumes_to_the_same_sae("run/train/checkpoint/trainer.json", true);
+}
+
+/// Regression: a capture resumed after an interruption skipped the rows it had stored, so its
+/// stream lacked them. It must send them again.
+#[test]
+fn a_capture_cut_mid_stream_sends_every_row_again_when_resumed() {
+    let shard = monoscope_store::shard_file_name(2);
+    stream_run_resumes_to_the_same_sae(&format!("run/capture/store/{shard}"), false);
+}
+
+/// Cancels a stream run once `watched` (relative to the run's directory) exists, reruns it,
+/// and compares with an uninterrupted run.
+fn stream_run_resumes_to_the_same_sae(watched: &str, expect_resume: bool) {
+    let set = ["train.checkpoint_every=4"];
+    let straight = tempfile::tempdir().unwrap();
+    monoscope_exec::run(&mut stream_pipeline(straight.path(), &set, false), &quiet()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancelToken::new();
+    let watched = dir.path().join(watched);
+    let watcher = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !watched.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            cancel.cancel();
+        })
+    };
+    let interrupted = RunOptions { cancel, ..quiet() };
+    let first = monoscope_exec::run(&mut stream_pipeline(dir.path(), &set, false), &interrupted);
+    watcher.join().unwrap();
+    assert!(first.is_err(), "the first run was to be cancelled");
+    monoscope_exec::run(&mut stream_pipeline(dir.path(), &set, false), &quiet()).unwrap();
+    let marker: serde_json::Value =
+        serde_json::from_slice(&train_file(dir.path(), ".monoscope-complete.json")).unwrap();
+    let summary = &marker["artifacts"][0][1]["metadata"];
+    if expect_resume {
+        assert!(
+            summary["resumed_from_step"]
+                .as_u64()
+                .is_some_and(|s| s >= 4),
+            "the second run did not resume: {marker}"
+        );
+    }
+    assert_eq!(summary["steps"], summary["steps_planned"], "{summary}");
+    for file in ["sae/sae_weights.safetensors", "metrics.jsonl", "eval.json"] {
+        assert!(
+            train_file(dir.path(), file) == train_file(straight.path(), file),
+            "{file} differs from the uninterrupted run's"
+        );
+    }
 }
