@@ -9,10 +9,13 @@
 //! - [`stage`]: the `capture` stage: batched forward passes with the requested hooks (stopping
 //!   after the deepest), streaming batches downstream and/or writing an activation store, and
 //!   resuming an interrupted store from its last complete shard.
+//! - `replay`: a rerun for a stream consumer sends a finished store's rows instead of
+//!   computing them again.
 //! - [`CaptureError`]: the one error type.
 
 pub mod corpus;
 mod error;
+mod replay;
 pub mod stage;
 pub mod windows;
 

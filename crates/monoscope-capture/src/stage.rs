@@ -9,7 +9,9 @@ use monoscope_core::{
     StageDescription, StageError, StreamKind, register_stage,
 };
 use monoscope_lm::{Device, ForwardOptions, HookName, Model, TokenBatch};
-use monoscope_store::{Dtype, MANIFEST_FILE, ModelIdentity, PROGRESS_FILE, StoreSpec, StoreWriter};
+use monoscope_store::{
+    Dtype, MANIFEST_FILE, Manifest, ModelIdentity, PROGRESS_FILE, StoreSpec, StoreWriter,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{CorpusFormat, ParagraphSplit, read_corpus};
@@ -291,20 +293,32 @@ pub fn capture(
     );
     ctx.progress.set_length(total_tokens);
 
-    let mut writer = match config.write_store {
-        true => Some(open_store(
-            model,
-            config,
-            part,
-            corpus,
-            &ctx.stage_dir.join("store"),
-        )?),
-        false => None,
+    let dir = ctx.stage_dir.join("store");
+    let spec = config
+        .write_store
+        .then(|| store_spec(model, config, part, corpus));
+    // A consumer of the stream must see every row. A rerun whose store is already finished
+    // (the executor reruns a capture when a stream consumer runs again) reads it back.
+    let streaming = ctx.has_consumers("activations");
+    if let (Some(spec), true) = (&spec, streaming) {
+        let rows: u64 = plan.windows.iter().map(|w| w.kept() as u64).sum();
+        if let Some(store) = crate::replay::finished_store(&dir, spec, rows) {
+            tracing::info!(
+                stage = ctx.stage_id,
+                "replaying the finished {}",
+                dir.display()
+            );
+            crate::replay::send_rows(&store, ctx)?;
+            return announce_store(ctx, &dir, store.manifest(), model.name());
+        }
+    }
+    let mut writer = match spec {
+        Some(spec) => Some(open_store(spec, &dir)?),
+        None => None,
     };
     let already = writer.as_ref().map_or(0, |w| w.rows_stored());
-    // A consumer of the stream must see every row, including those an interrupted run stored:
-    // they are computed again (the input is deterministic) and sent, not written twice.
-    let streaming = ctx.has_consumers("activations");
+    // Rows an interrupted run stored are computed again (the input is deterministic) and sent,
+    // not written twice, when the stream has a consumer.
     let dtype: monoscope_store::Dtype = config.dtype.into();
     let mut rows_before = 0u64;
     for chunk in plan.windows.chunks(config.batch_size) {
@@ -336,30 +350,32 @@ pub fn capture(
         ctx.progress.inc(tokens);
     }
     if let Some(writer) = writer {
-        let dir = ctx.stage_dir.join("store");
         let manifest = writer.finish().map_err(CaptureError::from)?;
-        let metadata = serde_json::json!({
-            "hooks": manifest.hooks,
-            "d_model": manifest.d_model,
-            "rows": manifest.rows,
-            "model": model.name(),
-        });
-        ctx.emit_artifact(
-            "store",
-            Artifact::new(ArtifactKind::ACTIVATION_STORE, dir).with_metadata(metadata),
-        )?;
+        announce_store(ctx, &dir, &manifest, model.name())?;
     }
     Ok(())
 }
 
-/// Creates the store, or resumes one that an interrupted run left (same spec).
-fn open_store(
-    model: &Model,
-    config: &CaptureConfig,
-    part: PartSpec,
-    corpus: &Path,
+fn announce_store(
+    ctx: &mut StageContext<'_>,
     dir: &Path,
-) -> Result<StoreWriter, CaptureError> {
+    manifest: &Manifest,
+    model_name: &str,
+) -> Result<(), StageError> {
+    let metadata = serde_json::json!({
+        "hooks": manifest.hooks,
+        "d_model": manifest.d_model,
+        "rows": manifest.rows,
+        "model": model_name,
+    });
+    ctx.emit_artifact(
+        "store",
+        Artifact::new(ArtifactKind::ACTIVATION_STORE, dir).with_metadata(metadata),
+    )
+}
+
+/// What the store of this capture is: model, hooks, dtype, layout and capture settings.
+fn store_spec(model: &Model, config: &CaptureConfig, part: PartSpec, corpus: &Path) -> StoreSpec {
     let mut spec = StoreSpec::new(
         ModelIdentity {
             name: model.name().to_string(),
@@ -380,6 +396,11 @@ fn open_store(
         "prepend_bos": config.prepend_bos,
         "skip_special": config.skip_special,
     });
+    spec
+}
+
+/// Creates the store, or resumes one that an interrupted run left (same spec).
+fn open_store(spec: StoreSpec, dir: &Path) -> Result<StoreWriter, CaptureError> {
     let interrupted = dir.join(PROGRESS_FILE).exists() && !dir.join(MANIFEST_FILE).exists();
     if interrupted {
         match StoreWriter::resume(dir, spec.clone()) {

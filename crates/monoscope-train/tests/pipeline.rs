@@ -490,3 +490,23 @@ fn stream_run_resumes_to_the_same_sae(watched: &str, expect_resume: bool) {
         );
     }
 }
+
+/// When only train reruns, the executor reruns the capture for its stream: the finished store
+/// is read back and sent (left untouched, no forward pass), and train sees the same rows.
+#[test]
+fn a_rerun_of_train_replays_the_finished_store_onto_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    monoscope_exec::run(&mut stream_pipeline(dir.path(), &[], true), &quiet()).unwrap();
+    let store = dir.path().join("run/capture/store");
+    let shard = store.join(monoscope_store::shard_file_name(0));
+    let written = std::fs::metadata(&shard).unwrap().modified().unwrap();
+    let sae = train_file(dir.path(), "sae/sae_weights.safetensors");
+    std::fs::remove_file(dir.path().join("run/train/.monoscope-complete.json")).unwrap();
+    monoscope_exec::run(&mut stream_pipeline(dir.path(), &[], true), &quiet()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&shard).unwrap().modified().unwrap(),
+        written,
+        "the store was written again instead of replayed"
+    );
+    assert!(train_file(dir.path(), "sae/sae_weights.safetensors") == sae);
+}
