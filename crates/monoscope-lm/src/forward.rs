@@ -7,7 +7,9 @@ use burn::prelude::*;
 use burn::tensor::module::embedding;
 use monoscope_formats::Architecture;
 
-use crate::layers::{self, AttnShape, KeyMask, LayerCache, Rope};
+use crate::fused::host_vec;
+use crate::host_block;
+use crate::layers::{self, AttnShape, KeyMask, LayerCache, NormKind, Rope};
 use crate::{HookContext, HookName, Interventions, LmError, Model, TokenBatch};
 
 /// Which logits a forward pass computes.
@@ -268,19 +270,44 @@ impl Model {
         let kind = self.norm_kind();
         let swiglu = c.architecture == Architecture::Llama;
 
-        for (l, w) in self.weights.blocks.iter().enumerate() {
-            x = hooks.at(HookName::resid_pre(l), x)?;
-            if l >= blocks_to_run {
-                break;
+        if self.matmul_kind() == crate::MatmulKind::Int8
+            && kind == NormKind::Rms
+            && host_block::supported(&self.weights.blocks, swiglu)
+        {
+            let pass = host_block::Pass {
+                dims: [b, t, c.d_model],
+                shape,
+                rope: rope.as_ref(),
+                keys_valid: keys_valid.as_deref(),
+                eps: c.norm_eps as f32,
+                device: &self.device,
+            };
+            let mut xh = host_vec(x);
+            let mut scratch = host_block::Scratch::default();
+            for (l, w) in self.weights.blocks.iter().enumerate() {
+                xh = hooks.at_host(HookName::resid_pre(l), xh, pass.dims, &self.device)?;
+                if l >= blocks_to_run {
+                    break;
+                }
+                let slot = cache.as_deref_mut().map(|k| &mut k.layers[l]);
+                pass.block(l, &mut xh, w, slot, &mut hooks, &mut scratch)?;
             }
-            let h = layers::norm(x.clone(), &w.attn_norm, kind, c.norm_eps);
-            let slot = cache.as_deref_mut().map(|k| &mut k.layers[l]);
-            let attn = layers::attention_block(h, w, shape, rope.as_ref(), key_mask, slot);
-            let attn = hooks.at(HookName::attn_out(l), attn)?;
-            x = x + attn;
-            let h = layers::norm(x.clone(), &w.mlp_norm, kind, c.norm_eps);
-            let mlp = hooks.at(HookName::mlp_out(l), layers::mlp_block(h, w, swiglu))?;
-            x = hooks.at(HookName::resid_post(l), x + mlp)?;
+            x = Tensor::from_data(TensorData::new(xh, pass.dims), &self.device);
+        } else {
+            for (l, w) in self.weights.blocks.iter().enumerate() {
+                x = hooks.at(HookName::resid_pre(l), x)?;
+                if l >= blocks_to_run {
+                    break;
+                }
+                let h = layers::norm(x.clone(), &w.attn_norm, kind, c.norm_eps);
+                let slot = cache.as_deref_mut().map(|k| &mut k.layers[l]);
+                let attn = layers::attention_block(h, w, shape, rope.as_ref(), key_mask, slot);
+                let attn = hooks.at(HookName::attn_out(l), attn)?;
+                x = x + attn;
+                let h = layers::norm(x.clone(), &w.mlp_norm, kind, c.norm_eps);
+                let mlp = hooks.at(HookName::mlp_out(l), layers::mlp_block(h, w, swiglu))?;
+                x = hooks.at(HookName::resid_post(l), x + mlp)?;
+            }
         }
         if let Some(cache) = cache {
             for (row, flags) in hooks.ctx.valid.iter().enumerate() {
@@ -369,7 +396,7 @@ impl Model {
 }
 
 /// Applies interventions and records activations as the forward pass reaches each hook.
-struct HookRunner<'a> {
+pub(crate) struct HookRunner<'a> {
     record: &'a BTreeSet<HookName>,
     interventions: &'a Interventions,
     ctx: HookContext,
@@ -387,5 +414,22 @@ impl HookRunner<'_> {
             self.out.insert(hook, x.clone());
         }
         Ok(x)
+    }
+
+    /// [`HookRunner::at`] for an activation held on the host, row-major `dims`: a tensor is
+    /// built only when the hook records or changes it (and the host copy is then a new
+    /// buffer, so that changing it leaves a recorded tensor as it was).
+    pub fn at_host(
+        &mut self,
+        hook: HookName,
+        x: Vec<f32>,
+        dims: [usize; 3],
+        device: &Device,
+    ) -> Result<Vec<f32>, LmError> {
+        if !self.interventions.has(&hook) && !self.record.contains(&hook) {
+            return Ok(x);
+        }
+        let t = Tensor::from_data(TensorData::new(x, dims), device);
+        Ok(host_vec(self.at(hook, t)?))
     }
 }

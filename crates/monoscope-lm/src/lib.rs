@@ -25,7 +25,8 @@
 //! arithmetic, `int8` the integer matrix-product kernels, `fused` the CPU host kernels that
 //! beat burn's generic element-wise ops (RMSNorm, SwiGLU), `attention` the CPU host kernel for
 //! causal grouped-query attention with RoPE (only the scores at or before each query, no
-//! layout copies). The host kernels run when tensors are on the `flex` device; the burn ops
+//! layout copies), `host_block` the int8 CPU path's blocks on host buffers (burn tensors
+//! only at active hooks). The host kernels run when tensors are on the `flex` device; the burn ops
 //! in `layers` remain the reference and the path of every other device.
 
 mod attention;
@@ -36,6 +37,7 @@ mod forward;
 mod fused;
 mod generate;
 mod hooks;
+mod host_block;
 mod int8;
 mod layers;
 mod linear;

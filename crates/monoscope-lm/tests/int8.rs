@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use common::{Spec, reference, rel_err};
 use monoscope_lm::{
-    Device, ForwardOptions, GenerateOptions, Logits, MatmulKind, Model, ModelOptions, TokenBatch,
+    Device, ForwardOptions, GenerateOptions, HookContext, HookName, Interventions, Logits,
+    MatmulKind, Model, ModelOptions, PadSide, Tensor, TokenBatch,
 };
 
 const HOOK_TOL: f64 = 0.02;
@@ -91,6 +92,77 @@ fn int8_cached_generation_equals_full_reruns() {
         assert_eq!(best.0 as u32, token, "after {ids:?}");
         ids.push(token);
     }
+}
+
+#[test]
+fn int8_interventions_and_padding_act_as_in_f32() {
+    // The int8 CPU path keeps the residual on the host and builds tensors only at active
+    // hooks: interventions there must see and change what the f32 path's do, padded rows must
+    // compute what each row does alone, and a recorded activation must not change afterwards.
+    let spec = Spec::llama();
+    let f32_model = common::model(&spec);
+    let int8_model =
+        Model::from_loaded_with(common::loaded(&spec), &Device::flex(), &int8()).unwrap();
+    let rows = vec![vec![1u32, 17, 42, 5, 63, 8, 30], vec![3, 9, 27]];
+    let padded = TokenBatch::padded(&rows, PadSide::Left, 0).unwrap();
+    let recorded = [
+        HookName::attn_out(0),
+        HookName::resid_post(0),
+        HookName::mlp_out(1),
+        HookName::final_normalized(),
+    ];
+    let options = ForwardOptions {
+        record: recorded.to_vec(),
+        interventions: Interventions::new()
+            .with(
+                HookName::attn_out(0),
+                |_: &HookName, x: Tensor<3>, _: &HookContext| x * 0.5,
+            )
+            .with(
+                HookName::resid_pre(1),
+                |_: &HookName, x: Tensor<3>, _: &HookContext| x + 0.25,
+            ),
+        logits: Logits::All,
+        ..ForwardOptions::default()
+    };
+    let want = f32_model.forward(&padded, &options).unwrap();
+    let got = int8_model.forward(&padded, &options).unwrap();
+    let seq = padded.seq();
+    let valid = |v: Vec<f32>, width: usize| -> Vec<f64> {
+        (0..rows.len() * seq)
+            .filter(|&i| padded.is_valid(i / seq, i % seq))
+            .flat_map(|i| v[i * width..(i + 1) * width].to_vec())
+            .map(f64::from)
+            .collect()
+    };
+    let d = int8_model.d_model();
+    for hook in &recorded {
+        let err = rel_err(
+            &valid(got.activation_host(hook).unwrap(), d)
+                .iter()
+                .map(|&v| v as f32)
+                .collect::<Vec<_>>(),
+            &valid(want.activation_host(hook).unwrap(), d),
+        );
+        assert!(err < HOOK_TOL, "{hook}: relative error {err:e}");
+    }
+
+    // Row 1 alone, unpadded, through the same interventions.
+    let alone = int8_model
+        .forward(&TokenBatch::single(&rows[1]).unwrap(), &options)
+        .unwrap();
+    let vocab = int8_model.config().vocab_size;
+    let padded_logits = got.logits_host().unwrap();
+    let row1 = &padded_logits[(seq + seq - rows[1].len()) * vocab..2 * seq * vocab];
+    let alone_logits = alone.logits_host().unwrap();
+    let err = rel_err(
+        row1,
+        &alone_logits
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect::<Vec<_>>(),
+    );
+    assert!(err < 1e-4, "padded row vs alone: relative error {err:e}");
 }
 
 fn cache_dir() -> PathBuf {

@@ -19,6 +19,10 @@ use rayon::prelude::*;
 use crate::fused::host_vec;
 use crate::layers::{AttnShape, LayerCache, Rope};
 
+mod kernel;
+
+use kernel::Strided;
+
 /// Attention of the projection `qkv[batch * seq, (n_heads + 2 n_kv_heads) head_dim]` (Q | K |
 /// V per row, before RoPE), returning `[batch * seq, n_heads head_dim]` before the output
 /// projection. `keys_valid[row]` flags the `past + seq` key columns (`None`: all valid).
@@ -33,19 +37,67 @@ pub(crate) fn fused(
     cache: Option<&mut Option<LayerCache>>,
 ) -> Tensor<2> {
     let device = qkv.device();
+    let mut out = Vec::new();
+    fused_host(
+        &mut host_vec(qkv),
+        Call {
+            batch,
+            seq,
+            shape: s,
+            rope,
+            keys_valid,
+            device: &device,
+        },
+        cache,
+        &mut out,
+    );
+    Tensor::from_data(
+        TensorData::new(out, [batch * seq, s.n_heads * s.head_dim]),
+        &device,
+    )
+}
+
+/// What [`fused_host`] needs besides the projection and the cache.
+#[derive(Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub batch: usize,
+    pub seq: usize,
+    pub shape: AttnShape,
+    pub rope: Option<&'a Rope>,
+    /// Per row, `past + seq` flags (`None`: all keys valid).
+    pub keys_valid: Option<&'a [Vec<bool>]>,
+    /// Where the cache's tensors live.
+    pub device: &'a Device,
+}
+
+/// [`fused`] on host buffers, row-major as there, for callers that keep activations on the
+/// host between kernels: rotates `qkv` in place and replaces the contents of `out`.
+pub(crate) fn fused_host(
+    qkv: &mut [f32],
+    call: Call,
+    cache: Option<&mut Option<LayerCache>>,
+    out: &mut Vec<f32>,
+) {
+    let Call {
+        batch,
+        seq,
+        shape: s,
+        rope,
+        keys_valid,
+        device,
+    } = call;
     let (h, kv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
     let width = (h + 2 * kv) * hd;
-    let mut qkv = host_vec(qkv);
-    debug_assert_eq!(qkv.len(), batch * seq * width);
+    assert_eq!(qkv.len(), batch * seq * width, "qkv is not [rows, width]");
     if let Some(rope) = rope {
-        rotate(&mut qkv, width, h + kv, hd, rope);
+        rotate(qkv, width, h + kv, hd, rope);
     }
 
     // Keys and values of one (row, kv head) as a strided sequence of `head_dim` vectors:
     // straight from the projection without a cache, else from the concatenated cache.
     let (joined, slot) = match cache {
         Some(slot) => (
-            Some(join_cache(&qkv, batch, seq, s, slot.take())),
+            Some(join_cache(qkv, batch, seq, s, slot.take())),
             Some(slot),
         ),
         None => (None, None),
@@ -55,197 +107,65 @@ pub(crate) fn fused(
         .map_or(seq, |(k, _)| k.len() / (batch * kv * hd));
     let past = n_keys - seq;
 
-    let mut out = vec![0.0f32; batch * seq * h * hd];
+    out.clear();
+    out.resize(batch * seq * h * hd, 0.0);
+    let qkv = &*qkv;
     let scale = 1.0 / (hd as f32).sqrt();
+    let stride = n_keys.next_multiple_of(8);
     out.par_chunks_mut(seq * h * hd)
         .enumerate()
         .for_each(|(row, out)| {
-            let mut scores = vec![0.0f32; n_keys];
+            let mut scores = vec![0.0f32; stride];
+            // Padding columns stay zero: finite, and never read as scores.
+            let mut kt = vec![0.0f32; hd * stride];
             let valid = keys_valid.map(|v| v[row].as_slice());
-            for head in 0..h {
-                let kvh = head / (h / kv);
+            for kvh in 0..kv {
                 let (keys, values) = match &joined {
                     Some((k, v)) => {
                         let at = (row * kv + kvh) * n_keys * hd;
                         (
-                            Strided::new(&k[at..at + n_keys * hd], hd, hd),
-                            Strided::new(&v[at..at + n_keys * hd], hd, hd),
+                            Strided::new(&k[at..at + n_keys * hd], hd),
+                            Strided::new(&v[at..at + n_keys * hd], hd),
                         )
                     }
                     None => {
                         let rows = &qkv[row * seq * width..(row + 1) * seq * width];
                         (
-                            Strided::new(&rows[(h + kvh) * hd..], width, hd),
-                            Strided::new(&rows[(h + kv + kvh) * hd..], width, hd),
+                            Strided::new(&rows[(h + kvh) * hd..], width),
+                            Strided::new(&rows[(h + kv + kvh) * hd..], width),
                         )
                     }
                 };
-                let job = HeadJob {
-                    queries: Strided::new(&qkv[row * seq * width + head * hd..], width, hd),
-                    keys,
+                // Transposed once per key head, then shared by its query heads.
+                for j in 0..n_keys {
+                    for (d, &x) in keys.at(j, hd).iter().enumerate() {
+                        kt[d * stride + j] = x;
+                    }
+                }
+                let cx = kernel::Context {
+                    keys: kernel::KeysT { kt: &kt, stride },
                     values,
-                    seq,
-                    past,
                     valid,
                     scale,
                 };
-                job.run_best(&mut scores, &mut out[head * hd..], h * hd);
+                for head in kvh * (h / kv)..(kvh + 1) * (h / kv) {
+                    let queries = Strided::new(&qkv[row * seq * width + head * hd..], width);
+                    for i in 0..seq {
+                        // Causality aligned to the end of the keys: query `i` sees
+                        // `past + i + 1` of them.
+                        let o = &mut out[i * h * hd + head * hd..][..hd];
+                        kernel::attend(&cx, queries.at(i, hd), past + i + 1, &mut scores, o);
+                    }
+                }
             }
         });
     if let (Some((k, v)), Some(slot)) = (joined, slot) {
         let dims = [batch, kv, n_keys, hd];
         *slot = Some(LayerCache {
-            k: Tensor::from_data(TensorData::new(k, dims), &device),
-            v: Tensor::from_data(TensorData::new(v, dims), &device),
+            k: Tensor::from_data(TensorData::new(k, dims), device),
+            v: Tensor::from_data(TensorData::new(v, dims), device),
         });
     }
-    Tensor::from_data(TensorData::new(out, [batch * seq, h * hd]), &device)
-}
-
-/// Vectors of `len` values at a fixed stride.
-#[derive(Clone, Copy)]
-struct Strided<'a> {
-    data: &'a [f32],
-    stride: usize,
-    len: usize,
-}
-
-impl<'a> Strided<'a> {
-    fn new(data: &'a [f32], stride: usize, len: usize) -> Self {
-        Self { data, stride, len }
-    }
-
-    #[inline(always)]
-    fn at(&self, j: usize, len: usize) -> &'a [f32] {
-        &self.data[j * self.stride..j * self.stride + len]
-    }
-}
-
-/// The queries of one (batch row, head) against their keys and values.
-struct HeadJob<'a> {
-    /// `seq` query vectors.
-    queries: Strided<'a>,
-    /// `past + seq` key and value vectors.
-    keys: Strided<'a>,
-    values: Strided<'a>,
-    seq: usize,
-    past: usize,
-    /// Per key, whether it is a real token (`None`: all are).
-    valid: Option<&'a [bool]>,
-    scale: f32,
-}
-
-impl HeadJob<'_> {
-    /// [`HeadJob::run`] compiled for AVX2 + FMA when the CPU has them: the crate is built for
-    /// baseline x86-64 (SSE2), where the dot products run at half the vector width.
-    fn run_best(&self, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features were just detected.
-            unsafe { self.run_avx2(scores, out, out_stride) };
-            return;
-        }
-        self.run(scores, out, out_stride);
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2(&self, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
-        self.run(scores, out, out_stride);
-    }
-
-    /// Query `i`'s output goes to `out[i * out_stride..][..head_dim]`.
-    #[inline(always)]
-    fn run(&self, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
-        for i in 0..self.seq {
-            let q = self.queries.at(i, self.head_dim());
-            let o = &mut out[i * out_stride..i * out_stride + self.head_dim()];
-            self.attend(q, self.past + i + 1, scores, o);
-        }
-    }
-
-    fn head_dim(&self) -> usize {
-        self.keys.len
-    }
-
-    /// One query against keys `0..n` (those after it are never scored): softmax-weighted
-    /// values into `out`, zeros when no key is valid.
-    #[inline(always)]
-    fn attend(&self, q: &[f32], n: usize, scores: &mut [f32], out: &mut [f32]) {
-        let hd = q.len();
-        let scores = &mut scores[..n];
-        let mut j = 0;
-        // Four keys at a time: four independent sums hide the adds' latency.
-        while j + 4 <= n {
-            let k = std::array::from_fn(|r| self.keys.at(j + r, hd));
-            let d = dot4(q, k);
-            scores[j..j + 4].copy_from_slice(&d);
-            j += 4;
-        }
-        // The last few keys one at a time (four copies of the same key).
-        for (jj, s) in scores.iter_mut().enumerate().skip(j) {
-            *s = dot4(q, [self.keys.at(jj, hd); 4])[0];
-        }
-        let mut max = f32::NEG_INFINITY;
-        for (j, s) in scores.iter_mut().enumerate() {
-            *s = if self.valid.is_none_or(|v| v[j]) {
-                *s * self.scale
-            } else {
-                f32::NEG_INFINITY
-            };
-            max = max.max(*s);
-        }
-        out.fill(0.0);
-        if max == f32::NEG_INFINITY {
-            return;
-        }
-        let mut sum = 0.0f32;
-        for s in scores.iter_mut() {
-            // The polynomial exp saturates at e^-87 rather than 0, so masked keys are zeroed
-            // here.
-            *s = if s.is_finite() {
-                crate::fused::exp(*s - max)
-            } else {
-                0.0
-            };
-            sum += *s;
-        }
-        for (j, &p) in scores.iter().enumerate() {
-            if p != 0.0 {
-                for (o, &v) in out.iter_mut().zip(self.values.at(j, hd)) {
-                    *o += p * v;
-                }
-            }
-        }
-        let inv = 1.0 / sum;
-        for o in out.iter_mut() {
-            *o *= inv;
-        }
-    }
-}
-
-/// `q · k[r]` for four keys, each summed in eight lanes so that it vectorises (one running
-/// sum is a dependency chain the compiler may not reorder).
-#[inline(always)]
-fn dot4(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
-    let mut acc = [[0.0f32; 8]; 4];
-    let whole = q.len() / 8 * 8;
-    for c in (0..whole).step_by(8) {
-        let qc: &[f32; 8] = q[c..c + 8].try_into().expect("8 values");
-        for (acc, k) in acc.iter_mut().zip(k) {
-            let kc: &[f32; 8] = k[c..c + 8].try_into().expect("8 values");
-            for l in 0..8 {
-                acc[l] += qc[l] * kc[l];
-            }
-        }
-    }
-    std::array::from_fn(|r| {
-        let tail: f32 = (whole..q.len()).map(|i| q[i] * k[r][i]).sum();
-        acc[r].iter().sum::<f32>() + tail
-    })
 }
 
 /// RoPE in place on the first `heads` head vectors (Q and K) of every row, with the same

@@ -156,3 +156,104 @@ fn fused_attention_matches_generic_without_padding() {
     compare(s, true, &steps[..1], false);
     compare(s, true, &steps, true);
 }
+
+#[test]
+fn fused_attention_matches_generic_at_model_head_size() {
+    // head_dim 64 and 45 keys: the kernel's runs of 32 keys and 32 dimensions, then its
+    // shorter ones.
+    let s = AttnShape {
+        n_heads: 3,
+        n_kv_heads: 1,
+        head_dim: 64,
+    };
+    let (t, f) = (true, false);
+    let mut row = vec![t; 45];
+    row[..3].fill(f);
+    let rows = [vec![t; 45], row];
+    let more = [vec![t; 2], vec![t, t]];
+    let steps = [
+        Step {
+            flags: &rows,
+            seed: 11,
+        },
+        Step {
+            flags: &more,
+            seed: 12,
+        },
+    ];
+    compare(s, true, &steps[..1], false);
+    compare(s, true, &steps, true);
+}
+
+/// The arithmetic `kernel::attend` must reproduce, in f64 from untransposed keys.
+fn naive_attend(q: &[f32], keys: &[f32], values: &[f32], valid: &[bool], n: usize) -> Vec<f32> {
+    let hd = q.len();
+    let scale = 1.0 / (hd as f64).sqrt();
+    let scores: Vec<Option<f64>> = (0..n)
+        .map(|j| {
+            valid[j].then(|| {
+                let k = &keys[j * hd..(j + 1) * hd];
+                q.iter()
+                    .zip(k)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>()
+                    * scale
+            })
+        })
+        .collect();
+    let Some(max) = scores.iter().flatten().copied().reduce(f64::max) else {
+        return vec![0.0; hd];
+    };
+    let p: Vec<f64> = scores
+        .iter()
+        .map(|s| s.map_or(0.0, |s| (s - max).exp()))
+        .collect();
+    let sum: f64 = p.iter().sum();
+    (0..hd)
+        .map(|d| {
+            let y: f64 = (0..n).map(|j| p[j] * values[j * hd + d] as f64).sum();
+            (y / sum) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn attend_kernels_match_naive_attention() {
+    // Head sizes through each run of dimensions (64, 32, 8, the rest); key counts around the
+    // kernel's runs of 8 and 32; some keys invalid, and a prefix with none valid.
+    for (hd, n_keys) in [(64, 70), (96, 40), (12, 9), (20, 33)] {
+        let keys = values(n_keys * hd, 21 + hd as u64);
+        let vals = values(n_keys * hd, 22 + hd as u64);
+        let q = values(hd, 23);
+        let valid: Vec<bool> = (0..n_keys).map(|j| j >= 2 && j % 7 != 3).collect();
+        let stride = n_keys.next_multiple_of(8);
+        let mut kt = vec![0.0f32; hd * stride];
+        for j in 0..n_keys {
+            for d in 0..hd {
+                kt[d * stride + j] = keys[j * hd + d];
+            }
+        }
+        let cx = kernel::Context {
+            keys: kernel::KeysT { kt: &kt, stride },
+            values: Strided::new(&vals, hd),
+            valid: Some(&valid),
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        let mut scores = vec![0.0f32; stride];
+        for n in [1, 2, 3, 8, 9, 31, 32, 33, n_keys] {
+            let n = n.min(n_keys);
+            let want = naive_attend(&q, &keys, &vals, &valid, n);
+            let (mut fast, mut slow) = (vec![f32::NAN; hd], vec![f32::NAN; hd]);
+            kernel::attend(&cx, &q, n, &mut scores, &mut fast);
+            kernel::attend_portable(&cx, &q, n, &mut scores, &mut slow);
+            for (what, got) in [("best", &fast), ("portable", &slow)] {
+                for (d, (x, y)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+                        "{what} hd {hd} n {n} [{d}]: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+}

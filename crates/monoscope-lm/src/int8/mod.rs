@@ -18,8 +18,14 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod portable;
+mod quant;
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
+
+use quant::quantize_rows;
+pub(crate) use quant::{QuantRows, quantize_rows_into, quantize_rows_with};
 
 /// Rows per micro-tile.
 pub(crate) const MR: usize = 4;
@@ -160,57 +166,6 @@ impl PackedInt8 {
     }
 }
 
-/// Activations `[mp, kp / 2]` pairs quantised symmetrically per row (rows padded to a multiple
-/// of [`MR`] and columns to `kp` with zeros), with each row's scale.
-struct QuantRows {
-    data: Vec<Pair>,
-    scale: Vec<f32>,
-    pairs: usize,
-}
-
-impl QuantRows {
-    /// The [`MR`] rows from `r`.
-    fn tile(&self, r: usize) -> [&[Pair]; MR] {
-        std::array::from_fn(|i| &self.data[(r + i) * self.pairs..(r + i + 1) * self.pairs])
-    }
-}
-
-fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize, a_max: i32) -> QuantRows {
-    let mp = m.next_multiple_of(MR);
-    let pairs = kp / 2;
-    let mut data = vec![Pair::default(); mp * pairs];
-    let mut scale = vec![0.0f32; mp];
-    data.par_chunks_mut(pairs)
-        .zip(scale.par_iter_mut())
-        .take(m)
-        .enumerate()
-        .for_each(|(r, (dst, s))| {
-            let row = &x[r * k..(r + 1) * k];
-            let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            if max == 0.0 || !max.is_finite() {
-                // A non-finite row stays non-finite in the output, as in f32.
-                *s = if max.is_finite() { 0.0 } else { f32::NAN };
-                return;
-            }
-            *s = max / a_max as f32;
-            let inv = a_max as f32 / max;
-            let q = |v: f32| round_small(v * inv) as i16;
-            for (d, v) in dst.iter_mut().zip(row.chunks(2)) {
-                *d = Pair([q(v[0]), v.get(1).map_or(0, |&v| q(v))]);
-            }
-        });
-    QuantRows { data, scale, pairs }
-}
-
-/// Round to nearest (ties to even) for |x| < 2^22: adding and subtracting 1.5 · 2^23 leaves
-/// no fraction bits. Branch-free and vectorisable, unlike `f32::round` on baseline x86-64
-/// (a libm call per value).
-#[inline(always)]
-fn round_small(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (x + MAGIC) - MAGIC
-}
-
 /// Which micro-kernel runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernel {
@@ -248,30 +203,55 @@ pub(crate) fn matmul(x: &[f32], m: usize, w: &PackedInt8) -> Vec<f32> {
 
 pub(crate) fn matmul_with(kernel: Kernel, x: &[f32], m: usize, w: &PackedInt8) -> Vec<f32> {
     assert_eq!(x.len(), m * w.k, "activations are not [m, k]");
-    let n = w.n;
-    let mut out = vec![0.0f32; m * n];
+    matmul_quantized_with(kernel, &quantize_rows(x, m, w), w)
+}
+
+/// `q · W + b` for activations already quantised for `w` (see [`quantize_rows_with`]), into
+/// `out` (replacing its contents, reusing its allocation).
+pub(crate) fn matmul_quantized_into(q: &QuantRows, w: &PackedInt8, out: &mut Vec<f32>) {
+    matmul_into(Kernel::best(), q, w, out);
+}
+
+fn matmul_quantized_with(kernel: Kernel, q: &QuantRows, w: &PackedInt8) -> Vec<f32> {
+    let mut out = Vec::new();
+    matmul_into(kernel, q, w, &mut out);
+    out
+}
+
+fn matmul_into(kernel: Kernel, q: &QuantRows, w: &PackedInt8, out: &mut Vec<f32>) {
+    assert_eq!(q.pairs(), w.kp / 2, "activations quantised for another k");
+    let (m, n) = (q.rows(), w.n);
+    out.clear();
     if m == 0 || n == 0 {
-        return out;
+        out.resize(m * n, 0.0);
+        return;
     }
-    let q = quantize_rows(x, m, w.k, w.kp, w.a_max);
+    // Every element is written below, so the output is not zeroed first: at these sizes that
+    // is a memset of up to the whole logits matrix (2% of a forward pass).
+    if out.capacity() < m * n {
+        out.reserve(m * n);
+        huge_pages(out.spare_capacity_mut());
+    }
+    let uninit = &mut out.spare_capacity_mut()[..m * n];
     let threads = rayon::current_num_threads();
     let rows_per_block = (ROW_BLOCK_BYTES / (2 * w.kp))
         .min(m.div_ceil(BLOCKS_PER_THREAD * threads))
         .next_multiple_of(MR);
     if m.div_ceil(rows_per_block) >= 2 * threads {
         // Enough row blocks to share: each task owns whole output rows and writes in place.
-        out.par_chunks_mut(rows_per_block * n)
+        uninit
+            .par_chunks_mut(rows_per_block * n)
             .enumerate()
             .for_each(|(b, dst)| {
                 let r0 = b * rows_per_block;
                 let rows = dst.len() / n;
-                row_block(kernel, &q, r0, rows, 0..w.groups, w, dst, n, 0);
+                row_block(kernel, q, r0, rows, 0..w.groups, w, dst, n, 0);
             });
     } else {
         // Few rows (generation, short prompts): share the output features instead; each task
         // fills a strip of columns, copied into place afterwards.
         let per_task = w.groups.div_ceil(2 * threads).max(1);
-        let strips: Vec<(usize, Vec<f32>)> = (0..w.groups)
+        let strips: Vec<(usize, Vec<MaybeUninit<f32>>)> = (0..w.groups)
             .step_by(per_task)
             .collect::<Vec<_>>()
             .into_par_iter()
@@ -279,19 +259,44 @@ pub(crate) fn matmul_with(kernel: Kernel, x: &[f32], m: usize, w: &PackedInt8) -
                 let g1 = (g0 + per_task).min(w.groups);
                 let c0 = g0 * NR;
                 let width = (g1 * NR).min(n) - c0;
-                let mut strip = vec![0.0f32; m * width];
-                row_block(kernel, &q, 0, m, g0..g1, w, &mut strip, width, c0);
+                let mut strip = vec![MaybeUninit::uninit(); m * width];
+                row_block(kernel, q, 0, m, g0..g1, w, &mut strip, width, c0);
                 (c0, strip)
             })
             .collect();
+        // The strips cover every column of every row.
         for (c0, strip) in strips {
             let width = strip.len() / m;
             for (r, src) in strip.chunks(width).enumerate() {
-                out[r * n + c0..r * n + c0 + width].copy_from_slice(src);
+                uninit[r * n + c0..r * n + c0 + width].copy_from_slice(src);
             }
         }
     }
-    out
+    // SAFETY: `row_block` wrote every element of the first `m * n` (its tiles cover all rows
+    // of its block and all features of its groups; the blocks or strips cover the matrix).
+    unsafe { out.set_len(m * n) };
+}
+
+/// Asks Linux to back the 2 MiB-aligned part of a large fresh allocation with huge pages
+/// before it is first written. A logits matrix is 400 MB of new memory per call: as 4 KiB
+/// pages, faulting them in cost a quarter of the unembedding, and the output rows, written a
+/// cache line at a time 200 KB apart, each touch another page. Advice only: on failure, or
+/// elsewhere, nothing changes.
+fn huge_pages(buf: &mut [MaybeUninit<f32>]) {
+    const HUGE: usize = 2 << 20;
+    #[cfg(target_os = "linux")]
+    if std::mem::size_of_val(buf) >= 8 * HUGE {
+        unsafe extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: std::ffi::c_int) -> i32;
+        }
+        const MADV_HUGEPAGE: std::ffi::c_int = 14;
+        let start = buf.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(buf);
+        let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        // SAFETY: `lo..hi` lies within `buf`, memory this process owns; the advice changes
+        // how pages are backed, not their contents or mapping.
+        unsafe { madvise(lo as *mut std::ffi::c_void, hi - lo, MADV_HUGEPAGE) };
+    }
 }
 
 /// Rows `r0..r0 + rows` × the features of `groups`, written to `dst` (row stride `ld`, whose
@@ -304,7 +309,7 @@ fn row_block(
     rows: usize,
     groups: std::ops::Range<usize>,
     w: &PackedInt8,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     ld: usize,
     c0: usize,
 ) {
@@ -322,7 +327,15 @@ fn row_block(
                 // Whole fixed-size rows so that this vectorises; then the real width.
                 let y: [f32; NR] = std::array::from_fn(|f| acc_row[f] as f32 * sx * sw[f] + b[f]);
                 let at = (t + i) * ld + f0 - c0;
-                dst[at..at + width].copy_from_slice(&y[..width]);
+                if let Ok(whole) = <&mut [_; NR]>::try_from(&mut dst[at..at + width]) {
+                    // A fixed size compiles to vector stores; a slice copy was a `memmove`
+                    // call per 64 bytes (4% of a forward pass with logits).
+                    *whole = y.map(MaybeUninit::new);
+                } else {
+                    for (d, &v) in dst[at..at + width].iter_mut().zip(&y) {
+                        d.write(v);
+                    }
+                }
             }
         }
     }

@@ -1,3 +1,4 @@
+use super::quant::round_to_int;
 use super::*;
 
 /// Deterministic values in [-1, 1), with a few 8× outliers like real activations when
@@ -60,13 +61,17 @@ fn kernels_agree_exactly_and_match_f32_closely() {
 #[test]
 fn rounding_is_to_nearest() {
     for (x, want) in [
-        (0.4f32, 0.0f32),
-        (0.6, 1.0),
-        (-2.6, -3.0),
-        (2.5, 2.0),
-        (32766.7, 32767.0),
+        (0.4f32, 0),
+        (0.6, 1),
+        (-0.4, 0),
+        (-2.6, -3),
+        (2.5, 2),
+        (-3.5, -4),
+        (32766.7, 32767),
+        (-32766.7, -32767),
+        (f32::NAN, 0),
     ] {
-        assert_eq!(round_small(x), want, "{x}");
+        assert_eq!(round_to_int(x), want, "{x}");
     }
 }
 
@@ -98,8 +103,31 @@ fn zero_and_non_finite_rows() {
     assert!(y[n..].iter().all(|v| v.is_nan()));
 }
 
-/// `cargo test -p monoscope-lm --lib int8_rate -- --ignored --nocapture`: the kernels' rate on
-/// the model's gate|up shape, next to burn's fp32 matmul, interleaved.
+#[test]
+fn rows_computed_on_the_fly_and_reused_buffers_give_the_same_products() {
+    let (m, k, n) = (11, 37, 20);
+    let x = values(m * k, 8, true);
+    let w = PackedInt8::from_in_out(&values(k * n, 9, false), k, n, None);
+    let mut q = QuantRows::default();
+    let mut y = vec![f32::NAN; 3];
+    quantize_rows_with(m, &w, &mut q, |r, row| {
+        row.copy_from_slice(&x[r * k..(r + 1) * k])
+    });
+    matmul_quantized_into(&q, &w, &mut y);
+    assert_eq!(y, matmul(&x, m, &w));
+    // Fewer rows, one of them zero, into the same buffers: nothing of the first call remains.
+    let mut x2 = x[..5 * k].to_vec();
+    x2[2 * k..3 * k].fill(0.0);
+    quantize_rows_into(&x2, 5, &w, &mut q);
+    matmul_quantized_into(&q, &w, &mut y);
+    assert_eq!(y, matmul(&x2, 5, &w));
+    assert!(y[2 * n..3 * n].iter().all(|&v| v == 0.0));
+}
+
+/// `cargo test -p monoscope-lm --release --lib int8_rate -- --ignored --nocapture`: the
+/// kernels' rate on the model's gate|up shape, next to burn's fp32 matmul, interleaved; then
+/// on the unembedding's shape (weights far larger than the caches), for the int8 kernel alone,
+/// into a fresh output and into a reused one.
 #[test]
 #[ignore = "timing, not a check"]
 fn int8_rate() {
@@ -122,5 +150,26 @@ fn int8_rate() {
         drop(xt.clone().matmul(wt.clone()).into_data());
         f32 = f32.max(ops / t.elapsed().as_secs_f64() / 1e9);
     }
-    eprintln!("best: int8 {int8:.1} GOP/s, burn f32 {f32:.1} GFLOP/s");
+    eprintln!("[{m}, {k}] x [{k}, {n}] best: int8 {int8:.1} GOP/s, burn f32 {f32:.1} GFLOP/s");
+
+    let n = 49152;
+    let unembed = PackedInt8::from_out_in(&values(k * n, 3, false), n, k);
+    let ops = 2.0 * (m * k * n) as f64;
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        std::hint::black_box(matmul(&x, m, &unembed));
+        best = best.max(ops / t.elapsed().as_secs_f64() / 1e9);
+    }
+    eprintln!("[{m}, {k}] x [{k}, {n}] best: int8 {best:.1} GOP/s");
+    // Into a reused buffer: what a fresh output's page faults cost (a quarter, when written).
+    let q = quant::quantize_rows(&x, m, &unembed);
+    let mut out = Vec::new();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        matmul_quantized_into(&q, &unembed, &mut out);
+        best = best.max(ops / t.elapsed().as_secs_f64() / 1e9);
+    }
+    eprintln!("reused output: int8 {best:.1} GOP/s");
 }
