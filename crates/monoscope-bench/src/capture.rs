@@ -13,16 +13,25 @@ use crate::matmul::gflops;
 use crate::report::{Measurement, emit};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let tokens: u64 = match args {
-        [flag, n] if flag == "--tokens" => n.parse().context("--tokens N")?,
-        [] => 16_384,
-        _ => anyhow::bail!("usage: capture [--tokens N]"),
-    };
+    let usage = "usage: capture [--tokens N] [--matmul f32|int8]";
+    let (mut tokens, mut matmul) = (16_384u64, "f32".to_string());
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().ok_or_else(|| anyhow::anyhow!("{usage}"))?;
+        match flag.as_str() {
+            "--tokens" => tokens = value.parse().context("--tokens N")?,
+            "--matmul" => matmul = value.clone(),
+            _ => anyhow::bail!("{usage}"),
+        }
+    }
     let model_path = monoscope_fetch::resolve_model("smollm2")?;
     let corpus = monoscope_fetch::resolve_corpus("wiki")?;
-    let model = monoscope_lm::load(&model_path, &Device::flex())?;
-    let config: CaptureConfig =
-        serde_json::from_value(serde_json::json!({ "max_tokens": tokens }))?;
+    let config: CaptureConfig = serde_json::from_value(
+        serde_json::json!({ "max_tokens": tokens, "matmul": matmul }),
+    )
+    .with_context(|| format!("--matmul {matmul}: expected f32 or int8"))?;
+    let options = monoscope_lm::ModelOptions::with_matmul(config.matmul.into());
+    let model = monoscope_lm::load_with(&model_path, &Device::flex(), &options)?;
     let scratch =
         std::env::temp_dir().join(format!("monoscope-bench-capture-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
@@ -46,7 +55,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let rows = monoscope_store::Store::open(&ctx.stage_dir.join("store"))?.row_count();
     std::fs::remove_dir_all(&scratch)?;
-    let case = format!("smollm2 wiki {tokens} tokens, 16x128, block 15, f16");
+    let case = format!("smollm2 wiki {tokens} tokens, 16x128, block 15, f16, {matmul}");
     emit(&[
         Measurement::new(
             "capture",
