@@ -26,10 +26,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let model_path = monoscope_fetch::resolve_model("smollm2")?;
     let corpus = monoscope_fetch::resolve_corpus("wiki")?;
-    let config: CaptureConfig = serde_json::from_value(
-        serde_json::json!({ "max_tokens": tokens, "matmul": matmul }),
-    )
-    .with_context(|| format!("--matmul {matmul}: expected f32 or int8"))?;
+    let config: CaptureConfig =
+        serde_json::from_value(serde_json::json!({ "max_tokens": tokens, "matmul": matmul }))
+            .with_context(|| format!("--matmul {matmul}: expected f32 or int8"))?;
     let options = monoscope_lm::ModelOptions::with_matmul(config.matmul.into());
     let model = monoscope_lm::load_with(&model_path, &Device::flex(), &options)?;
     let scratch =
