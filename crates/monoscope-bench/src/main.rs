@@ -53,6 +53,7 @@ const BENCHES: &[Bench] = &[
 ];
 
 fn main() -> ExitCode {
+    monoscope_core::retain_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(name) = args.first() else {
         eprintln!("usage: cargo xtask bench <what> [args]\n");

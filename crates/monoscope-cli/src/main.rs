@@ -109,6 +109,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    monoscope_core::retain_freed_memory();
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -15,12 +15,14 @@
 //! - [`StageError`]: the one error type a stage returns.
 //! - [`atomic`]: write-to-temporary-then-rename helpers; every artifact is written through them.
 //! - [`fingerprint`]: stable hashes of configs, used to decide whether a stage can be skipped.
+//! - [`retain_freed_memory`]: the binaries' allocator setting (freed memory kept for reuse).
 
 pub mod atomic;
 mod cancel;
 mod context;
 mod error;
 pub mod fingerprint;
+mod memory;
 mod message;
 mod ports;
 mod progress;
@@ -30,6 +32,7 @@ mod stage;
 pub use cancel::CancelToken;
 pub use context::{InputPort, OutputPort, StageContext};
 pub use error::StageError;
+pub use memory::retain_freed_memory;
 pub use message::{ActivationBatch, Artifact, Message};
 pub use ports::{ArtifactKind, PortSpec, PortType, StreamKind};
 pub use progress::Progress;
