@@ -131,28 +131,13 @@ pub(crate) fn loss_and_grads_on(
                 .for_each(|((c, x), b)| *c = x - b)
         });
     let mut stats = match &cfg.architecture {
-        ArchConfig::TopK { k, .. } => sparse::run(
-            p,
-            cfg,
-            x,
-            sparse::Select::TopK(*k),
-            0.0,
-            dead,
-            0,
-            scratch,
-            g,
-        ),
-        ArchConfig::BatchTopK { k, .. } => sparse::run(
-            p,
-            cfg,
-            x,
-            sparse::Select::BatchTopK(*k),
-            0.0,
-            dead,
-            0,
-            scratch,
-            g,
-        ),
+        ArchConfig::TopK { k, .. } | ArchConfig::BatchTopK { k, .. } => {
+            let select = match cfg.architecture {
+                ArchConfig::TopK { .. } => sparse::Select::TopK(*k),
+                _ => sparse::Select::BatchTopK(*k),
+            };
+            sparse::run(p, cfg, x, select, 0.0, dead, 0, scratch, g)
+        }
         ArchConfig::JumpRelu { .. } => dense::run(p, cfg, x, coeff, 0, scratch, g),
         ArchConfig::ReluL1 { .. } => {
             // Probe: the first block's pre-activations, which either path then uses.
