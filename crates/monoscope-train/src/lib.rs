@@ -11,6 +11,7 @@
 //!   spliced in at its hook, on windows rebuilt from held-out store rows.
 //! - `stream`: training from a capture's `activations` stream instead of a store: held-out
 //!   rows from its start, a seeded mixing buffer, resumable by reading the stream again.
+//! - `saes`: the main SAE and the sweep's members: trainer settings, directories, saving.
 //! - `fit`: the training loop (metrics, progress, cancellation); `checkpoints`: periodic
 //!   checkpoints in the stage directory, resumed when a rerun has the same fingerprint, and
 //!   the last good one named when the loss diverges.
@@ -24,6 +25,7 @@ mod checkpoints;
 mod config;
 mod error;
 mod fit;
+mod saes;
 pub mod splice;
 mod splice_stage;
 mod stage;

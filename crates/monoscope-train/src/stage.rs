@@ -1,22 +1,18 @@
+//! The `train` stage: its ports, the choice between a store and a stream, and training from
+//! a store (the seeded shuffled reader, the last shards held out).
+
 use std::path::{Path, PathBuf};
 
 use monoscope_core::{
-    Artifact, ArtifactKind, PortSpec, Stage, StageContext, StageDescription, StageError,
-    StreamKind, atomic, register_stage,
+    ArtifactKind, PortSpec, Stage, StageContext, StageDescription, StageError, StreamKind,
+    register_stage,
 };
-use monoscope_sae::{
-    ArchConfig, Evaluator, NormEstimator, Sae, SaeMetadata, SpliceReport, TrainConfig, save_saelens,
-};
+use monoscope_sae::{Evaluator, NormEstimator, Sae, SaeMetadata, SpliceReport};
 use monoscope_store::{SequentialOptions, ShuffleOptions, Store};
 
-use crate::config::{ArchitectureName, SweepMember, TrainStageConfig};
+use crate::config::TrainStageConfig;
 use crate::error::TrainStageError;
-use crate::fit::{Epoch, Fit, Member};
-
-/// Where the members of a sweep are saved, inside the stage directory.
-const SWEEP_DIR: &str = "sweep";
-/// The comparison table of every SAE the stage trained.
-const SWEEP_TABLE: &str = "sweep.json";
+use crate::fit::{Epoch, Fit};
 
 /// Trains a sparse autoencoder on an activation store.
 #[derive(Debug)]
@@ -77,34 +73,6 @@ impl Stage for Train {
 }
 
 register_stage!(Train);
-
-fn arch_config(config: &TrainStageConfig) -> Result<ArchConfig, TrainStageError> {
-    // The library's defaults for each architecture, by deserialising its tag alone.
-    let tag = match config.architecture {
-        ArchitectureName::ReluL1 => "relu_l1",
-        ArchitectureName::Topk => "top_k",
-        ArchitectureName::Batchtopk => "batch_top_k",
-        ArchitectureName::Jumprelu => "jump_relu",
-    };
-    let mut value = serde_json::json!({ "kind": tag });
-    match config.architecture {
-        ArchitectureName::Topk | ArchitectureName::Batchtopk => {
-            value["k"] = config.k.into();
-        }
-        ArchitectureName::ReluL1 => {
-            if let Some(c) = config.sparsity_coeff {
-                value["l1_coeff"] = c.into();
-            }
-        }
-        ArchitectureName::Jumprelu => {
-            if let Some(c) = config.sparsity_coeff {
-                value["l0_coeff"] = c.into();
-            }
-        }
-    }
-    serde_json::from_value(value)
-        .map_err(|e| TrainStageError::Invalid(format!("architecture settings: {e}")))
-}
 
 fn train(
     store_path: &Path,
@@ -178,7 +146,7 @@ fn train(
     }
     let scale = estimator.scale().map_err(TrainStageError::from)?;
 
-    let (runs, members) = members(config, d_in, total_steps, seed, ctx)?;
+    let (runs, members) = crate::saes::members(config, d_in, total_steps, seed, ctx)?;
     let fingerprint =
         crate::checkpoints::fingerprint(config, seed, &hook, &members[0].train_config, manifest);
     ctx.progress.set_message(format!(
@@ -245,108 +213,5 @@ fn train(
         }
     };
     let extra = serde_json::json!({ "resumed_from_step": resumed_from_step });
-    save(&runs, &saes, evaluators, splices, &hook, d_in, extra, ctx)
+    crate::saes::save(&runs, &saes, evaluators, splices, &hook, d_in, extra, ctx)
 }
-
-/// Writes each SAE (`sae/`), its `eval.json` and, for a sweep, `sweep.json`; removes the
-/// checkpoints; announces the main SAE with its summary plus `extra`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn save(
-    runs: &Runs<'_>,
-    saes: &[Sae],
-    evaluators: Vec<Evaluator>,
-    splices: Vec<Result<SpliceReport, String>>,
-    hook: &str,
-    d_in: usize,
-    extra: serde_json::Value,
-    ctx: &mut StageContext<'_>,
-) -> Result<(), StageError> {
-    let mut table = Vec::with_capacity(saes.len());
-    let mut main_summary = None;
-    for ((((member, run), sae), evaluator), splice) in
-        runs.iter().zip(saes).zip(evaluators).zip(splices)
-    {
-        let mut report = evaluator.finish();
-        match splice {
-            Ok(splice) => report.splice = Some(splice),
-            Err(reason) => report.splice_skipped = Some(reason),
-        }
-        let dir = member_dir(ctx.stage_dir.as_path(), *member);
-        let eval_path = dir.join("eval.json");
-        let json = serde_json::to_vec_pretty(&report).map_err(StageError::other)?;
-        atomic::write(&eval_path, &json).map_err(|e| StageError::io(&eval_path, e))?;
-        let sae_dir = dir.join("sae");
-        save_saelens(sae, &sae_dir).map_err(TrainStageError::from)?;
-        // The SAE is saved: the checkpoint has served its purpose.
-        let checkpoint = dir.join(crate::checkpoints::DIR);
-        if checkpoint.exists() {
-            std::fs::remove_dir_all(&checkpoint).map_err(|e| StageError::io(&checkpoint, e))?;
-        }
-        let mut summary = serde_json::json!({
-            "name": member.map_or("main", |m| m.name.as_str()),
-            "architecture": run.architecture, "d_sae": run.d_sae, "k": run.k,
-            "hook_name": hook, "d_in": d_in,
-            "l0": report.l0, "fvu": report.fvu, "dead_fraction": report.dead_fraction,
-            "ce_loss_score": report.splice.as_ref().map(|s| s.ce_loss_score),
-        });
-        if let (Some(summary), Some(extra)) = (summary.as_object_mut(), extra.as_object()) {
-            summary.extend(extra.clone());
-        }
-        if member.is_none() {
-            main_summary = Some((summary.clone(), sae_dir));
-        }
-        table.push(summary);
-    }
-    if runs.len() > 1 {
-        let path = ctx.stage_dir.join(SWEEP_TABLE);
-        let json = serde_json::to_vec_pretty(&table).map_err(StageError::other)?;
-        atomic::write(&path, &json).map_err(|e| StageError::io(&path, e))?;
-    }
-    let (summary, sae_dir) = main_summary.expect("the main SAE is always trained");
-    tracing::info!(stage = ctx.stage_id, "held-out: {summary}");
-    ctx.emit_artifact(
-        "sae",
-        Artifact::new(ArtifactKind::SAE, sae_dir).with_metadata(summary),
-    )
-}
-
-/// The stage directory for the main SAE, `sweep/<name>` for a member.
-fn member_dir(stage_dir: &Path, member: Option<&SweepMember>) -> PathBuf {
-    match member {
-        None => stage_dir.to_path_buf(),
-        Some(m) => stage_dir.join(SWEEP_DIR).join(&m.name),
-    }
-}
-
-/// The main SAE first, then the sweep's members: each one's settings, and its trainer
-/// configuration and directories (created).
-pub(crate) fn members<'c>(
-    config: &'c TrainStageConfig,
-    d_in: usize,
-    total_steps: u64,
-    seed: u64,
-    ctx: &StageContext<'_>,
-) -> Result<(Runs<'c>, Vec<Member>), StageError> {
-    let mut runs: Runs<'c> = vec![(None, config.clone())];
-    runs.extend(config.sweep.iter().map(|m| (Some(m), m.apply(config))));
-    let mut members = Vec::with_capacity(runs.len());
-    for (member, run) in &runs {
-        let mut train_config = TrainConfig::new(d_in, run.d_sae, arch_config(run)?, total_steps);
-        train_config.seed = seed;
-        train_config.metrics_every = config.metrics_every;
-        if let Some(lr) = run.lr {
-            train_config.lr = lr;
-        }
-        let dir = member_dir(ctx.stage_dir.as_path(), *member);
-        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
-        members.push(Member {
-            train_config,
-            checkpoint_dir: dir.join(crate::checkpoints::DIR),
-            metrics_path: dir.join("metrics.jsonl"),
-        });
-    }
-    Ok((runs, members))
-}
-
-/// Each SAE's sweep entry (`None` for the main one) and its resolved settings.
-pub(crate) type Runs<'c> = Vec<(Option<&'c SweepMember>, TrainStageConfig)>;

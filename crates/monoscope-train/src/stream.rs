@@ -74,7 +74,7 @@ pub(crate) fn train(
         .map_err(TrainStageError::from)?;
     let scale = estimator.scale().map_err(TrainStageError::from)?;
 
-    let (runs, members) = crate::stage::members(config, d_in, total_steps, seed, ctx)?;
+    let (runs, members) = crate::saes::members(config, d_in, total_steps, seed, ctx)?;
     let source = serde_json::json!({ "stream": { "d_in": d_in, "holdout": digest(&holdout) } });
     let fingerprint =
         crate::checkpoints::fingerprint(config, seed, &hook, &members[0].train_config, &source);
@@ -152,7 +152,7 @@ pub(crate) fn train(
         "steps": steps,
         "steps_planned": total_steps,
     });
-    crate::stage::save(&runs, &saes, evaluators, splices, &hook, d_in, extra, ctx)
+    crate::saes::save(&runs, &saes, evaluators, splices, &hook, d_in, extra, ctx)
 }
 
 /// Opens the store that arrives on the `store` input and checks that its first rows are the
