@@ -9,6 +9,7 @@ use monoscope_formats::Architecture;
 
 use crate::fused::host_vec;
 use crate::host_block;
+use crate::hooks::HookRunner;
 use crate::layers::{self, AttnShape, KeyMask, LayerCache, NormKind, Rope};
 use crate::{HookContext, HookName, Interventions, LmError, Model, TokenBatch};
 
@@ -392,44 +393,5 @@ impl Model {
         let idx: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
         let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b * t]), &self.device);
         Ok(table.select(0, idx).reshape([b, t, self.config.d_model]))
-    }
-}
-
-/// Applies interventions and records activations as the forward pass reaches each hook.
-pub(crate) struct HookRunner<'a> {
-    record: &'a BTreeSet<HookName>,
-    interventions: &'a Interventions,
-    ctx: HookContext,
-    out: BTreeMap<HookName, Tensor<3>>,
-}
-
-impl HookRunner<'_> {
-    fn at(&mut self, hook: HookName, x: Tensor<3>) -> Result<Tensor<3>, LmError> {
-        let x = if self.interventions.has(&hook) {
-            self.interventions.apply(&hook, x, &self.ctx)?
-        } else {
-            x
-        };
-        if self.record.contains(&hook) {
-            self.out.insert(hook, x.clone());
-        }
-        Ok(x)
-    }
-
-    /// [`HookRunner::at`] for an activation held on the host, row-major `dims`: a tensor is
-    /// built only when the hook records or changes it (and the host copy is then a new
-    /// buffer, so that changing it leaves a recorded tensor as it was).
-    pub fn at_host(
-        &mut self,
-        hook: HookName,
-        x: Vec<f32>,
-        dims: [usize; 3],
-        device: &Device,
-    ) -> Result<Vec<f32>, LmError> {
-        if !self.interventions.has(&hook) && !self.record.contains(&hook) {
-            return Ok(x);
-        }
-        let t = Tensor::from_data(TensorData::new(x, dims), device);
-        Ok(host_vec(self.at(hook, t)?))
     }
 }

@@ -8,6 +8,7 @@
 //! | `blocks.{L}.hook_resid_post` | the residual stream leaving block `L` (equal to `hook_resid_pre` of `L+1`) |
 //! | `ln_final.hook_normalized` | the final norm's output *before* its elementwise weight and bias, as in TransformerLens |
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -257,5 +258,44 @@ impl fmt::Debug for Interventions {
         f.debug_list()
             .entries(self.entries.iter().map(|(h, _)| h.to_string()))
             .finish()
+    }
+}
+
+/// Applies interventions and records activations as the forward pass reaches each hook.
+pub(crate) struct HookRunner<'a> {
+    pub record: &'a BTreeSet<HookName>,
+    pub interventions: &'a Interventions,
+    pub ctx: HookContext,
+    pub out: BTreeMap<HookName, Tensor<3>>,
+}
+
+impl HookRunner<'_> {
+    pub fn at(&mut self, hook: HookName, x: Tensor<3>) -> Result<Tensor<3>, LmError> {
+        let x = if self.interventions.has(&hook) {
+            self.interventions.apply(&hook, x, &self.ctx)?
+        } else {
+            x
+        };
+        if self.record.contains(&hook) {
+            self.out.insert(hook, x.clone());
+        }
+        Ok(x)
+    }
+
+    /// [`HookRunner::at`] for an activation held on the host, row-major `dims`: a tensor is
+    /// built only when the hook records or changes it (and the host copy is then a new
+    /// buffer, so that changing it leaves a recorded tensor as it was).
+    pub fn at_host(
+        &mut self,
+        hook: HookName,
+        x: Vec<f32>,
+        dims: [usize; 3],
+        device: &Device,
+    ) -> Result<Vec<f32>, LmError> {
+        if !self.interventions.has(&hook) && !self.record.contains(&hook) {
+            return Ok(x);
+        }
+        let t = Tensor::from_data(TensorData::new(x, dims), device);
+        Ok(crate::fused::host_vec(self.at(hook, t)?))
     }
 }

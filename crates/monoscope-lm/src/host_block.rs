@@ -15,7 +15,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::attention::{self, Call};
-use crate::forward::HookRunner;
+use crate::hooks::HookRunner;
 use crate::fused::{host_vec, rms_norm_row, swiglu_rows_best};
 use crate::int8::{self, PackedInt8};
 use crate::layers::{AttnShape, LayerCache, Rope};
