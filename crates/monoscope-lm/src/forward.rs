@@ -7,10 +7,11 @@ use burn::prelude::*;
 use burn::tensor::module::embedding;
 use monoscope_formats::Architecture;
 
+use crate::attention::{AttnShape, LayerCache, Rope};
 use crate::fused::host_vec;
-use crate::host_block;
 use crate::hooks::HookRunner;
-use crate::layers::{self, AttnShape, KeyMask, LayerCache, NormKind, Rope};
+use crate::host_block;
+use crate::layers::{self, KeyMask, NormKind};
 use crate::{HookContext, HookName, Interventions, LmError, Model, TokenBatch};
 
 /// Which logits a forward pass computes.

@@ -15,10 +15,10 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::attention::{self, Call};
-use crate::hooks::HookRunner;
+use crate::attention::{AttnShape, LayerCache, Rope};
 use crate::fused::{host_vec, rms_norm_row, swiglu_rows_best};
+use crate::hooks::HookRunner;
 use crate::int8::{self, PackedInt8};
-use crate::layers::{AttnShape, LayerCache, Rope};
 use crate::weights::{BlockWeights, NormWeights};
 use crate::{HookName, LmError};
 

@@ -17,9 +17,11 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::fused::host_vec;
-use crate::layers::{AttnShape, LayerCache, Rope};
 
 mod kernel;
+mod parts;
+
+pub(crate) use parts::{AttnShape, LayerCache, Rope};
 
 use kernel::Strided;
 
