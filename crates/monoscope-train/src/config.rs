@@ -138,6 +138,7 @@ impl TrainStageConfig {
             ("d_sae", self.d_sae),
             ("batch_size", self.batch_size),
             ("epochs", self.epochs),
+            ("holdout_rows", self.holdout_rows),
         ] {
             if value == 0 {
                 problems.push((key.to_string(), "= 0: expected at least 1".to_string()));

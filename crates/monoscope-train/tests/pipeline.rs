@@ -510,3 +510,19 @@ fn a_rerun_of_train_replays_the_finished_store_onto_the_stream() {
     );
     assert!(train_file(dir.path(), "sae/sae_weights.safetensors") == sae);
 }
+
+#[test]
+fn bad_stream_settings_are_named_before_anything_runs() {
+    for (set, key) in [
+        ("train.buffer_rows=64", "train.buffer_rows"),
+        ("train.holdout_rows=0", "train.holdout_rows"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = pipeline_file(dir.path(), false);
+        let overrides = vec![parse_override(set).unwrap()];
+        let err = load_with_env(&path, &overrides, &Registry::builtin(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{set}: {err}");
+    }
+}
