@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use figment::value::Value;
 use monoscope_core::closest_name;
 
-use crate::pipeline::{Endpoint, StageSpec, show};
-use crate::problems::Problem;
+use crate::problems::{Problem, show};
+use crate::spec::{Endpoint, StageSpec};
 
 /// The raw `input` and `inputs` values of each stage table.
 pub(crate) type RawInputs = BTreeMap<String, (Option<Value>, Option<Value>)>;

@@ -26,15 +26,16 @@
 //! - [`source`]: reading the file and reporting syntax errors with line and column.
 //! - [`layers`]: the figment stack and where each value came from.
 //! - [`graph`]: stage ids, kinds, inputs, port types and cycles.
+//! - `spec`: [`StageSpec`], a validated stage, and [`Endpoint`], where an input comes from.
 
 mod graph;
 mod layers;
 mod pipeline;
 mod problems;
 mod source;
+mod spec;
 
 pub use layers::{CommandLineOverride, parse_override};
-pub use pipeline::{
-    Endpoint, Pipeline, PipelineSettings, StageSpec, load, load_with_env, plugin_paths,
-};
+pub use pipeline::{Pipeline, PipelineSettings, load, load_with_env, plugin_paths};
 pub use problems::{ConfigErrors, Problem};
+pub use spec::{Endpoint, StageSpec};

@@ -3,13 +3,15 @@ use std::path::{Path, PathBuf};
 
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use monoscope_core::{ConfigureError, ConfiguredStage, Registry, StageDescription, closest_name};
+use monoscope_core::{ConfigureError, Registry, closest_name};
 use serde::{Deserialize, Serialize};
 
 use crate::graph;
 use crate::layers::{self, CommandLineOverride};
+use crate::problems::show;
 use crate::problems::{ConfigErrors, Problem};
 use crate::source;
+use crate::spec::StageSpec;
 
 /// Top-level keys that are not stages.
 const PIPELINE_TABLE: &str = "pipeline";
@@ -50,33 +52,6 @@ struct PluginEntry {
 struct PluginsOnly {
     #[serde(default)]
     plugins: Vec<PluginEntry>,
-}
-
-/// Where an input port's data comes from: `stage.port`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Endpoint {
-    pub stage: String,
-    pub port: String,
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.stage, self.port)
-    }
-}
-
-/// One validated stage, ready to run.
-#[derive(Debug)]
-pub struct StageSpec {
-    pub id: String,
-    pub kind: String,
-    pub description: StageDescription,
-    /// Input port name to the upstream output feeding it.
-    pub inputs: BTreeMap<String, Endpoint>,
-    /// Every parameter's final value, defaults included.
-    pub params: serde_json::Value,
-    /// Taken by the executor when the stage runs.
-    pub configured: Option<ConfiguredStage>,
 }
 
 /// A validated pipeline.
@@ -579,17 +554,4 @@ fn describe_property(schema: &serde_json::Value, field: &str) -> Option<String> 
         (None, Some(doc)) => format!(" ({doc})"),
         (None, None) => return None,
     })
-}
-
-/// A short rendering of a figment value for messages.
-pub(crate) fn show(value: &Value) -> String {
-    match value {
-        Value::String(_, s) => format!("\"{s}\""),
-        Value::Dict(..) => "a table".to_string(),
-        Value::Array(..) => "an array".to_string(),
-        other => match other.to_actual() {
-            figment::error::Actual::Str(s) => s,
-            actual => actual.to_string(),
-        },
-    }
 }

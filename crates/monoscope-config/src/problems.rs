@@ -1,5 +1,7 @@
 use std::fmt;
 
+use figment::value::Value;
+
 /// One mistake in a pipeline, located as precisely as it can be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -49,5 +51,18 @@ impl From<Problem> for ConfigErrors {
         ConfigErrors {
             problems: vec![problem],
         }
+    }
+}
+
+/// A short rendering of a figment value for messages.
+pub(crate) fn show(value: &Value) -> String {
+    match value {
+        Value::String(_, s) => format!("\"{s}\""),
+        Value::Dict(..) => "a table".to_string(),
+        Value::Array(..) => "an array".to_string(),
+        other => match other.to_actual() {
+            figment::error::Actual::Str(s) => s,
+            actual => actual.to_string(),
+        },
     }
 }
