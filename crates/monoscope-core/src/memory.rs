@@ -4,11 +4,16 @@
 /// next allocation instead of unmapping it. A forward pass allocates its 400 MB of logits, a
 /// training step its activation buffers, afresh each time; unmapped and mapped again, every
 /// 4 KiB of them costs a page fault and the kernel's zeroing, which in a virtual machine made a
-/// quarter of the unembedding's time (`cargo xtask bench forward`, BENCHMARKS.md). The price:
-/// the process's resident memory does not shrink when it frees; its peak is unchanged.
+/// fifth of the forward pass's time with logits (`cargo xtask bench forward`, BENCHMARKS.md).
+/// The price is memory: what is freed is kept and the heap fragments, so the resident size
+/// only grows (the quickstart's peak: BENCHMARKS.md). `MONOSCOPE_RETAIN_FREED_MEMORY=0` turns
+/// it off.
 ///
 /// Call it first thing in `main`, before any thread starts. A no-op off Linux/glibc.
 pub fn retain_freed_memory() {
+    if std::env::var_os("MONOSCOPE_RETAIN_FREED_MEMORY").is_some_and(|v| v == "0") {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::ffi::c_int;
