@@ -3,8 +3,8 @@
 
 use rayon::prelude::*;
 
-use super::{BatchStats, Scratch, add_colsum, blocks, encode_unbiased, l1_penalty};
-use crate::kernels::{View, dot, matmul};
+use super::{BatchStats, Scratch, add_colsum, blocks, decoder_norms, encode_unbiased, l1_penalty};
+use crate::kernels::{View, matmul};
 use crate::sae::ENCODE_BLOCK_ROWS;
 use crate::train::config::{ArchConfig, TrainConfig};
 use crate::train::params::Params;
@@ -30,7 +30,7 @@ pub(super) fn run(
         _ => None,
     };
     let theta: Vec<f32> = p.threshold.iter().map(|t| t.max(0.0)).collect();
-    let norms: Vec<f32> = p.w_dec.chunks(d).map(|r| dot(r, r).sqrt()).collect();
+    let norms = decoder_norms(p, d);
     let mut colsum_f = vec![0.0f32; s];
     let mut fired = vec![0u32; s];
     let mut dtheta = vec![0.0f32; s];

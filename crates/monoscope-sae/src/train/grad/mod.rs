@@ -31,7 +31,7 @@ use rayon::prelude::*;
 
 use super::config::{ArchConfig, TrainConfig};
 use super::params::Params;
-use crate::kernels::{View, axpy, count_positive, matmul};
+use crate::kernels::{View, axpy, count_positive, dot, matmul};
 use crate::sae::ENCODE_BLOCK_ROWS;
 
 /// Fraction of active (row, latent) pairs at or below which ReLU+L1 takes the sparse path.
@@ -225,6 +225,11 @@ fn add_colsum(dst: &mut [f32], m: &[f32], cols: usize) {
             axpy(d, 1.0, &row[c * COLS..c * COLS + d.len()]);
         }
     });
+}
+
+/// `‖W_dec,i‖` of every latent (ReLU+L1's penalty weights).
+fn decoder_norms(p: &Params, d: usize) -> Vec<f32> {
+    p.w_dec.par_chunks(d).map(|r| dot(r, r).sqrt()).collect()
 }
 
 /// ReLU+L1's penalty `(λ/B)·Σ_i (Σ_b f_bi)·‖W_dec,i‖`, returned, and its pull on the decoder

@@ -6,7 +6,8 @@
 use rayon::prelude::*;
 
 use super::{
-    BatchStats, SPARSE_BLOCK_BYTES, Scratch, add_colsum, blocks, encode_unbiased, l1_penalty,
+    BatchStats, SPARSE_BLOCK_BYTES, Scratch, add_colsum, blocks, decoder_norms, encode_unbiased,
+    l1_penalty,
 };
 use crate::kernels::{axpy, dot, positive, top_k};
 use crate::sae::ENCODE_BLOCK_ROWS;
@@ -118,9 +119,11 @@ pub(super) fn run(
     };
     let mut main = to_entries(main);
     let mut aux = to_entries(aux);
-    let norms: Vec<f32> = match select {
-        Select::Positive => p.w_dec.par_chunks(d).map(|r| dot(r, r).sqrt()).collect(),
-        _ => Vec::new(),
+    let relu = matches!(select, Select::Positive);
+    let norms = if relu {
+        decoder_norms(p, d)
+    } else {
+        Vec::new()
     };
 
     // Decoder: x̂ = b_dec + Σ f_i·W_dec,i; G = (2/B)(x̂ − x); ∂z_i = G·W_dec,i (+ the L1
@@ -148,7 +151,7 @@ pub(super) fn run(
             for e in entries.iter_mut() {
                 let i = e.latent as usize;
                 e.dz = dot(y, &w_dec[i * d..(i + 1) * d]);
-                if !norms.is_empty() {
+                if relu {
                     e.dz += l1 * inv_b * norms[i];
                 }
             }
@@ -238,9 +241,9 @@ pub(super) fn run(
         .collect();
     g.b_dec.fill(0.0);
     add_colsum(&mut g.b_dec, &gout, d);
-    let sparsity_loss = match select {
-        Select::Positive => l1_penalty(g, p, d, l1, n, &colsum_f, &norms),
-        _ => 0.0,
+    let sparsity_loss = match relu {
+        true => l1_penalty(g, p, d, l1, n, &colsum_f, &norms),
+        false => 0.0,
     };
     let active = main.iter().map(|r| r.len() as u64).sum();
     let min_active = main
