@@ -317,21 +317,21 @@ pub fn capture(
         None => None,
     };
     let already = writer.as_ref().map_or(0, |w| w.rows_stored());
-    // Rows an interrupted run stored are computed again (the input is deterministic) and sent,
-    // not written twice, when the stream has a consumer.
-    let dtype: monoscope_store::Dtype = config.dtype.into();
+    let dtype: Dtype = config.dtype.into();
     let mut rows_before = 0u64;
     for chunk in plan.windows.chunks(config.batch_size) {
         ctx.cancel.check()?;
         let kept: u64 = chunk.iter().map(|w| w.kept() as u64).sum();
         let tokens = (chunk.len() * config.context_length) as u64;
+        // Rows an interrupted run stored are skipped, or, when the stream has a consumer,
+        // computed again (the input is deterministic) and sent, not written twice.
         if rows_before + kept <= already && !streaming {
             rows_before += kept;
             ctx.progress.inc(tokens);
             continue;
         }
         let mut batch = forward_batch(model, chunk, &hooks)?;
-        if writer.is_some() {
+        if writer.is_some() && streaming {
             // The stream carries exactly what the store holds.
             batch.hooks.values_mut().for_each(|v| dtype.round(v));
         }
