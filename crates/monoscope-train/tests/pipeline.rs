@@ -160,6 +160,27 @@ fn a_cancelled_sweep_resumes_every_member_to_the_same_sae() {
     );
 }
 
+/// Runs `pipeline`, cancelling it as soon as `watched` exists (or after two minutes).
+fn run_cancelled_when(
+    watched: &Path,
+    pipeline: &mut monoscope_config::Pipeline,
+) -> Result<monoscope_exec::RunReport, monoscope_exec::ExecError> {
+    let cancel = CancelToken::new();
+    let watcher = {
+        let (cancel, watched) = (cancel.clone(), watched.to_path_buf());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !watched.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            cancel.cancel();
+        })
+    };
+    let result = monoscope_exec::run(pipeline, &RunOptions { cancel, ..quiet() });
+    watcher.join().unwrap();
+    result
+}
+
 fn resumes_to_the_same_saes(more_set: &[&str], more_files: &[&str]) {
     let mut set: Vec<String> = vec!["train.checkpoint_every=4".into(), "train.epochs=12".into()];
     set.extend(more_set.iter().map(|s| s.to_string()));
@@ -167,21 +188,8 @@ fn resumes_to_the_same_saes(more_set: &[&str], more_files: &[&str]) {
     monoscope_exec::run(&mut pipeline(straight.path(), &set), &quiet()).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let cancel = CancelToken::new();
     let checkpoint = dir.path().join("run/train/checkpoint/trainer.json");
-    let watcher = {
-        let cancel = cancel.clone();
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-            while !checkpoint.exists() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-            cancel.cancel();
-        })
-    };
-    let interrupted = RunOptions { cancel, ..quiet() };
-    let first = monoscope_exec::run(&mut pipeline(dir.path(), &set), &interrupted);
-    watcher.join().unwrap();
+    let first = run_cancelled_when(&checkpoint, &mut pipeline(dir.path(), &set));
     assert!(first.is_err(), "the first run was to be cancelled");
     assert!(dir.path().join("run/train/checkpoint").exists());
     monoscope_exec::run(&mut pipeline(dir.path(), &set), &quiet()).unwrap();
@@ -454,21 +462,10 @@ fn stream_run_resumes_to_the_same_sae(watched: &str, expect_resume: bool) {
     let straight = tempfile::tempdir().unwrap();
     monoscope_exec::run(&mut stream_pipeline(straight.path(), &set, false), &quiet()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cancel = CancelToken::new();
-    let watched = dir.path().join(watched);
-    let watcher = {
-        let cancel = cancel.clone();
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-            while !watched.exists() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-            cancel.cancel();
-        })
-    };
-    let interrupted = RunOptions { cancel, ..quiet() };
-    let first = monoscope_exec::run(&mut stream_pipeline(dir.path(), &set, false), &interrupted);
-    watcher.join().unwrap();
+    let first = run_cancelled_when(
+        &dir.path().join(watched),
+        &mut stream_pipeline(dir.path(), &set, false),
+    );
     assert!(first.is_err(), "the first run was to be cancelled");
     monoscope_exec::run(&mut stream_pipeline(dir.path(), &set, false), &quiet()).unwrap();
     let marker: serde_json::Value =
