@@ -85,18 +85,26 @@ pub(crate) fn members<'c>(
 pub(crate) type Runs<'c> = Vec<(Option<&'c SweepMember>, TrainStageConfig)>;
 
 /// Writes each SAE (`sae/`), its `eval.json` and, for a sweep, `sweep.json`; removes the
-/// checkpoints; announces the main SAE with its summary plus `extra`.
+/// checkpoints; announces the main SAE with its summary plus `extra`. `splices`: every SAE's
+/// CE-loss splice report, or why there is none.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn save(
     runs: &Runs<'_>,
     saes: &[Sae],
     evaluators: Vec<Evaluator>,
-    splices: Vec<Result<SpliceReport, String>>,
+    splices: Result<Vec<SpliceReport>, String>,
     hook: &str,
     d_in: usize,
     extra: serde_json::Value,
     ctx: &mut StageContext<'_>,
 ) -> Result<(), StageError> {
+    let splices: Vec<Result<SpliceReport, String>> = match splices {
+        Ok(reports) => reports.into_iter().map(Ok).collect(),
+        Err(reason) => {
+            tracing::warn!(stage = ctx.stage_id, "no CE-loss splice: {reason}");
+            vec![Err(reason); saes.len()]
+        }
+    };
     let mut table = Vec::with_capacity(saes.len());
     let mut main_summary = None;
     for ((((member, run), sae), evaluator), splice) in

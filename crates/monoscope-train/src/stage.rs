@@ -7,7 +7,7 @@ use monoscope_core::{
     ArtifactKind, PortSpec, Stage, StageContext, StageDescription, StageError, StreamKind,
     register_stage,
 };
-use monoscope_sae::{Evaluator, NormEstimator, Sae, SaeMetadata, SpliceReport};
+use monoscope_sae::{Evaluator, NormEstimator, Sae, SaeMetadata};
 use monoscope_store::{SequentialOptions, ShuffleOptions, Store};
 
 use crate::config::TrainStageConfig;
@@ -197,21 +197,8 @@ fn train(
         }
     }
     let holdout_rows = store.shard_rows(holdout.start).start..store.row_count();
-    let splices: Vec<Result<SpliceReport, String>> = match crate::splice_stage::run(
-        &store,
-        holdout_rows,
-        &hook,
-        &saes,
-        model_path,
-        config,
-        ctx,
-    )? {
-        Ok(reports) => reports.into_iter().map(Ok).collect(),
-        Err(reason) => {
-            tracing::warn!(stage = ctx.stage_id, "no CE-loss splice: {reason}");
-            vec![Err(reason); saes.len()]
-        }
-    };
+    let splices =
+        crate::splice_stage::run(&store, holdout_rows, &hook, &saes, model_path, config, ctx)?;
     let extra = serde_json::json!({ "resumed_from_step": resumed_from_step });
     crate::saes::save(&runs, &saes, evaluators, splices, &hook, d_in, extra, ctx)
 }

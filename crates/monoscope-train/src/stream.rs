@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use monoscope_core::{InputPort, Message, StageContext, StageError};
-use monoscope_sae::{Evaluator, NormEstimator, Sae, SaeMetadata, SpliceReport};
+use monoscope_sae::{Evaluator, NormEstimator, Sae, SaeMetadata};
 use monoscope_store::Store;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -128,7 +128,7 @@ pub(crate) fn train(
     for evaluator in &mut evaluators {
         evaluator.add(&holdout).map_err(TrainStageError::from)?;
     }
-    let outcome = match &store {
+    let splices = match &store {
         Some(store) => {
             let rows = 0..config.holdout_rows as u64;
             crate::splice_stage::run(store, rows, &hook, &saes, model_path, config, ctx)?
@@ -138,13 +138,6 @@ pub(crate) fn train(
                      splice reads its windows from"
                 .to_string(),
         ),
-    };
-    let splices: Vec<Result<SpliceReport, String>> = match outcome {
-        Ok(reports) => reports.into_iter().map(Ok).collect(),
-        Err(reason) => {
-            tracing::warn!(stage = ctx.stage_id, "no CE-loss splice: {reason}");
-            vec![Err(reason); saes.len()]
-        }
     };
     let extra = serde_json::json!({
         "resumed_from_step": resumed_from_step,
