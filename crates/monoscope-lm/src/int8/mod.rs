@@ -203,19 +203,15 @@ pub(crate) fn matmul(x: &[f32], m: usize, w: &PackedInt8) -> Vec<f32> {
 
 pub(crate) fn matmul_with(kernel: Kernel, x: &[f32], m: usize, w: &PackedInt8) -> Vec<f32> {
     assert_eq!(x.len(), m * w.k, "activations are not [m, k]");
-    matmul_quantized_with(kernel, &quantize_rows(x, m, w), w)
+    let mut out = Vec::new();
+    matmul_into(kernel, &quantize_rows(x, m, w), w, &mut out);
+    out
 }
 
 /// `q · W + b` for activations already quantised for `w` (see [`quantize_rows_with`]), into
 /// `out` (replacing its contents, reusing its allocation).
 pub(crate) fn matmul_quantized_into(q: &QuantRows, w: &PackedInt8, out: &mut Vec<f32>) {
     matmul_into(Kernel::best(), q, w, out);
-}
-
-fn matmul_quantized_with(kernel: Kernel, q: &QuantRows, w: &PackedInt8) -> Vec<f32> {
-    let mut out = Vec::new();
-    matmul_into(kernel, q, w, &mut out);
-    out
 }
 
 fn matmul_into(kernel: Kernel, q: &QuantRows, w: &PackedInt8, out: &mut Vec<f32>) {
