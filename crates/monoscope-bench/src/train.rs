@@ -22,6 +22,12 @@ use crate::report::{Measurement, emit, median_time, peak_rss_mib};
 
 const BATCH: usize = 4096;
 const SHAPES: [(usize, usize); 2] = [(768, 16_384), (512, 4096)];
+/// Name, architecture (as the library's JSON) and, for sparse codes, the starting L0.
+const CASES: [(&str, &str, Option<usize>); 3] = [
+    ("topk k=32", r#"{ "kind": "top_k", "k": 32 }"#, None),
+    ("relu-l1 from init", r#"{ "kind": "relu_l1" }"#, None),
+    ("relu-l1 sparse codes", r#"{ "kind": "relu_l1" }"#, Some(64)),
+];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let usage = "usage: cargo xtask bench train [--steps N] [--case TEXT]";
@@ -39,10 +45,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     for (d_in, d_sae) in SHAPES {
         let shape = format!("{d_in}x{d_sae} batch {BATCH}");
         let wanted = |name: &str| format!("{name} {shape}").contains(&filter);
-        if !["topk k=32", "relu-l1 from init", "relu-l1 sparse codes"]
-            .into_iter()
-            .any(wanted)
-        {
+        let cases: Vec<_> = CASES.iter().filter(|(name, _, _)| wanted(name)).collect();
+        if cases.is_empty() {
             continue;
         }
         // The matmul rate is taken before and after the cases and the best kept, so that a
@@ -50,27 +54,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let flex = crate::matmul::gflops(BATCH, d_in, d_sae);
         let gemm_before = crate::matmul::gemm_gflops(BATCH, d_in, d_sae);
         let mut timed = Vec::new();
-        for (name, arch, l0) in [
-            (
-                "topk k=32",
-                serde_json::json!({ "kind": "top_k", "k": 32 }),
-                None,
-            ),
-            (
-                "relu-l1 from init",
-                serde_json::json!({ "kind": "relu_l1" }),
-                None,
-            ),
-            (
-                "relu-l1 sparse codes",
-                serde_json::json!({ "kind": "relu_l1" }),
-                Some(64),
-            ),
-        ] {
-            if !wanted(name) {
-                continue;
-            }
-            let arch: ArchConfig = serde_json::from_value(arch)?;
+        for &&(name, arch, l0) in &cases {
+            let arch: ArchConfig = serde_json::from_str(arch)?;
             let result = tokens_per_second(d_in, d_sae, arch, l0, steps)?;
             timed.push((format!("{name} {shape}"), result, peak_rss_mib()));
         }
