@@ -1,11 +1,17 @@
 //! The numeric building blocks under the SAE: dense products through the `gemm` crate (the
 //! kernel burn's flex backend uses internally, called directly so that we can pass strides and
-//! accumulate in place), and the per-row top-k selection.
+//! accumulate in place), the per-row top-k selection, and [`vector`]'s `dot` and `axpy`.
+//! Where the CPU has AVX2 and FMA, the selection and the vector loops run code compiled for it
+//! (chosen at run time; the crate itself targets baseline x86-64).
 //!
 //! Everything here is deterministic for a given thread count: `gemm` splits the output, never
 //! the reduction, and our own reductions run over fixed chunks in a fixed order.
 
+mod vector;
+
 use gemm::Parallelism;
+
+pub(crate) use vector::{axpy, dot};
 
 /// A strided, read-only view of a row-major `f32` matrix (or of its transpose).
 #[derive(Clone, Copy, Debug)]
@@ -101,37 +107,12 @@ pub(crate) fn matmul(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool
     }
 }
 
-/// Dot product with four independent accumulators (lets the compiler vectorise).
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for j in 0..8 {
-            acc[j] += a[c * 8 + j] * b[c * 8 + j];
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    s
-}
-
-/// `y += alpha · x`.
-#[inline]
-pub(crate) fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
-    }
-}
-
 /// Entries scanned per step of the selection loops: one AVX2 compare-and-mask per 8 lanes,
 /// and a chunk with no candidate costs no branch per entry.
 const CHUNK: usize = 16;
 
 /// Bit `j` set where `z[j] + bias[j] > threshold` (never for NaN).
-#[inline]
+#[inline(always)]
 fn above(z: &[f32], bias: &[f32], threshold: f32) -> u32 {
     let mut mask = 0u32;
     for (j, (z, b)) in z.iter().zip(bias).enumerate() {
@@ -149,6 +130,38 @@ fn above(z: &[f32], bias: &[f32], threshold: f32) -> u32 {
 /// first few hundred entries almost no chunk holds a candidate, so the scan runs at the speed
 /// of the vector compare.
 pub(crate) fn top_k(
+    z: &[f32],
+    bias: &[f32],
+    k: usize,
+    allowed: Option<&[bool]>,
+    out: &mut Vec<(u32, f32)>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if vector::has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { top_k_avx2(z, bias, k, allowed, out) };
+    }
+    top_k_scan(z, bias, k, allowed, out)
+}
+
+/// [`top_k`] compiled with AVX2, so that [`above`] compares 8 lanes at a time.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn top_k_avx2(
+    z: &[f32],
+    bias: &[f32],
+    k: usize,
+    allowed: Option<&[bool]>,
+    out: &mut Vec<(u32, f32)>,
+) {
+    top_k_scan(z, bias, k, allowed, out)
+}
+
+#[inline(always)]
+fn top_k_scan(
     z: &[f32],
     bias: &[f32],
     k: usize,
@@ -275,6 +288,8 @@ mod tests {
         assert_eq!(out, vec![(3, 3.0), (4, 3.0)]);
     }
 
+    type TopK = fn(&[f32], &[f32], usize, Option<&[bool]>, &mut Vec<(u32, f32)>);
+
     /// The reference: sort every admissible entry by (value descending, index ascending).
     fn top_k_by_sorting(
         z: &[f32],
@@ -315,11 +330,18 @@ mod tests {
             let allowed: Vec<bool> = (0..n).map(|_| rng.random_bool(0.7)).collect();
             let k = rng.random_range(1..=n.min(150));
             for mask in [None, Some(&allowed[..])] {
-                let mut out = vec![(99, 9.0)];
-                top_k(&z, &b, k, mask, &mut out);
-                assert_eq!(out[0], (99, 9.0), "case {case}: wrote before its start");
                 let want = top_k_by_sorting(&z, &b, k, mask);
-                assert_eq!(out[1..], want[..], "case {case}: n {n}, k {k}");
+                // The dispatched selection (AVX2 where the CPU has it) and the portable one.
+                for (path, select) in [("dispatched", top_k as TopK), ("portable", top_k_scan)] {
+                    let mut out = vec![(99, 9.0)];
+                    select(&z, &b, k, mask, &mut out);
+                    assert_eq!(
+                        out[0],
+                        (99, 9.0),
+                        "case {case}: {path} wrote before its start"
+                    );
+                    assert_eq!(out[1..], want[..], "case {case}: {path}, n {n}, k {k}");
+                }
             }
             let mut pos = Vec::new();
             positive(&z, &b, &mut pos);
