@@ -11,7 +11,7 @@ mod vector;
 
 use gemm::Parallelism;
 
-pub(crate) use vector::{axpy, dot};
+pub(crate) use vector::{axpy, dot, prefetch};
 
 /// A strided, read-only view of a row-major `f32` matrix (or of its transpose).
 #[derive(Clone, Copy, Debug)]
@@ -125,8 +125,8 @@ fn above(z: &[f32], bias: &[f32], threshold: f32) -> u32 {
 /// appended to `out` as `(index, value)` sorted by index. Ties keep the earliest index;
 /// NaN and −∞ are never taken.
 ///
-/// Candidates above a running threshold collect in `out` past `start`; when `4k` have
-/// gathered, the best `k` are kept and the threshold rises to the smallest of them. After the
+/// Candidates above a running threshold collect as [`rank_key`]s; when `4k` have gathered,
+/// the best `k` are kept and the threshold rises to the smallest of them. After the
 /// first few hundred entries almost no chunk holds a candidate, so the scan runs at the speed
 /// of the vector compare.
 pub(crate) fn top_k(
@@ -141,10 +141,10 @@ pub(crate) fn top_k(
         // SAFETY: the CPU supports AVX2 (checked just above).
         return unsafe { top_k_avx2(z, bias, k, allowed, out) };
     }
-    top_k_scan(z, bias, k, allowed, out)
+    top_k_scan(z, bias, k, allowed, out, above)
 }
 
-/// [`top_k`] compiled with AVX2, so that [`above`] compares 8 lanes at a time.
+/// [`top_k`] compiled with AVX2, with the AVX2 compare.
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -157,9 +157,14 @@ unsafe fn top_k_avx2(
     allowed: Option<&[bool]>,
     out: &mut Vec<(u32, f32)>,
 ) {
-    top_k_scan(z, bias, k, allowed, out)
+    // SAFETY: the caller guarantees AVX2.
+    top_k_scan(z, bias, k, allowed, out, |z, b, t| unsafe {
+        vector::above_avx2(z, b, t)
+    })
 }
 
+/// The selection, with `above` (a chunk's compare mask) passed in so that the AVX2 build
+/// can use its own.
 #[inline(always)]
 fn top_k_scan(
     z: &[f32],
@@ -167,50 +172,109 @@ fn top_k_scan(
     k: usize,
     allowed: Option<&[bool]>,
     out: &mut Vec<(u32, f32)>,
+    above: impl Fn(&[f32], &[f32], f32) -> u32,
 ) {
     assert_eq!(z.len(), bias.len(), "values and bias differ in length");
-    let start = out.len();
     if k == 0 {
         return;
     }
     let cap = (4 * k).max(64);
-    let mut threshold = f32::NEG_INFINITY;
-    for (c, (zc, bc)) in z.chunks(CHUNK).zip(bias.chunks(CHUNK)).enumerate() {
-        let mut mask = above(zc, bc, threshold);
-        while mask != 0 {
-            let j = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            let i = c * CHUNK + j;
-            let v = zc[j] + bc[j];
-            // The threshold may have risen since the mask was taken.
-            if v > threshold && allowed.is_none_or(|a| a[i]) {
-                out.push((i as u32, v));
-                if out.len() - start == cap {
-                    threshold = keep_best(out, start, k);
+    // Allocated per call: a thread-local buffer would move the scan into a closure that is
+    // compiled without the caller's AVX2.
+    let keys = &mut Vec::with_capacity(cap);
+    {
+        let mut threshold = f32::NEG_INFINITY;
+        for (c, (zc, bc)) in z.chunks(CHUNK).zip(bias.chunks(CHUNK)).enumerate() {
+            let mut mask = above(zc, bc, threshold);
+            while mask != 0 {
+                let j = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let i = c * CHUNK + j;
+                let v = zc[j] + bc[j];
+                // The threshold may have risen since the mask was taken.
+                if v > threshold && allowed.is_none_or(|a| a[i]) {
+                    keys.push(rank_key(v, i));
+                    if keys.len() == cap {
+                        threshold = keep_best(keys, k);
+                    }
                 }
             }
         }
+        if keys.len() > k {
+            keep_best(keys, k);
+        }
+        let start = out.len();
+        out.extend(keys.iter().map(|&key| from_rank_key(key)));
+        out[start..].sort_unstable_by_key(|e| e.0);
     }
-    if out.len() - start > k {
-        keep_best(out, start, k);
-    }
-    out[start..].sort_unstable_by_key(|e| e.0);
 }
 
-/// Keeps the `k` best of `out[start..]` (larger value first, then smaller index) and returns
-/// the smallest value kept.
-fn keep_best(out: &mut Vec<(u32, f32)>, start: usize, k: usize) -> f32 {
-    let tail = &mut out[start..];
-    let (_, kth, _) =
-        tail.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let min = kth.1;
-    out.truncate(start + k);
+/// A key that orders candidates as the selection ranks them, larger first: by value (as
+/// `f32::total_cmp`, for the non-NaN values that reach it), then by smaller index. Integer
+/// comparisons make the repeated partial selections several times cheaper than comparing
+/// `(value, index)` pairs.
+#[inline(always)]
+fn rank_key(v: f32, i: usize) -> u64 {
+    let bits = v.to_bits();
+    let ordered = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    };
+    (u64::from(ordered) << 32) | u64::from(!(i as u32))
+}
+
+#[inline(always)]
+fn from_rank_key(key: u64) -> (u32, f32) {
+    let ordered = (key >> 32) as u32;
+    let bits = if ordered >> 31 == 1 {
+        ordered & !(1 << 31)
+    } else {
+        !ordered
+    };
+    (!(key as u32), f32::from_bits(bits))
+}
+
+/// Keeps the `k` best keys and returns the smallest value kept.
+#[inline(always)]
+fn keep_best(keys: &mut Vec<u64>, k: usize) -> f32 {
+    let (_, kth, _) = keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    let min = from_rank_key(*kth).1;
+    keys.truncate(k);
     min
 }
 
 /// Every positive value of `z + bias`, appended to `out` as `(index, value)` in index order.
 pub(crate) fn positive(z: &[f32], bias: &[f32], out: &mut Vec<(u32, f32)>) {
     assert_eq!(z.len(), bias.len(), "values and bias differ in length");
+    #[cfg(target_arch = "x86_64")]
+    if vector::has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { positive_avx2(z, bias, out) };
+    }
+    positive_scan(z, bias, out, above)
+}
+
+/// [`positive`] with the AVX2 compare.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn positive_avx2(z: &[f32], bias: &[f32], out: &mut Vec<(u32, f32)>) {
+    // SAFETY: the caller guarantees AVX2.
+    positive_scan(z, bias, out, |z, b, t| unsafe {
+        vector::above_avx2(z, b, t)
+    })
+}
+
+#[inline(always)]
+fn positive_scan(
+    z: &[f32],
+    bias: &[f32],
+    out: &mut Vec<(u32, f32)>,
+    above: impl Fn(&[f32], &[f32], f32) -> u32,
+) {
     for (c, (zc, bc)) in z.chunks(CHUNK).zip(bias.chunks(CHUNK)).enumerate() {
         let mut mask = above(zc, bc, 0.0);
         while mask != 0 {
@@ -288,6 +352,16 @@ mod tests {
         assert_eq!(out, vec![(3, 3.0), (4, 3.0)]);
     }
 
+    fn portable_top_k(
+        z: &[f32],
+        b: &[f32],
+        k: usize,
+        mask: Option<&[bool]>,
+        out: &mut Vec<(u32, f32)>,
+    ) {
+        top_k_scan(z, b, k, mask, out, above)
+    }
+
     type TopK = fn(&[f32], &[f32], usize, Option<&[bool]>, &mut Vec<(u32, f32)>);
 
     /// The reference: sort every admissible entry by (value descending, index ascending).
@@ -332,7 +406,8 @@ mod tests {
             for mask in [None, Some(&allowed[..])] {
                 let want = top_k_by_sorting(&z, &b, k, mask);
                 // The dispatched selection (AVX2 where the CPU has it) and the portable one.
-                for (path, select) in [("dispatched", top_k as TopK), ("portable", top_k_scan)] {
+                for (path, select) in [("dispatched", top_k as TopK), ("portable", portable_top_k)]
+                {
                     let mut out = vec![(99, 9.0)];
                     select(&z, &b, k, mask, &mut out);
                     assert_eq!(
@@ -343,13 +418,15 @@ mod tests {
                     assert_eq!(out[1..], want[..], "case {case}: {path}, n {n}, k {k}");
                 }
             }
-            let mut pos = Vec::new();
-            positive(&z, &b, &mut pos);
             let want: Vec<(u32, f32)> = (0..n)
                 .map(|i| (i as u32, z[i] + b[i]))
                 .filter(|e| e.1 > 0.0)
                 .collect();
+            let (mut pos, mut portable) = (Vec::new(), Vec::new());
+            positive(&z, &b, &mut pos);
+            positive_scan(&z, &b, &mut portable, above);
             assert_eq!(pos, want, "case {case}");
+            assert_eq!(portable, want, "case {case}: portable");
             assert_eq!(count_positive(&z, &b), want.len());
         }
     }

@@ -73,6 +73,40 @@ mod portable {
     }
 }
 
+/// Bit `j` set where `z[j] + bias[j] > threshold` (never for NaN), for chunks of 16: two
+/// 8-lane compares and their sign masks.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(super) unsafe fn above_avx2(z: &[f32], bias: &[f32], threshold: f32) -> u32 {
+    use std::arch::x86_64::*;
+    let n = z.len().min(bias.len());
+    if n != 16 {
+        let mut mask = 0u32;
+        for (j, (z, b)) in z.iter().zip(bias).enumerate() {
+            mask |= u32::from(z + b > threshold) << j;
+        }
+        return mask;
+    }
+    let t = _mm256_set1_ps(threshold);
+    // SAFETY: both slices hold 16 values.
+    let (lo, hi) = unsafe {
+        (
+            _mm256_add_ps(_mm256_loadu_ps(z.as_ptr()), _mm256_loadu_ps(bias.as_ptr())),
+            _mm256_add_ps(
+                _mm256_loadu_ps(z.as_ptr().add(8)),
+                _mm256_loadu_ps(bias.as_ptr().add(8)),
+            ),
+        )
+    };
+    let lo = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(lo, t)) as u32;
+    let hi = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(hi, t)) as u32;
+    lo | hi << 8
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -146,6 +180,22 @@ mod x86 {
         for k in i..n {
             y[k] += alpha * x[k];
         }
+    }
+}
+
+/// Asks the CPU to start loading `row` into cache (a hint; no effect on results). The sparse
+/// kernels jump between rows of a few MiB of data: the hardware prefetcher only follows a
+/// row once it is being read, so each new row would otherwise start with a cache miss.
+#[inline]
+pub(crate) fn prefetch(row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in row.chunks(16) {
+        // SAFETY: a prefetch never faults and reads nothing architecturally; SSE is baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
     }
 }
 

@@ -205,12 +205,22 @@ fn blocks(n: usize, probed: usize, rows: usize) -> impl Iterator<Item = Range<us
 }
 
 fn variance(x: &[f32], d: usize) -> f64 {
+    const ROWS: usize = 256;
     let n = (x.len() / d) as f64;
+    // Column sums over fixed blocks of rows, added in block order (deterministic).
+    let partial: Vec<Vec<f64>> = x
+        .par_chunks(ROWS * d)
+        .map(|block| {
+            let mut sum = vec![0.0f64; d];
+            for r in block.chunks(d) {
+                sum.iter_mut().zip(r).for_each(|(m, v)| *m += f64::from(*v));
+            }
+            sum
+        })
+        .collect();
     let mut mean = vec![0.0f64; d];
-    for r in x.chunks(d) {
-        mean.iter_mut()
-            .zip(r)
-            .for_each(|(m, v)| *m += f64::from(*v));
+    for sum in partial {
+        mean.iter_mut().zip(sum).for_each(|(m, s)| *m += s);
     }
     mean.iter_mut().for_each(|m| *m /= n);
     let total = crate::kernels::sum_sq(x);

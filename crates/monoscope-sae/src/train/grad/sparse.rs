@@ -9,7 +9,7 @@ use super::{
     BatchStats, SPARSE_BLOCK_BYTES, Scratch, add_colsum, blocks, decoder_norms, encode_unbiased,
     l1_penalty,
 };
-use crate::kernels::{axpy, dot, positive, top_k};
+use crate::kernels::{axpy, dot, positive, prefetch, top_k};
 use crate::sae::ENCODE_BLOCK_ROWS;
 use crate::train::config::TrainConfig;
 use crate::train::params::Params;
@@ -142,12 +142,16 @@ pub(super) fn run(
         .zip(main.par_iter_mut())
         .map(|((y, x), entries)| {
             decode(y, entries);
-            let mut sq = 0.0f64;
-            for (y, x) in y.iter_mut().zip(x) {
-                *y -= x;
-                sq += f64::from(*y) * f64::from(*y);
-                *y *= 2.0 * inv_b;
+            // Four partial sums: one f64 sum would be a chain of dependent additions.
+            let mut sq = [0.0f64; 4];
+            for (y, x) in y.chunks_mut(4).zip(x.chunks(4)) {
+                for ((y, x), sq) in y.iter_mut().zip(x).zip(&mut sq) {
+                    *y -= x;
+                    *sq += f64::from(*y) * f64::from(*y);
+                    *y *= 2.0 * inv_b;
+                }
             }
+            let sq = sq.iter().sum::<f64>();
             for e in entries.iter_mut() {
                 let i = e.latent as usize;
                 e.dz = dot(y, &w_dec[i * d..(i + 1) * d]);
@@ -226,7 +230,15 @@ pub(super) fn run(
             ge.fill(0.0);
             *gb = 0.0;
             let mut sum_f = 0.0f32;
-            for &(r, act, dz, is_aux) in &grouped[offsets[i]..offsets[i + 1]] {
+            let mine = &grouped[offsets[i]..offsets[i + 1]];
+            for (j, &(r, act, dz, is_aux)) in mine.iter().enumerate() {
+                // The next pair's rows lie anywhere in a few MiB: ask for them early.
+                if let Some(&(next, _, _, next_aux)) = mine.get(j + 1) {
+                    let next = next as usize;
+                    let out = if next_aux { &gaux } else { &gout };
+                    prefetch(&out[next * d..(next + 1) * d]);
+                    prefetch(&xc[next * d..(next + 1) * d]);
+                }
                 let r = r as usize;
                 let out = if is_aux { &gaux } else { &gout };
                 axpy(gd, act, &out[r * d..(r + 1) * d]);
