@@ -302,7 +302,16 @@ pub(crate) fn sum_sq(x: &[f32]) -> f64 {
     use rayon::prelude::*;
     let partial: Vec<f64> = x
         .par_chunks(1 << 16)
-        .map(|c| c.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
+        .map(|c| {
+            // Eight partial sums per chunk: one would be a chain of dependent f64 additions.
+            let mut acc = [0.0f64; 8];
+            for lanes in c.chunks(8) {
+                for (a, &v) in acc.iter_mut().zip(lanes) {
+                    *a += f64::from(v) * f64::from(v);
+                }
+            }
+            acc.iter().sum::<f64>()
+        })
         .collect();
     partial.iter().sum()
 }
@@ -336,6 +345,15 @@ mod tests {
                 let want: f32 = (0..3).map(|p| a[p * 4 + i] * a[p * 4 + j]).sum();
                 assert!((g[i * 4 + j] - want).abs() < 1e-5);
             }
+        }
+    }
+
+    #[test]
+    fn sum_sq_matches_a_plain_sum() {
+        for n in [0, 1, 7, 8, 9, 65_535, 65_536, 200_003] {
+            let x: Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 0.01 - 0.3).collect();
+            let want: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            assert!((sum_sq(&x) - want).abs() <= 1e-9 * want.max(1.0), "n {n}");
         }
     }
 
