@@ -2,6 +2,8 @@
 //! every dense product in the model runtime and SAE training, measured in the same run as they
 //! are so that ratios are comparable on a shared machine.
 
+use std::time::{Duration, Instant};
+
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
@@ -21,12 +23,42 @@ pub fn gflops(m: usize, k: usize, n: usize) -> f64 {
 }
 
 /// GFLOP/s of `[m, k] × [k, n]` through the `gemm` crate directly (all rayon threads): the
-/// kernel under burn's flex matmul and the SAE trainer.
+/// kernel under burn's flex matmul and the SAE trainer. Median of 5.
 pub fn gemm_gflops(m: usize, k: usize, n: usize) -> f64 {
-    let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
-    let mut c = vec![0.0f32; m * n];
+    let mut probe = GemmProbe::new(m, k, n);
     let t = median_time(5, || {
+        probe.time();
+    });
+    probe.gflops(t)
+}
+
+/// One `gemm` product of a fixed shape that can be timed again and again (its buffers are
+/// kept), e.g. beside each step of another computation.
+pub struct GemmProbe {
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl GemmProbe {
+    pub fn new(m: usize, k: usize, n: usize) -> Self {
+        GemmProbe {
+            m,
+            k,
+            n,
+            a: (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect(),
+            b: (0..k * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect(),
+            c: vec![0.0f32; m * n],
+        }
+    }
+
+    /// Runs the product once and returns how long it took.
+    pub fn time(&mut self) -> Duration {
+        let (m, k, n) = (self.m, self.k, self.n);
+        let start = Instant::now();
         // SAFETY: row-major a [m, k], b [k, n], c [m, n], with the strides given, all in
         // bounds; c does not alias a or b.
         unsafe {
@@ -34,14 +66,14 @@ pub fn gemm_gflops(m: usize, k: usize, n: usize) -> f64 {
                 m,
                 n,
                 k,
-                c.as_mut_ptr(),
+                self.c.as_mut_ptr(),
                 1,
                 n as isize,
                 false,
-                a.as_ptr(),
+                self.a.as_ptr(),
                 1,
                 k as isize,
-                b.as_ptr(),
+                self.b.as_ptr(),
                 1,
                 n as isize,
                 0.0,
@@ -52,9 +84,14 @@ pub fn gemm_gflops(m: usize, k: usize, n: usize) -> f64 {
                 gemm::Parallelism::Rayon(0),
             );
         }
-        std::hint::black_box(&c);
-    });
-    2.0 * (m * k * n) as f64 / t.as_secs_f64() / 1e9
+        std::hint::black_box(&self.c);
+        start.elapsed()
+    }
+
+    /// The rate of one product that took `t`.
+    pub fn gflops(&self, t: Duration) -> f64 {
+        2.0 * (self.m * self.k * self.n) as f64 / t.as_secs_f64() / 1e9
+    }
 }
 
 /// Reading back forces any lazy computation; returns the logits when there are some.

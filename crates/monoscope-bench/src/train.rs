@@ -10,14 +10,20 @@
 //! The encoder product alone costs `2·d_in·d_sae` FLOP per token, so the machine's best fp32
 //! matrix-multiply rate divided by that bounds a TopK SAE whose decoder and backward pass
 //! exploit sparsity. The best rate is the larger of burn's `flex` matmul and the `gemm` crate
-//! (the SAE's own kernel), both timed on the encoder's exact shape.
+//! (the SAE's own kernel), both timed on the encoder's exact shape before and after the
+//! cases ("of encoder bound"). On a shared machine whose speed drifts within a run, that ratio
+//! mixes two moments; so each step is also paired with one encoder-shaped `gemm` product timed
+//! just before it, and "of paired encoder bound" is the median of product time / step time.
 //!
 //! `cargo xtask bench train [--steps N] [--case TEXT]`: N timed steps per case after one
-//! warm-up step (default 5); the median step time gives tokens/s. `--case` keeps the cases
+//! warm-up step (default 9); the median step time gives tokens/s. `--case` keeps the cases
 //! whose name contains TEXT (e.g. `topk`, `relu-l1 768`).
 
 use monoscope_sae::{ArchConfig, TrainConfig, Trainer};
 
+use std::time::Instant;
+
+use crate::matmul::GemmProbe;
 use crate::report::{Measurement, emit, median_time, peak_rss_mib};
 
 const BATCH: usize = 4096;
@@ -31,7 +37,7 @@ const CASES: [(&str, &str, Option<usize>); 3] = [
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let usage = "usage: cargo xtask bench train [--steps N] [--case TEXT]";
-    let (mut steps, mut filter) = (5, String::new());
+    let (mut steps, mut filter) = (9, String::new());
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let value = rest.next().ok_or_else(|| anyhow::anyhow!("{usage}"))?;
@@ -102,6 +108,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 100.0 * result.rate / bound,
                 "%",
             ));
+            out.push(Measurement::new(
+                "train",
+                &case,
+                "of paired encoder bound",
+                100.0 * result.paired_share,
+                "%",
+            ));
         }
     }
     emit(&out);
@@ -114,8 +127,16 @@ struct Timed {
     rate: f64,
     /// Median tokens/s of the trained SAE's encoder alone.
     encode_rate: f64,
+    /// Median over the steps of (encoder-shaped product's time) / (step's time), each step
+    /// against the product timed just before it: the share of the encoder bound reached.
+    paired_share: f64,
     /// Mean active latents per token over the steps run.
     l0: f64,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Times `steps` training steps on two alternating batches of synthetic rows, and the
@@ -140,20 +161,22 @@ fn tokens_per_second(
         sae.b_enc.iter_mut().for_each(|b| *b += shift);
         trainer = Trainer::from_sae(config, &sae, 1.0)?;
     }
-    let mut i = 0;
-    let mut failure = None;
+    // Each step is paired with one encoder-shaped product timed just before it, so that the
+    // ratio of the two sees the same machine however busy it is at that moment.
+    let mut probe = GemmProbe::new(BATCH, d_in, d_sae);
     let mut l0_sum = 0.0;
-    let t = median_time(steps, || {
-        match trainer.step(&batches[i % 2]) {
-            Ok(metrics) => l0_sum += metrics.map_or(0.0, |m| m.l0),
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
+    let (mut step_times, mut ratios) = (Vec::new(), Vec::new());
+    for i in 0..=steps {
+        let product = probe.time();
+        let start = Instant::now();
+        let metrics = trainer.step(&batches[i % 2])?;
+        let took = start.elapsed();
+        l0_sum += metrics.map_or(0.0, |m| m.l0);
+        // The first step warms up (buffers, page faults) and is not counted.
+        if i > 0 {
+            step_times.push(took.as_secs_f64());
+            ratios.push(product.as_secs_f64() / took.as_secs_f64());
         }
-        i += 1;
-    });
-    if let Some(e) = failure {
-        return Err(e.into());
     }
     let sae = trainer.export(Default::default());
     let mut encode_failure = None;
@@ -166,9 +189,10 @@ fn tokens_per_second(
         return Err(e.into());
     }
     Ok(Timed {
-        rate: BATCH as f64 / t.as_secs_f64(),
+        rate: BATCH as f64 / median(&mut step_times),
         encode_rate: BATCH as f64 / encode.as_secs_f64(),
-        l0: l0_sum / i as f64,
+        paired_share: median(&mut ratios),
+        l0: l0_sum / (steps + 1) as f64,
     })
 }
 
