@@ -182,37 +182,34 @@ fn top_k_scan(
     // Allocated per call: a thread-local buffer would move the scan into a closure that is
     // compiled without the caller's AVX2.
     let keys = &mut Vec::with_capacity(cap);
-    {
-        let mut threshold = f32::NEG_INFINITY;
-        for (c, (zc, bc)) in z.chunks(CHUNK).zip(bias.chunks(CHUNK)).enumerate() {
-            let mut mask = above(zc, bc, threshold);
-            while mask != 0 {
-                let j = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                let i = c * CHUNK + j;
-                let v = zc[j] + bc[j];
-                // The threshold may have risen since the mask was taken.
-                if v > threshold && allowed.is_none_or(|a| a[i]) {
-                    keys.push(rank_key(v, i));
-                    if keys.len() == cap {
-                        threshold = keep_best(keys, k);
-                    }
+    let mut threshold = f32::NEG_INFINITY;
+    for (c, (zc, bc)) in z.chunks(CHUNK).zip(bias.chunks(CHUNK)).enumerate() {
+        let mut mask = above(zc, bc, threshold);
+        while mask != 0 {
+            let j = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let i = c * CHUNK + j;
+            let v = zc[j] + bc[j];
+            // The threshold may have risen since the mask was taken.
+            if v > threshold && allowed.is_none_or(|a| a[i]) {
+                keys.push(rank_key(v, i));
+                if keys.len() == cap {
+                    threshold = keep_best(keys, k);
                 }
             }
         }
-        if keys.len() > k {
-            keep_best(keys, k);
-        }
-        let start = out.len();
-        out.extend(keys.iter().map(|&key| from_rank_key(key)));
-        out[start..].sort_unstable_by_key(|e| e.0);
     }
+    if keys.len() > k {
+        keep_best(keys, k);
+    }
+    let start = out.len();
+    out.extend(keys.iter().map(|&key| from_rank_key(key)));
+    out[start..].sort_unstable_by_key(|e| e.0);
 }
 
 /// A key that orders candidates as the selection ranks them, larger first: by value (as
-/// `f32::total_cmp`, for the non-NaN values that reach it), then by smaller index. Integer
-/// comparisons make the repeated partial selections several times cheaper than comparing
-/// `(value, index)` pairs.
+/// `f32::total_cmp`, for the non-NaN values that reach it), then by smaller index: the
+/// repeated partial selections compare integers instead of `(value, index)` pairs.
 #[inline(always)]
 fn rank_key(v: f32, i: usize) -> u64 {
     let bits = v.to_bits();

@@ -1,4 +1,5 @@
-//! `dot` and `axpy`, the inner loops of the sparse training path and of the decoder.
+//! `dot` and `axpy`, the inner loops of the sparse training path and of the decoder; the
+//! AVX2 compare of the top-k and positive scans; a prefetch hint.
 //!
 //! The crate is compiled for baseline x86-64 (SSE2, no FMA), so on a CPU with AVX2 and FMA
 //! these run hand-written 8-lane FMA loops chosen at run time. `dot` keeps four independent
@@ -52,8 +53,7 @@ mod portable {
         let n = a.len().min(b.len());
         let (a, b) = (&a[..n], &b[..n]);
         let mut acc = [0.0f32; 8];
-        let mut chunks = a.chunks_exact(8).zip(b.chunks_exact(8));
-        for (a, b) in &mut chunks {
+        for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
             for j in 0..8 {
                 acc[j] += a[j] * b[j];
             }
