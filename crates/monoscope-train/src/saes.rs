@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use monoscope_core::{Artifact, ArtifactKind, StageContext, StageError, atomic};
-use monoscope_sae::{ArchConfig, Evaluator, Sae, SpliceReport, TrainConfig, save_saelens};
+use monoscope_sae::{
+    ArchConfig, Evaluator, Sae, SaeMetadata, SpliceReport, TrainConfig, Trainer, save_saelens,
+};
+use monoscope_store::Store;
 
 use crate::config::{ArchitectureName, SweepMember, TrainStageConfig};
 use crate::error::TrainStageError;
@@ -83,6 +86,23 @@ pub(crate) fn members<'c>(
 
 /// Each SAE's sweep entry (`None` for the main one) and its resolved settings.
 pub(crate) type Runs<'c> = Vec<(Option<&'c SweepMember>, TrainStageConfig)>;
+
+/// The trained SAEs, with the metadata of the hook and, when there is one, of the store their
+/// activations came from.
+pub(crate) fn export(trainers: Vec<Trainer>, hook: &str, store: Option<&Store>) -> Vec<Sae> {
+    let metadata = SaeMetadata {
+        model_name: store.map(|s| s.manifest().model.name.clone()),
+        hook_name: Some(hook.to_string()),
+        context_size: store.map(|s| s.manifest().context_length as u64),
+        prepend_bos: Some(true),
+        dataset_path: store.map(|s| s.dir().display().to_string()),
+        ..SaeMetadata::default()
+    };
+    trainers
+        .into_iter()
+        .map(|t| t.export(metadata.clone()))
+        .collect()
+}
 
 /// Writes each SAE (`sae/`), its `eval.json` and, for a sweep, `sweep.json`; removes the
 /// checkpoints; announces the main SAE with its summary plus `extra`. `splices`: every SAE's

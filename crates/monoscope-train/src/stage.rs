@@ -7,7 +7,7 @@ use monoscope_core::{
     ArtifactKind, PortSpec, Stage, StageContext, StageDescription, StageError, StreamKind,
     register_stage,
 };
-use monoscope_sae::{Evaluator, NormEstimator, Sae, SaeMetadata};
+use monoscope_sae::{Evaluator, NormEstimator};
 use monoscope_store::{SequentialOptions, ShuffleOptions, Store};
 
 use crate::config::TrainStageConfig;
@@ -169,18 +169,7 @@ fn train(
     };
     let (trainers, resumed_from_step) = crate::fit::fit(fit, ctx)?;
 
-    let metadata = SaeMetadata {
-        model_name: Some(manifest.model.name.clone()),
-        hook_name: Some(hook.clone()),
-        context_size: Some(manifest.context_length as u64),
-        prepend_bos: Some(true),
-        dataset_path: Some(store_path.display().to_string()),
-        ..SaeMetadata::default()
-    };
-    let saes: Vec<Sae> = trainers
-        .into_iter()
-        .map(|t| t.export(metadata.clone()))
-        .collect();
+    let saes = crate::saes::export(trainers, &hook, Some(&store));
 
     // Held-out evaluation on the last shards: one read for every SAE.
     let mut evaluators: Vec<Evaluator> = saes.iter().map(|sae| Evaluator::new(sae, 0.1)).collect();

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use monoscope_core::{InputPort, Message, StageContext, StageError};
-use monoscope_sae::{Evaluator, NormEstimator, Sae, SaeMetadata};
+use monoscope_sae::{Evaluator, NormEstimator};
 use monoscope_store::Store;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -112,18 +112,7 @@ pub(crate) fn train(
         true => Some(held_out_store(ctx, &hook, &holdout, d_in)?),
         false => None,
     };
-    let metadata = SaeMetadata {
-        model_name: store.as_ref().map(|s| s.manifest().model.name.clone()),
-        hook_name: Some(hook.clone()),
-        context_size: store.as_ref().map(|s| s.manifest().context_length as u64),
-        prepend_bos: Some(true),
-        dataset_path: store.as_ref().map(|s| s.dir().display().to_string()),
-        ..SaeMetadata::default()
-    };
-    let saes: Vec<Sae> = trainers
-        .into_iter()
-        .map(|t| t.export(metadata.clone()))
-        .collect();
+    let saes = crate::saes::export(trainers, &hook, store.as_ref());
     let mut evaluators: Vec<Evaluator> = saes.iter().map(|sae| Evaluator::new(sae, 0.1)).collect();
     for evaluator in &mut evaluators {
         evaluator.add(&holdout).map_err(TrainStageError::from)?;
