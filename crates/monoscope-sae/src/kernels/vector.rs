@@ -83,13 +83,9 @@ mod portable {
 #[inline]
 pub(super) unsafe fn above_avx2(z: &[f32], bias: &[f32], threshold: f32) -> u32 {
     use std::arch::x86_64::*;
-    let n = z.len().min(bias.len());
-    if n != 16 {
-        let mut mask = 0u32;
-        for (j, (z, b)) in z.iter().zip(bias).enumerate() {
-            mask |= u32::from(z + b > threshold) << j;
-        }
-        return mask;
+    if z.len() != 16 || bias.len() != 16 {
+        // A row's last, shorter chunk.
+        return super::above(z, bias, threshold);
     }
     let t = _mm256_set1_ps(threshold);
     // SAFETY: both slices hold 16 values.
