@@ -6,6 +6,7 @@ mod capture;
 mod cluster;
 mod forward;
 mod matmul;
+mod quality;
 mod report;
 mod store;
 mod train;
@@ -39,6 +40,11 @@ const BENCHES: &[Bench] = &[
         "matmul",
         "fp32 matrix-multiply rate of burn's flex backend (the machine's peak for our code)",
         matmul::run,
+    ),
+    (
+        "quality",
+        "held-out FVU, L0, dead, ce_loss_score of a quality run's SAEs (runs/quality), optionally vs sparsify on the same rows",
+        quality::run,
     ),
     (
         "store",

@@ -43,12 +43,34 @@ pub struct EvalReport {
     /// Per feature: largest activation seen (0 if it never fired). Steering clamps to
     /// multiples of it.
     pub feature_max_activation: Vec<f32>,
+    /// The same metrics without the massive rows, and how many there were (when the caller
+    /// gave a threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub massive: Option<MassiveRows>,
     /// Filled through a [`SpliceEvaluator`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splice: Option<SpliceReport>,
     /// Why `splice` is absent (no model available, disabled), when a caller says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splice_skipped: Option<String>,
+}
+
+/// The rows above a norm threshold (massive activations, see [`crate::norm`]) and the
+/// metrics of the other rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MassiveRows {
+    /// Raw norm above which a row is massive.
+    pub norm_threshold: f32,
+    pub rows: u64,
+    pub row_fraction: f64,
+    /// Their share of `Σ‖x‖²` over the evaluated rows.
+    pub sq_norm_fraction: f64,
+    /// Their share of the squared error `Σ‖x − x̂‖²`.
+    pub sq_err_fraction: f64,
+    /// FVU, MSE and L0 over the other rows (x̄ their mean).
+    pub fvu_without: f64,
+    pub mse_without: f64,
+    pub l0_without: f64,
 }
 
 /// CE and KL with the SAE spliced into the model at its hook (SAELens's definitions).
@@ -103,6 +125,20 @@ pub struct Evaluator<'a> {
     sum_sq: f64,
     fired: Vec<u64>,
     max_act: Vec<f32>,
+    massive: Option<MassiveSums>,
+}
+
+/// Running sums for [`MassiveRows`].
+#[derive(Debug)]
+struct MassiveSums {
+    threshold: f32,
+    rows: u64,
+    sq_norm: f64,
+    sq_err: f64,
+    kept_sum: Vec<f64>,
+    kept_sum_sq: f64,
+    kept_sq_err: f64,
+    kept_active: u64,
 }
 
 impl<'a> Evaluator<'a> {
@@ -118,7 +154,23 @@ impl<'a> Evaluator<'a> {
             sum_sq: 0.0,
             fired: vec![0; sae.d_sae],
             max_act: vec![0.0; sae.d_sae],
+            massive: None,
         }
+    }
+
+    /// Also reports the metrics without the rows whose raw norm is above `threshold`.
+    pub fn with_massive_threshold(mut self, threshold: f32) -> Self {
+        self.massive = Some(MassiveSums {
+            threshold,
+            rows: 0,
+            sq_norm: 0.0,
+            sq_err: 0.0,
+            kept_sum: vec![0.0; self.sae.d_in],
+            kept_sum_sq: 0.0,
+            kept_sq_err: 0.0,
+            kept_active: 0,
+        });
+        self
     }
 
     /// Adds a batch of raw rows (`[n, d_in]`).
@@ -126,12 +178,30 @@ impl<'a> Evaluator<'a> {
         let codes = self.sae.encode_sparse(rows)?;
         let recon = self.sae.decode_sparse(&codes);
         let d = self.sae.d_in;
-        for (x, y) in rows.chunks(d).zip(recon.chunks(d)) {
+        for (r, (x, y)) in rows.chunks(d).zip(recon.chunks(d)).enumerate() {
+            let (mut row_sq, mut row_err) = (0.0f64, 0.0f64);
             for ((s, &a), &b) in self.sum.iter_mut().zip(x).zip(y) {
                 *s += f64::from(a);
                 let e = f64::from(a - b);
-                self.sq_err += e * e;
-                self.sum_sq += f64::from(a) * f64::from(a);
+                row_err += e * e;
+                row_sq += f64::from(a) * f64::from(a);
+            }
+            self.sq_err += row_err;
+            self.sum_sq += row_sq;
+            if let Some(m) = &mut self.massive {
+                if row_sq.sqrt() > f64::from(m.threshold) {
+                    m.rows += 1;
+                    m.sq_norm += row_sq;
+                    m.sq_err += row_err;
+                } else {
+                    m.kept_sum
+                        .iter_mut()
+                        .zip(x)
+                        .for_each(|(s, &a)| *s += f64::from(a));
+                    m.kept_sum_sq += row_sq;
+                    m.kept_sq_err += row_err;
+                    m.kept_active += (codes.row_ptr[r + 1] - codes.row_ptr[r]) as u64;
+                }
             }
         }
         for (&i, &v) in codes.indices.iter().zip(&codes.values) {
@@ -179,6 +249,20 @@ impl<'a> Evaluator<'a> {
                 counts,
                 never_fired,
             },
+            massive: self.massive.map(|m| {
+                let kept = (self.tokens - m.rows).max(1) as f64;
+                let variance = m.kept_sum_sq - m.kept_sum.iter().map(|s| s * s).sum::<f64>() / kept;
+                MassiveRows {
+                    norm_threshold: m.threshold,
+                    rows: m.rows,
+                    row_fraction: m.rows as f64 / n,
+                    sq_norm_fraction: m.sq_norm / self.sum_sq.max(f64::MIN_POSITIVE),
+                    sq_err_fraction: m.sq_err / self.sq_err.max(f64::MIN_POSITIVE),
+                    fvu_without: m.kept_sq_err / variance.max(f64::MIN_POSITIVE),
+                    mse_without: m.kept_sq_err / (kept * self.sae.d_in as f64),
+                    l0_without: m.kept_active as f64 / kept,
+                }
+            }),
             feature_frequency: freq,
             feature_max_activation: self.max_act,
             splice: None,

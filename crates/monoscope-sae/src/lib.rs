@@ -3,7 +3,8 @@
 //! * [`Sae`] — an inference SAE in SAELens's layout (`W_enc [d_in, d_sae]`, `W_dec [d_sae,
 //!   d_in]`, biases, JumpReLU `threshold`), encoding to dense or [`SparseCodes`] and decoding.
 //! * [`format`] — SAELens directories (read/write, atomic) and sparsify directories (read).
-//! * [`norm`] — the input scale (mean squared norm = d_in), folded into saved weights.
+//! * [`norm`] — the input scale (median or mean-square norm brought to √d_in), folded into
+//!   saved weights, and the threshold of massive rows.
 //! * [`train`] — [`TrainConfig`], [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK, JumpReLU),
 //!   [`Sweep`], checkpoints that resume bit-identically; [`StepMetrics`] for logging.
 //! * [`eval`] — held-out metrics and `eval.json` ([`EvalReport`]), plus the hook for the
@@ -26,9 +27,12 @@ mod sae;
 pub mod train;
 
 pub use error::SaeError;
-pub use eval::{EvalReport, Evaluator, SpliceEvaluator, SpliceReport, evaluate};
+pub use eval::{EvalReport, Evaluator, MassiveRows, SpliceEvaluator, SpliceReport, evaluate};
 pub use format::{load_sae, load_saelens, load_sparsify, save_saelens};
 pub use metrics::StepMetrics;
-pub use norm::{NormEstimator, estimate_input_scale};
+pub use norm::{InputScale, NormSample, estimate_input_scale};
 pub use sae::{Architecture, Sae, SaeMetadata, SparseCodes};
-pub use train::{AdamConfig, ArchConfig, AuxKConfig, BDecInit, Sweep, TrainConfig, Trainer};
+pub use train::{
+    AdamConfig, ArchConfig, AuxKConfig, BDecInit, Optimizer, Sweep, TrainConfig, Trainer,
+    default_lr,
+};

@@ -26,6 +26,12 @@ pub struct StepMetrics {
     pub mse: f64,
     /// Fraction of variance unexplained: `Σ‖x − x̂‖² / Σ‖x − x̄‖²` (x̄ per batch).
     pub fvu: f64,
+    /// The FVU without the massive rows (above `massive_norm`), when there is a threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fvu_without_massive: Option<f64>,
+    /// Massive rows seen in the window (trained on unless `exclude_massive`).
+    #[serde(default)]
+    pub massive_rows: u64,
     /// Mean number of active latents per token.
     pub l0: f64,
     /// Latents that have not fired for `dead_after_tokens` tokens.

@@ -3,7 +3,7 @@
 //! non-finite input, sweeps, evaluation.
 
 use monoscope_sae::{
-    ArchConfig, AuxKConfig, Sae, SaeError, SaeMetadata, Sweep, TrainConfig, Trainer,
+    ArchConfig, AuxKConfig, Optimizer, Sae, SaeError, SaeMetadata, Sweep, TrainConfig, Trainer,
     estimate_input_scale, evaluate,
 };
 use rand::{Rng, SeedableRng};
@@ -73,11 +73,21 @@ impl Synthetic {
     }
 }
 
-fn train(arch: ArchConfig, d_sae: usize, steps: u64, lr: f32, batch: usize) -> (Sae, Synthetic) {
+/// `lr`: the optimizer's default for the width when `None`.
+fn train(
+    arch: ArchConfig,
+    optimizer: Optimizer,
+    d_sae: usize,
+    steps: u64,
+    lr: Option<f32>,
+    batch: usize,
+) -> (Sae, Synthetic) {
     let mut data = Synthetic::new(1);
     let scale = estimate_input_scale(&data.batch(2048), D_IN).unwrap();
-    let mut cfg = TrainConfig::new(D_IN, d_sae, arch, steps);
-    cfg.lr = lr;
+    let mut cfg = TrainConfig::new(D_IN, d_sae, arch, steps).with_optimizer(optimizer);
+    if let Some(lr) = lr {
+        cfg.lr = lr;
+    }
     cfg.metrics_every = steps / 4;
     cfg.dead_after_tokens = 50_000;
     let mut trainer = Trainer::new(cfg, scale).unwrap();
@@ -91,19 +101,27 @@ fn train(arch: ArchConfig, d_sae: usize, steps: u64, lr: f32, batch: usize) -> (
     (trainer.export(SaeMetadata::default()), data)
 }
 
-fn assert_recovers(name: &str, arch: ArchConfig, steps: u64, lr: f32) {
-    let (sae, mut data) = train(arch, 512, steps, lr, 256);
-    let frac = data.recovered(&sae);
-    let held_out = data.batch(4096);
-    let report = evaluate(&sae, &held_out, 0.1).unwrap();
-    eprintln!(
-        "{name}: recovered {frac:.3}, held-out fvu {:.4}, l0 {:.2}",
-        report.fvu, report.l0
-    );
-    assert!(
-        frac >= 0.9,
-        "{name} recovered only {frac:.3} of the planted features"
-    );
+/// Adam at `adam_lr`, and schedule-free sign descent at its default rate where it is the
+/// architecture's default.
+fn assert_recovers(name: &str, arch: ArchConfig, steps: u64, adam_lr: f32) {
+    let mut runs = vec![(Optimizer::Adam, Some(adam_lr))];
+    if Optimizer::default_for(&arch) == Optimizer::Signum {
+        runs.push((Optimizer::Signum, None));
+    }
+    for (optimizer, lr) in runs {
+        let (sae, mut data) = train(arch.clone(), optimizer, 512, steps, lr, 256);
+        let frac = data.recovered(&sae);
+        let held_out = data.batch(4096);
+        let report = evaluate(&sae, &held_out, 0.1).unwrap();
+        eprintln!(
+            "{name} {optimizer:?}: recovered {frac:.3}, held-out fvu {:.4}, l0 {:.2}",
+            report.fvu, report.l0
+        );
+        assert!(
+            frac >= 0.9,
+            "{name} with {optimizer:?} recovered only {frac:.3} of the planted features"
+        );
+    }
 }
 
 #[test]
@@ -156,7 +174,8 @@ fn small_topk_config(steps: u64) -> TrainConfig {
             aux: AuxKConfig::default(),
         },
         steps,
-    );
+    )
+    .with_optimizer(Optimizer::Adam);
     cfg.lr = 2e-3;
     cfg.lr_warmup_steps = 5;
     cfg.metrics_every = 7;
@@ -188,36 +207,40 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
             l0_warmup_fraction: 0.1,
         },
     ] {
-        let mut cfg = small_topk_config(40);
-        cfg.architecture = arch.clone();
-        let mut whole = Trainer::new(cfg.clone(), 0.8).unwrap();
-        let mut whole_metrics = Vec::new();
-        whole
-            .train(&batches, |m| whole_metrics.push(m.clone()))
-            .unwrap();
+        for optimizer in [Optimizer::Adam, Optimizer::Signum] {
+            let mut cfg = small_topk_config(40).with_optimizer(optimizer);
+            cfg.architecture = arch.clone();
+            cfg.lr_warmup_steps = 5;
+            cfg.massive_norm = Some(2.0);
+            let mut whole = Trainer::new(cfg.clone(), 0.8).unwrap();
+            let mut whole_metrics = Vec::new();
+            whole
+                .train(&batches, |m| whole_metrics.push(m.clone()))
+                .unwrap();
 
-        let dir = tempfile::tempdir().unwrap();
-        let mut first = Trainer::new(cfg, 0.8).unwrap();
-        let mut metrics = Vec::new();
-        first
-            .train(&batches[..17], |m| metrics.push(m.clone()))
-            .unwrap();
-        first
-            .save_checkpoint(dir.path(), serde_json::json!({"shard": 2, "row": 17}))
-            .unwrap();
-        drop(first);
-        let (mut resumed, position) = Trainer::resume(dir.path()).unwrap();
-        assert_eq!(position["row"], 17);
-        resumed
-            .train(&batches[17..], |m| metrics.push(m.clone()))
-            .unwrap();
-        assert!(resumed.is_finished());
-        assert_eq!(metrics, whole_metrics, "{arch:?}");
-        assert_eq!(
-            resumed.export(SaeMetadata::default()),
-            whole.export(SaeMetadata::default()),
-            "{arch:?}"
-        );
+            let dir = tempfile::tempdir().unwrap();
+            let mut first = Trainer::new(cfg, 0.8).unwrap();
+            let mut metrics = Vec::new();
+            first
+                .train(&batches[..17], |m| metrics.push(m.clone()))
+                .unwrap();
+            first
+                .save_checkpoint(dir.path(), serde_json::json!({"shard": 2, "row": 17}))
+                .unwrap();
+            drop(first);
+            let (mut resumed, position) = Trainer::resume(dir.path()).unwrap();
+            assert_eq!(position["row"], 17);
+            resumed
+                .train(&batches[17..], |m| metrics.push(m.clone()))
+                .unwrap();
+            assert!(resumed.is_finished());
+            assert_eq!(metrics, whole_metrics, "{arch:?} {optimizer:?}");
+            assert_eq!(
+                resumed.export(SaeMetadata::default()),
+                whole.export(SaeMetadata::default()),
+                "{arch:?} {optimizer:?}"
+            );
+        }
     }
 }
 
@@ -238,8 +261,11 @@ fn auxk_revives_planted_dead_latents() {
         }
     }
     let held_out = data.batch(4096);
-    let revived = |aux_coeff: f32| -> usize {
-        let mut cfg = small_topk_config(600);
+    let revived = |aux_coeff: f32, optimizer: Optimizer| -> usize {
+        let mut cfg = small_topk_config(600).with_optimizer(optimizer);
+        if optimizer == Optimizer::Adam {
+            cfg.lr = 2e-3;
+        }
         if let ArchConfig::TopK { aux, .. } = &mut cfg.architecture {
             aux.coeff = aux_coeff;
         }
@@ -260,14 +286,18 @@ fn auxk_revives_planted_dead_latents() {
         .iter()
         .filter(|&&f| f > 0.0)
         .count();
-    let (without, with) = (revived(0.0), revived(1.0 / 32.0));
-    eprintln!("planted latents alive: before {before}, without AuxK {without}, with AuxK {with}");
     assert!(before <= 2, "planted latents were not dead: {before}");
-    assert!(with >= 48, "AuxK revived only {with} of 64");
-    assert!(
-        with >= without + 32,
-        "AuxK made little difference: {without} → {with}"
-    );
+    for optimizer in [Optimizer::Adam, Optimizer::Signum] {
+        let (without, with) = (revived(0.0, optimizer), revived(1.0 / 32.0, optimizer));
+        eprintln!(
+            "{optimizer:?}: planted latents alive: before {before}, without AuxK {without}, with AuxK {with}"
+        );
+        assert!(with >= 48, "{optimizer:?}: AuxK revived only {with} of 64");
+        assert!(
+            with >= without + 32,
+            "{optimizer:?}: AuxK made little difference: {without} → {with}"
+        );
+    }
 }
 
 #[test]
@@ -321,9 +351,10 @@ fn evaluation_reports_consistent_statistics() {
             k: 5,
             aux: AuxKConfig::default(),
         },
+        Optimizer::Signum,
         128,
         200,
-        2e-3,
+        None,
         128,
     );
     let rows = data.batch(1000);
@@ -341,4 +372,72 @@ fn evaluation_reports_consistent_statistics() {
     let json = serde_json::to_string(&r).unwrap();
     let back: monoscope_sae::EvalReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r);
+}
+
+/// A batch with one row far above the others, and the same batch without it.
+fn with_massive_row(data: &mut Synthetic, rows: usize) -> (Vec<f32>, Vec<f32>) {
+    let clean = data.batch(rows);
+    let mut with = clean.clone();
+    with.splice(3 * D_IN..3 * D_IN, vec![500.0f32; D_IN]);
+    (with, clean)
+}
+
+#[test]
+fn excluded_massive_rows_are_as_if_absent() {
+    let mut data = Synthetic::new(6);
+    let batches: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..6).map(|_| with_massive_row(&mut data, 64)).collect();
+    let mut cfg = small_topk_config(6).with_optimizer(Optimizer::Signum);
+    cfg.massive_norm = Some(100.0);
+    cfg.exclude_massive = true;
+    let mut excluding = Trainer::new(cfg.clone(), 0.8).unwrap();
+    let mut last = None;
+    excluding
+        .train(batches.iter().map(|b| &b.0), |m| last = Some(m.clone()))
+        .unwrap();
+    let last = last.unwrap();
+    assert!(last.massive_rows > 0, "{last:?}");
+    cfg.exclude_massive = false;
+    cfg.massive_norm = None;
+    let mut absent = Trainer::new(cfg, 0.8).unwrap();
+    absent.train(batches.iter().map(|b| &b.1), |_| {}).unwrap();
+    let (a, b) = (
+        excluding.export(SaeMetadata::default()),
+        absent.export(SaeMetadata::default()),
+    );
+    // The weights; the metadata records the two configurations, which differ.
+    assert_eq!(
+        (a.w_enc, a.b_enc, a.w_dec, a.b_dec),
+        (b.w_enc, b.b_enc, b.w_dec, b.b_dec)
+    );
+}
+
+#[test]
+fn evaluation_reports_massive_rows_apart() {
+    let (sae, mut data) = train(
+        ArchConfig::TopK {
+            k: 5,
+            aux: AuxKConfig::default(),
+        },
+        Optimizer::Signum,
+        128,
+        100,
+        None,
+        128,
+    );
+    let (with, clean) = with_massive_row(&mut data, 500);
+    let mut ev = monoscope_sae::Evaluator::new(&sae, 0.1).with_massive_threshold(100.0);
+    ev.add(&with).unwrap();
+    let report = ev.finish();
+    let m = report.massive.clone().expect("a threshold was given");
+    let alone = evaluate(&sae, &clean, 0.1).unwrap();
+    assert_eq!((m.rows, report.tokens), (1, 501));
+    assert!(m.sq_norm_fraction > 0.9, "{m:?}");
+    assert!(
+        (m.fvu_without - alone.fvu).abs() < 1e-9,
+        "{m:?} vs {}",
+        alone.fvu
+    );
+    assert!((m.l0_without - alone.l0).abs() < 1e-9);
+    assert!(m.fvu_without != report.fvu);
 }

@@ -22,6 +22,44 @@ pub enum ArchitectureName {
     Jumprelu,
 }
 
+/// The update rule (see `monoscope_sae::Optimizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerName {
+    /// Sign descent in a schedule-free average (sparsify's default).
+    Signum,
+    /// Adam with a linear decay over the last fifth of the steps.
+    Adam,
+}
+
+impl From<OptimizerName> for monoscope_sae::Optimizer {
+    fn from(name: OptimizerName) -> Self {
+        match name {
+            OptimizerName::Signum => monoscope_sae::Optimizer::Signum,
+            OptimizerName::Adam => monoscope_sae::Optimizer::Adam,
+        }
+    }
+}
+
+/// How the input scale is estimated (see `monoscope_sae::InputScale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputScaleName {
+    /// The median row norm becomes √d_in: indifferent to massive activations.
+    Median,
+    /// The mean squared norm becomes d_in (the paper's definition).
+    MeanSquare,
+}
+
+impl From<InputScaleName> for monoscope_sae::InputScale {
+    fn from(name: InputScaleName) -> Self {
+        match name {
+            InputScaleName::Median => monoscope_sae::InputScale::Median,
+            InputScaleName::MeanSquare => monoscope_sae::InputScale::MeanSquare,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainStageConfig {
@@ -39,9 +77,32 @@ pub struct TrainStageConfig {
     /// L1 coefficient (relu-l1) or L0 coefficient (jumprelu); the library default when unset.
     #[serde(default)]
     pub sparsity_coeff: Option<f32>,
-    /// Adam learning rate; the library default when unset.
+    /// The update rule; the library default when unset (`signum`).
+    #[serde(default)]
+    pub optimizer: Option<OptimizerName>,
+    /// Peak learning rate; when unset, the optimizer's default scaled by 1/√(d_sae / 2¹⁴).
     #[serde(default)]
     pub lr: Option<f32>,
+    /// How the input scale is estimated.
+    #[serde(default = "default_input_scale")]
+    pub input_scale: InputScaleName,
+    /// Rows with a norm above this multiple of the median norm are *massive*: evaluation and
+    /// training metrics are also reported without them.
+    #[serde(default = "default_massive_factor")]
+    pub massive_norm_factor: f32,
+    /// Leave the massive rows out of training.
+    #[serde(default)]
+    pub exclude_massive: bool,
+    /// A latent that has not fired for this many tokens is dead (AuxK revives dead latents).
+    /// Default: 10M tokens, or a tenth of the run when that is shorter.
+    #[serde(default)]
+    pub dead_after_tokens: Option<u64>,
+    /// AuxK coefficient (topk, batchtopk); 0 turns AuxK off. Default 1/32.
+    #[serde(default)]
+    pub aux_coeff: Option<f32>,
+    /// Dead latents AuxK reconstructs with. Default: min(d_in / 2, 256).
+    #[serde(default)]
+    pub aux_k: Option<usize>,
     /// Rows (tokens) per step.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -90,6 +151,12 @@ pub struct TrainStageConfig {
 
 fn default_arch() -> ArchitectureName {
     ArchitectureName::Topk
+}
+fn default_input_scale() -> InputScaleName {
+    InputScaleName::Median
+}
+fn default_massive_factor() -> f32 {
+    10.0
 }
 fn default_d_sae() -> usize {
     4608
@@ -154,6 +221,40 @@ impl TrainStageConfig {
                 ),
             ));
         }
+        if !(self.massive_norm_factor.is_finite() && self.massive_norm_factor > 1.0) {
+            problems.push((
+                "massive_norm_factor".into(),
+                format!(
+                    "= {}: expected a multiple of the median norm above 1",
+                    self.massive_norm_factor
+                ),
+            ));
+        }
+        if let Some(c) = self.aux_coeff
+            && !(c.is_finite() && c >= 0.0)
+        {
+            problems.push((
+                "aux_coeff".into(),
+                format!("= {c}: expected 0 (off) or a positive number"),
+            ));
+        }
+        if self.aux_k == Some(0) {
+            problems.push((
+                "aux_k".into(),
+                "= 0: expected at least 1 (aux_coeff = 0 turns AuxK off)".into(),
+            ));
+        }
+        if self.dead_after_tokens == Some(0) {
+            problems.push((
+                "dead_after_tokens".into(),
+                "= 0: expected at least 1".into(),
+            ));
+        }
+        if let Some(lr) = self.lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            problems.push(("lr".into(), format!("= {lr}: expected a positive number")));
+        }
         if matches!(
             self.architecture,
             ArchitectureName::Topk | ArchitectureName::Batchtopk
@@ -184,6 +285,16 @@ pub struct SweepMember {
     pub sparsity_coeff: Option<f32>,
     #[serde(default)]
     pub lr: Option<f32>,
+    #[serde(default)]
+    pub optimizer: Option<OptimizerName>,
+    #[serde(default)]
+    pub exclude_massive: Option<bool>,
+    #[serde(default)]
+    pub dead_after_tokens: Option<u64>,
+    #[serde(default)]
+    pub aux_coeff: Option<f32>,
+    #[serde(default)]
+    pub aux_k: Option<usize>,
 }
 
 impl SweepMember {
@@ -205,6 +316,21 @@ impl SweepMember {
         }
         if self.lr.is_some() {
             config.lr = self.lr;
+        }
+        if self.optimizer.is_some() {
+            config.optimizer = self.optimizer;
+        }
+        if let Some(e) = self.exclude_massive {
+            config.exclude_massive = e;
+        }
+        if self.dead_after_tokens.is_some() {
+            config.dead_after_tokens = self.dead_after_tokens;
+        }
+        if self.aux_coeff.is_some() {
+            config.aux_coeff = self.aux_coeff;
+        }
+        if self.aux_k.is_some() {
+            config.aux_k = self.aux_k;
         }
         config
     }

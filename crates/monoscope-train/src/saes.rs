@@ -30,6 +30,14 @@ fn arch_config(config: &TrainStageConfig) -> Result<ArchConfig, TrainStageError>
     match config.architecture {
         ArchitectureName::Topk | ArchitectureName::Batchtopk => {
             value["k"] = config.k.into();
+            let mut aux = serde_json::json!({});
+            if let Some(c) = config.aux_coeff {
+                aux["coeff"] = c.into();
+            }
+            if let Some(k) = config.aux_k {
+                aux["k_aux"] = k.into();
+            }
+            value["aux"] = aux;
         }
         ArchitectureName::ReluL1 => {
             if let Some(c) = config.sparsity_coeff {
@@ -55,12 +63,14 @@ fn member_dir(stage_dir: &Path, member: Option<&SweepMember>) -> PathBuf {
 }
 
 /// The main SAE first, then the sweep's members: each one's settings, and its trainer
-/// configuration and directories (created).
+/// configuration and directories (created). `massive_norm`: the raw norm above which a row
+/// is massive.
 pub(crate) fn members<'c>(
     config: &'c TrainStageConfig,
     d_in: usize,
     total_steps: u64,
     seed: u64,
+    massive_norm: f32,
     ctx: &StageContext<'_>,
 ) -> Result<(Runs<'c>, Vec<Member>), StageError> {
     let mut runs: Runs<'c> = vec![(None, config.clone())];
@@ -68,11 +78,21 @@ pub(crate) fn members<'c>(
     let mut members = Vec::with_capacity(runs.len());
     for (member, run) in &runs {
         let mut train_config = TrainConfig::new(d_in, run.d_sae, arch_config(run)?, total_steps);
+        if let Some(optimizer) = run.optimizer {
+            train_config = train_config.with_optimizer(optimizer.into());
+        }
         train_config.seed = seed;
         train_config.metrics_every = config.metrics_every;
         if let Some(lr) = run.lr {
             train_config.lr = lr;
         }
+        let batch = run.batch_size as u64;
+        train_config.dead_after_tokens = run
+            .dead_after_tokens
+            .unwrap_or_else(|| TrainConfig::dead_after_for(total_steps * batch, batch));
+        train_config.massive_norm =
+            (massive_norm.is_finite() && massive_norm > 0.0).then_some(massive_norm);
+        train_config.exclude_massive = run.exclude_massive && train_config.massive_norm.is_some();
         let dir = member_dir(ctx.stage_dir.as_path(), *member);
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
         members.push(Member {

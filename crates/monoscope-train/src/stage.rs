@@ -7,7 +7,7 @@ use monoscope_core::{
     ArtifactKind, PortSpec, Stage, StageContext, StageDescription, StageError, StreamKind,
     register_stage,
 };
-use monoscope_sae::{Evaluator, NormEstimator};
+use monoscope_sae::{Evaluator, NormSample};
 use monoscope_store::{SequentialOptions, ShuffleOptions, Store};
 
 use crate::config::TrainStageConfig;
@@ -132,7 +132,7 @@ fn train(
         let batches = shuffled(epoch)?.map(|b| Ok(b?.activations));
         Ok(Box::new(batches))
     };
-    let mut estimator = NormEstimator::new(d_in);
+    let mut estimator = NormSample::new(d_in);
     let mut sampled = 0;
     for batch in shuffled(u64::MAX).map_err(TrainStageError::from)? {
         let batch = batch.map_err(TrainStageError::from)?;
@@ -144,9 +144,12 @@ fn train(
             break;
         }
     }
-    let scale = estimator.scale().map_err(TrainStageError::from)?;
+    let scale = estimator
+        .scale_by(config.input_scale.into())
+        .map_err(TrainStageError::from)?;
+    let massive_norm = estimator.massive_norm(config.massive_norm_factor);
 
-    let (runs, members) = crate::saes::members(config, d_in, total_steps, seed, ctx)?;
+    let (runs, members) = crate::saes::members(config, d_in, total_steps, seed, massive_norm, ctx)?;
     let fingerprint =
         crate::checkpoints::fingerprint(config, seed, &hook, &members[0].train_config, manifest);
     ctx.progress.set_message(format!(
@@ -172,7 +175,10 @@ fn train(
     let saes = crate::saes::export(trainers, &hook, Some(&store));
 
     // Held-out evaluation on the last shards: one read for every SAE.
-    let mut evaluators: Vec<Evaluator> = saes.iter().map(|sae| Evaluator::new(sae, 0.1)).collect();
+    let mut evaluators: Vec<Evaluator> = saes
+        .iter()
+        .map(|sae| Evaluator::new(sae, 0.1).with_massive_threshold(massive_norm))
+        .collect();
     let holdout = shards - config.holdout_shards..shards;
     let mut options = SequentialOptions::new(hook.clone(), 4096);
     options.shards = Some(holdout.clone());

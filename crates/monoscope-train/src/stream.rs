@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use monoscope_core::{InputPort, Message, StageContext, StageError};
-use monoscope_sae::{Evaluator, NormEstimator};
+use monoscope_sae::{Evaluator, NormSample};
 use monoscope_store::Store;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -67,14 +67,17 @@ pub(crate) fn train(
     let seed = config.seed.unwrap_or(ctx.seed);
     let mut mixer = Mixer::new(rows, config.buffer_rows, config.batch_size, seed);
     mixer.fill()?;
-    let mut estimator = NormEstimator::new(d_in);
+    let mut estimator = NormSample::new(d_in);
     let sample = mixer.buffer.len().min(config.scale_rows * d_in);
     estimator
         .add(&mixer.buffer[..sample])
         .map_err(TrainStageError::from)?;
-    let scale = estimator.scale().map_err(TrainStageError::from)?;
+    let scale = estimator
+        .scale_by(config.input_scale.into())
+        .map_err(TrainStageError::from)?;
+    let massive_norm = estimator.massive_norm(config.massive_norm_factor);
 
-    let (runs, members) = crate::saes::members(config, d_in, total_steps, seed, ctx)?;
+    let (runs, members) = crate::saes::members(config, d_in, total_steps, seed, massive_norm, ctx)?;
     let source = serde_json::json!({ "stream": { "d_in": d_in, "holdout": digest(&holdout) } });
     let fingerprint =
         crate::checkpoints::fingerprint(config, seed, &hook, &members[0].train_config, &source);
@@ -113,7 +116,10 @@ pub(crate) fn train(
         false => None,
     };
     let saes = crate::saes::export(trainers, &hook, store.as_ref());
-    let mut evaluators: Vec<Evaluator> = saes.iter().map(|sae| Evaluator::new(sae, 0.1)).collect();
+    let mut evaluators: Vec<Evaluator> = saes
+        .iter()
+        .map(|sae| Evaluator::new(sae, 0.1).with_massive_threshold(massive_norm))
+        .collect();
     for evaluator in &mut evaluators {
         evaluator.add(&holdout).map_err(TrainStageError::from)?;
     }

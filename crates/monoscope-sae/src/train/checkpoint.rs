@@ -18,7 +18,8 @@ use crate::format::{TensorFile, write_dir_atomic, write_tensors};
 
 const STATE: &str = "state.safetensors";
 const META: &str = "trainer.json";
-const FORMAT: &str = "monoscope-sae-checkpoint/1";
+/// 2: the optimizer choice and the schedule-free average's weights.
+const FORMAT: &str = "monoscope-sae-checkpoint/2";
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +31,8 @@ struct Meta {
     tokens: u64,
     /// f64 values travel as their bit patterns: JSON number parsing need not round-trip.
     batch_threshold_bits: Option<u64>,
+    average_weight_sum_bits: u64,
+    average_lr_max_bits: u32,
     window: Window,
     rng_seed: Vec<u8>,
     rng_stream: u64,
@@ -53,6 +56,8 @@ impl Trainer {
             step: self.step,
             tokens: self.tokens,
             batch_threshold_bits: self.batch_threshold.map(f64::to_bits),
+            average_weight_sum_bits: self.average_weight_sum.to_bits(),
+            average_lr_max_bits: self.average_lr_max.to_bits(),
             window: self.window.clone(),
             rng_seed: self.rng.get_seed().to_vec(),
             rng_stream: self.rng.get_stream(),
@@ -119,6 +124,8 @@ impl Trainer {
         trainer.step = meta.step;
         trainer.tokens = meta.tokens;
         trainer.batch_threshold = meta.batch_threshold_bits.map(f64::from_bits);
+        trainer.average_weight_sum = f64::from_bits(meta.average_weight_sum_bits);
+        trainer.average_lr_max = f32::from_bits(meta.average_lr_max_bits);
         let seed: [u8; 32] = meta
             .rng_seed
             .try_into()

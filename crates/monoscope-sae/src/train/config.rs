@@ -1,6 +1,8 @@
 //! Training configuration. Defaults follow the sources in `reference/sae-ecosystem.md`: the
 //! Anthropic April-2024 recipe for ReLU+L1, Gao et al. for TopK/AuxK, SAELens for BatchTopK
-//! and JumpReLU, PyTorch for Adam.
+//! and JumpReLU, PyTorch for Adam, sparsify for schedule-free sign descent and for scaling
+//! the learning rate with the dictionary's width; where they disagree, the choice measured
+//! best on real activations (BENCHMARKS.md "SAE quality") is the default.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,11 @@ pub struct TrainConfig {
     pub architecture: ArchConfig,
     /// Steps (batches) in the run; schedules are defined over it.
     pub total_steps: u64,
+    /// Which update rule steps the parameters.
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// Peak learning rate; [`TrainConfig::new`] sets the optimizer's default for the width
+    /// ([`default_lr`]).
     #[serde(default = "defaults::lr")]
     pub lr: f32,
     /// Linear warm-up of the learning rate from 0 over this many steps.
@@ -25,6 +32,9 @@ pub struct TrainConfig {
     pub lr_decay_fraction: f32,
     #[serde(default)]
     pub adam: AdamConfig,
+    /// Momentum of the schedule-free average (`Optimizer::Signum`).
+    #[serde(default = "defaults::schedule_free_momentum")]
+    pub schedule_free_momentum: f32,
     /// Global gradient-norm clip (SAELens hard-codes 1.0); `None` disables it.
     #[serde(default = "defaults::clip")]
     pub clip_grad_norm: Option<f32>,
@@ -43,6 +53,13 @@ pub struct TrainConfig {
     /// A latent is dead after this many tokens without firing (Gao et al.: 10M).
     #[serde(default = "defaults::dead_after_tokens")]
     pub dead_after_tokens: u64,
+    /// Rows whose raw norm is above this are *massive* ([`crate::norm`]): metrics are also
+    /// reported without them. `None`: no threshold.
+    #[serde(default)]
+    pub massive_norm: Option<f32>,
+    /// Leave massive rows out of training (needs `massive_norm`).
+    #[serde(default)]
+    pub exclude_massive: bool,
     /// A latent is dense when it fires on more than this fraction of tokens.
     #[serde(default = "defaults::dense_threshold")]
     pub dense_threshold: f32,
@@ -110,6 +127,42 @@ impl Default for AuxKConfig {
             k_aux: None,
         }
     }
+}
+
+/// The update rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// Adam/AdamW ([`AdamConfig`]), with warm-up and a linear decay over the last steps: the
+    /// default for JumpReLU, whose threshold learns from a straight-through estimate that sign
+    /// descent amplifies (its L0 runs away).
+    Adam,
+    /// Sign descent wrapped in a schedule-free average (Defazio et al. 2024; sparsify's
+    /// default): the gradient is taken at `y = β·x + (1 − β)·z`, `z` steps by `−lr·sign(g)`,
+    /// `x` is the uniform average of the `z` iterates and is what gets exported. No schedule:
+    /// the average does what a decay would.
+    #[default]
+    Signum,
+}
+
+impl Optimizer {
+    /// The update rule `architecture` trains best with (module docs).
+    pub fn default_for(architecture: &ArchConfig) -> Self {
+        match architecture {
+            ArchConfig::JumpRelu { .. } => Optimizer::Adam,
+            _ => Optimizer::Signum,
+        }
+    }
+}
+
+/// The learning rate `optimizer` starts from for `d_sae` latents: sparsify's rules, scaled by
+/// `1/√(d_sae / 2¹⁴)` so that wider dictionaries take smaller steps.
+pub fn default_lr(optimizer: Optimizer, d_sae: usize) -> f32 {
+    let base = match optimizer {
+        Optimizer::Adam => 2e-4,
+        Optimizer::Signum => 5e-3,
+    };
+    (base / (d_sae.max(1) as f64 / 16_384.0).sqrt()) as f32
 }
 
 /// Adam/AdamW hyper-parameters; the defaults are PyTorch's (burn's differ: eps 1e-5).
@@ -189,6 +242,9 @@ mod defaults {
     pub fn init_threshold() -> f32 {
         0.01
     }
+    pub fn schedule_free_momentum() -> f32 {
+        0.95
+    }
     pub fn aux_coeff() -> f32 {
         1.0 / 32.0
     }
@@ -206,24 +262,51 @@ mod defaults {
 impl TrainConfig {
     /// A configuration with every default, for `architecture` on `d_in → d_sae`.
     pub fn new(d_in: usize, d_sae: usize, architecture: ArchConfig, total_steps: u64) -> Self {
+        let optimizer = Optimizer::default_for(&architecture);
         TrainConfig {
             d_in,
             d_sae,
             architecture,
             total_steps,
+            optimizer,
             lr: defaults::lr(),
             lr_warmup_steps: 0,
             lr_decay_fraction: defaults::lr_decay_fraction(),
             adam: AdamConfig::default(),
+            schedule_free_momentum: defaults::schedule_free_momentum(),
             clip_grad_norm: defaults::clip(),
             decoder_init_norm: defaults::decoder_init_norm(),
             normalize_decoder: None,
             b_dec_init: BDecInit::default(),
             seed: 0,
             dead_after_tokens: defaults::dead_after_tokens(),
+            massive_norm: None,
+            exclude_massive: false,
             dense_threshold: defaults::dense_threshold(),
             metrics_every: defaults::metrics_every(),
         }
+        .with_optimizer(optimizer)
+    }
+
+    /// This configuration stepped by `optimizer`, with that optimizer's learning rate for the
+    /// width and its schedule (a decay for Adam, none for the schedule-free average).
+    pub fn with_optimizer(mut self, optimizer: Optimizer) -> Self {
+        self.optimizer = optimizer;
+        self.lr = default_lr(optimizer, self.d_sae);
+        self.lr_decay_fraction = match optimizer {
+            Optimizer::Adam => defaults::lr_decay_fraction(),
+            Optimizer::Signum => 0.0,
+        };
+        self
+    }
+
+    /// A dead-latent window that acts at the scale of a run of `total_tokens`: Gao et al.'s
+    /// 10M tokens, or a tenth of the run when that is shorter (a latent silent for a tenth of
+    /// the run fires on fewer than one token in `total_tokens / 10`), never below one batch.
+    pub fn dead_after_for(total_tokens: u64, batch_rows: u64) -> u64 {
+        defaults::dead_after_tokens()
+            .min(total_tokens / 10)
+            .max(batch_rows.max(1))
     }
 
     /// Whether decoder rows are kept at unit norm (see the field).
@@ -303,6 +386,26 @@ impl TrainConfig {
                 "lr_decay_fraction",
                 self.lr_decay_fraction,
                 "must be in [0, 1]",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.schedule_free_momentum) || self.schedule_free_momentum == 0.0
+        {
+            return Err(SaeError::config(
+                "schedule_free_momentum",
+                self.schedule_free_momentum,
+                "must be in (0, 1)",
+            ));
+        }
+        if let Some(t) = self.massive_norm
+            && !(t.is_finite() && t > 0.0)
+        {
+            return Err(SaeError::config("massive_norm", t, "must be positive"));
+        }
+        if self.exclude_massive && self.massive_norm.is_none() {
+            return Err(SaeError::config(
+                "exclude_massive",
+                true,
+                "needs massive_norm (the threshold)",
             ));
         }
         let a = &self.adam;

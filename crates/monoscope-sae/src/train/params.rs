@@ -34,6 +34,17 @@ impl Params {
         }
     }
 
+    /// No tensors at all: the state of an optimizer that does not use this buffer.
+    pub(crate) fn empty() -> Self {
+        Params {
+            w_enc_t: Vec::new(),
+            b_enc: Vec::new(),
+            w_dec: Vec::new(),
+            b_dec: Vec::new(),
+            threshold: Vec::new(),
+        }
+    }
+
     pub(crate) fn tensors(&self) -> [&Vec<f32>; 5] {
         [
             &self.w_enc_t,

@@ -1,5 +1,5 @@
-//! One SAE's training run: initialisation, the step (normalise, forward/backward, clip, Adam,
-//! decoder renormalisation), dead-latent bookkeeping, metrics and export.
+//! One SAE's training run: initialisation, the step (normalise, forward/backward, clip, the
+//! optimizer, decoder renormalisation), dead-latent bookkeeping, metrics and export.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -7,9 +7,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::adam::adam_update;
-use super::config::{ArchConfig, BDecInit, TrainConfig};
+use super::config::{ArchConfig, BDecInit, Optimizer, TrainConfig};
 use super::grad::{BatchStats, Scratch, loss_and_grads};
 use super::params::Params;
+use super::signum::{average, signum_update};
 use crate::kernels::{axpy, dot, sum_sq};
 use crate::{Architecture, Sae, SaeError, SaeMetadata, StepMetrics};
 
@@ -23,9 +24,16 @@ pub struct Trainer {
     pub(super) cfg: TrainConfig,
     /// Input scale: batches are multiplied by it (see [`crate::norm`]).
     pub(super) scale: f32,
+    /// The parameters; with the schedule-free optimizer, the point `y` its gradients are
+    /// taken at.
     pub(super) p: Params,
+    /// Adam's first moment, or the schedule-free base iterate `z`.
     pub(super) m: Params,
+    /// Adam's second moment (empty tensors with the schedule-free optimizer).
     pub(super) v: Params,
+    /// The schedule-free average's weights so far (`Σ lr_max²`) and its running `lr_max`.
+    pub(super) average_weight_sum: f64,
+    pub(super) average_lr_max: f32,
     /// Gradient scratch (not state: overwritten by every step).
     pub(super) g: Params,
     /// Working buffers of the forward and backward passes (not state either).
@@ -59,6 +67,13 @@ pub(super) struct Window {
     pub active: u64,
     #[serde(with = "super::checkpoint::f64_bits")]
     pub grad_norm: f64,
+    /// Massive rows, and the squared error and variance of the other rows.
+    #[serde(default)]
+    pub massive_rows: u64,
+    #[serde(default, with = "super::checkpoint::f64_bits")]
+    pub kept_sq_err: f64,
+    #[serde(default, with = "super::checkpoint::f64_bits")]
+    pub kept_variance: f64,
     #[serde(skip)]
     pub fired: Vec<u64>,
 }
@@ -155,11 +170,17 @@ impl Trainer {
             ));
         }
         let zeros = Params::zeros(cfg.d_in, cfg.d_sae, !p.threshold.is_empty());
+        let v = match cfg.optimizer {
+            Optimizer::Adam => zeros.clone(),
+            Optimizer::Signum => Params::empty(),
+        };
         Ok(Trainer {
             scale,
             m: zeros.clone(),
-            v: zeros.clone(),
+            v,
             g: zeros,
+            average_weight_sum: 0.0,
+            average_lr_max: 0.0,
             scratch: Scratch::default(),
             since_fired: vec![0; cfg.d_sae],
             window: Window {
@@ -207,9 +228,24 @@ impl Trainer {
                 d_in: d,
             });
         }
-        let n = rows.len() / d;
         let scale = self.scale;
-        let x: Vec<f32> = rows.par_iter().map(|v| v * scale).collect();
+        let mut x: Vec<f32> = rows.par_iter().map(|v| v * scale).collect();
+        let massive = self.massive_rows(&x);
+        if self.cfg.exclude_massive && massive.iter().any(|&m| m) {
+            x = x
+                .chunks(d)
+                .zip(&massive)
+                .filter(|(_, m)| !**m)
+                .flat_map(|(r, _)| r.iter().copied())
+                .collect();
+            if x.is_empty() {
+                // Nothing left to learn from: the step passes without an update.
+                self.window.massive_rows += massive.len() as u64;
+                self.step += 1;
+                return Ok(None);
+            }
+        }
+        let n = x.len() / d;
         if self.step == 0 && self.cfg.b_dec_init == BDecInit::Mean {
             let mut mean = vec![0.0f64; d];
             for r in x.chunks(d) {
@@ -220,6 +256,10 @@ impl Trainer {
             for (b, m) in self.p.b_dec.iter_mut().zip(mean) {
                 *b = (m / n as f64) as f32;
             }
+        }
+        if self.step == 0 && self.cfg.optimizer == Optimizer::Signum {
+            // The base iterate starts where the parameters are: x = y = z.
+            self.m = self.p.clone();
         }
         let dead: Option<Vec<bool>> = self.cfg.auxk().map(|_| {
             self.since_fired
@@ -277,16 +317,36 @@ impl Trainer {
             _ => 1.0,
         };
         let lr = self.cfg.lr_at(self.step);
-        let t = self.step + 1;
-        let adam = self.cfg.adam.clone();
-        let (p, g, m, v) = (
-            self.p.tensors_mut(),
-            self.g.tensors(),
-            self.m.tensors_mut(),
-            self.v.tensors_mut(),
-        );
-        for (((p, g), m), v) in p.into_iter().zip(g).zip(m).zip(v) {
-            adam_update(p, g, m, v, lr, &adam, t, clip);
+        match self.cfg.optimizer {
+            Optimizer::Adam => {
+                let t = self.step + 1;
+                let adam = self.cfg.adam.clone();
+                let (p, g, m, v) = (
+                    self.p.tensors_mut(),
+                    self.g.tensors(),
+                    self.m.tensors_mut(),
+                    self.v.tensors_mut(),
+                );
+                for (((p, g), m), v) in p.into_iter().zip(g).zip(m).zip(v) {
+                    adam_update(p, g, m, v, lr, &adam, t, clip);
+                }
+            }
+            Optimizer::Signum => {
+                // The sign ignores the gradient's scale, so clipping has nothing to do here.
+                self.average_lr_max = self.average_lr_max.max(lr);
+                let weight = f64::from(self.average_lr_max).powi(2);
+                self.average_weight_sum += weight;
+                let c = if self.average_weight_sum > 0.0 {
+                    (weight / self.average_weight_sum) as f32
+                } else {
+                    0.0
+                };
+                let beta = self.cfg.schedule_free_momentum;
+                let (p, g, z) = (self.p.tensors_mut(), self.g.tensors(), self.m.tensors_mut());
+                for ((p, g), z) in p.into_iter().zip(g).zip(z) {
+                    signum_update(p, g, z, lr, beta, c);
+                }
+            }
         }
         if unit {
             self.p.w_dec.par_chunks_mut(d).for_each(|w| {
@@ -309,6 +369,7 @@ impl Trainer {
             *since = if f > 0 { 0 } else { *since + n as u64 };
         }
         self.accumulate(&stats, n, grad_norm);
+        self.accumulate_massive(&x, &massive, &stats);
         self.step += 1;
         self.tokens += n as u64;
         let report = self.step.is_multiple_of(self.cfg.metrics_every.max(1))
@@ -329,6 +390,49 @@ impl Trainer {
         w.grad_norm += grad_norm;
         for (a, &f) in w.fired.iter_mut().zip(&st.fired) {
             *a += u64::from(f);
+        }
+    }
+
+    /// Which rows of the normalised batch `x` are massive (none without a threshold).
+    fn massive_rows(&self, x: &[f32]) -> Vec<bool> {
+        let d = self.cfg.d_in;
+        match self.cfg.massive_norm {
+            None => vec![false; x.len() / d],
+            Some(t) => {
+                let limit = f64::from(t * self.scale).powi(2);
+                x.par_chunks(d).map(|r| sum_sq(r) > limit).collect()
+            }
+        }
+    }
+
+    /// Adds the massive rows' count and the other rows' error and variance to the window.
+    /// `massive` flags the rows of the batch as given; `x` and `stats` are what was trained
+    /// on (without the massive rows when they are excluded).
+    fn accumulate_massive(&mut self, x: &[f32], massive: &[bool], stats: &BatchStats) {
+        if self.cfg.massive_norm.is_none() {
+            return;
+        }
+        let d = self.cfg.d_in;
+        let trained: Vec<bool> = if self.cfg.exclude_massive {
+            vec![false; x.len() / d]
+        } else {
+            massive.to_vec()
+        };
+        let w = &mut self.window;
+        w.massive_rows += massive.iter().filter(|&&m| m).count() as u64;
+        let mut sum = vec![0.0f64; d];
+        let (mut sq, mut kept) = (0.0f64, 0usize);
+        for ((r, &m), &e) in x.chunks(d).zip(&trained).zip(&stats.row_sq_err) {
+            if m {
+                continue;
+            }
+            kept += 1;
+            w.kept_sq_err += e;
+            sq += sum_sq(r);
+            sum.iter_mut().zip(r).for_each(|(s, v)| *s += f64::from(*v));
+        }
+        if kept > 0 {
+            w.kept_variance += sq - sum.iter().map(|s| s * s).sum::<f64>() / kept as f64;
         }
     }
 
@@ -363,6 +467,11 @@ impl Trainer {
             aux_loss: w.aux_loss / steps,
             mse: w.sq_err / (tokens * self.cfg.d_in as f64),
             fvu: w.sq_err / w.variance.max(f64::MIN_POSITIVE),
+            fvu_without_massive: self
+                .cfg
+                .massive_norm
+                .map(|_| w.kept_sq_err / w.kept_variance.max(f64::MIN_POSITIVE)),
+            massive_rows: w.massive_rows,
             l0: w.active as f64 / tokens,
             dead_fraction: dead as f64 / s as f64,
             dense_fraction: dense as f64 / s as f64,
@@ -396,12 +505,31 @@ impl Trainer {
 
     /// The SAE as trained so far, in SAELens's layout, with the input scale folded in (it
     /// takes raw activations). BatchTopK becomes JumpReLU with its running threshold.
+    /// With the schedule-free optimizer this is the average `x`, not the point `y` the
+    /// gradients were taken at (sparsify saves the same).
     pub fn export(&self, metadata: SaeMetadata) -> Sae {
         let (d, s) = (self.cfg.d_in, self.cfg.d_sae);
+        let averaged;
+        let p = match self.cfg.optimizer {
+            Optimizer::Adam => &self.p,
+            Optimizer::Signum => {
+                let beta = self.cfg.schedule_free_momentum;
+                let [w_enc_t, b_enc, w_dec, b_dec, threshold] = self.p.tensors();
+                let [z_enc_t, z_b_enc, z_dec, z_b_dec, z_threshold] = self.m.tensors();
+                averaged = Params {
+                    w_enc_t: average(w_enc_t, z_enc_t, beta),
+                    b_enc: average(b_enc, z_b_enc, beta),
+                    w_dec: average(w_dec, z_dec, beta),
+                    b_dec: average(b_dec, z_b_dec, beta),
+                    threshold: average(threshold, z_threshold, beta),
+                };
+                &averaged
+            }
+        };
         let mut w_enc = vec![0.0f32; d * s];
         w_enc.par_chunks_mut(s).enumerate().for_each(|(r, row)| {
             for (i, v) in row.iter_mut().enumerate() {
-                *v = self.p.w_enc_t[i * d + r];
+                *v = p.w_enc_t[i * d + r];
             }
         });
         let (architecture, threshold, training) = match self.cfg.architecture {
@@ -412,7 +540,7 @@ impl Trainer {
                 (Architecture::JumpRelu, Some(vec![t; s]), "batchtopk")
             }
             ArchConfig::JumpRelu { .. } => {
-                let t = self.p.threshold.iter().map(|t| t.max(0.0)).collect();
+                let t = p.threshold.iter().map(|t| t.max(0.0)).collect();
                 (Architecture::JumpRelu, Some(t), "jumprelu")
             }
         };
@@ -424,9 +552,9 @@ impl Trainer {
             d_sae: s,
             architecture,
             w_enc,
-            b_enc: self.p.b_enc.clone(),
-            w_dec: self.p.w_dec.clone(),
-            b_dec: self.p.b_dec.clone(),
+            b_enc: p.b_enc.clone(),
+            w_dec: p.w_dec.clone(),
+            b_dec: p.b_dec.clone(),
             threshold,
             apply_b_dec_to_input: true,
             metadata,

@@ -34,7 +34,7 @@ pub(super) fn run(
     let mut colsum_f = vec![0.0f32; s];
     let mut fired = vec![0u32; s];
     let mut dtheta = vec![0.0f32; s];
-    let mut sq_err = 0.0f64;
+    let mut row_sq_err = Vec::with_capacity(n);
     let mut min_active = f32::INFINITY;
     let Scratch { xc, z, f, gf } = scratch;
     for rows in blocks(n, probed, ENCODE_BLOCK_ROWS) {
@@ -80,7 +80,7 @@ pub(super) fn run(
                 sq
             })
             .collect();
-        sq_err += row_sq.iter().sum::<f64>();
+        row_sq_err.extend(row_sq);
         // ∂/∂f = G·W_decᵀ
         gf.resize(c * s, 0.0);
         let gf = &mut gf[..c * s];
@@ -167,10 +167,12 @@ pub(super) fn run(
         }
         None => l1_penalty(g, p, d, coeff, n, &colsum_f, &norms),
     };
+    let sq_err = row_sq_err.iter().sum::<f64>();
     BatchStats {
         mse_loss: sq_err / n as f64,
         sparsity_loss,
         sq_err,
+        row_sq_err,
         active,
         fired,
         min_active,

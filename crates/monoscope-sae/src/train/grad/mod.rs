@@ -53,6 +53,8 @@ pub(crate) struct BatchStats {
     pub aux_loss: f64,
     /// `Σ‖e‖²`
     pub sq_err: f64,
+    /// `‖e‖²` of each row.
+    pub row_sq_err: Vec<f64>,
     /// `Σ‖x − x̄‖²` over the batch (denominator of the FVU).
     pub variance: f64,
     /// Active latents summed over rows.

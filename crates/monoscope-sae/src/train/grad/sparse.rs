@@ -268,6 +268,7 @@ pub(super) fn run(
         sparsity_loss,
         aux_loss,
         sq_err,
+        row_sq_err: row_sq,
         active,
         fired,
         min_active,
