@@ -34,6 +34,8 @@ ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
 ap.add_argument("--out", required=True, help="directory for the sparsify SAE (sae.safetensors + cfg.json)")
 args = ap.parse_args()
+# sparsify's fused kernels are Triton (GPU-only); its PyTorch path is the one that runs here.
+os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

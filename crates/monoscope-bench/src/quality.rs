@@ -156,6 +156,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         SPLICE_TOKENS,
     )?;
     let mut splice = ModelSplice::new(&model, model.hook(&hook)?, windows, bos.is_some());
+    if let Some(t) = threshold {
+        splice = splice.with_massive_norm(t);
+    }
 
     let mut measurements = Vec::new();
     for (entry, report) in entries.iter().zip(&reports) {
@@ -176,22 +179,95 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         add("L0", report.l0, "latents");
         add("dead", report.dead_fraction, "fraction");
         add("ce_loss_score", ce.ce_loss_score, "fraction");
+        if let Some(m) = &ce.massive {
+            add("ce_loss_score, massive clean", m.ce_loss_score, "fraction");
+            add("massive positions spliced", m.positions as f64, "positions");
+        }
         add("KL with SAE", ce.kl_div_with_sae, "nats");
     }
     if let Some(m) = &reports[0].massive {
         eprintln!(
-            "held-out rows: {} ({} massive: {:.3}% of rows, {:.1}% of the squared norm, norm above {:.1})",
+            "held-out rows: {}, {} massive ({:.3}% of rows, {:.1}% of the squared norm; norm above {:.1})",
             reports[0].tokens,
             m.rows,
             100.0 * m.row_fraction,
             100.0 * m.sq_norm_fraction,
             m.norm_threshold
         );
+        let all = where_massive(&store, &hook, 0..store.row_count(), m.norm_threshold)?;
+        let tokens: Vec<String> = all
+            .tokens
+            .iter()
+            .map(|(id, n)| format!("{:?} ×{n}", model.tokenizer().decode(&[*id])))
+            .collect();
+        eprintln!(
+            "whole store: {} rows, {} massive ({:.3}% of rows, {:.1}% of the squared norm)",
+            all.rows,
+            all.massive,
+            100.0 * all.massive as f64 / all.rows.max(1) as f64,
+            100.0 * all.massive_sq_norm / all.sq_norm.max(f64::MIN_POSITIVE)
+        );
+        eprintln!("  at positions (position, rows): {:?}", all.positions);
+        eprintln!("  on tokens: {}", tokens.join(", "));
     }
     emit(&measurements);
     Ok(())
 }
 
+/// Where the massive rows of a range are: counts, their share of the squared norm, and their
+/// most frequent positions and tokens (ten of each, with counts).
+struct Massive {
+    rows: u64,
+    massive: u64,
+    sq_norm: f64,
+    massive_sq_norm: f64,
+    positions: Vec<(u32, usize)>,
+    tokens: Vec<(u32, usize)>,
+}
+
+fn where_massive(
+    store: &Store,
+    hook: &str,
+    rows: std::ops::Range<u64>,
+    threshold: f32,
+) -> anyhow::Result<Massive> {
+    let mut positions = std::collections::BTreeMap::<u32, usize>::new();
+    let mut tokens = std::collections::BTreeMap::<u32, usize>::new();
+    let mut m = Massive {
+        rows: rows.end - rows.start,
+        massive: 0,
+        sq_norm: 0.0,
+        massive_sq_norm: 0.0,
+        positions: Vec::new(),
+        tokens: Vec::new(),
+    };
+    let d = store.d_model();
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = (start + 4096).min(rows.end);
+        let batch = store.rows_of(start..end, &[hook])?;
+        for (r, x) in batch.hooks[hook].chunks(d).enumerate() {
+            let sq: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            m.sq_norm += sq;
+            if sq.sqrt() > f64::from(threshold) {
+                m.massive += 1;
+                m.massive_sq_norm += sq;
+                *positions.entry(batch.positions[r]).or_default() += 1;
+                *tokens.entry(batch.token_ids[r]).or_default() += 1;
+            }
+        }
+        start = end;
+    }
+    let top = |counts: std::collections::BTreeMap<u32, usize>| {
+        let mut v: Vec<(u32, usize)> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(10);
+        v
+    };
+    m.positions = top(positions);
+    m.tokens = top(tokens);
+    Ok(m)
+}
 fn arch_name(sae: &Sae) -> String {
     let training = sae.metadata.training_architecture.clone();
     match (&sae.architecture, training) {

@@ -86,6 +86,19 @@ pub struct SpliceReport {
     /// Next-token predictions the means are over (0 when the caller did not say).
     #[serde(default)]
     pub tokens: u64,
+    /// With a massive-row threshold: spliced positions whose activation is above it, and the
+    /// CE loss and score with those positions left clean (the SAE spliced everywhere else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub massive: Option<SpliceWithoutMassive>,
+}
+
+/// [`SpliceReport::massive`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpliceWithoutMassive {
+    pub norm_threshold: f32,
+    pub positions: u64,
+    pub ce_loss_with_sae: f64,
+    pub ce_loss_score: f64,
 }
 
 impl SpliceReport {
@@ -98,6 +111,7 @@ impl SpliceReport {
             ce_loss_score: (zero_ablation - with_sae) / (zero_ablation - clean),
             kl_div_with_sae,
             tokens: 0,
+            massive: None,
         }
     }
 }

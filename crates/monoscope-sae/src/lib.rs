@@ -27,12 +27,15 @@ mod sae;
 pub mod train;
 
 pub use error::SaeError;
-pub use eval::{EvalReport, Evaluator, MassiveRows, SpliceEvaluator, SpliceReport, evaluate};
+pub use eval::{
+    EvalReport, Evaluator, MassiveRows, SpliceEvaluator, SpliceReport, SpliceWithoutMassive,
+    evaluate,
+};
 pub use format::{load_sae, load_saelens, load_sparsify, save_saelens};
 pub use metrics::StepMetrics;
 pub use norm::{InputScale, NormSample, estimate_input_scale};
 pub use sae::{Architecture, Sae, SaeMetadata, SparseCodes};
 pub use train::{
-    AdamConfig, ArchConfig, AuxKConfig, BDecInit, Optimizer, Sweep, TrainConfig, Trainer,
-    default_lr,
+    AdamConfig, ArchConfig, AuxKConfig, BDecInit, Optimizer, REFERENCE_BATCH, Sweep, TrainConfig,
+    Trainer, UNIT_DECODER_ENCODER_NORM, default_lr,
 };

@@ -25,6 +25,8 @@ pub enum InputScale {
     /// `√d_in / median‖x‖`: indifferent to a few huge rows.
     #[default]
     Median,
+    /// 1: raw activations.
+    None,
 }
 
 /// Row norms of a sample (any number of batches).
@@ -67,6 +69,7 @@ impl NormSample {
                 self.sq_norms.iter().sum::<f64>() / self.sq_norms.len().max(1) as f64
             }
             InputScale::Median => self.median_norm().powi(2),
+            InputScale::None => return Ok(1.0),
         };
         if self.sq_norms.is_empty() || !(typical.is_finite() && typical > 0.0) {
             return Err(SaeError::config(

@@ -243,6 +243,44 @@ impl Sae {
         out
     }
 
+    /// Sets one JumpReLU threshold for every feature so that the rows `x` get a mean L0 of
+    /// `l0`: BatchTopK's inference threshold, measured with the final weights instead of the
+    /// moving average of training, which lags behind weights that are still moving (and
+    /// belongs to the point the gradients were taken at, not to the schedule-free average
+    /// that is exported). Each row contributes its `4·l0 + 16` largest activations, so the
+    /// threshold is exact unless a row has more than that many above it.
+    pub fn calibrate_threshold(&mut self, x: &[f32], l0: f64) -> Result<f32, SaeError> {
+        let n = self.n_rows(x)?;
+        let per_row = ((4.0 * l0).ceil() as usize + 16).min(self.d_sae);
+        let budget = ((l0 * n as f64).round() as usize).max(1);
+        let mut candidates = Vec::new();
+        let mut pre = Vec::new();
+        for block in x.chunks(ENCODE_BLOCK_ROWS * self.d_in) {
+            let rows = block.len() / self.d_in;
+            self.unbiased_pre_activations(block, rows, &mut pre);
+            let tops: Vec<Vec<(u32, f32)>> = pre
+                .par_chunks(self.d_sae)
+                .map(|z| {
+                    let mut out = Vec::new();
+                    top_k(z, &self.b_enc, per_row, None, &mut out);
+                    out.retain(|e| e.1 > 0.0);
+                    out
+                })
+                .collect();
+            candidates.extend(tops.into_iter().flatten().map(|e| e.1));
+        }
+        let threshold = if candidates.len() <= budget {
+            0.0
+        } else {
+            // Strictly above the threshold fires: take the value just past the budget.
+            let (_, t, _) = candidates.select_nth_unstable_by(budget, |a, b| b.total_cmp(a));
+            *t
+        };
+        self.architecture = Architecture::JumpRelu;
+        self.threshold = Some(vec![threshold; self.d_sae]);
+        Ok(threshold)
+    }
+
     /// Dense feature activations `[n, d_sae]`.
     pub fn encode(&self, x: &[f32]) -> Result<Vec<f32>, SaeError> {
         Ok(self.encode_sparse(x)?.to_dense())

@@ -441,3 +441,27 @@ fn evaluation_reports_massive_rows_apart() {
     assert!((m.l0_without - alone.l0).abs() < 1e-9);
     assert!(m.fvu_without != report.fvu);
 }
+
+#[test]
+fn a_calibrated_threshold_gives_the_asked_l0() {
+    let (mut sae, mut data) = train(
+        ArchConfig::BatchTopK {
+            k: 5,
+            threshold_lr: 0.01,
+            aux: AuxKConfig::default(),
+        },
+        Optimizer::Signum,
+        128,
+        100,
+        None,
+        128,
+    );
+    let rows = data.batch(2000);
+    let threshold = sae.calibrate_threshold(&rows, 5.0).unwrap();
+    assert!(threshold > 0.0);
+    let report = evaluate(&sae, &rows, 0.1).unwrap();
+    assert!((report.l0 - 5.0).abs() < 1e-9, "L0 {}", report.l0);
+    // Other rows of the same distribution land near it.
+    let other = evaluate(&sae, &data.batch(2000), 0.1).unwrap();
+    assert!((other.l0 - 5.0).abs() < 0.5, "L0 {}", other.l0);
+}

@@ -49,6 +49,8 @@ pub enum InputScaleName {
     Median,
     /// The mean squared norm becomes d_in (the paper's definition).
     MeanSquare,
+    /// Raw activations, as sparsify trains.
+    None,
 }
 
 impl From<InputScaleName> for monoscope_sae::InputScale {
@@ -56,6 +58,7 @@ impl From<InputScaleName> for monoscope_sae::InputScale {
         match name {
             InputScaleName::Median => monoscope_sae::InputScale::Median,
             InputScaleName::MeanSquare => monoscope_sae::InputScale::MeanSquare,
+            InputScaleName::None => monoscope_sae::InputScale::None,
         }
     }
 }
@@ -80,9 +83,14 @@ pub struct TrainStageConfig {
     /// The update rule; the library default when unset (`signum`).
     #[serde(default)]
     pub optimizer: Option<OptimizerName>,
-    /// Peak learning rate; when unset, the optimizer's default scaled by 1/√(d_sae / 2¹⁴).
+    /// Peak learning rate; when unset, the optimizer's default for batches of 4,096 rows and
+    /// 2¹⁴ latents, scaled by √(batch_size / 4096) and 1/√(d_sae / 2¹⁴).
     #[serde(default)]
     pub lr: Option<f32>,
+    /// Norm of the initial encoder rows; when unset, the library default (√(1/3) for topk and
+    /// batchtopk, whose decoder rows are kept at unit norm; else the decoder rows' norm).
+    #[serde(default)]
+    pub encoder_init_norm: Option<f32>,
     /// How the input scale is estimated.
     #[serde(default = "default_input_scale")]
     pub input_scale: InputScaleName,
@@ -90,8 +98,9 @@ pub struct TrainStageConfig {
     /// training metrics are also reported without them.
     #[serde(default = "default_massive_factor")]
     pub massive_norm_factor: f32,
-    /// Leave the massive rows out of training.
-    #[serde(default)]
+    /// Leave the massive rows out of training (measured better on held-out rows, which then
+    /// report their FVU with and without such rows).
+    #[serde(default = "default_exclude_massive")]
     pub exclude_massive: bool,
     /// A latent that has not fired for this many tokens is dead (AuxK revives dead latents).
     /// Default: 10M tokens, or a tenth of the run when that is shorter.
@@ -155,6 +164,9 @@ fn default_arch() -> ArchitectureName {
 fn default_input_scale() -> InputScaleName {
     InputScaleName::Median
 }
+fn default_exclude_massive() -> bool {
+    true
+}
 fn default_massive_factor() -> f32 {
     10.0
 }
@@ -165,7 +177,7 @@ fn default_k() -> usize {
     32
 }
 fn default_batch() -> usize {
-    4096
+    2048
 }
 fn default_epochs() -> usize {
     1
@@ -288,6 +300,8 @@ pub struct SweepMember {
     #[serde(default)]
     pub optimizer: Option<OptimizerName>,
     #[serde(default)]
+    pub encoder_init_norm: Option<f32>,
+    #[serde(default)]
     pub exclude_massive: Option<bool>,
     #[serde(default)]
     pub dead_after_tokens: Option<u64>,
@@ -319,6 +333,9 @@ impl SweepMember {
         }
         if self.optimizer.is_some() {
             config.optimizer = self.optimizer;
+        }
+        if self.encoder_init_norm.is_some() {
+            config.encoder_init_norm = self.encoder_init_norm;
         }
         if let Some(e) = self.exclude_massive {
             config.exclude_massive = e;
@@ -368,4 +385,48 @@ fn validate_sweep(
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> TrainStageConfig {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_recipe_settings_are_checked_and_named() {
+        let problems = config(serde_json::json!({
+            "lr": -1.0, "aux_coeff": -0.5, "aux_k": 0, "dead_after_tokens": 0,
+            "massive_norm_factor": 1.0, "sweep": [{ "name": "a", "aux_k": 0 }],
+        }))
+        .validate();
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        for key in [
+            "lr",
+            "aux_coeff",
+            "aux_k",
+            "dead_after_tokens",
+            "massive_norm_factor",
+            "sweep[0].aux_k",
+        ] {
+            assert!(keys.contains(&key), "{key} not in {problems:?}");
+        }
+        let fine = config(serde_json::json!({ "optimizer": "adam", "input_scale": "mean-square" }));
+        assert!(fine.validate().is_empty());
+    }
+
+    #[test]
+    fn a_sweep_member_overrides_the_recipe() {
+        let base = config(serde_json::json!({ "sweep": [{
+            "name": "a", "optimizer": "adam", "exclude_massive": false,
+            "aux_coeff": 0.0, "encoder_init_norm": 1.0,
+        }]}));
+        let member = base.sweep[0].apply(&base);
+        assert_eq!(member.optimizer, Some(OptimizerName::Adam));
+        assert!(base.exclude_massive && !member.exclude_massive);
+        assert_eq!(member.aux_coeff, Some(0.0));
+        assert_eq!(member.encoder_init_norm, Some(1.0));
+    }
 }

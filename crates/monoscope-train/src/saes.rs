@@ -81,10 +81,14 @@ pub(crate) fn members<'c>(
         if let Some(optimizer) = run.optimizer {
             train_config = train_config.with_optimizer(optimizer.into());
         }
+        train_config = train_config.for_batch(run.batch_size);
         train_config.seed = seed;
         train_config.metrics_every = config.metrics_every;
         if let Some(lr) = run.lr {
             train_config.lr = lr;
+        }
+        if run.encoder_init_norm.is_some() {
+            train_config.encoder_init_norm = run.encoder_init_norm;
         }
         let batch = run.batch_size as u64;
         train_config.dead_after_tokens = run
@@ -122,6 +126,22 @@ pub(crate) fn export(trainers: Vec<Trainer>, hook: &str, store: Option<&Store>) 
         .into_iter()
         .map(|t| t.export(metadata.clone()))
         .collect()
+}
+
+/// Gives each BatchTopK SAE the JumpReLU threshold at which the training rows `sample` have
+/// a mean L0 of its k (see `Sae::calibrate_threshold`).
+pub(crate) fn calibrate(
+    runs: &Runs<'_>,
+    saes: &mut [Sae],
+    sample: &[f32],
+) -> Result<(), TrainStageError> {
+    for ((_, run), sae) in runs.iter().zip(saes) {
+        if run.architecture == ArchitectureName::Batchtopk && !sample.is_empty() {
+            let threshold = sae.calibrate_threshold(sample, run.k as f64)?;
+            tracing::debug!("BatchTopK threshold {threshold} (k = {})", run.k);
+        }
+    }
+    Ok(())
 }
 
 /// Writes each SAE (`sae/`), its `eval.json` and, for a sweep, `sweep.json`; removes the

@@ -18,7 +18,7 @@ use monoscope_lm::{
     Device, ForwardOptions, HookContext, HookName, Interventions, Logits, Model, PadSide, Tensor,
     TokenBatch,
 };
-use monoscope_sae::{Sae, SaeError, SpliceEvaluator, SpliceReport};
+use monoscope_sae::{Sae, SaeError, SpliceEvaluator, SpliceReport, SpliceWithoutMassive};
 use monoscope_store::Store;
 use rayon::prelude::*;
 
@@ -85,6 +85,9 @@ pub struct ModelSplice<'m> {
     windows: Vec<Vec<u32>>,
     /// Columns at the start of every window left clean and unscored (1 with BOS, else 0).
     lead: usize,
+    /// Activations with a norm above this are massive: the report also gives the CE loss
+    /// with them left clean.
+    massive_norm: Option<f32>,
 }
 
 impl<'m> ModelSplice<'m> {
@@ -95,7 +98,15 @@ impl<'m> ModelSplice<'m> {
             hook,
             windows,
             lead: usize::from(with_bos),
+            massive_norm: None,
         }
+    }
+
+    /// Also reports the CE loss with the positions whose activation norm is above `threshold`
+    /// left clean.
+    pub fn with_massive_norm(mut self, threshold: f32) -> Self {
+        self.massive_norm = Some(threshold);
+        self
     }
 
     /// Scored predictions in all windows.
@@ -115,6 +126,9 @@ struct Sums {
     zero: f64,
     kl: f64,
     count: u64,
+    /// The spliced NLL with massive positions left clean, and how many there were.
+    spliced_without_massive: f64,
+    massive_positions: u64,
 }
 
 impl SpliceEvaluator for ModelSplice<'_> {
@@ -152,10 +166,35 @@ impl SpliceEvaluator for ModelSplice<'_> {
                 spliced[kept.clone()].copy_from_slice(&activation[kept.clone()]);
                 zero[kept.clone()].copy_from_slice(&activation[kept]);
             }
+            // Massive positions (past the lead, real tokens) and the splice that spares them.
+            let massive: Vec<usize> = match self.massive_norm {
+                None => Vec::new(),
+                Some(limit) => (0..b)
+                    .flat_map(|r| (self.lead..t).map(move |c| (r, c)))
+                    .filter(|&(r, c)| batch.is_valid(r, c))
+                    .map(|(r, c)| r * t + c)
+                    .filter(|&p| {
+                        let x = &activation[p * d..(p + 1) * d];
+                        x.iter().map(|v| v * v).sum::<f32>().sqrt() > limit
+                    })
+                    .collect(),
+            };
+            let spared = (!massive.is_empty()).then(|| {
+                let mut spared = spliced.clone();
+                for &p in &massive {
+                    spared[p * d..(p + 1) * d].copy_from_slice(&activation[p * d..(p + 1) * d]);
+                }
+                spared
+            });
+            sums.massive_positions += massive.len() as u64;
             let device = self.model.device();
             let logits_clean = clean.logits_host().map_err(lm)?;
             let logits_spliced =
                 self.logits_with(&batch, replacement(spliced, [b, t, d], device))?;
+            let logits_spared = match spared {
+                Some(v) => Some(self.logits_with(&batch, replacement(v, [b, t, d], device))?),
+                None => None,
+            };
             let logits_zero = self.logits_with(&batch, replacement(zero, [b, t, d], device))?;
             let vocab = logits_clean.len() / (b * t);
             let scored: Vec<(usize, usize)> = (0..b)
@@ -175,12 +214,23 @@ impl SpliceEvaluator for ModelSplice<'_> {
                     )
                 })
                 .collect();
-            for [c, s, z, kl] in parts {
+            for [c, s, z, kl] in &parts {
                 sums.clean += c;
                 sums.spliced += s;
                 sums.zero += z;
                 sums.kl += kl;
             }
+            sums.spliced_without_massive += match &logits_spared {
+                None => parts.iter().map(|p| p[1]).sum::<f64>(),
+                Some(spared) => scored
+                    .par_iter()
+                    .map(|&(r, c)| {
+                        let at = (r * t + c) * vocab..(r * t + c + 1) * vocab;
+                        let target = batch.row(r)[c + 1] as usize;
+                        log_sum_exp(&spared[at.clone()]) - f64::from(spared[at][target])
+                    })
+                    .sum::<f64>(),
+            };
             sums.count += scored.len() as u64;
         }
         if sums.count == 0 {
@@ -192,6 +242,16 @@ impl SpliceEvaluator for ModelSplice<'_> {
         let mut report =
             SpliceReport::new(sums.clean / n, sums.spliced / n, sums.zero / n, sums.kl / n);
         report.tokens = sums.count;
+        report.massive = self.massive_norm.map(|norm_threshold| {
+            let with_sae = sums.spliced_without_massive / n;
+            let (clean, zero) = (sums.clean / n, sums.zero / n);
+            SpliceWithoutMassive {
+                norm_threshold,
+                positions: sums.massive_positions,
+                ce_loss_with_sae: with_sae,
+                ce_loss_score: (zero - with_sae) / (zero - clean),
+            }
+        });
         Ok(report)
     }
 }

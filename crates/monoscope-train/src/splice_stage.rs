@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use monoscope_core::{StageContext, StageError};
 use monoscope_lm::Device;
-use monoscope_sae::{Sae, SpliceEvaluator, SpliceReport};
+use monoscope_sae::{Sae, SpliceEvaluator, SpliceReport, SpliceWithoutMassive};
 use monoscope_store::Store;
 
 use crate::TrainStageConfig;
@@ -24,6 +24,7 @@ pub(crate) fn run(
     holdout_rows: Range<u64>,
     hook: &str,
     saes: &[Sae],
+    massive_norm: f32,
     model_input: Option<PathBuf>,
     config: &TrainStageConfig,
     ctx: &mut StageContext<'_>,
@@ -85,7 +86,8 @@ pub(crate) fn run(
             "splice: windows {}/{total} through the model",
             i * WINDOWS_PER_CALL
         ));
-        let mut splice = ModelSplice::new(&model, hook, chunk.to_vec(), bos.is_some());
+        let mut splice = ModelSplice::new(&model, hook, chunk.to_vec(), bos.is_some())
+            .with_massive_norm(massive_norm);
         if splice.predictions() > 0 {
             for (sae, parts) in saes.iter().zip(&mut parts) {
                 parts.push(splice.evaluate_splice(sae).map_err(TrainStageError::from)?);
@@ -108,5 +110,23 @@ fn combine(parts: &[SpliceReport]) -> SpliceReport {
         mean(|p| p.kl_div_with_sae),
     );
     report.tokens = n;
+    report.massive = parts[0].massive.as_ref().map(|first| {
+        let with_sae = mean(|p| {
+            p.massive
+                .as_ref()
+                .map_or(p.ce_loss_with_sae, |m| m.ce_loss_with_sae)
+        });
+        SpliceWithoutMassive {
+            norm_threshold: first.norm_threshold,
+            positions: parts
+                .iter()
+                .filter_map(|p| p.massive.as_ref())
+                .map(|m| m.positions)
+                .sum(),
+            ce_loss_with_sae: with_sae,
+            ce_loss_score: (report.ce_loss_zero_ablation - with_sae)
+                / (report.ce_loss_zero_ablation - report.ce_loss_clean),
+        }
+    });
     report
 }

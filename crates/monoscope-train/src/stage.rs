@@ -133,14 +133,15 @@ fn train(
         Ok(Box::new(batches))
     };
     let mut estimator = NormSample::new(d_in);
-    let mut sampled = 0;
+    // Training rows, for the input scale and for BatchTopK's threshold after training.
+    let mut sample = Vec::new();
     for batch in shuffled(u64::MAX).map_err(TrainStageError::from)? {
         let batch = batch.map_err(TrainStageError::from)?;
         estimator
             .add(&batch.activations)
             .map_err(TrainStageError::from)?;
-        sampled += batch.rows;
-        if sampled >= config.scale_rows {
+        sample.extend_from_slice(&batch.activations);
+        if sample.len() >= config.scale_rows * d_in {
             break;
         }
     }
@@ -172,7 +173,9 @@ fn train(
     };
     let (trainers, resumed_from_step) = crate::fit::fit(fit, ctx)?;
 
-    let saes = crate::saes::export(trainers, &hook, Some(&store));
+    let mut saes = crate::saes::export(trainers, &hook, Some(&store));
+    crate::saes::calibrate(&runs, &mut saes, &sample)?;
+    drop(sample);
 
     // Held-out evaluation on the last shards: one read for every SAE.
     let mut evaluators: Vec<Evaluator> = saes
@@ -192,8 +195,16 @@ fn train(
         }
     }
     let holdout_rows = store.shard_rows(holdout.start).start..store.row_count();
-    let splices =
-        crate::splice_stage::run(&store, holdout_rows, &hook, &saes, model_path, config, ctx)?;
+    let splices = crate::splice_stage::run(
+        &store,
+        holdout_rows,
+        &hook,
+        &saes,
+        massive_norm,
+        model_path,
+        config,
+        ctx,
+    )?;
     let extra = serde_json::json!({ "resumed_from_step": resumed_from_step });
     crate::saes::save(&runs, &saes, evaluators, splices, &hook, d_in, extra, ctx)
 }

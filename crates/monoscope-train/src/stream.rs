@@ -72,6 +72,8 @@ pub(crate) fn train(
     estimator
         .add(&mixer.buffer[..sample])
         .map_err(TrainStageError::from)?;
+    // Training rows, kept for BatchTopK's threshold after training.
+    let sample = mixer.buffer[..sample].to_vec();
     let scale = estimator
         .scale_by(config.input_scale.into())
         .map_err(TrainStageError::from)?;
@@ -115,7 +117,9 @@ pub(crate) fn train(
         true => Some(held_out_store(ctx, &hook, &holdout, d_in)?),
         false => None,
     };
-    let saes = crate::saes::export(trainers, &hook, store.as_ref());
+    let mut saes = crate::saes::export(trainers, &hook, store.as_ref());
+    crate::saes::calibrate(&runs, &mut saes, &sample)?;
+    drop(sample);
     let mut evaluators: Vec<Evaluator> = saes
         .iter()
         .map(|sae| Evaluator::new(sae, 0.1).with_massive_threshold(massive_norm))
@@ -126,7 +130,16 @@ pub(crate) fn train(
     let splices = match &store {
         Some(store) => {
             let rows = 0..config.holdout_rows as u64;
-            crate::splice_stage::run(store, rows, &hook, &saes, model_path, config, ctx)?
+            crate::splice_stage::run(
+                store,
+                rows,
+                &hook,
+                &saes,
+                massive_norm,
+                model_path,
+                config,
+                ctx,
+            )?
         }
         None => Err(
             "trained from a stream without the capture's `store` input, which the \

@@ -252,3 +252,32 @@ fn windows_are_rebuilt_from_runs_of_one_document_at_consecutive_positions() {
     let from_row_2 = held_out_windows(&store, 2..6, None, 4, 1000).unwrap();
     assert_eq!(from_row_2, vec![vec![12, 13, 14]]);
 }
+
+#[test]
+fn massive_positions_left_clean_score_as_clean_and_none_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let d = model.d_model();
+    let zero = sae(d, 2 * d, Architecture::Relu);
+    // Threshold 0: every spliced position is massive, so sparing them is the clean model.
+    let report = ModelSplice::new(&model, hook(), windows(&model), true)
+        .with_massive_norm(0.0)
+        .evaluate_splice(&zero)
+        .unwrap();
+    let spared = report.massive.clone().expect("a threshold was given");
+    assert!(spared.positions >= report.tokens, "{report:?}");
+    assert!(
+        (spared.ce_loss_with_sae - report.ce_loss_clean).abs() < 1e-9,
+        "{report:?}"
+    );
+    assert!((spared.ce_loss_score - 1.0).abs() < 1e-9);
+    assert_eq!(report.ce_loss_score, 0.0);
+    // A threshold nothing reaches: the same as the plain splice.
+    let report = ModelSplice::new(&model, hook(), windows(&model), true)
+        .with_massive_norm(f32::MAX)
+        .evaluate_splice(&zero)
+        .unwrap();
+    let spared = report.massive.clone().unwrap();
+    assert_eq!(spared.positions, 0);
+    assert_eq!(spared.ce_loss_score, report.ce_loss_score);
+}

@@ -41,6 +41,11 @@ pub struct TrainConfig {
     /// Norm of the initial decoder rows when the decoder is not kept at unit norm.
     #[serde(default = "defaults::decoder_init_norm")]
     pub decoder_init_norm: f32,
+    /// Norm of the initial encoder rows (`W_enc = W_decᵀ` in direction); `None`: the decoder
+    /// rows' norm. [`TrainConfig::new`] sets [`UNIT_DECODER_ENCODER_NORM`] for the
+    /// architectures whose decoder is kept at unit norm.
+    #[serde(default)]
+    pub encoder_init_norm: Option<f32>,
     /// Keep decoder rows at unit norm (renormalise after each step, drop the gradient's
     /// parallel component), as sparsify and OpenAI do for TopK. Default: on for TopK and
     /// BatchTopK, off for ReLU+L1 (whose penalty already weighs by the norm) and JumpReLU.
@@ -155,15 +160,28 @@ impl Optimizer {
     }
 }
 
-/// The learning rate `optimizer` starts from for `d_sae` latents: sparsify's rules, scaled by
-/// `1/√(d_sae / 2¹⁴)` so that wider dictionaries take smaller steps.
-pub fn default_lr(optimizer: Optimizer, d_sae: usize) -> f32 {
+/// The learning rate `optimizer` starts from for `d_sae` latents and batches of `batch_rows`:
+/// sparsify's rates for batches of 4,096 (Adam 2e-4, sign descent 5e-3), scaled by
+/// `1/√(d_sae / 2¹⁴)` so that wider dictionaries take smaller steps, and by `√(batch_rows /
+/// 4096)`, the square-root rule for a gradient whose noise grows as the batch shrinks.
+pub fn default_lr(optimizer: Optimizer, d_sae: usize, batch_rows: usize) -> f32 {
     let base = match optimizer {
         Optimizer::Adam => 2e-4,
         Optimizer::Signum => 5e-3,
     };
-    (base / (d_sae.max(1) as f64 / 16_384.0).sqrt()) as f32
+    let width = (d_sae.max(1) as f64 / 16_384.0).sqrt();
+    let batch = (batch_rows.max(1) as f64 / REFERENCE_BATCH as f64).sqrt();
+    (base * batch / width) as f32
 }
+
+/// Initial encoder row norm with a unit-norm decoder: `√(1/3)`, the norm of PyTorch's default
+/// `nn.Linear` rows (uniform in `±1/√d_in`) that sparsify starts from. Against unit rows it
+/// cut the held-out FVU by about 0.006 in every comparison on real activations: sign descent
+/// moves every weight by the same step, which turns smaller rows faster early on.
+pub const UNIT_DECODER_ENCODER_NORM: f32 = 0.577_350_3;
+
+/// The batch size the default learning rates are stated for.
+pub const REFERENCE_BATCH: usize = 4096;
 
 /// Adam/AdamW hyper-parameters; the defaults are PyTorch's (burn's differ: eps 1e-5).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -276,6 +294,7 @@ impl TrainConfig {
             schedule_free_momentum: defaults::schedule_free_momentum(),
             clip_grad_norm: defaults::clip(),
             decoder_init_norm: defaults::decoder_init_norm(),
+            encoder_init_norm: None,
             normalize_decoder: None,
             b_dec_init: BDecInit::default(),
             seed: 0,
@@ -286,17 +305,32 @@ impl TrainConfig {
             metrics_every: defaults::metrics_every(),
         }
         .with_optimizer(optimizer)
+        .with_default_encoder_init()
+    }
+
+    /// [`UNIT_DECODER_ENCODER_NORM`] when the decoder is kept at unit norm, else the decoder
+    /// rows' norm.
+    fn with_default_encoder_init(mut self) -> Self {
+        self.encoder_init_norm = self.unit_decoder().then_some(UNIT_DECODER_ENCODER_NORM);
+        self
     }
 
     /// This configuration stepped by `optimizer`, with that optimizer's learning rate for the
-    /// width and its schedule (a decay for Adam, none for the schedule-free average).
+    /// width and batches of [`REFERENCE_BATCH`] rows, and its schedule (a decay for Adam, none
+    /// for the schedule-free average).
     pub fn with_optimizer(mut self, optimizer: Optimizer) -> Self {
         self.optimizer = optimizer;
-        self.lr = default_lr(optimizer, self.d_sae);
+        self.lr = default_lr(optimizer, self.d_sae, REFERENCE_BATCH);
         self.lr_decay_fraction = match optimizer {
             Optimizer::Adam => defaults::lr_decay_fraction(),
             Optimizer::Signum => 0.0,
         };
+        self
+    }
+
+    /// The optimizer's default learning rate for batches of `batch_rows` ([`default_lr`]).
+    pub fn for_batch(mut self, batch_rows: usize) -> Self {
+        self.lr = default_lr(self.optimizer, self.d_sae, batch_rows);
         self
     }
 

@@ -12,7 +12,8 @@ mod sweep;
 mod trainer;
 
 pub use config::{
-    AdamConfig, ArchConfig, AuxKConfig, BDecInit, Optimizer, TrainConfig, default_lr,
+    AdamConfig, ArchConfig, AuxKConfig, BDecInit, Optimizer, REFERENCE_BATCH, TrainConfig,
+    UNIT_DECODER_ENCODER_NORM, default_lr,
 };
 pub use sweep::Sweep;
 pub use trainer::Trainer;

@@ -102,7 +102,11 @@ impl Trainer {
             let n = dot(row, row).sqrt().max(1e-12);
             row.iter_mut().for_each(|v| *v *= norm / n);
         }
-        p.w_enc_t.copy_from_slice(&p.w_dec);
+        let enc = cfg.encoder_init_norm.map_or(1.0, |e| e / norm);
+        p.w_enc_t
+            .iter_mut()
+            .zip(&p.w_dec)
+            .for_each(|(e, w)| *e = w * enc);
         if let ArchConfig::JumpRelu { init_threshold, .. } = cfg.architecture {
             p.threshold.fill(init_threshold);
         }
