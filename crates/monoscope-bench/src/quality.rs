@@ -70,17 +70,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         name: "main".into(),
         sae: load_sae(&train_dir.join("sae"))?,
     }];
-    let sweep = train_dir.join("sweep");
-    if sweep.is_dir() {
-        let mut names: Vec<_> = std::fs::read_dir(&sweep)?
-            .filter_map(Result::ok)
-            .filter(|e| e.path().join("sae").is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in names {
-            let sae = load_sae(&sweep.join(&name).join("sae"))?;
-            entries.push(Entry { name, sae });
+    // The members of the last run: `sweep.json` lists them (older members' directories may
+    // still be there).
+    let table = train_dir.join("sweep.json");
+    if table.is_file() {
+        let members: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(&table)?).context("reading sweep.json")?;
+        for name in members.iter().filter_map(|m| m["name"].as_str()) {
+            if name != "main" {
+                let sae = load_sae(&train_dir.join("sweep").join(name).join("sae"))?;
+                entries.push(Entry {
+                    name: name.to_string(),
+                    sae,
+                });
+            }
         }
     }
     let main_eval: EvalReport = serde_json::from_slice(

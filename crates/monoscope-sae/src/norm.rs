@@ -6,8 +6,8 @@
 //! Two estimates ([`InputScale`]): the paper's, where the *mean* squared norm of `s·x` is
 //! `d_in`, and a robust one where the *median* norm is `√d_in`. They differ when a few rows
 //! carry most of the squared norm: residual streams have such *massive activations* (rows
-//! hundreds of times the median norm, at the first tokens of a context and at a few
-//! delimiters), and a mean then says more about those rows than about the typical token.
+//! tens to hundreds of times the median norm; ARCHITECTURE.md says where they sit in the
+//! default model), and a mean then says more about those rows than about the typical token.
 //!
 //! The same sample gives the threshold of "massive" rows ([`NormSample::massive_norm`]) that
 //! evaluation and training report their metrics with and without.
@@ -53,7 +53,7 @@ impl NormSample {
             });
         }
         self.sq_norms
-            .extend(rows.chunks(self.d_in).map(|r| crate::kernels::sum_sq(r)));
+            .extend(rows.chunks(self.d_in).map(crate::kernels::sum_sq));
         Ok(())
     }
 

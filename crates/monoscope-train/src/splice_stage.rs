@@ -16,15 +16,22 @@ use crate::splice::{ModelSplice, cached_default_model, held_out_windows};
 /// Windows per evaluation call; progress and cancellation are checked between calls.
 const WINDOWS_PER_CALL: usize = 16;
 
+/// Where the splice reads its windows: held-out rows of a store at one hook, and the norm
+/// above which an activation is massive (the report also gives the score with those left
+/// clean).
+pub(crate) struct HeldOut<'a> {
+    pub store: &'a Store,
+    pub rows: Range<u64>,
+    pub hook: &'a str,
+    pub massive_norm: f32,
+}
+
 /// The splice report of each SAE (in order; the model is loaded and the windows are built
 /// once), or why there is none (`Ok(Err(reason))`: disabled or no model at hand). A `model`
 /// input that is not the model the store was captured with is an error.
 pub(crate) fn run(
-    store: &Store,
-    holdout_rows: Range<u64>,
-    hook: &str,
+    held: HeldOut<'_>,
     saes: &[Sae],
-    massive_norm: f32,
     model_input: Option<PathBuf>,
     config: &TrainStageConfig,
     ctx: &mut StageContext<'_>,
@@ -32,6 +39,12 @@ pub(crate) fn run(
     if config.splice_tokens == 0 {
         return Ok(Err("splice_tokens = 0".into()));
     }
+    let HeldOut {
+        store,
+        rows: holdout_rows,
+        hook,
+        massive_norm,
+    } = held;
     let manifest = store.manifest();
     let from_input = model_input.is_some();
     let Some(path) = model_input.or_else(|| cached_default_model(&manifest.model.name)) else {

@@ -196,11 +196,13 @@ fn train(
     }
     let holdout_rows = store.shard_rows(holdout.start).start..store.row_count();
     let splices = crate::splice_stage::run(
-        &store,
-        holdout_rows,
-        &hook,
+        crate::splice_stage::HeldOut {
+            store: &store,
+            rows: holdout_rows,
+            hook: &hook,
+            massive_norm,
+        },
         &saes,
-        massive_norm,
         model_path,
         config,
         ctx,

@@ -131,11 +131,13 @@ pub(crate) fn train(
         Some(store) => {
             let rows = 0..config.holdout_rows as u64;
             crate::splice_stage::run(
-                store,
-                rows,
-                &hook,
+                crate::splice_stage::HeldOut {
+                    store,
+                    rows,
+                    hook: &hook,
+                    massive_norm,
+                },
                 &saes,
-                massive_norm,
                 model_path,
                 config,
                 ctx,
