@@ -87,6 +87,8 @@ pub struct FeatureTable {
     pub max_activation: Option<Vec<f32>>,
     /// `feature_frequency` of `eval.json`: fraction of tokens on which the feature fires.
     pub frequency: Option<Vec<f64>>,
+    /// `tokens` of `eval.json`: how many held-out tokens the frequencies are over.
+    pub tokens: Option<u64>,
     pub labels: BTreeMap<u32, Label>,
     /// Where the maxima came from, for messages.
     pub eval_path: Option<PathBuf>,
@@ -100,6 +102,8 @@ struct EvalArrays {
     feature_max_activation: Option<Vec<f32>>,
     #[serde(default)]
     feature_frequency: Option<Vec<f64>>,
+    #[serde(default)]
+    tokens: Option<u64>,
 }
 
 impl FeatureTable {
@@ -147,6 +151,7 @@ impl FeatureTable {
             }
             table.max_activation = arrays.feature_max_activation;
             table.frequency = arrays.feature_frequency;
+            table.tokens = arrays.tokens;
             table.eval_path = Some(eval_path);
         }
         if let Some(dir) = labels_dir {
@@ -171,6 +176,11 @@ impl FeatureTable {
 
     pub fn frequency(&self, feature: u32) -> Option<f64> {
         self.frequency.as_ref().map(|f| f[feature as usize])
+    }
+
+    /// Held-out tokens the feature fired on (frequency × tokens), when both are known.
+    pub fn firings(&self, feature: u32) -> Option<u64> {
+        Some((self.frequency(feature)? * self.tokens? as f64).round() as u64)
     }
 
     /// The best label match for `query`: an exact label first, then a label containing it as a

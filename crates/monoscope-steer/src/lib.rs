@@ -31,9 +31,10 @@
 //! Without labels, `label:` selection fails with a message saying so. `text:` selection runs
 //! the model on BOS + the text, encodes the hook's activations and takes the feature whose
 //! peak over the text is highest as a multiple of its training maximum (the raw peak when
-//! `eval.json` is absent), skipping BOS and the first token after it, where position features
-//! dominate whatever the text ([`Steerer::top_features`]). `monoscope features --text` lists
-//! the same ranking.
+//! `eval.json` is absent), among the features whose maximum rests on at least
+//! [`MIN_FIRINGS_FOR_MAX`] held-out firings first, skipping BOS and the first token after it,
+//! where position features dominate whatever the text ([`Steerer::top_features`]).
+//! `monoscope features --text` lists the same ranking.
 //!
 //! Config keys ([`SteerConfig`]): `model`, `hook`, `experiments = [{ feature | features,
 //! mode = "clamp"|"add"|"ablate", multiples | values, targets }]`, `prompts`, `chat`,
@@ -55,4 +56,4 @@ pub use experiment::{ExperimentSpec, RunSettings};
 pub use features::{FeatureRef, FeatureSpec, FeatureTable, Label};
 pub use report::{Effect, ExperimentReport, PromptRun, Report, Scale};
 pub use stage::{ExperimentConfig, Matmul, Steer, SteerConfig, load_model, run_steering};
-pub use steerer::{FeatureHit, SelectedFeature, Steerer};
+pub use steerer::{FeatureHit, MIN_FIRINGS_FOR_MAX, SelectedFeature, Steerer};
