@@ -112,8 +112,15 @@ pub(crate) fn members<'c>(
 pub(crate) type Runs<'c> = Vec<(Option<&'c SweepMember>, TrainStageConfig)>;
 
 /// The trained SAEs, with the metadata of the hook and, when there is one, of the store their
-/// activations came from.
-pub(crate) fn export(trainers: Vec<Trainer>, hook: &str, store: Option<&Store>) -> Vec<Sae> {
+/// activations came from. Each BatchTopK SAE gets the JumpReLU threshold at which the training
+/// rows `sample` have a mean L0 of its k (see `Sae::calibrate_threshold`).
+pub(crate) fn export(
+    trainers: Vec<Trainer>,
+    runs: &Runs<'_>,
+    sample: &[f32],
+    hook: &str,
+    store: Option<&Store>,
+) -> Result<Vec<Sae>, TrainStageError> {
     let metadata = SaeMetadata {
         model_name: store.map(|s| s.manifest().model.name.clone()),
         hook_name: Some(hook.to_string()),
@@ -122,26 +129,24 @@ pub(crate) fn export(trainers: Vec<Trainer>, hook: &str, store: Option<&Store>) 
         dataset_path: store.map(|s| s.dir().display().to_string()),
         ..SaeMetadata::default()
     };
-    trainers
-        .into_iter()
-        .map(|t| t.export(metadata.clone()))
-        .collect()
-}
-
-/// Gives each BatchTopK SAE the JumpReLU threshold at which the training rows `sample` have
-/// a mean L0 of its k (see `Sae::calibrate_threshold`).
-pub(crate) fn calibrate(
-    runs: &Runs<'_>,
-    saes: &mut [Sae],
-    sample: &[f32],
-) -> Result<(), TrainStageError> {
-    for ((_, run), sae) in runs.iter().zip(saes) {
+    let mut saes = Vec::with_capacity(trainers.len());
+    for (trainer, (_, run)) in trainers.into_iter().zip(runs) {
+        let mut sae = trainer.export(metadata.clone());
         if run.architecture == ArchitectureName::Batchtopk && !sample.is_empty() {
             let threshold = sae.calibrate_threshold(sample, run.k as f64)?;
             tracing::debug!("BatchTopK threshold {threshold} (k = {})", run.k);
         }
+        saes.push(sae);
     }
-    Ok(())
+    Ok(saes)
+}
+
+/// One held-out evaluator per SAE, reporting massive rows (raw norm above `massive_norm`)
+/// apart.
+pub(crate) fn evaluators(saes: &[Sae], massive_norm: f32) -> Vec<Evaluator<'_>> {
+    saes.iter()
+        .map(|sae| Evaluator::new(sae, 0.1).with_massive_threshold(massive_norm))
+        .collect()
 }
 
 /// Writes each SAE (`sae/`), its `eval.json` and, for a sweep, `sweep.json`; removes the

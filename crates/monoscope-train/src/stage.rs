@@ -173,15 +173,11 @@ fn train(
     };
     let (trainers, resumed_from_step) = crate::fit::fit(fit, ctx)?;
 
-    let mut saes = crate::saes::export(trainers, &hook, Some(&store));
-    crate::saes::calibrate(&runs, &mut saes, &sample)?;
+    let saes = crate::saes::export(trainers, &runs, &sample, &hook, Some(&store))?;
     drop(sample);
 
     // Held-out evaluation on the last shards: one read for every SAE.
-    let mut evaluators: Vec<Evaluator> = saes
-        .iter()
-        .map(|sae| Evaluator::new(sae, 0.1).with_massive_threshold(massive_norm))
-        .collect();
+    let mut evaluators: Vec<Evaluator> = crate::saes::evaluators(&saes, massive_norm);
     let holdout = shards - config.holdout_shards..shards;
     let mut options = SequentialOptions::new(hook.clone(), 4096);
     options.shards = Some(holdout.clone());

@@ -117,13 +117,9 @@ pub(crate) fn train(
         true => Some(held_out_store(ctx, &hook, &holdout, d_in)?),
         false => None,
     };
-    let mut saes = crate::saes::export(trainers, &hook, store.as_ref());
-    crate::saes::calibrate(&runs, &mut saes, &sample)?;
+    let saes = crate::saes::export(trainers, &runs, &sample, &hook, store.as_ref())?;
     drop(sample);
-    let mut evaluators: Vec<Evaluator> = saes
-        .iter()
-        .map(|sae| Evaluator::new(sae, 0.1).with_massive_threshold(massive_norm))
-        .collect();
+    let mut evaluators: Vec<Evaluator> = crate::saes::evaluators(&saes, massive_norm);
     for evaluator in &mut evaluators {
         evaluator.add(&holdout).map_err(TrainStageError::from)?;
     }
