@@ -140,7 +140,20 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {}", monoscope_exec::error_chain(error.as_ref()));
-            ExitCode::FAILURE
+            // A checkpoint that cannot be read as it says (a setting monoscope does not
+            // implement, a missing tensor) is bad input, as with clap's usage errors.
+            let bad_model = error.chain().any(|e| {
+                e.downcast_ref::<monoscope_formats::FormatError>().is_some()
+                    || matches!(
+                        e.downcast_ref::<monoscope_lm::LmError>(),
+                        Some(monoscope_lm::LmError::Format(_))
+                    )
+            });
+            if bad_model {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -137,6 +137,9 @@ fn info(model: &Model) -> anyhow::Result<ExitCode> {
     println!("vocab         {}", c.vocab_size);
     println!("context       {}", c.max_positions);
     println!("rope          theta {} ({:?})", c.rope_theta, c.rope_layout);
+    if let Some(scaling) = &c.rope_scaling {
+        println!("rope scaling  {scaling:?}");
+    }
     println!("tied head     {}", c.tied_embeddings);
     println!("bos / eos     {:?} / {:?}", c.bos_token_id, c.eos_token_ids);
     let hooks: Vec<String> = model.hook_names().iter().map(ToString::to_string).collect();

@@ -52,6 +52,16 @@ pub enum FormatError {
         detail: String,
     },
 
+    /// A setting that changes the model's arithmetic and that monoscope does not implement:
+    /// refused rather than ignored, so that no model computes different numbers silently.
+    #[error("{}: `{key}` = {value} is not supported ({detail})", path.display())]
+    UnsupportedSetting {
+        path: PathBuf,
+        key: String,
+        value: String,
+        detail: String,
+    },
+
     #[error("{}: unsupported architecture `{arch}` (supported: {supported})", path.display())]
     UnsupportedArchitecture {
         path: PathBuf,

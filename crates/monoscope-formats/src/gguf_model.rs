@@ -10,7 +10,9 @@ use crate::error::{FormatError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_tokenizer::tokenizer_from_gguf;
 use crate::loader::{TensorSink, sha256_files};
-use crate::model::{Architecture, LoadedModel, ModelConfig, RopeLayout};
+use crate::model::{
+    Architecture, BlockConfig, LoadedModel, MlpActivation, ModelConfig, RopeLayout, RopeScaling,
+};
 
 const SUPPORTED: &str = "llama, mistral, qwen2, gpt2";
 
@@ -120,8 +122,8 @@ fn read_config(g: &GgufFile, arch: &str, architecture: Architecture) -> Result<M
         }
     };
     let eps_key = match architecture {
-        Architecture::Llama => k("attention.layer_norm_rms_epsilon"),
         Architecture::Gpt2 => k("attention.layer_norm_epsilon"),
+        _ => k("attention.layer_norm_rms_epsilon"),
     };
     let norm_eps = g
         .opt_f64(&eps_key)?
@@ -140,6 +142,10 @@ fn read_config(g: &GgufFile, arch: &str, architecture: Architecture) -> Result<M
         ));
     }
     let max_positions = usize_key(g, &k("context_length"))?;
+    let rope_scaling = match architecture {
+        Architecture::Gpt2 => None,
+        _ => rope_scaling(g, arch, head_dim)?,
+    };
     Ok(ModelConfig {
         architecture,
         n_layers,
@@ -153,13 +159,81 @@ fn read_config(g: &GgufFile, arch: &str, architecture: Architecture) -> Result<M
         norm_eps,
         rope_theta,
         rope_layout: match architecture {
-            Architecture::Llama => RopeLayout::AdjacentPairs,
             Architecture::Gpt2 => RopeLayout::HalfSplit, // unused: GPT-2 has no RoPE
+            _ => RopeLayout::AdjacentPairs,
+        },
+        rope_scaling,
+        block: match architecture {
+            Architecture::Gpt2 => BlockConfig {
+                mlp: MlpActivation::GeluTanh,
+                ..BlockConfig::default()
+            },
+            _ => BlockConfig::default(),
         },
         tied_embeddings: true,
         bos_token_id: None,
         eos_token_ids: Vec::new(),
     })
+}
+
+/// `{arch}.rope.scaling.type` (`none`, `linear`) and the `rope_freqs.weight` tensor, with which
+/// llama.cpp's converter stores Llama 3's frequency scaling. Any other type is refused by name.
+fn rope_scaling(g: &GgufFile, arch: &str, head_dim: usize) -> Result<Option<RopeScaling>> {
+    let type_key = format!("{arch}.rope.scaling.type");
+    let declared = match g.opt_str(&type_key)? {
+        None | Some("none") => None,
+        Some("linear") => {
+            let factor_key = format!("{arch}.rope.scaling.factor");
+            let factor = g
+                .opt_f64(&factor_key)?
+                .ok_or_else(|| FormatError::MissingKey {
+                    path: g.path().to_path_buf(),
+                    key: factor_key.clone(),
+                })?;
+            if !(factor > 0.0 && factor.is_finite()) {
+                return Err(g.bad_value(&factor_key, format!("{factor} must be positive")));
+            }
+            Some(RopeScaling::Linear { factor })
+        }
+        Some(other) => {
+            return Err(FormatError::UnsupportedSetting {
+                path: g.path().to_path_buf(),
+                key: type_key,
+                value: format!("{other:?}"),
+                detail: "supported: none, linear, and Llama 3 frequency factors".into(),
+            });
+        }
+    };
+    let Some(info) = g.tensor_info("rope_freqs.weight") else {
+        return Ok(declared);
+    };
+    if declared.is_some() {
+        return Err(FormatError::UnsupportedSetting {
+            path: g.path().to_path_buf(),
+            key: type_key,
+            value: "\"linear\" with rope_freqs.weight".into(),
+            detail: "both a scaling type and frequency factors".into(),
+        });
+    }
+    let pairs = head_dim / 2;
+    if info.shape() != [pairs] {
+        return Err(FormatError::ShapeMismatch {
+            path: g.path().to_path_buf(),
+            tensor: "rope_freqs.weight".into(),
+            expected: vec![pairs],
+            actual: info.shape(),
+        });
+    }
+    let divisors = g.tensor_f32("rope_freqs.weight")?.data;
+    if let Some(d) = divisors.iter().find(|d| !(**d > 0.0 && d.is_finite())) {
+        return Err(g.bad_value(
+            "rope_freqs.weight",
+            format!("frequency factor {d} is not a positive number"),
+        ));
+    }
+    Ok(Some(RopeScaling::FrequencyDivisors {
+        divisors: divisors.into_iter().map(f64::from).collect(),
+    }))
 }
 
 /// Dequantise `src` into `sink` as `dst` after checking its shape. Absent and not `required`:

@@ -14,11 +14,10 @@ use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
 use crate::error::{FormatError, Result};
+use crate::hf_config::parse_config;
 use crate::loader::{TensorSink, sha256_files, transpose};
-use crate::model::{Architecture, HostTensor, LoadedModel, ModelConfig, RopeLayout};
+use crate::model::{Architecture, HostTensor, LoadedModel, ModelConfig, NormPlacement, QkNorm};
 use crate::tokenizer::Tokenizer;
-
-const SUPPORTED: &str = "llama, mistral, qwen2, gpt2";
 
 /// Load a Hugging Face model directory.
 pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel> {
@@ -43,8 +42,9 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel> {
     let st = Shards::new(&shards, &maps)?;
     let mut sink = TensorSink::new(dir);
     match config.architecture {
-        Architecture::Llama => load_llama(&st, &mut config, &mut sink)?,
         Architecture::Gpt2 => load_gpt2(&st, &mut config, &mut sink)?,
+        Architecture::GptNeox => load_neox(&st, &mut config, &mut sink)?,
+        _ => load_llama(&st, &mut config, &mut sink)?,
     }
 
     let tok_path = dir.join("tokenizer.json");
@@ -76,145 +76,6 @@ fn read_json(path: &Path) -> Result<Value> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Typed access to `config.json` with errors naming the key.
-struct Cfg<'a> {
-    path: &'a Path,
-    v: &'a Value,
-}
-
-impl Cfg<'_> {
-    fn bad(&self, key: &str, detail: String) -> FormatError {
-        FormatError::BadValue {
-            path: self.path.to_path_buf(),
-            key: key.into(),
-            detail,
-        }
-    }
-
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
-        match self.v.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(|u| Some(u as usize)).ok_or_else(|| {
-                self.bad(key, format!("expected a non-negative integer, found {v}"))
-            }),
-        }
-    }
-
-    fn usize(&self, key: &str) -> Result<usize> {
-        self.opt_usize(key)?.ok_or_else(|| FormatError::MissingKey {
-            path: self.path.to_path_buf(),
-            key: key.into(),
-        })
-    }
-
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        match self.v.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.bad(key, format!("expected a number, found {v}"))),
-        }
-    }
-
-    /// An id or list of ids (`eos_token_id` is either).
-    fn ids(&self, key: &str) -> Result<Vec<u32>> {
-        let one = |v: &Value| {
-            v.as_u64()
-                .and_then(|u| u32::try_from(u).ok())
-                .ok_or_else(|| self.bad(key, format!("expected a token id, found {v}")))
-        };
-        match self.v.get(key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(a)) => a.iter().map(one).collect(),
-            Some(v) => Ok(vec![one(v)?]),
-        }
-    }
-}
-
-fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
-    let c = Cfg { path, v };
-    let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
-    let bos_token_id = c.ids("bos_token_id")?.first().copied();
-    let eos_token_ids = c.ids("eos_token_id")?;
-    match model_type {
-        "llama" | "mistral" | "qwen2" => {
-            let d_model = c.usize("hidden_size")?;
-            let n_heads = c.usize("num_attention_heads")?;
-            let n_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(n_heads);
-            let head_dim = match c.opt_usize("head_dim")? {
-                Some(h) => h,
-                None if n_heads > 0 && d_model % n_heads == 0 => d_model / n_heads,
-                None => {
-                    return Err(c.bad(
-                        "num_attention_heads",
-                        format!("{n_heads} does not divide hidden_size {d_model}"),
-                    ));
-                }
-            };
-            if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-                return Err(c.bad(
-                    "num_key_value_heads",
-                    format!("{n_kv_heads} does not divide {n_heads} heads"),
-                ));
-            }
-            let norm_eps = c.opt_f64("rms_norm_eps")?.unwrap_or(1e-6);
-            Ok(ModelConfig {
-                architecture: Architecture::Llama,
-                n_layers: c.usize("num_hidden_layers")?,
-                d_model,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                d_ff: c.usize("intermediate_size")?,
-                vocab_size: c.usize("vocab_size")?,
-                max_positions: c.opt_usize("max_position_embeddings")?.unwrap_or(2048),
-                norm_eps,
-                rope_theta: c.opt_f64("rope_theta")?.unwrap_or(10_000.0),
-                rope_layout: RopeLayout::HalfSplit,
-                tied_embeddings: v
-                    .get("tie_word_embeddings")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-                bos_token_id,
-                eos_token_ids,
-            })
-        }
-        "gpt2" => {
-            let d_model = c.usize("n_embd")?;
-            let n_heads = c.usize("n_head")?;
-            if n_heads == 0 || d_model % n_heads != 0 {
-                return Err(c.bad(
-                    "n_head",
-                    format!("{n_heads} does not divide n_embd {d_model}"),
-                ));
-            }
-            Ok(ModelConfig {
-                architecture: Architecture::Gpt2,
-                n_layers: c.usize("n_layer")?,
-                d_model,
-                n_heads,
-                n_kv_heads: n_heads,
-                head_dim: d_model / n_heads,
-                d_ff: c.opt_usize("n_inner")?.unwrap_or(4 * d_model),
-                vocab_size: c.usize("vocab_size")?,
-                max_positions: c.usize("n_positions")?,
-                norm_eps: c.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
-                rope_theta: 10_000.0,
-                rope_layout: RopeLayout::HalfSplit,
-                tied_embeddings: true,
-                bos_token_id,
-                eos_token_ids,
-            })
-        }
-        other => Err(FormatError::UnsupportedArchitecture {
-            path: path.to_path_buf(),
-            arch: other.to_string(),
-            supported: SUPPORTED,
-        }),
-    }
 }
 
 /// The safetensors files of `dir`, in a stable order.
@@ -352,9 +213,55 @@ impl<'a> Shards<'a> {
     }
 }
 
+/// Where a Llama-like family keeps its per-block tensors (after the `layers.{L}.` prefix).
+struct LlamaNames {
+    attn_norm: Option<&'static str>,
+    mlp_norm: Option<&'static str>,
+    post_attn_norm: Option<&'static str>,
+    post_mlp_norm: Option<&'static str>,
+}
+
+impl LlamaNames {
+    fn of(c: &ModelConfig) -> Self {
+        match c.block.norm_placement {
+            NormPlacement::Pre => Self {
+                attn_norm: Some("input_layernorm"),
+                mlp_norm: Some("post_attention_layernorm"),
+                post_attn_norm: None,
+                post_mlp_norm: None,
+            },
+            NormPlacement::PreAndPost => Self {
+                attn_norm: Some("input_layernorm"),
+                mlp_norm: Some("pre_feedforward_layernorm"),
+                post_attn_norm: Some("post_attention_layernorm"),
+                post_mlp_norm: Some("post_feedforward_layernorm"),
+            },
+            NormPlacement::Post => Self {
+                attn_norm: None,
+                mlp_norm: None,
+                post_attn_norm: Some("post_attention_layernorm"),
+                post_mlp_norm: Some("post_feedforward_layernorm"),
+            },
+        }
+    }
+}
+
+/// Llama and the families built like it (Mistral, Qwen2/3, Phi-3, Gemma 1/2/3, OLMo-2).
 fn load_llama(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result<()> {
     let d = c.d_model;
     let (q_rows, kv_rows) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+    // Gemma's norms multiply by (1 + w): stored here as the multiplier itself.
+    let gemma = matches!(
+        c.architecture,
+        Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3
+    );
+    let norm_offset = if gemma { 1.0 } else { 0.0 };
+    let norm = |sink: &mut TensorSink, src: &str, dst: String, len: usize| -> Result<()> {
+        let mut t = st.require(sink, src, &[len])?;
+        t.data.iter_mut().for_each(|w| *w += norm_offset);
+        sink.tensors.insert(dst, t);
+        Ok(())
+    };
     st.take(
         sink,
         "embed_tokens.weight",
@@ -362,38 +269,66 @@ fn load_llama(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result
         &[c.vocab_size, d],
         true,
     )?;
+    let names = LlamaNames::of(c);
+    let (q_norm_len, k_norm_len) = match c.block.qk_norm {
+        QkNorm::None => (0, 0),
+        QkNorm::PerHead => (c.head_dim, c.head_dim),
+        QkNorm::AllHeads => (q_rows, kv_rows),
+    };
     for l in 0..c.n_layers {
         let src = |s: &str| format!("layers.{l}.{s}");
         let dst = |s: &str| format!("layers.{l}.{s}");
-        st.take(
-            sink,
-            &src("input_layernorm.weight"),
-            dst("attn_norm.weight"),
-            &[d],
-            true,
-        )?;
-        st.take(
-            sink,
-            &src("post_attention_layernorm.weight"),
-            dst("mlp_norm.weight"),
-            &[d],
-            true,
-        )?;
-        for (p, rows) in [("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)] {
-            st.take(
+        for (name, canonical) in [
+            (names.attn_norm, "attn_norm"),
+            (names.mlp_norm, "mlp_norm"),
+            (names.post_attn_norm, "post_attn_norm"),
+            (names.post_mlp_norm, "post_mlp_norm"),
+        ] {
+            if let Some(name) = name {
+                norm(
+                    sink,
+                    &src(&format!("{name}.weight")),
+                    dst(&format!("{canonical}.weight")),
+                    d,
+                )?;
+            }
+        }
+        if q_norm_len > 0 {
+            norm(
                 sink,
-                &src(&format!("self_attn.{p}.weight")),
-                dst(&format!("{p}.weight")),
-                &[rows, d],
-                true,
+                &src("self_attn.q_norm.weight"),
+                dst("q_norm.weight"),
+                q_norm_len,
             )?;
-            st.take(
+            norm(
                 sink,
-                &src(&format!("self_attn.{p}.bias")),
-                dst(&format!("{p}.bias")),
-                &[rows],
-                false,
+                &src("self_attn.k_norm.weight"),
+                dst("k_norm.weight"),
+                k_norm_len,
             )?;
+        }
+        let fused_qkv = src("self_attn.qkv_proj.weight");
+        if st.resolve(&fused_qkv).is_some() {
+            // Phi-3: one [q | k | v] projection.
+            let w = st.require(sink, &fused_qkv, &[q_rows + 2 * kv_rows, d])?;
+            sink.put_split_qkv(&fused_qkv, l, "weight", [q_rows, kv_rows, kv_rows], w)?;
+        } else {
+            for (p, rows) in [("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)] {
+                st.take(
+                    sink,
+                    &src(&format!("self_attn.{p}.weight")),
+                    dst(&format!("{p}.weight")),
+                    &[rows, d],
+                    true,
+                )?;
+                st.take(
+                    sink,
+                    &src(&format!("self_attn.{p}.bias")),
+                    dst(&format!("{p}.bias")),
+                    &[rows],
+                    false,
+                )?;
+            }
         }
         st.take(
             sink,
@@ -402,29 +337,55 @@ fn load_llama(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result
             &[d, q_rows],
             true,
         )?;
+        // `attention_bias` (Llama) also puts a bias on o_proj; `mlp_bias` on all three MLP
+        // projections. Taken whenever the file has them, so none is dropped.
         st.take(
             sink,
-            &src("mlp.gate_proj.weight"),
-            dst("gate_proj.weight"),
-            &[c.d_ff, d],
-            true,
+            &src("self_attn.o_proj.bias"),
+            dst("o_proj.bias"),
+            &[d],
+            false,
         )?;
-        st.take(
-            sink,
-            &src("mlp.up_proj.weight"),
-            dst("up_proj.weight"),
-            &[c.d_ff, d],
-            true,
-        )?;
-        st.take(
-            sink,
-            &src("mlp.down_proj.weight"),
-            dst("down_proj.weight"),
-            &[d, c.d_ff],
-            true,
-        )?;
+        let fused_gate_up = src("mlp.gate_up_proj.weight");
+        let mlp = if st.resolve(&fused_gate_up).is_some() {
+            // Phi-3: one [gate | up] projection.
+            let w = st.require(sink, &fused_gate_up, &[2 * c.d_ff, d])?;
+            let (gate, up) = w.data.split_at(c.d_ff * d);
+            for (name, part) in [("gate_proj", gate), ("up_proj", up)] {
+                sink.tensors.insert(
+                    dst(&format!("{name}.weight")),
+                    HostTensor {
+                        shape: vec![c.d_ff, d],
+                        data: part.to_vec(),
+                    },
+                );
+            }
+            &[("down_proj", [d, c.d_ff])][..]
+        } else {
+            &[
+                ("gate_proj", [c.d_ff, d]),
+                ("up_proj", [c.d_ff, d]),
+                ("down_proj", [d, c.d_ff]),
+            ][..]
+        };
+        for (p, shape) in mlp {
+            st.take(
+                sink,
+                &src(&format!("mlp.{p}.weight")),
+                dst(&format!("{p}.weight")),
+                shape,
+                true,
+            )?;
+            st.take(
+                sink,
+                &src(&format!("mlp.{p}.bias")),
+                dst(&format!("{p}.bias")),
+                &[shape[0]],
+                false,
+            )?;
+        }
     }
-    st.take(sink, "norm.weight", "final_norm.weight".into(), &[d], true)?;
+    norm(sink, "norm.weight", "final_norm.weight".into(), d)?;
     if !c.tied_embeddings {
         st.take(
             sink,
@@ -435,6 +396,115 @@ fn load_llama(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result
         )?;
     }
     Ok(())
+}
+
+/// GPT-NeoX / Pythia: `gpt_neox.*` names, LayerNorms with biases, and a fused
+/// `query_key_value` whose rows run head by head (`[heads, 3, head_dim]`).
+fn load_neox(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result<()> {
+    let (d, ff, h, hd) = (c.d_model, c.d_ff, c.n_heads, c.head_dim);
+    if c.n_kv_heads != h {
+        return Err(FormatError::BadValue {
+            path: sink.path.clone(),
+            key: "num_key_value_heads".into(),
+            detail: format!(
+                "{} differs from {h} heads; GPT-NeoX has no GQA",
+                c.n_kv_heads
+            ),
+        });
+    }
+    st.take(
+        sink,
+        "gpt_neox.embed_in.weight",
+        "embed_tokens".into(),
+        &[c.vocab_size, d],
+        true,
+    )?;
+    for l in 0..c.n_layers {
+        let src = |s: &str| format!("gpt_neox.layers.{l}.{s}");
+        let dst = |s: &str| format!("layers.{l}.{s}");
+        for (s, n) in [
+            ("input_layernorm", "attn_norm"),
+            ("post_attention_layernorm", "mlp_norm"),
+        ] {
+            for p in ["weight", "bias"] {
+                st.take(
+                    sink,
+                    &src(&format!("{s}.{p}")),
+                    dst(&format!("{n}.{p}")),
+                    &[d],
+                    true,
+                )?;
+            }
+        }
+        let name = src("attention.query_key_value.weight");
+        let w = st.require(sink, &name, &[3 * h * hd, d])?;
+        let w = per_head_qkv_to_blocks(&w, h, hd, d);
+        sink.put_split_qkv(&name, l, "weight", [h * hd; 3], w)?;
+        let name = src("attention.query_key_value.bias");
+        let b = st.require(sink, &name, &[3 * h * hd])?;
+        let b = per_head_qkv_to_blocks(&b, h, hd, 1);
+        sink.put_split_qkv(&name, l, "bias", [h * hd; 3], b)?;
+        for (s, n, shape) in [
+            ("attention.dense", "o_proj", [d, h * hd]),
+            ("mlp.dense_h_to_4h", "up_proj", [ff, d]),
+            ("mlp.dense_4h_to_h", "down_proj", [d, ff]),
+        ] {
+            st.take(
+                sink,
+                &src(&format!("{s}.weight")),
+                dst(&format!("{n}.weight")),
+                &shape,
+                true,
+            )?;
+            st.take(
+                sink,
+                &src(&format!("{s}.bias")),
+                dst(&format!("{n}.bias")),
+                &[shape[0]],
+                true,
+            )?;
+        }
+    }
+    for p in ["weight", "bias"] {
+        st.take(
+            sink,
+            &format!("gpt_neox.final_layer_norm.{p}"),
+            format!("final_norm.{p}"),
+            &[d],
+            true,
+        )?;
+    }
+    if !c.tied_embeddings {
+        st.take(
+            sink,
+            "embed_out.weight",
+            "lm_head.weight".into(),
+            &[c.vocab_size, d],
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+/// Rows `[heads, 3 (q, k, v), head_dim]` (each `cols` wide) → `[3, heads, head_dim]`.
+fn per_head_qkv_to_blocks(
+    t: &HostTensor,
+    heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> HostTensor {
+    let chunk = head_dim * cols;
+    let mut data = Vec::with_capacity(t.data.len());
+    for part in 0..3 {
+        for head in 0..heads {
+            let start = (head * 3 + part) * chunk;
+            data.extend_from_slice(&t.data[start..start + chunk]);
+        }
+    }
+    HostTensor {
+        shape: t.shape.clone(),
+        data,
+    }
 }
 
 fn load_gpt2(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result<()> {

@@ -18,6 +18,7 @@ pub mod gguf_model;
 pub mod gguf_tokenizer;
 pub mod gguf_write;
 pub mod hf;
+mod hf_config;
 mod loader;
 pub mod model;
 pub mod quant;
@@ -32,7 +33,10 @@ pub use gguf::{GgufFile, GgufTensorInfo, MetadataValue};
 pub use gguf_model::load_gguf;
 pub use gguf_write::GgufWriter;
 pub use hf::load_hf_dir;
-pub use model::{Architecture, HostTensor, LoadedModel, ModelConfig, RopeLayout};
+pub use model::{
+    Architecture, BlockConfig, HostTensor, LoadedModel, MlpActivation, ModelConfig, NormPlacement,
+    QkNorm, RopeLayout, RopeScaling,
+};
 pub use quant::GgmlType;
 pub use tokenizer::Tokenizer;
 

@@ -187,3 +187,91 @@ fn hf_dir_missing_tensor_and_bad_config() {
         "{msg}"
     );
 }
+
+/// A directory whose `config.json` is a small Llama with `extra` keys merged in. The config is
+/// read before any weight, so no safetensors are needed to see it refused.
+fn llama_config_dir(dir: &Path, extra: serde_json::Value) -> std::path::PathBuf {
+    let mut config = serde_json::json!({
+        "model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 96,
+        "max_position_embeddings": 64,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    dir.to_path_buf()
+}
+
+#[test]
+fn settings_that_change_the_arithmetic_are_refused_by_name() {
+    let cases = [
+        (
+            serde_json::json!({"rope_scaling": {"type": "longrope", "factor": 4.0}}),
+            "`rope_scaling.type` = \"longrope\" is not supported",
+        ),
+        (
+            serde_json::json!({"rope_parameters": {"rope_type": "su", "rope_theta": 1e4}}),
+            "`rope_parameters.rope_type` = \"su\" is not supported",
+        ),
+        (
+            serde_json::json!({"hidden_act": "gelu"}),
+            "`hidden_act` = \"gelu\" is not supported",
+        ),
+        (
+            serde_json::json!({"partial_rotary_factor": 0.5}),
+            "`partial_rotary_factor` = 0.5 is not supported",
+        ),
+        (
+            serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0}}),
+            "missing metadata key `rope_scaling.original_max_position_embeddings`",
+        ),
+        (
+            serde_json::json!({"rope_scaling": {"rope_type": "linear", "factor": -2.0}}),
+            "`rope_scaling.factor`: -2 must be a positive number",
+        ),
+    ];
+    for (extra, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = message(load_model(&llama_config_dir(dir.path(), extra.clone())));
+        assert!(msg.contains(want), "{extra}: {msg}");
+        assert!(msg.contains("config.json"), "{msg}");
+    }
+}
+
+#[test]
+fn gguf_rope_scaling_other_than_linear_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny(dir.path(), "yarn.gguf", |w| {
+        w.add_metadata("llama.rope.scaling.type", V::String("yarn".into()));
+    });
+    let msg = message(load_model(&p));
+    assert!(
+        msg.contains("`llama.rope.scaling.type` = \"yarn\" is not supported"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn gguf_llama3_frequency_factors_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // TinyLlama: d_model 64, 4 heads → head_dim 16, 8 rotated pairs.
+    let factors = [1.0f32, 1.0, 1.5, 2.0, 4.0, 8.0, 8.0, 8.0];
+    let p = tiny(dir.path(), "llama3.gguf", |w| {
+        w.add_tensor("rope_freqs.weight", &[8], GgmlType::F32, &factors)
+            .unwrap();
+    });
+    let m = load_model(&p).unwrap();
+    assert_eq!(
+        m.config.rope_scaling,
+        Some(monoscope_formats::RopeScaling::FrequencyDivisors {
+            divisors: factors.iter().map(|&f| f64::from(f)).collect()
+        })
+    );
+    let bad = tiny(dir.path(), "bad.gguf", |w| {
+        w.add_tensor("rope_freqs.weight", &[8], GgmlType::F32, &[0.0; 8])
+            .unwrap();
+    });
+    assert!(message(load_model(&bad)).contains("frequency factor 0 is not a positive number"));
+}

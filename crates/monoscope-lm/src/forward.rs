@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use burn::prelude::*;
 use burn::tensor::module::embedding;
-use monoscope_formats::Architecture;
 
 use crate::attention::{AttnShape, LayerCache, Rope};
 use crate::fused::host_vec;
 use crate::hooks::HookRunner;
 use crate::host_block;
-use crate::layers::{self, KeyMask, NormKind};
+use crate::layers::{self, AttnExtras, KeyMask, NormKind};
+use crate::rope::RopeFrequencies;
 use crate::{HookContext, HookName, Interventions, LmError, Model, TokenBatch};
 
 /// Which logits a forward pass computes.
@@ -229,20 +229,24 @@ impl Model {
         let ids: Vec<i32> = batch.ids().iter().map(|&id| id as i32).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
         let mut x = embedding(self.weights.embed.clone(), ids);
-        let rope = match c.architecture {
-            Architecture::Llama => Some(Rope::new(
-                &positions,
-                b,
-                t,
-                c.head_dim,
-                c.rope_theta,
-                &self.device,
-            )),
-            Architecture::Gpt2 => {
-                x = x + self.learned_positions(&positions, b, t)?;
-                None
-            }
+        if let Some(m) = c.block.embedding_multiplier {
+            x = x * m;
+        }
+        let longest = positions.iter().copied().max().unwrap_or(0);
+        let rotary_dim = c.block.rotary_dim.unwrap_or(c.head_dim);
+        let rope = if c.architecture.rotary() {
+            let frequencies =
+                RopeFrequencies::new(rotary_dim, c.rope_theta, c.rope_scaling.as_ref(), longest);
+            Some(Rope::new(&positions, b, t, &frequencies, &self.device))
+        } else {
+            x = x + self.learned_positions(&positions, b, t)?;
+            None
         };
+        // Gemma 3's sliding layers rotate with their own base and no scaling.
+        let local_rope = c.block.local_rope_theta.map(|theta| {
+            let frequencies = RopeFrequencies::new(rotary_dim, theta, None, longest);
+            Rope::new(&positions, b, t, &frequencies, &self.device)
+        });
 
         let want_logits = options.logits != Logits::Skip;
         let record: BTreeSet<HookName> = options.record.iter().copied().collect();
@@ -270,11 +274,15 @@ impl Model {
             head_dim: c.head_dim,
         };
         let kind = self.norm_kind();
-        let swiglu = c.architecture == Architecture::Llama;
+        let keys_after = offset + t;
+        let window_acts =
+            (0..c.n_layers).any(|l| c.block.window(l).is_some_and(|w| keys_after > w));
 
         if self.matmul_kind() == crate::MatmulKind::Int8
             && kind == NormKind::Rms
-            && host_block::supported(&self.weights.blocks, swiglu)
+            && self.plain_blocks()
+            && !window_acts
+            && host_block::supported(&self.weights.blocks)
         {
             let pass = host_block::Pass {
                 dims: [b, t, c.d_model],
@@ -296,19 +304,51 @@ impl Model {
             }
             x = Tensor::from_data(TensorData::new(xh, pass.dims), &self.device);
         } else {
+            let norm = |x: &Tensor<3>, w: &Option<crate::weights::NormWeights>| match w {
+                Some(w) => layers::norm(x.clone(), w, kind, c.norm_eps),
+                None => x.clone(),
+            };
+            let post = |x: Tensor<3>, w: &Option<crate::weights::NormWeights>| match w {
+                Some(w) => layers::norm(x, w, kind, c.norm_eps),
+                None => x,
+            };
             for (l, w) in self.weights.blocks.iter().enumerate() {
                 x = hooks.at(HookName::resid_pre(l), x)?;
                 if l >= blocks_to_run {
                     break;
                 }
-                let h = layers::norm(x.clone(), &w.attn_norm, kind, c.norm_eps);
+                let window = c.block.window(l);
+                let layer_rope = match (&local_rope, window) {
+                    (Some(local), Some(_)) => Some(local),
+                    _ => rope.as_ref(),
+                };
+                let extras = AttnExtras {
+                    scale: c.block.attn_scale,
+                    softcap: c.block.attn_logit_softcap,
+                    window,
+                    qk_norm_eps: c.norm_eps,
+                };
                 let slot = cache.as_deref_mut().map(|k| &mut k.layers[l]);
-                let attn = layers::attention_block(h, w, shape, rope.as_ref(), key_mask, slot);
-                let attn = hooks.at(HookName::attn_out(l), attn)?;
-                x = x + attn;
-                let h = layers::norm(x.clone(), &w.mlp_norm, kind, c.norm_eps);
-                let mlp = hooks.at(HookName::mlp_out(l), layers::mlp_block(h, w, swiglu))?;
-                x = hooks.at(HookName::resid_post(l), x + mlp)?;
+                let attn = layers::attention_block(
+                    norm(&x, &w.attn_norm),
+                    w,
+                    shape,
+                    layer_rope,
+                    key_mask,
+                    extras,
+                    slot,
+                );
+                let attn = hooks.at(HookName::attn_out(l), post(attn, &w.post_attn_norm))?;
+                if c.block.parallel_residual {
+                    let mlp = layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp);
+                    let mlp = hooks.at(HookName::mlp_out(l), post(mlp, &w.post_mlp_norm))?;
+                    x = hooks.at(HookName::resid_post(l), x + attn + mlp)?;
+                } else {
+                    x = x + attn;
+                    let mlp = layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp);
+                    let mlp = hooks.at(HookName::mlp_out(l), post(mlp, &w.post_mlp_norm))?;
+                    x = hooks.at(HookName::resid_post(l), x + mlp)?;
+                }
             }
         }
         if let Some(cache) = cache {

@@ -25,6 +25,8 @@ use crate::{HookName, LmError};
 /// The integer weights of one block, when every projection has them and the norms are
 /// RMSNorm without bias: the blocks this path can run.
 struct Packed<'a> {
+    attn_norm: &'a NormWeights,
+    mlp_norm: &'a NormWeights,
     qkv: &'a PackedInt8,
     o: &'a PackedInt8,
     up: &'a PackedInt8,
@@ -33,10 +35,13 @@ struct Packed<'a> {
 
 impl<'a> Packed<'a> {
     fn of(w: &'a BlockWeights) -> Option<Self> {
-        if w.attn_norm.bias.is_some() || w.mlp_norm.bias.is_some() {
+        let (attn_norm, mlp_norm) = (w.attn_norm.as_ref()?, w.mlp_norm.as_ref()?);
+        if attn_norm.bias.is_some() || mlp_norm.bias.is_some() {
             return None;
         }
         Some(Self {
+            attn_norm,
+            mlp_norm,
             qkv: w.qkv.int8.as_deref()?,
             o: w.o.int8.as_deref()?,
             up: w.up.int8.as_deref()?,
@@ -45,9 +50,10 @@ impl<'a> Packed<'a> {
     }
 }
 
-/// Whether [`Pass::block`] can run every one of `blocks` (a SwiGLU model, `swiglu`).
-pub(crate) fn supported(blocks: &[BlockWeights], swiglu: bool) -> bool {
-    swiglu && blocks.iter().all(|w| Packed::of(w).is_some())
+/// Whether [`Pass::block`] can run every one of `blocks` (of a model whose blocks are plain
+/// SwiGLU blocks: the caller checks that).
+pub(crate) fn supported(blocks: &[BlockWeights]) -> bool {
+    blocks.iter().all(|w| Packed::of(w).is_some())
 }
 
 /// Buffers reused from block to block. Fresh ones of these sizes come from `mmap`, and the
@@ -105,7 +111,7 @@ impl Pass<'_> {
             hidden,
             mlp,
         } = scratch;
-        self.norm(x, &w.attn_norm, p.qkv, quant);
+        self.norm(x, p.attn_norm, p.qkv, quant);
         int8::matmul_quantized_into(quant, p.qkv, qkv);
         attention::fused_host(qkv, call, cache, heads);
         int8::quantize_rows_into(heads, b * t, p.o, quant);
@@ -114,7 +120,7 @@ impl Pass<'_> {
         add_into(x, &out);
         *attn = out;
 
-        self.norm(x, &w.mlp_norm, p.up, quant);
+        self.norm(x, p.mlp_norm, p.up, quant);
         int8::matmul_quantized_into(quant, p.up, hidden);
         let ff = p.down.k();
         int8::quantize_rows_with(b * t, p.down, quant, |r, row| {

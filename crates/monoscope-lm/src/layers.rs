@@ -5,11 +5,13 @@
 //! `crate::fused` and `crate::attention`.
 
 use burn::prelude::*;
-use burn::tensor::activation::{gelu_approximate, silu};
+use burn::tensor::activation::{gelu, gelu_approximate, silu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::attention::{AttnShape, LayerCache, Rope};
+use monoscope_formats::MlpActivation;
+
 use crate::weights::{BlockWeights, NormWeights};
 
 /// RMSNorm (Llama family) or LayerNorm with bias (GPT-2).
@@ -59,30 +61,116 @@ pub(crate) struct KeyMask<'a> {
     pub valid: Option<&'a [Vec<bool>]>,
 }
 
+/// What one layer's attention computes beyond causal `softmax(q·k / √head_dim)` with full RoPE.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AttnExtras {
+    /// Scale on q·k; `None`: 1/√head_dim.
+    pub scale: Option<f64>,
+    /// Scores `s` become `c · tanh(s / c)`.
+    pub softcap: Option<f64>,
+    /// Keys more than `window - 1` columns before the query are invisible.
+    pub window: Option<usize>,
+    /// RMSNorm epsilon of the q/k norms.
+    pub qk_norm_eps: f64,
+}
+
+impl AttnExtras {
+    /// Whether the host kernel (plain scaled causal attention) computes this layer.
+    fn plain(&self) -> bool {
+        self.scale.is_none() && self.softcap.is_none() && self.window.is_none()
+    }
+}
+
 /// Causal (grouped-query) self-attention of `x[batch, seq, d_model]` (already normalised), with
 /// the output projection. `mask` says which keys are padding; causality is applied by the
 /// kernel, aligned to the end of the keys so that cached positions come first. Returns
-/// `hook_attn_out`. On the CPU device the fused host kernel of `crate::attention` runs.
+/// `hook_attn_out` before any post-norm. On the CPU device the fused host kernel runs when
+/// the layer is plain (see [`AttnExtras`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_block(
     x: Tensor<3>,
     w: &BlockWeights,
     s: AttnShape,
     rope: Option<&Rope>,
     mask: KeyMask,
+    extras: AttnExtras,
     cache: Option<&mut Option<LayerCache>>,
 ) -> Tensor<3> {
     let [b, t, d] = x.dims();
-    let qkv = w.qkv.forward(x.reshape([b * t, d]));
-    let o = if crate::fused::on_host(&qkv) {
+    let mut qkv = w.qkv.forward(x.reshape([b * t, d]));
+    if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+        qkv = qk_norm(qkv, qn, kn, s, extras.qk_norm_eps);
+    }
+    let full_rope = rope.is_none_or(|r| r.pairs() * 2 == s.head_dim);
+    let o = if extras.plain() && full_rope && crate::fused::on_host(&qkv) {
         crate::attention::fused(qkv, b, t, s, rope, mask.valid, cache)
     } else {
-        attention_generic(qkv, b, t, s, rope, mask.tensor, cache)
+        let past = cache
+            .as_ref()
+            .and_then(|c| c.as_ref().map(|c| c.k.dims()[2]))
+            .unwrap_or(0);
+        let windowed = extras
+            .window
+            .filter(|&w| past + t > w)
+            .map(|w| window_mask(b, t, past, w, mask.valid, &qkv.device()));
+        let mask = windowed.as_ref().or(mask.tensor);
+        attention_generic(qkv, b, t, s, rope, mask, extras, cache)
     };
     w.o.forward(o).reshape([b, t, d])
 }
 
+/// RMSNorm of the queries and keys inside `qkv[rows, (heads + 2 kv) head_dim]`: per head when
+/// the weights are `[head_dim]` long, over all heads at once when they span them.
+fn qk_norm(qkv: Tensor<2>, qn: &Tensor<1>, kn: &Tensor<1>, s: AttnShape, eps: f64) -> Tensor<2> {
+    let [rows, width] = qkv.dims();
+    let (h, kv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
+    let rms = |x: Tensor<2>, w: &Tensor<1>| -> Tensor<2> {
+        let inv = (x.clone().square().mean_dim(1) + eps).sqrt().recip();
+        x * inv * w.clone().unsqueeze::<2>()
+    };
+    let q = qkv.clone().narrow(1, 0, h * hd);
+    let k = qkv.clone().narrow(1, h * hd, kv * hd);
+    let v = qkv.narrow(1, (h + kv) * hd, kv * hd);
+    let (q, k) = if qn.dims()[0] == hd {
+        (
+            rms(q.reshape([rows * h, hd]), qn).reshape([rows, h * hd]),
+            rms(k.reshape([rows * kv, hd]), kn).reshape([rows, kv * hd]),
+        )
+    } else {
+        (rms(q, qn), rms(k, kn))
+    };
+    let out = Tensor::cat(vec![q, k, v], 1);
+    debug_assert_eq!(out.dims(), [rows, width]);
+    out
+}
+
+/// `[batch, 1, seq, past + seq]`, `true` where a key is padding or lies `window` or more
+/// columns before its query (queries are the last `seq` columns).
+fn window_mask(
+    b: usize,
+    t: usize,
+    past: usize,
+    window: usize,
+    valid: Option<&[Vec<bool>]>,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    let keys = past + t;
+    let mut mask = Vec::with_capacity(b * t * keys);
+    for row in 0..b {
+        for q in 0..t {
+            let q_col = past + q;
+            for k in 0..keys {
+                let padding = valid.is_some_and(|v| !v[row][k]);
+                mask.push(padding || q_col >= k + window);
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(mask, [b, 1, t, keys]), device)
+}
+
 /// The reference attention in whole-tensor burn ops, any device: `qkv[batch * seq, (heads +
 /// 2 kv_heads) head_dim]` to `[batch * seq, heads head_dim]`, extending `cache`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_generic(
     qkv: Tensor<2>,
     b: usize,
@@ -90,6 +178,7 @@ pub(crate) fn attention_generic(
     s: AttnShape,
     rope: Option<&Rope>,
     mask: Option<&Tensor<4, Bool>>,
+    extras: AttnExtras,
     cache: Option<&mut Option<LayerCache>>,
 ) -> Tensor<2> {
     let (h, kv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
@@ -114,27 +203,34 @@ pub(crate) fn attention_generic(
         });
     }
     let options = AttentionModuleOptions {
-        scale: None,
-        softcap: None,
+        scale: extras.scale,
+        softcap: extras.softcap,
         is_causal: true,
     };
     let o = attention(q, k, v, mask.cloned(), None, options);
     o.swap_dims(1, 2).reshape([b * t, h * hd])
 }
 
-/// The MLP of a block on normalised `x[batch, seq, d_model]`: SwiGLU (`down(silu(gate) * up)`)
-/// or GPT-2's `proj(gelu_tanh(fc x + b)) + b`. Returns `hook_mlp_out`.
-pub(crate) fn mlp_block(x: Tensor<3>, w: &BlockWeights, swiglu: bool) -> Tensor<3> {
+/// The MLP of a block on normalised `x[batch, seq, d_model]`: gated (`down(act(gate) * up)`,
+/// SiLU or tanh-GELU) or plain (`down(act(up x + b)) + b`, tanh or exact GELU). Returns
+/// `hook_mlp_out` before any post-norm.
+pub(crate) fn mlp_block(x: Tensor<3>, w: &BlockWeights, activation: MlpActivation) -> Tensor<3> {
     let [b, t, d] = x.dims();
     let hidden = w.up.forward(x.reshape([b * t, d]));
-    let act = if !swiglu {
-        gelu_approximate(hidden)
-    } else if crate::fused::on_host(&hidden) {
-        crate::fused::swiglu(hidden)
-    } else {
-        let ff = hidden.dims()[1] / 2;
-        let gate = hidden.clone().narrow(1, 0, ff);
-        silu(gate) * hidden.narrow(1, ff, ff)
+    let act = match activation {
+        MlpActivation::GeluTanh => gelu_approximate(hidden),
+        MlpActivation::Gelu => gelu(hidden),
+        MlpActivation::SwiGlu if crate::fused::on_host(&hidden) => crate::fused::swiglu(hidden),
+        MlpActivation::SwiGlu | MlpActivation::GeGluTanh => {
+            let ff = hidden.dims()[1] / 2;
+            let gate = hidden.clone().narrow(1, 0, ff);
+            let gate = if activation == MlpActivation::SwiGlu {
+                silu(gate)
+            } else {
+                gelu_approximate(gate)
+            };
+            gate * hidden.narrow(1, ff, ff)
+        }
     };
     w.down.forward(act).reshape([b, t, d])
 }

@@ -1,9 +1,12 @@
 //! Transformer language models on burn, with TransformerLens-style hooks: the model runtime of
 //! monoscope's capture, evaluation and steering stages.
 //!
-//! - [`load`] / [`Model::from_loaded`]: build a [`Model`] (Llama family — RMSNorm, RoPE,
-//!   grouped-query attention, SwiGLU, optional q/k/v biases, tied or untied head — or GPT-2)
-//!   from a GGUF file, a Hugging Face directory or a [`monoscope_formats::LoadedModel`].
+//! - [`load`] / [`Model::from_loaded`]: build a [`Model`] of any
+//!   [`monoscope_formats::Architecture`] (Llama 1–3 with every RoPE scaling, Mistral, Qwen2/3,
+//!   Phi-3, Gemma 1/2/3, OLMo-2, GPT-NeoX/Pythia, GPT-2) from a GGUF file, a Hugging Face
+//!   directory or a [`monoscope_formats::LoadedModel`]. What a block computes comes from
+//!   [`monoscope_formats::BlockConfig`]; `tests/transformers_fixtures.rs` holds every family to
+//!   transformers' numbers.
 //! - [`HookName`]: `blocks.{L}.hook_resid_pre|hook_attn_out|hook_mlp_out|hook_resid_post` and
 //!   `ln_final.hook_normalized`, validated against the model by [`Model::hook`].
 //! - [`Model::forward`] with [`ForwardOptions`]: record hooks, replace activations through
@@ -20,14 +23,16 @@
 //!   [`MatmulKind::F32`] is the reference arithmetic.
 //! - [`LmError`]: the one error type.
 //!
-//! Internals: `weights` lays checkpoint tensors out for the forward pass (fused projections,
+//! Internals: `rope` turns a checkpoint's RoPE scaling into frequencies, `weights` lays
+//! checkpoint tensors out for the forward pass (fused projections,
 //! one RoPE layout), `layers` holds the numeric kernels, `linear` the projections and their
 //! arithmetic, `int8` the integer matrix-product kernels, `fused` the CPU host kernels that
 //! beat burn's generic element-wise ops (RMSNorm, SwiGLU), `attention` the CPU host kernel for
 //! causal grouped-query attention with RoPE (only the scores at or before each query, no
 //! layout copies), `host_block` the int8 CPU path's blocks on host buffers (burn tensors
-//! only at active hooks). The host kernels run when tensors are on the `flex` device; the burn ops
-//! in `layers` remain the reference and the path of every other device.
+//! only at active hooks). The host kernels run when tensors are on the `flex` device and the
+//! block is a plain one (pre-norm, full RoPE, standard attention); the burn ops in `layers`
+//! remain the reference, the path of every other device and of every other block.
 
 mod attention;
 mod batch;
@@ -42,6 +47,7 @@ mod int8;
 mod layers;
 mod linear;
 mod model;
+mod rope;
 mod sampling;
 mod weights;
 

@@ -4,13 +4,15 @@ use std::fmt;
 use std::path::Path;
 
 use burn::prelude::*;
-use monoscope_formats::{Architecture, LoadedModel, ModelConfig, Tokenizer};
+use monoscope_formats::{
+    LoadedModel, MlpActivation, ModelConfig, NormPlacement, QkNorm, Tokenizer,
+};
 
 use crate::layers::NormKind;
 use crate::weights::{self, ModelWeights};
 use crate::{HookName, LmError, MatmulKind, ModelOptions};
 
-/// A transformer language model (Llama family or GPT-2) ready to run.
+/// A transformer language model (any [`monoscope_formats::Architecture`]) ready to run.
 pub struct Model {
     pub(crate) config: ModelConfig,
     pub(crate) weights: ModelWeights,
@@ -134,14 +136,33 @@ impl Model {
             Some(packed) => crate::linear::int8_product(x, packed),
             None => x.matmul(self.weights.unembed.clone().transpose()),
         };
+        let logits = match self.config.block.final_logit_softcap {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        };
         logits.reshape([b, t, self.config.vocab_size])
     }
 
     pub(crate) fn norm_kind(&self) -> NormKind {
-        match self.config.architecture {
-            Architecture::Llama => NormKind::Rms,
-            Architecture::Gpt2 => NormKind::Layer,
+        if self.config.architecture.layer_norm() {
+            NormKind::Layer
+        } else {
+            NormKind::Rms
         }
+    }
+
+    /// Whether every block is a plain pre-norm SwiGLU block with full RoPE and standard
+    /// attention: what the int8 host path computes.
+    pub(crate) fn plain_blocks(&self) -> bool {
+        let b = &self.config.block;
+        b.mlp == MlpActivation::SwiGlu
+            && b.norm_placement == NormPlacement::Pre
+            && b.qk_norm == QkNorm::None
+            && !b.parallel_residual
+            && b.rotary_dim.is_none()
+            && b.attn_scale.is_none()
+            && b.attn_logit_softcap.is_none()
+            && b.local_rope_theta.is_none()
     }
 }
 

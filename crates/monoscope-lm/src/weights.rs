@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use burn::prelude::*;
-use monoscope_formats::{Architecture, HostTensor, LoadedModel, ModelConfig, RopeLayout};
+use monoscope_formats::{
+    Architecture, HostTensor, LoadedModel, ModelConfig, NormPlacement, QkNorm, RopeLayout,
+};
 
 use crate::LmError;
 use crate::int8::PackedInt8;
@@ -32,13 +34,20 @@ pub(crate) struct NormWeights {
 /// One transformer block's parameters, laid out for `x[rows, in] @ w[in, out]`.
 #[derive(Debug, Clone)]
 pub(crate) struct BlockWeights {
-    pub attn_norm: NormWeights,
+    /// Absent where the family normalises only after each sublayer (OLMo-2).
+    pub attn_norm: Option<NormWeights>,
+    /// Applied to the attention output before it joins the residual (Gemma 2/3, OLMo-2).
+    pub post_attn_norm: Option<NormWeights>,
+    /// RMSNorm weights on the queries and keys, `[head_dim]` or `[heads * head_dim]`.
+    pub q_norm: Option<Tensor<1>>,
+    pub k_norm: Option<Tensor<1>>,
     /// `[d_model, (n_heads + 2 n_kv_heads) head_dim]`: Q | K | V.
     pub qkv: Linear,
     /// `[n_heads head_dim, d_model]`.
     pub o: Linear,
-    pub mlp_norm: NormWeights,
-    /// SwiGLU: `[d_model, 2 d_ff]` gate | up. GPT-2: `[d_model, d_ff]`.
+    pub mlp_norm: Option<NormWeights>,
+    pub post_mlp_norm: Option<NormWeights>,
+    /// Gated MLPs: `[d_model, 2 d_ff]` gate | up. Others: `[d_model, d_ff]`.
     pub up: Linear,
     /// `[d_ff, d_model]`.
     pub down: Linear,
@@ -74,8 +83,16 @@ pub(crate) fn check_config(c: &ModelConfig) -> Result<(), LmError> {
             c.n_heads, c.n_kv_heads
         ));
     }
-    if c.architecture == Architecture::Llama && !c.head_dim.is_multiple_of(2) {
+    if c.architecture.rotary() && !c.head_dim.is_multiple_of(2) {
         return fail(format!("RoPE needs an even head_dim, got {}", c.head_dim));
+    }
+    if let Some(r) = c.block.rotary_dim
+        && (r == 0 || r > c.head_dim || !r.is_multiple_of(2))
+    {
+        return fail(format!(
+            "rotary_dim {r} must be even and within head_dim {}",
+            c.head_dim
+        ));
     }
     if c.architecture == Architecture::Gpt2 && c.n_kv_heads != c.n_heads {
         return fail(format!(
@@ -141,7 +158,7 @@ pub(crate) fn build(
     let blocks = (0..c.n_layers)
         .map(|l| build_block(&src, c, l, device, int8))
         .collect::<Result<Vec<_>, _>>()?;
-    let final_norm = norm(&src, "final_norm", d, gpt2, device)?;
+    let final_norm = norm(&src, "final_norm", d, c.architecture.layer_norm(), device)?;
     let unembed_host = if c.tied_embeddings {
         src.get("embed_tokens", &[c.vocab_size, d])?
     } else {
@@ -172,6 +189,7 @@ fn build_block(
     int8: bool,
 ) -> Result<BlockWeights, LmError> {
     let gpt2 = c.architecture == Architecture::Gpt2;
+    let layer_norm = c.architecture.layer_norm();
     let d = c.d_model;
     let (q_out, kv_out) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
     let p = |s: &str| format!("layers.{l}.{s}");
@@ -215,23 +233,57 @@ fn build_block(
 
     let ff = c.d_ff;
     let up = src.get(&p("up_proj.weight"), &[ff, d])?;
-    let up = if gpt2 {
+    let up = if !c.block.mlp.gated() {
         let b = bias(src, &p("up_proj.bias"), ff)?;
         Linear::new(transpose(&[&up.data], ff, d), d, ff, b, int8, device)
     } else {
         let gate = src.get(&p("gate_proj.weight"), &[ff, d])?;
         let w = transpose(&[&gate.data, &up.data], 2 * ff, d);
-        Linear::new(w, d, 2 * ff, None, int8, device)
+        let (b_gate, b_up) = (
+            bias(src, &p("gate_proj.bias"), ff)?,
+            bias(src, &p("up_proj.bias"), ff)?,
+        );
+        let b = (b_gate.is_some() || b_up.is_some()).then(|| {
+            [
+                b_gate.unwrap_or(vec![0.0; ff]),
+                b_up.unwrap_or(vec![0.0; ff]),
+            ]
+            .concat()
+        });
+        Linear::new(w, d, 2 * ff, b, int8, device)
     };
     let down = src.get(&p("down_proj.weight"), &[d, ff])?;
     let b_down = bias(src, &p("down_proj.bias"), d)?;
     let down = Linear::new(transpose(&[&down.data], d, ff), ff, d, b_down, int8, device);
 
+    let pre = c.block.norm_placement != NormPlacement::Post;
+    let post = c.block.norm_placement != NormPlacement::Pre;
+    let optional_norm = |name: &str, present: bool| -> Result<Option<NormWeights>, LmError> {
+        present
+            .then(|| norm(src, &p(name), d, layer_norm, device))
+            .transpose()
+    };
+    let (q_norm_len, k_norm_len) = match c.block.qk_norm {
+        QkNorm::None => (0, 0),
+        QkNorm::PerHead => (c.head_dim, c.head_dim),
+        QkNorm::AllHeads => (q_out, kv_out),
+    };
+    let vector = |name: &str, len: usize| -> Result<Option<Tensor<1>>, LmError> {
+        if len == 0 {
+            return Ok(None);
+        }
+        let t = src.get(&p(name), &[len])?;
+        Ok(Some(upload(t.data.clone(), [len], device)))
+    };
     Ok(BlockWeights {
-        attn_norm: norm(src, &p("attn_norm"), d, gpt2, device)?,
+        attn_norm: optional_norm("attn_norm", pre)?,
+        post_attn_norm: optional_norm("post_attn_norm", post)?,
+        q_norm: vector("q_norm.weight", q_norm_len)?,
+        k_norm: vector("k_norm.weight", k_norm_len)?,
         qkv,
         o,
-        mlp_norm: norm(src, &p("mlp_norm"), d, gpt2, device)?,
+        mlp_norm: optional_norm("mlp_norm", pre)?,
+        post_mlp_norm: optional_norm("post_mlp_norm", post)?,
         up,
         down,
     })

@@ -3,13 +3,15 @@
 
 use burn::prelude::*;
 
-/// cos/sin of `position * theta^(-2i/head_dim)` for i < head_dim/2, shaped `[batch, seq, 1,
-/// head_dim/2]` to broadcast over heads.
+use crate::rope::RopeFrequencies;
+
+/// cos/sin of `position * inverse_frequency[i]` (times YaRN's attention factor) for each
+/// rotated pair i, shaped `[batch, seq, 1, pairs]` to broadcast over heads.
 #[derive(Debug, Clone)]
 pub(crate) struct Rope {
     cos: Tensor<4>,
     sin: Tensor<4>,
-    /// The same tables on the host, `[batch * seq, head_dim/2]`, for the fused kernel.
+    /// The same tables on the host, `[batch * seq, pairs]`, for the fused kernel.
     cos_host: Vec<f32>,
     sin_host: Vec<f32>,
 }
@@ -20,21 +22,21 @@ impl Rope {
         positions: &[usize],
         batch: usize,
         seq: usize,
-        head_dim: usize,
-        theta: f64,
+        frequencies: &RopeFrequencies,
         device: &Device,
     ) -> Self {
-        let half = head_dim / 2;
-        let inv_freq: Vec<f64> = (0..half)
-            .map(|i| theta.powf(-2.0 * i as f64 / head_dim as f64))
-            .collect();
+        let half = frequencies.inverse.len();
+        let scale = frequencies.attention_factor;
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
         for &p in positions {
-            for f in &inv_freq {
-                let angle = p as f64 * f;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+            for f in &frequencies.inverse {
+                // The angle in f32, as transformers forms it (`inv_freq @ position_ids` in
+                // float32): at long positions an f64 angle differs by more than the test
+                // tolerance.
+                let angle = (p as f32 * *f as f32) as f64;
+                cos.push((angle.cos() * scale) as f32);
+                sin.push((angle.sin() * scale) as f32);
             }
         }
         let shape = [batch, seq, 1, half];
@@ -51,15 +53,26 @@ impl Rope {
         (&self.cos_host, &self.sin_host)
     }
 
-    /// Rotates pairs (i, i + head_dim/2) of `x[batch, seq, heads, head_dim]`.
+    /// Rotated pairs per head: `head_dim / 2`, or fewer with partial rotary.
+    pub fn pairs(&self) -> usize {
+        self.cos.dims()[3]
+    }
+
+    /// Rotates pairs (i, i + rotated/2) of the first `2 * pairs` dimensions of
+    /// `x[batch, seq, heads, head_dim]`; the rest pass unchanged (partial rotary).
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let half = x.dims()[3] / 2;
+        let head_dim = x.dims()[3];
+        let half = self.pairs();
+        let rest =
+            (2 * half < head_dim).then(|| x.clone().narrow(3, 2 * half, head_dim - 2 * half));
         let x1 = x.clone().narrow(3, 0, half);
         let x2 = x.narrow(3, half, half);
         let (c, s) = (self.cos.clone(), self.sin.clone());
         let r1 = x1.clone() * c.clone() - x2.clone() * s.clone();
         let r2 = x1 * s + x2 * c;
-        Tensor::cat(vec![r1, r2], 3)
+        let mut parts = vec![r1, r2];
+        parts.extend(rest);
+        Tensor::cat(parts, 3)
     }
 }
 

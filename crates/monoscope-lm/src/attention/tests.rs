@@ -1,5 +1,6 @@
 use super::*;
-use crate::layers::attention_generic;
+use crate::layers::{AttnExtras, attention_generic};
+use crate::rope::RopeFrequencies;
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut state = seed;
@@ -50,7 +51,15 @@ fn compare(s: AttnShape, rope: bool, steps: &[Step], cached: bool) {
                 pos += usize::from(valid);
             }
         }
-        let rope = rope.then(|| Rope::new(&positions, b, t, hd, 10000.0, &device));
+        let rope = rope.then(|| {
+            Rope::new(
+                &positions,
+                b,
+                t,
+                &RopeFrequencies::new(hd, 10000.0, None, 0),
+                &device,
+            )
+        });
         let keys: Vec<Vec<bool>> = past
             .iter()
             .zip(step.flags)
@@ -80,6 +89,7 @@ fn compare(s: AttnShape, rope: bool, steps: &[Step], cached: bool) {
             s,
             rope.as_ref(),
             any_pad.then_some(&mask),
+            AttnExtras::default(),
             cached.then_some(&mut caches.1),
         );
         assert_close(&format!("step {n} output"), fused_out, generic_out);

@@ -114,6 +114,15 @@ pub fn config(spec: &Spec) -> ModelConfig {
         norm_eps: 1e-5,
         rope_theta: 10_000.0,
         rope_layout: spec.rope_layout,
+        rope_scaling: None,
+        block: monoscope_formats::BlockConfig {
+            mlp: if spec.architecture == monoscope_formats::Architecture::Gpt2 {
+                monoscope_formats::MlpActivation::GeluTanh
+            } else {
+                monoscope_formats::MlpActivation::SwiGlu
+            },
+            ..Default::default()
+        },
         tied_embeddings: spec.tied,
         bos_token_id: Some(1),
         eos_token_ids: vec![2],

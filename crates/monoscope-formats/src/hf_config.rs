@@ -1,0 +1,571 @@
+//! `config.json` of a Hugging Face checkpoint → [`ModelConfig`], for every supported
+//! `model_type`. Every field that changes the arithmetic is either read into the config or,
+//! when set to something monoscope does not compute, refused with its key and value.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{FormatError, Result};
+use crate::model::{
+    Architecture, BlockConfig, MlpActivation, ModelConfig, NormPlacement, QkNorm, RopeLayout,
+    RopeScaling,
+};
+
+pub(crate) const SUPPORTED: &str =
+    "llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text, olmo2, gpt_neox, gpt2";
+
+/// Typed access to one JSON object of `config.json`, with errors naming the key (under
+/// `prefix` for a nested object such as `rope_scaling`).
+pub(crate) struct Cfg<'a> {
+    pub path: &'a Path,
+    pub v: &'a Value,
+    pub prefix: String,
+}
+
+impl<'a> Cfg<'a> {
+    pub fn new(path: &'a Path, v: &'a Value) -> Self {
+        Self {
+            path,
+            v,
+            prefix: String::new(),
+        }
+    }
+
+    fn nested(&self, key: &str, v: &'a Value) -> Self {
+        Self {
+            path: self.path,
+            v,
+            prefix: format!("{}{key}.", self.prefix),
+        }
+    }
+
+    fn name(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    pub fn bad(&self, key: &str, detail: String) -> FormatError {
+        FormatError::BadValue {
+            path: self.path.to_path_buf(),
+            key: self.name(key),
+            detail,
+        }
+    }
+
+    fn unsupported(&self, key: &str, value: &Value, detail: impl Into<String>) -> FormatError {
+        FormatError::UnsupportedSetting {
+            path: self.path.to_path_buf(),
+            key: self.name(key),
+            value: value.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    fn missing(&self, key: &str) -> FormatError {
+        FormatError::MissingKey {
+            path: self.path.to_path_buf(),
+            key: self.name(key),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.v.get(key).filter(|v| !v.is_null())
+    }
+
+    pub fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|u| Some(u as usize)).ok_or_else(|| {
+                self.bad(key, format!("expected a non-negative integer, found {v}"))
+            }),
+        }
+    }
+
+    pub fn usize(&self, key: &str) -> Result<usize> {
+        self.opt_usize(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.bad(key, format!("expected a number, found {v}"))),
+        }
+    }
+
+    fn f64(&self, key: &str) -> Result<f64> {
+        self.opt_f64(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    fn positive(&self, key: &str, v: f64) -> Result<f64> {
+        if v > 0.0 && v.is_finite() {
+            Ok(v)
+        } else {
+            Err(self.bad(key, format!("{v} must be a positive number")))
+        }
+    }
+
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(self.bad(key, format!("expected true or false, found {v}"))),
+        }
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<&'a str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(self.bad(key, format!("expected a string, found {v}"))),
+        }
+    }
+
+    /// An id or list of ids (`eos_token_id` is either).
+    pub fn ids(&self, key: &str) -> Result<Vec<u32>> {
+        let one = |v: &Value| {
+            v.as_u64()
+                .and_then(|u| u32::try_from(u).ok())
+                .ok_or_else(|| self.bad(key, format!("expected a token id, found {v}")))
+        };
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => a.iter().map(one).collect(),
+            Some(v) => Ok(vec![one(v)?]),
+        }
+    }
+
+    /// Refuses `key` when present with a value outside `allowed`.
+    fn only(&self, key: &str, allowed: &[&str]) -> Result<()> {
+        match self.opt_str(key)? {
+            Some(s) if !allowed.contains(&s) => Err(self.unsupported(
+                key,
+                &Value::String(s.into()),
+                format!("supported: {}", allowed.join(", ")),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses `key` when it is `true`.
+    fn refuse_true(&self, key: &str, why: &str) -> Result<()> {
+        if self.opt_bool(key)? == Some(true) {
+            return Err(self.unsupported(key, &Value::Bool(true), why));
+        }
+        Ok(())
+    }
+}
+
+/// The `ModelConfig` of a `config.json`.
+pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
+    let c = Cfg::new(path, v);
+    let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let architecture = match model_type {
+        "llama" | "mistral" | "qwen2" | "phi3" => Architecture::Llama,
+        "qwen3" => Architecture::Qwen3,
+        "gemma" => Architecture::Gemma,
+        "gemma2" => Architecture::Gemma2,
+        "gemma3_text" => Architecture::Gemma3,
+        "olmo2" => Architecture::Olmo2,
+        "gpt_neox" => Architecture::GptNeox,
+        "gpt2" => return gpt2(&c),
+        other => {
+            return Err(FormatError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                arch: other.to_string(),
+                supported: SUPPORTED,
+            });
+        }
+    };
+    let neox = architecture == Architecture::GptNeox;
+    let d_model = c.usize("hidden_size")?;
+    let n_heads = c.usize("num_attention_heads")?;
+    let n_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(n_heads);
+    let head_dim = match c.opt_usize("head_dim")? {
+        Some(h) => h,
+        None if n_heads > 0 && d_model.is_multiple_of(n_heads) => d_model / n_heads,
+        None => {
+            return Err(c.bad(
+                "num_attention_heads",
+                format!("{n_heads} does not divide hidden_size {d_model}"),
+            ));
+        }
+    };
+    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
+        return Err(c.bad(
+            "num_key_value_heads",
+            format!("{n_kv_heads} does not divide {n_heads} heads"),
+        ));
+    }
+    let max_positions = c.opt_usize("max_position_embeddings")?.unwrap_or(2048);
+    let gemma = matches!(
+        architecture,
+        Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3
+    );
+    let mut block = BlockConfig::default();
+    let mlp_key = if gemma && c.get("hidden_activation").is_some() {
+        "hidden_activation"
+    } else {
+        "hidden_act"
+    };
+    block.mlp = match (architecture, c.opt_str(mlp_key)?) {
+        (Architecture::GptNeox, Some("gelu") | None) => MlpActivation::Gelu,
+        (Architecture::GptNeox, Some("gelu_new" | "gelu_pytorch_tanh" | "gelu_fast")) => {
+            MlpActivation::GeluTanh
+        }
+        (a, Some("gelu_pytorch_tanh") | None) if gemma && a != Architecture::Llama => {
+            MlpActivation::GeGluTanh
+        }
+        (_, Some("silu") | None) if !gemma => MlpActivation::SwiGlu,
+        (_, Some(other)) => {
+            return Err(c.unsupported(
+                mlp_key,
+                &Value::String(other.into()),
+                if gemma {
+                    "supported: gelu_pytorch_tanh"
+                } else if neox {
+                    "supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast"
+                } else {
+                    "supported: silu"
+                },
+            ));
+        }
+        (_, None) => unreachable!("every family has a default activation above"),
+    };
+    c.refuse_true(
+        "use_sliding_window",
+        "Qwen's per-layer sliding window is not implemented",
+    )?;
+    match architecture {
+        Architecture::Llama if model_type != "qwen2" => {
+            block.sliding_window = c.opt_usize("sliding_window")?;
+        }
+        Architecture::Qwen3 => block.qk_norm = QkNorm::PerHead,
+        Architecture::Gemma => {}
+        Architecture::Gemma2 | Architecture::Gemma3 => {
+            block.norm_placement = NormPlacement::PreAndPost;
+            block.attn_logit_softcap = c.opt_f64("attn_logit_softcapping")?;
+            block.final_logit_softcap = c.opt_f64("final_logit_softcapping")?;
+            if let Some(s) = c.opt_f64("query_pre_attn_scalar")? {
+                block.attn_scale = Some(1.0 / c.positive("query_pre_attn_scalar", s)?.sqrt());
+            }
+            block.sliding_window = c.opt_usize("sliding_window")?;
+            block.sliding_layers = sliding_layers(&c, architecture, c.usize("num_hidden_layers")?)?;
+            if architecture == Architecture::Gemma3 {
+                block.qk_norm = QkNorm::PerHead;
+            }
+        }
+        Architecture::Olmo2 => {
+            block.norm_placement = NormPlacement::Post;
+            block.qk_norm = QkNorm::AllHeads;
+        }
+        Architecture::GptNeox => {
+            block.parallel_residual = c.opt_bool("use_parallel_residual")?.unwrap_or(true);
+        }
+        _ => {}
+    }
+    if gemma {
+        // transformers multiplies by √hidden_size rounded to the activations' dtype (f32 here).
+        block.embedding_multiplier = Some(f64::from((d_model as f32).sqrt()));
+    }
+    for key in ["attention_dropout", "hidden_dropout"] {
+        // Dropout only acts in training; listed so that a reader sees it was considered.
+        let _ = c.opt_f64(key);
+    }
+    let rope = rope(&c, architecture, max_positions)?;
+    if let Some(f) = rope.partial_rotary_factor {
+        let dim = (head_dim as f64 * f) as usize;
+        if dim == 0 || !dim.is_multiple_of(2) || dim > head_dim {
+            return Err(c.bad(
+                rope.partial_key
+                    .as_deref()
+                    .unwrap_or("partial_rotary_factor"),
+                format!("{f} of head_dim {head_dim} is not an even number of dimensions"),
+            ));
+        }
+        if dim < head_dim {
+            block.rotary_dim = Some(dim);
+        }
+    }
+    block.local_rope_theta = rope.local_theta;
+    let (eps_key, eps_default) = if neox {
+        ("layer_norm_eps", 1e-5)
+    } else {
+        ("rms_norm_eps", 1e-6)
+    };
+    Ok(ModelConfig {
+        architecture,
+        n_layers: c.usize("num_hidden_layers")?,
+        d_model,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        d_ff: c.usize("intermediate_size")?,
+        vocab_size: c.usize("vocab_size")?,
+        max_positions,
+        norm_eps: c.opt_f64(eps_key)?.unwrap_or(eps_default),
+        rope_theta: rope.theta,
+        rope_layout: RopeLayout::HalfSplit,
+        rope_scaling: rope.scaling,
+        block,
+        tied_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(gemma),
+        bos_token_id: c.ids("bos_token_id")?.first().copied(),
+        eos_token_ids: c.ids("eos_token_id")?,
+    })
+}
+
+fn gpt2(c: &Cfg) -> Result<ModelConfig> {
+    let d_model = c.usize("n_embd")?;
+    let n_heads = c.usize("n_head")?;
+    if n_heads == 0 || !d_model.is_multiple_of(n_heads) {
+        return Err(c.bad(
+            "n_head",
+            format!("{n_heads} does not divide n_embd {d_model}"),
+        ));
+    }
+    c.only("activation_function", &["gelu_new", "gelu_pytorch_tanh"])?;
+    c.refuse_true(
+        "scale_attn_by_inverse_layer_idx",
+        "attention scaled by layer index is not implemented",
+    )?;
+    c.refuse_true("reorder_and_upcast_attn", "not implemented")?;
+    if c.opt_bool("scale_attn_weights")? == Some(false) {
+        return Err(c.unsupported(
+            "scale_attn_weights",
+            &Value::Bool(false),
+            "unscaled attention is not implemented",
+        ));
+    }
+    Ok(ModelConfig {
+        architecture: Architecture::Gpt2,
+        n_layers: c.usize("n_layer")?,
+        d_model,
+        n_heads,
+        n_kv_heads: n_heads,
+        head_dim: d_model / n_heads,
+        d_ff: c.opt_usize("n_inner")?.unwrap_or(4 * d_model),
+        vocab_size: c.usize("vocab_size")?,
+        max_positions: c.usize("n_positions")?,
+        norm_eps: c.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
+        rope_theta: 10_000.0,
+        rope_layout: RopeLayout::HalfSplit,
+        rope_scaling: None,
+        block: BlockConfig {
+            mlp: MlpActivation::GeluTanh,
+            ..BlockConfig::default()
+        },
+        tied_embeddings: true,
+        bos_token_id: c.ids("bos_token_id")?.first().copied(),
+        eos_token_ids: c.ids("eos_token_id")?,
+    })
+}
+
+/// Which layers of a Gemma 2/3 model attend through the window: `layer_types` when the config
+/// lists them, else the family's fixed pattern (Gemma 2: even layers; Gemma 3: all but every
+/// `sliding_window_pattern`-th).
+fn sliding_layers(c: &Cfg, architecture: Architecture, n_layers: usize) -> Result<Vec<bool>> {
+    if let Some(types) = c.get("layer_types") {
+        let list = types
+            .as_array()
+            .ok_or_else(|| c.bad("layer_types", format!("expected a list, found {types}")))?;
+        if list.len() != n_layers {
+            return Err(c.bad(
+                "layer_types",
+                format!("{} entries for {n_layers} layers", list.len()),
+            ));
+        }
+        return list
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(c.unsupported(
+                    "layer_types",
+                    t,
+                    "supported: sliding_attention, full_attention",
+                )),
+            })
+            .collect();
+    }
+    Ok(match architecture {
+        Architecture::Gemma2 => (0..n_layers).map(|l| l % 2 == 0).collect(),
+        _ => {
+            let pattern = c.opt_usize("sliding_window_pattern")?.unwrap_or(6).max(1);
+            (0..n_layers).map(|l| (l + 1) % pattern != 0).collect()
+        }
+    })
+}
+
+/// What the RoPE keys of a config say.
+struct Rope {
+    theta: f64,
+    scaling: Option<RopeScaling>,
+    partial_rotary_factor: Option<f64>,
+    /// The key `partial_rotary_factor` came from, for errors.
+    partial_key: Option<String>,
+    /// Gemma 3's sliding layers' base.
+    local_theta: Option<f64>,
+}
+
+const ROPE_TYPES: &str = "default, linear, dynamic, llama3, yarn";
+
+/// The RoPE base, scaling and partial-rotary factor: top-level keys (`rope_theta`,
+/// `rope_scaling`, `partial_rotary_factor`, NeoX's `rotary_emb_base` and `rotary_pct`,
+/// Gemma 3's `rope_local_base_freq`) and transformers 5's `rope_parameters` (flat, or per
+/// layer type for Gemma 3). A scaling type monoscope does not implement is refused by name.
+fn rope(c: &Cfg, architecture: Architecture, max_positions: usize) -> Result<Rope> {
+    let mut out = Rope {
+        theta: c
+            .opt_f64("rope_theta")?
+            .or(c.opt_f64("rotary_emb_base")?)
+            .unwrap_or(10_000.0),
+        scaling: None,
+        partial_rotary_factor: None,
+        partial_key: None,
+        local_theta: c.opt_f64("rope_local_base_freq")?,
+    };
+    for key in ["partial_rotary_factor", "rotary_pct"] {
+        if let Some(f) = c.opt_f64(key)? {
+            out.partial_rotary_factor = Some(f);
+            out.partial_key = Some(c.name(key));
+        }
+    }
+    let mut section = None;
+    for key in ["rope_scaling", "rope_parameters"] {
+        if let Some(v) = c.get(key) {
+            if !v.is_object() {
+                return Err(c.bad(key, format!("expected an object, found {v}")));
+            }
+            section = Some(c.nested(key, v));
+        }
+    }
+    if let Some(mut params) = section {
+        if let Some(local) = params.get("sliding_attention") {
+            let local = params.nested("sliding_attention", local);
+            let (theta, scaling) = rope_section(&local, max_positions, &mut out)?;
+            if scaling.is_some() {
+                return Err(local.unsupported(
+                    "rope_type",
+                    local.get("rope_type").unwrap_or(&Value::Null),
+                    "scaling on sliding layers is not implemented",
+                ));
+            }
+            out.local_theta = theta.or(out.local_theta);
+        }
+        if let Some(global) = params.get("full_attention") {
+            params = params.nested("full_attention", global);
+        }
+        let (theta, scaling) = rope_section(&params, max_positions, &mut out)?;
+        out.theta = theta.unwrap_or(out.theta);
+        out.scaling = scaling;
+    }
+    if architecture != Architecture::GptNeox
+        && let Some(f) = out.partial_rotary_factor
+        && f != 1.0
+    {
+        return Err(FormatError::UnsupportedSetting {
+            path: c.path.to_path_buf(),
+            key: out.partial_key.clone().unwrap_or_default(),
+            value: f.to_string(),
+            detail: "partial rotary embeddings are implemented for gpt_neox only".into(),
+        });
+    }
+    if architecture == Architecture::Gemma3 && out.local_theta.is_none() {
+        out.local_theta = Some(10_000.0);
+    }
+    if architecture != Architecture::Gemma3 {
+        out.local_theta = None;
+    }
+    Ok(out)
+}
+
+/// One `rope_scaling` / `rope_parameters` object: its `rope_theta` (when it has one) and its
+/// scaling.
+fn rope_section(
+    p: &Cfg,
+    max_positions: usize,
+    out: &mut Rope,
+) -> Result<(Option<f64>, Option<RopeScaling>)> {
+    let theta = p.opt_f64("rope_theta")?;
+    if let Some(f) = p.opt_f64("partial_rotary_factor")? {
+        out.partial_rotary_factor = Some(f);
+        out.partial_key = Some(p.name("partial_rotary_factor"));
+    }
+    let type_key = if p.get("rope_type").is_some() {
+        "rope_type"
+    } else {
+        "type"
+    };
+    let kind = p.opt_str(type_key)?.unwrap_or("default");
+    let factor = || -> Result<f64> { p.positive("factor", p.f64("factor")?) };
+    let scaling = match kind {
+        "default" => None,
+        "linear" => Some(RopeScaling::Linear { factor: factor()? }),
+        "dynamic" => Some(RopeScaling::Dynamic {
+            factor: factor()?,
+            original_max_positions: max_positions,
+        }),
+        "llama3" => {
+            let low = p.positive("low_freq_factor", p.f64("low_freq_factor")?)?;
+            let high = p.positive("high_freq_factor", p.f64("high_freq_factor")?)?;
+            if high <= low {
+                return Err(p.bad(
+                    "high_freq_factor",
+                    format!("{high} must exceed low_freq_factor {low}"),
+                ));
+            }
+            Some(RopeScaling::Llama3 {
+                factor: factor()?,
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_max_positions: p.usize("original_max_position_embeddings")?,
+            })
+        }
+        "yarn" => {
+            let original = p
+                .opt_usize("original_max_position_embeddings")?
+                .unwrap_or(max_positions);
+            let factor = match p.opt_f64("factor")? {
+                Some(f) => p.positive("factor", f)?,
+                None => max_positions as f64 / original as f64,
+            };
+            let mscale = |s: f64| {
+                if factor <= 1.0 {
+                    1.0
+                } else {
+                    0.1 * s * factor.ln() + 1.0
+                }
+            };
+            let attention_factor = match (
+                p.opt_f64("attention_factor")?,
+                p.opt_f64("mscale")?,
+                p.opt_f64("mscale_all_dim")?,
+            ) {
+                (Some(a), _, _) => a,
+                (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => mscale(m) / mscale(all),
+                _ => mscale(1.0),
+            };
+            Some(RopeScaling::Yarn {
+                factor,
+                original_max_positions: original,
+                beta_fast: p
+                    .opt_f64("beta_fast")?
+                    .filter(|&b| b != 0.0)
+                    .unwrap_or(32.0),
+                beta_slow: p.opt_f64("beta_slow")?.filter(|&b| b != 0.0).unwrap_or(1.0),
+                attention_factor,
+                truncate: p.opt_bool("truncate")?.unwrap_or(true),
+            })
+        }
+        other => {
+            return Err(p.unsupported(
+                type_key,
+                &Value::String(other.into()),
+                format!("supported: {ROPE_TYPES}"),
+            ));
+        }
+    };
+    Ok((theta, scaling))
+}
