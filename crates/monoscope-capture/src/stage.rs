@@ -245,6 +245,7 @@ pub fn capture(
         .map(|h| model.hook(h))
         .collect::<Result<_, _>>()
         .map_err(CaptureError::from)?;
+    let width = hook_width(model, &hooks)?;
     let part: PartSpec = config.shard.parse().map_err(CaptureError::Invalid)?;
     let text_field = config
         .text_field
@@ -296,7 +297,7 @@ pub fn capture(
     let dir = ctx.stage_dir.join("store");
     let spec = config
         .write_store
-        .then(|| store_spec(model, config, part, corpus));
+        .then(|| store_spec(model, width, config, part, corpus));
     // A consumer of the stream must see every row. A rerun whose store is already finished
     // (the executor reruns a capture when a stream consumer runs again) reads it back.
     let streaming = ctx.has_consumers("activations");
@@ -375,14 +376,20 @@ fn announce_store(
 }
 
 /// What the store of this capture is: model, hooks, dtype, layout and capture settings.
-fn store_spec(model: &Model, config: &CaptureConfig, part: PartSpec, corpus: &Path) -> StoreSpec {
+fn store_spec(
+    model: &Model,
+    width: usize,
+    config: &CaptureConfig,
+    part: PartSpec,
+    corpus: &Path,
+) -> StoreSpec {
     let mut spec = StoreSpec::new(
         ModelIdentity {
             name: model.name().to_string(),
             sha256: model.sha256().to_string(),
         },
         config.hooks.iter().map(|h| h.to_string()).collect(),
-        model.d_model(),
+        width,
     );
     spec.dtype = config.dtype.into();
     spec.context_length = config.context_length;
@@ -422,6 +429,25 @@ fn open_store(spec: StoreSpec, dir: &Path) -> Result<StoreWriter, CaptureError> 
     Ok(StoreWriter::create(dir, spec)?)
 }
 
+/// The one row width of `hooks`: a store holds rows of one width, so hooks of different widths
+/// (`hook_resid_post` and `mlp.hook_post`) go to separate capture stages.
+fn hook_width(model: &Model, hooks: &[HookName]) -> Result<usize, CaptureError> {
+    let widths: Vec<(String, usize)> = hooks
+        .iter()
+        .map(|h| (h.to_string(), model.hook_width(h)))
+        .collect();
+    let first = widths.first().map_or(model.d_model(), |w| w.1);
+    if widths.iter().any(|w| w.1 != first) {
+        let list: Vec<String> = widths.iter().map(|(h, w)| format!("{h} ({w})")).collect();
+        return Err(CaptureError::Invalid(format!(
+            "`hooks`: one store holds rows of one width, but these differ: {}; capture them \
+             in separate stages",
+            list.join(", ")
+        )));
+    }
+    Ok(first)
+}
+
 /// One forward pass over a batch of windows; the kept tokens' activations per hook.
 fn forward_batch(
     model: &Model,
@@ -433,7 +459,7 @@ fn forward_batch(
         &TokenBatch::from_rows(&rows)?,
         &ForwardOptions::capture(hooks.to_vec()),
     )?;
-    let d = model.d_model();
+    let d = hook_width(model, hooks)?;
     let keep: Vec<bool> = windows
         .iter()
         .flat_map(|w| w.keep.iter().copied())

@@ -12,7 +12,7 @@ use crate::hooks::HookRunner;
 use crate::host_block;
 use crate::layers::{self, AttnExtras, KeyMask, NormKind};
 use crate::rope::RopeFrequencies;
-use crate::{HookContext, HookName, Interventions, LmError, Model, TokenBatch};
+use crate::{HookContext, HookName, HookPoint, Interventions, LmError, Model, TokenBatch};
 
 /// Which logits a forward pass computes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,7 +58,8 @@ impl ForwardOptions {
     }
 }
 
-/// The result of a forward pass. Activations are `[batch, seq, d_model]`.
+/// The result of a forward pass. Activations are `[batch, seq, width]` (see
+/// [`Model::hook_width`]).
 #[derive(Debug, Clone, Default)]
 pub struct ForwardOutput {
     pub logits: Option<Tensor<3>>,
@@ -75,7 +76,7 @@ impl ForwardOutput {
             })
     }
 
-    /// A recorded activation copied to the host, row-major `[batch, seq, d_model]`.
+    /// A recorded activation copied to the host, row-major `[batch, seq, width]`.
     pub fn activation_host(&self, hook: &HookName) -> Result<Vec<f32>, LmError> {
         to_host(self.activation(hook)?.clone(), &hook.to_string())
     }
@@ -183,7 +184,7 @@ impl Model {
     ) -> Result<ForwardOutput, LmError> {
         let c = &self.config;
         for hook in options.record.iter().chain(options.interventions.hooks()) {
-            hook.validate(c.n_layers)?;
+            self.check_hook(hook)?;
         }
         self.check_ids(batch)?;
         let (b, t) = (batch.batch(), batch.seq());
@@ -278,10 +279,15 @@ impl Model {
         let window_acts =
             (0..c.n_layers).any(|l| c.block.window(l).is_some_and(|w| keys_after > w));
 
+        let inner_hooks = record
+            .iter()
+            .chain(options.interventions.hooks())
+            .any(|h| h.is_inner() || matches!(h.point(), HookPoint::ResidMid(_)));
         if self.matmul_kind() == crate::MatmulKind::Int8
             && kind == NormKind::Rms
             && self.plain_blocks()
             && !window_acts
+            && !inner_hooks
             && host_block::supported(&self.weights.blocks)
         {
             let pass = host_block::Pass {
@@ -337,15 +343,16 @@ impl Model {
                     key_mask,
                     extras,
                     slot,
-                );
+                    (l, &mut hooks),
+                )?;
                 let attn = hooks.at(HookName::attn_out(l), post(attn, &w.post_attn_norm))?;
                 if c.block.parallel_residual {
-                    let mlp = layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp);
+                    let mlp = layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp, (l, &mut hooks))?;
                     let mlp = hooks.at(HookName::mlp_out(l), post(mlp, &w.post_mlp_norm))?;
                     x = hooks.at(HookName::resid_post(l), x + attn + mlp)?;
                 } else {
-                    x = x + attn;
-                    let mlp = layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp);
+                    x = hooks.at(HookName::new(HookPoint::ResidMid(l)), x + attn)?;
+                    let mlp = layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp, (l, &mut hooks))?;
                     let mlp = hooks.at(HookName::mlp_out(l), post(mlp, &w.post_mlp_norm))?;
                     x = hooks.at(HookName::resid_post(l), x + mlp)?;
                 }

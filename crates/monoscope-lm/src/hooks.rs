@@ -1,12 +1,18 @@
 //! Hook points in TransformerLens naming, and the interventions that can replace an activation.
 //!
-//! | hook | what it holds (`[batch, seq, d_model]`) |
-//! |---|---|
-//! | `blocks.{L}.hook_resid_pre` | the residual stream entering block `L` |
-//! | `blocks.{L}.hook_attn_out` | the attention output of block `L` (after the output projection and its bias), before it is added to the residual |
-//! | `blocks.{L}.hook_mlp_out` | the MLP output of block `L`, before it is added to the residual |
-//! | `blocks.{L}.hook_resid_post` | the residual stream leaving block `L` (equal to `hook_resid_pre` of `L+1`) |
-//! | `ln_final.hook_normalized` | the final norm's output *before* its elementwise weight and bias, as in TransformerLens |
+//! | hook | what it holds (`[batch, seq, width]`) | width |
+//! |---|---|---|
+//! | `blocks.{L}.hook_resid_pre` | the residual stream entering block `L` | d_model |
+//! | `blocks.{L}.attn.hook_q` | the query projection (with bias), before any q norm and RoPE; heads flattened | heads × head_dim |
+//! | `blocks.{L}.attn.hook_k`, `attn.hook_v` | the key and value projections, likewise | kv_heads × head_dim |
+//! | `blocks.{L}.attn.hook_z` | each head's attention-weighted values, the output projection's input | heads × head_dim |
+//! | `blocks.{L}.hook_attn_out` | what attention adds to the residual: the output projection (and bias), after the post-attention norm where the family has one | d_model |
+//! | `blocks.{L}.hook_resid_mid` | the residual between attention and MLP (not in parallel-residual models) | d_model |
+//! | `blocks.{L}.mlp.hook_pre` | the MLP's first pre-activation: the gate projection (gated MLPs) or the up projection | d_mlp |
+//! | `blocks.{L}.mlp.hook_post` | the MLP's hidden activation, the down projection's input | d_mlp |
+//! | `blocks.{L}.hook_mlp_out` | what the MLP adds to the residual, after the post-MLP norm where the family has one | d_model |
+//! | `blocks.{L}.hook_resid_post` | the residual stream leaving block `L` (equal to `hook_resid_pre` of `L+1`) | d_model |
+//! | `ln_final.hook_normalized` | the final norm's output *before* its elementwise weight and bias, as in TransformerLens | d_model |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -18,19 +24,74 @@ use burn::prelude::*;
 use crate::LmError;
 
 /// Where in a block (or after the blocks) a hook sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HookPoint {
     ResidPre(usize),
+    Q(usize),
+    K(usize),
+    V(usize),
+    Z(usize),
     AttnOut(usize),
+    ResidMid(usize),
+    MlpPre(usize),
+    MlpPost(usize),
     MlpOut(usize),
     ResidPost(usize),
     FinalNormalized,
 }
 
+impl HookPoint {
+    /// (layer, place within the block): the forward order.
+    fn order(self) -> (usize, u8) {
+        match self {
+            Self::ResidPre(l) => (l, 0),
+            Self::Q(l) => (l, 1),
+            Self::K(l) => (l, 2),
+            Self::V(l) => (l, 3),
+            Self::Z(l) => (l, 4),
+            Self::AttnOut(l) => (l, 5),
+            Self::ResidMid(l) => (l, 6),
+            Self::MlpPre(l) => (l, 7),
+            Self::MlpPost(l) => (l, 8),
+            Self::MlpOut(l) => (l, 9),
+            Self::ResidPost(l) => (l, 10),
+            Self::FinalNormalized => (usize::MAX, 0),
+        }
+    }
+}
+
+impl PartialOrd for HookPoint {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for HookPoint {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+/// The hooks after `blocks.{L}.` and what each is.
+const BLOCK_HOOKS: [(&str, fn(usize) -> HookPoint); 11] = [
+    ("hook_resid_pre", HookPoint::ResidPre),
+    ("attn.hook_q", HookPoint::Q),
+    ("attn.hook_k", HookPoint::K),
+    ("attn.hook_v", HookPoint::V),
+    ("attn.hook_z", HookPoint::Z),
+    ("hook_attn_out", HookPoint::AttnOut),
+    ("hook_resid_mid", HookPoint::ResidMid),
+    ("mlp.hook_pre", HookPoint::MlpPre),
+    ("mlp.hook_post", HookPoint::MlpPost),
+    ("hook_mlp_out", HookPoint::MlpOut),
+    ("hook_resid_post", HookPoint::ResidPost),
+];
+
 /// A parsed hook name such as `blocks.15.hook_resid_post`.
 ///
 /// [`HookName::parse`] checks the syntax only; [`crate::Model::hook`] also checks the layer
-/// against the model. Ordering follows the forward pass (layer, then position in the block).
+/// (and that the model has the hook) against the model. Ordering follows the forward pass
+/// (layer, then position in the block).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HookName(HookPoint);
 
@@ -67,13 +128,24 @@ impl HookName {
 
     /// The block this hook belongs to, `None` for `ln_final.hook_normalized`.
     pub fn layer(&self) -> Option<usize> {
-        match self.0 {
-            HookPoint::ResidPre(l)
-            | HookPoint::AttnOut(l)
-            | HookPoint::MlpOut(l)
-            | HookPoint::ResidPost(l) => Some(l),
-            HookPoint::FinalNormalized => None,
+        match self.0.order() {
+            (usize::MAX, _) => None,
+            (l, _) => Some(l),
         }
+    }
+
+    /// Whether the hook sits inside attention or the MLP (not on the residual stream or a
+    /// sublayer's output): only the tensor path of the forward pass computes these.
+    pub fn is_inner(&self) -> bool {
+        matches!(
+            self.0,
+            HookPoint::Q(_)
+                | HookPoint::K(_)
+                | HookPoint::V(_)
+                | HookPoint::Z(_)
+                | HookPoint::MlpPre(_)
+                | HookPoint::MlpPost(_)
+        )
     }
 
     /// Parses the syntax; any layer number is accepted.
@@ -85,9 +157,17 @@ impl HookName {
         if name == Self::FINAL_NORMALIZED {
             return Ok(Self::final_normalized());
         }
+        let known = || {
+            BLOCK_HOOKS
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let rest = name.strip_prefix("blocks.").ok_or_else(|| {
             invalid(format!(
-                "expected `blocks.{{L}}.hook_{{resid_pre|resid_post|attn_out|mlp_out}}` or `{}`",
+                "expected `blocks.{{L}}.{{{}}}` or `{}`",
+                known(),
                 Self::FINAL_NORMALIZED
             ))
         })?;
@@ -97,17 +177,11 @@ impl HookName {
         let layer: usize = layer
             .parse()
             .map_err(|_| invalid(format!("`{layer}` is not a layer number")))?;
-        let point = match hook {
-            "hook_resid_pre" => HookPoint::ResidPre(layer),
-            "hook_resid_post" => HookPoint::ResidPost(layer),
-            "hook_attn_out" => HookPoint::AttnOut(layer),
-            "hook_mlp_out" => HookPoint::MlpOut(layer),
-            other => {
-                return Err(invalid(format!(
-                    "unknown hook `{other}` (known: hook_resid_pre, hook_resid_post, hook_attn_out, hook_mlp_out)"
-                )));
-            }
-        };
+        let point = BLOCK_HOOKS
+            .iter()
+            .find(|(s, _)| *s == hook)
+            .map(|(_, point)| point(layer))
+            .ok_or_else(|| invalid(format!("unknown hook `{hook}` (known: {})", known())))?;
         Ok(Self(point))
     }
 
@@ -127,21 +201,22 @@ impl HookName {
     pub(crate) fn blocks_needed(&self, n_layers: usize) -> usize {
         match self.0 {
             HookPoint::ResidPre(l) => l,
-            HookPoint::AttnOut(l) | HookPoint::MlpOut(l) | HookPoint::ResidPost(l) => l + 1,
             HookPoint::FinalNormalized => n_layers,
+            _ => self.layer().map_or(n_layers, |l| l + 1),
         }
     }
 
-    /// Every hook of a model with `n_layers` blocks, in forward order.
-    pub fn all(n_layers: usize) -> Vec<Self> {
-        let mut names = Vec::with_capacity(4 * n_layers + 1);
+    /// Every hook of a model with `n_layers` blocks, in forward order; `resid_mid`: whether
+    /// the blocks have a residual between attention and MLP (not parallel-residual ones).
+    pub fn all(n_layers: usize, resid_mid: bool) -> Vec<Self> {
+        let mut names = Vec::with_capacity(BLOCK_HOOKS.len() * n_layers + 1);
         for l in 0..n_layers {
-            names.extend([
-                Self::resid_pre(l),
-                Self::attn_out(l),
-                Self::mlp_out(l),
-                Self::resid_post(l),
-            ]);
+            names.extend(
+                BLOCK_HOOKS
+                    .iter()
+                    .map(|(_, point)| Self(point(l)))
+                    .filter(|h| resid_mid || !matches!(h.0, HookPoint::ResidMid(_))),
+            );
         }
         names.push(Self::final_normalized());
         names
@@ -150,13 +225,11 @@ impl HookName {
 
 impl fmt::Display for HookName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            HookPoint::ResidPre(l) => write!(f, "blocks.{l}.hook_resid_pre"),
-            HookPoint::AttnOut(l) => write!(f, "blocks.{l}.hook_attn_out"),
-            HookPoint::MlpOut(l) => write!(f, "blocks.{l}.hook_mlp_out"),
-            HookPoint::ResidPost(l) => write!(f, "blocks.{l}.hook_resid_post"),
-            HookPoint::FinalNormalized => f.write_str(Self::FINAL_NORMALIZED),
+        if self.0 == HookPoint::FinalNormalized {
+            return f.write_str(Self::FINAL_NORMALIZED);
         }
+        let (layer, place) = self.0.order();
+        write!(f, "blocks.{layer}.{}", BLOCK_HOOKS[usize::from(place)].0)
     }
 }
 
@@ -178,7 +251,7 @@ pub struct HookContext {
     pub valid: Vec<Vec<bool>>,
 }
 
-/// A function that replaces the activation at a hook: given `[batch, seq, d_model]`, it returns a
+/// A function that replaces the activation at a hook: given `[batch, seq, width]`, it returns a
 /// tensor of the same shape. Used for steering and for splicing an SAE into the model.
 pub trait Intervention: Send + Sync {
     fn apply(&self, hook: &HookName, activation: Tensor<3>, ctx: &HookContext) -> Tensor<3>;
@@ -270,6 +343,11 @@ pub(crate) struct HookRunner<'a> {
 }
 
 impl HookRunner<'_> {
+    /// Whether `hook` records or is changed in this pass.
+    pub fn active(&self, hook: &HookName) -> bool {
+        self.record.contains(hook) || self.interventions.has(hook)
+    }
+
     pub fn at(&mut self, hook: HookName, x: Tensor<3>) -> Result<Tensor<3>, LmError> {
         let x = if self.interventions.has(&hook) {
             self.interventions.apply(&hook, x, &self.ctx)?

@@ -12,7 +12,9 @@ use burn::tensor::ops::AttentionModuleOptions;
 use crate::attention::{AttnShape, LayerCache, Rope};
 use monoscope_formats::MlpActivation;
 
+use crate::hooks::HookRunner;
 use crate::weights::{BlockWeights, NormWeights};
+use crate::{HookName, HookPoint, LmError};
 
 /// RMSNorm (Llama family) or LayerNorm with bias (GPT-2).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,9 +97,27 @@ pub(crate) fn attention_block(
     mask: KeyMask,
     extras: AttnExtras,
     cache: Option<&mut Option<LayerCache>>,
-) -> Tensor<3> {
+    (layer, hooks): (usize, &mut HookRunner),
+) -> Result<Tensor<3>, LmError> {
     let [b, t, d] = x.dims();
     let mut qkv = w.qkv.forward(x.reshape([b * t, d]));
+    let qkv_hooks = [HookPoint::Q(layer), HookPoint::K(layer), HookPoint::V(layer)]
+        .map(HookName::new);
+    if qkv_hooks.iter().any(|h| hooks.active(h)) {
+        let widths = [
+            s.n_heads * s.head_dim,
+            s.n_kv_heads * s.head_dim,
+            s.n_kv_heads * s.head_dim,
+        ];
+        let mut parts = Vec::with_capacity(3);
+        let mut start = 0;
+        for (hook, width) in qkv_hooks.into_iter().zip(widths) {
+            let part = qkv.clone().narrow(1, start, width).reshape([b, t, width]);
+            parts.push(hooks.at(hook, part)?.reshape([b * t, width]));
+            start += width;
+        }
+        qkv = Tensor::cat(parts, 1);
+    }
     if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
         qkv = qk_norm(qkv, qn, kn, s, extras.qk_norm_eps);
     }
@@ -116,7 +136,14 @@ pub(crate) fn attention_block(
         let mask = windowed.as_ref().or(mask.tensor);
         attention_generic(qkv, b, t, s, rope, mask, extras, cache)
     };
-    w.o.forward(o).reshape([b, t, d])
+    let z = HookName::new(HookPoint::Z(layer));
+    let o = if hooks.active(&z) {
+        let width = o.dims()[1];
+        hooks.at(z, o.reshape([b, t, width]))?.reshape([b * t, width])
+    } else {
+        o
+    };
+    Ok(w.o.forward(o).reshape([b, t, d]))
 }
 
 /// RMSNorm of the queries and keys inside `qkv[rows, (heads + 2 kv) head_dim]`: per head when
@@ -212,17 +239,34 @@ pub(crate) fn attention_generic(
 }
 
 /// The MLP of a block on normalised `x[batch, seq, d_model]`: gated (`down(act(gate) * up)`,
-/// SiLU or tanh-GELU) or plain (`down(act(up x + b)) + b`, tanh or exact GELU). Returns
-/// `hook_mlp_out` before any post-norm.
-pub(crate) fn mlp_block(x: Tensor<3>, w: &BlockWeights, activation: MlpActivation) -> Tensor<3> {
+/// SiLU or tanh-GELU) or plain (`down(act(up x + b)) + b`, tanh or exact GELU), with the
+/// `mlp.hook_pre` and `mlp.hook_post` hooks of `layer`. Returns `hook_mlp_out` before any
+/// post-norm.
+pub(crate) fn mlp_block(
+    x: Tensor<3>,
+    w: &BlockWeights,
+    activation: MlpActivation,
+    (layer, hooks): (usize, &mut HookRunner),
+) -> Result<Tensor<3>, LmError> {
     let [b, t, d] = x.dims();
-    let hidden = w.up.forward(x.reshape([b * t, d]));
+    let mut hidden = w.up.forward(x.reshape([b * t, d]));
+    let ff = w.down.w.dims()[0];
+    let pre = HookName::new(HookPoint::MlpPre(layer));
+    if hooks.active(&pre) {
+        // The gate half of a gated MLP's fused projection, or the whole up projection.
+        let gate = hidden.clone().narrow(1, 0, ff).reshape([b, t, ff]);
+        let gate = hooks.at(pre, gate)?.reshape([b * t, ff]);
+        hidden = if activation.gated() {
+            Tensor::cat(vec![gate, hidden.narrow(1, ff, ff)], 1)
+        } else {
+            gate
+        };
+    }
     let act = match activation {
         MlpActivation::GeluTanh => gelu_approximate(hidden),
         MlpActivation::Gelu => gelu(hidden),
         MlpActivation::SwiGlu if crate::fused::on_host(&hidden) => crate::fused::swiglu(hidden),
         MlpActivation::SwiGlu | MlpActivation::GeGluTanh => {
-            let ff = hidden.dims()[1] / 2;
             let gate = hidden.clone().narrow(1, 0, ff);
             let gate = if activation == MlpActivation::SwiGlu {
                 silu(gate)
@@ -232,5 +276,11 @@ pub(crate) fn mlp_block(x: Tensor<3>, w: &BlockWeights, activation: MlpActivatio
             gate * hidden.narrow(1, ff, ff)
         }
     };
-    w.down.forward(act).reshape([b, t, d])
+    let post = HookName::new(HookPoint::MlpPost(layer));
+    let act = if hooks.active(&post) {
+        hooks.at(post, act.reshape([b, t, ff]))?.reshape([b * t, ff])
+    } else {
+        act
+    };
+    Ok(w.down.forward(act).reshape([b, t, d]))
 }

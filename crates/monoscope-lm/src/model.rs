@@ -10,7 +10,7 @@ use monoscope_formats::{
 
 use crate::layers::NormKind;
 use crate::weights::{self, ModelWeights};
-use crate::{HookName, LmError, MatmulKind, ModelOptions};
+use crate::{HookName, HookPoint, LmError, MatmulKind, ModelOptions};
 
 /// A transformer language model (any [`monoscope_formats::Architecture`]) ready to run.
 pub struct Model {
@@ -101,14 +101,54 @@ impl Model {
 
     /// Every hook point of this model, in forward order.
     pub fn hook_names(&self) -> Vec<HookName> {
-        HookName::all(self.config.n_layers)
+        HookName::all(self.config.n_layers, !self.config.block.parallel_residual)
     }
 
-    /// Parses `name` and checks its layer against this model.
+    /// Parses `name` and checks it against this model (its layer, and that the model has it:
+    /// parallel-residual blocks have no `hook_resid_mid`).
     pub fn hook(&self, name: &str) -> Result<HookName, LmError> {
         let hook = HookName::parse(name)?;
-        hook.validate(self.config.n_layers)?;
+        self.check_hook(&hook)?;
         Ok(hook)
+    }
+
+    pub(crate) fn check_hook(&self, hook: &HookName) -> Result<(), LmError> {
+        hook.validate(self.config.n_layers)?;
+        if self.config.block.parallel_residual && matches!(hook.point(), HookPoint::ResidMid(_)) {
+            return Err(LmError::InvalidHook {
+                name: hook.to_string(),
+                reason: "this model's blocks run attention and MLP in parallel: there is no \
+                         residual between them"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The width of `hook`'s activations (its last dimension).
+    pub fn hook_width(&self, hook: &HookName) -> usize {
+        let c = &self.config;
+        match hook.point() {
+            HookPoint::Q(_) | HookPoint::Z(_) => c.n_heads * c.head_dim,
+            HookPoint::K(_) | HookPoint::V(_) => c.n_kv_heads * c.head_dim,
+            HookPoint::MlpPre(_) | HookPoint::MlpPost(_) => c.d_ff,
+            _ => c.d_model,
+        }
+    }
+
+    /// Directions `[n, width]` at `hook` carried into the residual stream by the linear map
+    /// that follows the hook (no bias): the output projection after `attn.hook_z`, the down
+    /// projection after `mlp.hook_post`, the identity where the hook is `d_model` wide. `None`
+    /// for hooks with no such map (`attn.hook_q/k/v`, `mlp.hook_pre`). What a feature's
+    /// direct logit effect reads.
+    pub fn residual_direction(&self, hook: &HookName, directions: Tensor<2>) -> Option<Tensor<2>> {
+        let block = |l: usize| self.weights.blocks.get(l);
+        match hook.point() {
+            HookPoint::Z(l) => Some(directions.matmul(block(l)?.o.w.clone())),
+            HookPoint::MlpPost(l) => Some(directions.matmul(block(l)?.down.w.clone())),
+            HookPoint::Q(_) | HookPoint::K(_) | HookPoint::V(_) | HookPoint::MlpPre(_) => None,
+            _ => Some(directions),
+        }
     }
 
     /// The token embedding matrix `[vocab, d_model]`.

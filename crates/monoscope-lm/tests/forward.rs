@@ -14,7 +14,7 @@ const TOL: f64 = 1e-4;
 
 fn full_options(model: &Model) -> ForwardOptions {
     ForwardOptions {
-        record: model.hook_names(),
+        record: common::residual_hooks(&model),
         logits: Logits::All,
         ..ForwardOptions::default()
     }
@@ -47,7 +47,7 @@ fn check_against_reference(loaded: &LoadedModel, rows: &[Vec<u32>], side: PadSid
                 .flat_map(|&c| flat[(r * seq + c) * width..(r * seq + c + 1) * width].to_vec())
                 .collect()
         };
-        for hook in model.hook_names() {
+        for hook in common::residual_hooks(&model) {
             let got = pick(&out.activation_host(&hook).unwrap(), d);
             let err = rel_err(&got, &want.hook_flat(&hook.to_string()));
             assert!(err < TOL, "row {r} {hook}: relative error {err:e}");
@@ -241,4 +241,45 @@ fn intervention_changing_the_shape_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("blocks.0.hook_resid_post"), "{err}");
+}
+
+#[test]
+fn hooks_inside_attention_and_the_mlp_record_and_replace() {
+    let model = common::model(&Spec::llama());
+    let batch = TokenBatch::from_rows(&rows()).unwrap();
+    let zero = |_: &HookName, x: Tensor<3>, _: &HookContext| x.zeros_like();
+    let z = model.hook("blocks.0.attn.hook_z").unwrap();
+    let post = model.hook("blocks.1.mlp.hook_post").unwrap();
+    let q = model.hook("blocks.1.attn.hook_q").unwrap();
+    let out = model
+        .forward(
+            &batch,
+            &ForwardOptions {
+                record: vec![z, q, HookName::attn_out(0), HookName::mlp_out(1)],
+                interventions: Interventions::new().with(z, zero).with(post, zero),
+                ..ForwardOptions::default()
+            },
+        )
+        .unwrap();
+    let (b, t) = (batch.batch(), batch.seq());
+    // Without biases on o_proj and down_proj, zero inputs give zero outputs.
+    for hook in [z, HookName::attn_out(0), HookName::mlp_out(1)] {
+        let x = out.activation_host(&hook).unwrap();
+        assert!(x.iter().all(|&v| v == 0.0), "{hook} is not all zero");
+    }
+    assert_eq!(
+        out.activation_host(&z).unwrap().len(),
+        b * t * model.hook_width(&z)
+    );
+    assert_eq!(model.hook_width(&q), model.config().n_heads * model.config().head_dim);
+    assert_eq!(model.hook_width(&post), model.config().d_ff);
+    // An intervention at an inner hook must keep its shape.
+    let wrong = Interventions::new().with(q, |_: &HookName, x: Tensor<3>, _: &HookContext| {
+        x.narrow(2, 0, 1)
+    });
+    let err = model
+        .forward(&batch, &ForwardOptions::logits(wrong))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("blocks.1.attn.hook_q"), "{err}");
 }

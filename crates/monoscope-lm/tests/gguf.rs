@@ -20,14 +20,14 @@ fn check(spec: TinyLlama) {
         .forward(
             &TokenBatch::single(&ids).unwrap(),
             &ForwardOptions {
-                record: model.hook_names(),
+                record: common::residual_hooks(&model),
                 logits: Logits::All,
                 ..ForwardOptions::default()
             },
         )
         .unwrap();
     let want = reference::forward(&loaded, &ids);
-    for hook in model.hook_names() {
+    for hook in common::residual_hooks(&model) {
         let err = rel_err(
             &out.activation_host(&hook).unwrap(),
             &want.hook_flat(&hook.to_string()),

@@ -30,7 +30,7 @@ fn check_tiny(spec: &Spec) {
         .forward(
             &TokenBatch::single(&ids).unwrap(),
             &ForwardOptions {
-                record: model.hook_names(),
+                record: common::residual_hooks(&model),
                 logits: Logits::All,
                 ..ForwardOptions::default()
             },
@@ -38,7 +38,7 @@ fn check_tiny(spec: &Spec) {
         .unwrap();
     let want = reference::forward(&loaded, &ids);
     let mut worst = 0.0f64;
-    for hook in model.hook_names() {
+    for hook in common::residual_hooks(&model) {
         let err = rel_err(
             &out.activation_host(&hook).unwrap(),
             &want.hook_flat(&hook.to_string()),

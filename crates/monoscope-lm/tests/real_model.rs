@@ -47,7 +47,7 @@ fn real_model_config_and_hooks() {
         (c.n_layers, c.d_model, c.n_heads, c.n_kv_heads),
         (30, 576, 9, 3)
     );
-    assert_eq!(model.hook_names().len(), 30 * 4 + 1);
+    assert_eq!(model.hook_names().len(), 30 * 11 + 1);
     let msg = model
         .hook("blocks.99.hook_resid_post")
         .unwrap_err()

@@ -104,15 +104,15 @@ impl<'m> Steerer<'m> {
             }
         };
         let hook = model.hook(&name)?;
-        if sae.d_in != model.d_model() {
+        if sae.d_in != model.hook_width(&hook) {
             return Err(SteerError::config(
                 "hook",
                 &name,
                 format!(
-                    "the SAE takes d_in = {} but the model {} has d_model = {}",
+                    "the SAE takes d_in = {} but {name} of the model {} is {} wide",
                     sae.d_in,
                     model.name(),
-                    model.d_model()
+                    model.hook_width(&hook)
                 ),
             ));
         }

@@ -133,11 +133,11 @@ struct Sums {
 
 impl SpliceEvaluator for ModelSplice<'_> {
     fn evaluate_splice(&mut self, sae: &Sae) -> Result<SpliceReport, SaeError> {
-        let d = self.model.d_model();
+        let d = self.model.hook_width(&self.hook);
         if sae.d_in != d {
             return Err(SaeError::Splice(format!(
-                "the SAE takes d_in = {} but the model's d_model is {d}",
-                sae.d_in
+                "the SAE takes d_in = {} but the model's {} is {d} wide",
+                sae.d_in, self.hook
             )));
         }
         let lm = |e: monoscope_lm::LmError| SaeError::Splice(e.to_string());

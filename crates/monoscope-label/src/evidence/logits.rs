@@ -1,7 +1,8 @@
-//! Logit effects: each live feature's decoder direction through the model's final norm and
-//! unembedding, and the tokens it promotes and suppresses most.
+//! Logit effects: each live feature's decoder direction, carried into the residual stream by the
+//! projection after its hook (see [`Model::residual_direction`]), through the model's final norm
+//! and unembedding, and the tokens it promotes and suppresses most.
 
-use monoscope_lm::{Model, Tensor, to_host};
+use monoscope_lm::{HookName, Model, Tensor, to_host};
 use monoscope_sae::Sae;
 use rayon::prelude::*;
 
@@ -16,17 +17,23 @@ const ROWS_PER_PRODUCT: usize = 256;
 pub fn logit_effects(
     model: &Model,
     sae: &Sae,
+    hook: &HookName,
     evidence: &mut [FeatureEvidence],
     n: usize,
     token_text: &(dyn Fn(u32) -> String + Sync),
 ) -> Result<(), LabelError> {
-    if model.d_model() != sae.d_in {
+    let width = model.hook_width(hook);
+    if width != sae.d_in {
         return Err(LabelError::Invalid(format!(
-            "the model {} has d_model = {} but the SAE takes d_in = {}",
+            "{hook} of the model {} is {width} wide but the SAE takes d_in = {}",
             model.name(),
-            model.d_model(),
             sae.d_in
         )));
+    }
+    let probe = Tensor::<2>::zeros([1, width], model.device());
+    if model.residual_direction(hook, probe).is_none() {
+        tracing::info!("{hook} has no linear path to the residual stream: no logit effects");
+        return Ok(());
     }
     let d = sae.d_in;
     let live: Vec<usize> = evidence
@@ -41,10 +48,14 @@ pub fn logit_effects(
             let f = evidence[i].feature as usize;
             rows.extend_from_slice(&sae.w_dec[f * d..(f + 1) * d]);
         }
-        let resid = Tensor::<3>::from_data(
-            burn::tensor::TensorData::new(rows, [1, chunk.len(), d]),
+        let directions = Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(rows, [chunk.len(), d]),
             model.device(),
         );
+        let resid = model
+            .residual_direction(hook, directions)
+            .expect("checked above")
+            .unsqueeze::<3>();
         let logits = to_host(model.logits_from_residual(resid), "logit effects")?;
         let vocab = logits.len() / chunk.len();
         let effects: Vec<LogitEffects> = logits

@@ -215,3 +215,15 @@ pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
         .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - y).abs()));
     diff / scale
 }
+
+/// The hooks on the residual stream and sublayer outputs (`d_model` wide), which the naive
+/// reference computes; the hooks inside attention and the MLP are checked against transformers
+/// in `transformers_fixtures.rs`.
+#[allow(dead_code)]
+pub fn residual_hooks(model: &monoscope_lm::Model) -> Vec<monoscope_lm::HookName> {
+    model
+        .hook_names()
+        .into_iter()
+        .filter(|h| !h.is_inner() && !matches!(h.point(), monoscope_lm::HookPoint::ResidMid(_)))
+        .collect()
+}
