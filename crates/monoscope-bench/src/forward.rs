@@ -5,11 +5,14 @@
 //! The machine is shared, so absolute tokens/s move from run to run. Each batch runs once per
 //! kind, interleaved, so that both kinds see the same load, and the fp32 matrix-multiply rate
 //! (burn `flex` and the `gemm` crate, on the model's largest product) is measured in the same
-//! run, before and after. Also reported: the reference figures of Hugging Face transformers
-//! (PyTorch, MKL, f32, 2 threads) on this machine kind, and how often the int8 path's top-1
-//! next token agrees with fp32's.
+//! run, before and after. With `--reference-python PY` (an environment with torch and
+//! transformers) Hugging Face transformers runs the same batches in the same run
+//! (`xtask/compare/transformers_forward.py`, f32, 2 threads) and each kind's ratio to it is
+//! reported; without it that ratio is "not measured". Also reported: how often the int8 path's
+//! top-1 next token agrees with fp32's.
 //!
-//! `cargo xtask bench forward [--batches N] [--model PATH|NAME] [--corpus PATH|NAME]`
+//! `cargo xtask bench forward [--batches N] [--model PATH|NAME] [--corpus PATH|NAME]
+//! [--reference-python PY]`
 
 use std::time::Instant;
 
@@ -22,15 +25,13 @@ use crate::report::{Measurement, emit};
 
 const BATCH: usize = 16;
 const SEQ: usize = 128;
-/// transformers 5.24 / PyTorch 2.15, f32, 2 threads, same windows (BRIEF.md §7).
-const TRANSFORMERS_BLOCK_15: f64 = 1165.0;
-const TRANSFORMERS_ALL: f64 = 638.0;
 const KINDS: [MatmulKind; 2] = [MatmulKind::F32, MatmulKind::Int8];
 
 struct Args {
     batches: usize,
     model: String,
     corpus: String,
+    reference_python: Option<String>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Args> {
@@ -38,6 +39,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
         batches: 3,
         model: "smollm2".into(),
         corpus: "wiki".into(),
+        reference_python: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -46,7 +48,10 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
             "--batches" => out.batches = value.parse().context("--batches")?,
             "--model" => out.model = value.clone(),
             "--corpus" => out.corpus = value.clone(),
-            _ => bail!("unknown argument {flag} (expected --batches, --model, --corpus)"),
+            "--reference-python" => out.reference_python = Some(value.clone()),
+            _ => bail!(
+                "unknown argument {flag} (expected --batches, --model, --corpus, --reference-python)"
+            ),
         }
     }
     if out.batches == 0 {
@@ -105,6 +110,45 @@ fn run_once(
     })
 }
 
+/// transformers' tokens/s on the same batches, by case name, from
+/// `xtask/compare/transformers_forward.py` run with `python`.
+fn transformers_rates(
+    python: &str,
+    model: &std::path::Path,
+    batches: &[TokenBatch],
+    block: usize,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let dir = tempfile::tempdir()?;
+    let ids_path = dir.path().join("ids.json");
+    let ids: Vec<Vec<&[u32]>> = batches
+        .iter()
+        .map(|b| b.ids().chunks(b.seq()).collect())
+        .collect();
+    std::fs::write(&ids_path, serde_json::to_vec(&ids)?)?;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../xtask/compare/transformers_forward.py"
+    );
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg("--model")
+        .arg(model)
+        .arg("--ids")
+        .arg(&ids_path)
+        .args(["--block", &block.to_string(), "--threads", "2"])
+        .output()
+        .with_context(|| format!("running {python} {script}"))?;
+    if !output.status.success() {
+        bail!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("{script} printed {line:?}"))
+}
+
 /// Fraction of positions where both logit sets pick the same top-1 token.
 fn top1_agreement(a: &[f32], b: &[f32], vocab: usize) -> f64 {
     let argmax = |row: &[f32]| {
@@ -158,18 +202,29 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     // Multiply-adds per token and block: projections, MLP, attention over the window.
     let per_block = 2 * (d * (q + 2 * kv) + q * d + 3 * d * c.d_ff) + 4 * SEQ * q;
+    let block = 15.min(c.n_layers - 1);
+    let through = format!("through block {block}");
+    let reference = match &args.reference_python {
+        Some(python) => Some(transformers_rates(python, &model_path, &batches, block)?),
+        None => None,
+    };
+    let rate = |name: &str| {
+        reference
+            .as_ref()
+            .and_then(|r| r.get(name).and_then(|v| v.as_f64()))
+    };
     let cases = [
         (
-            "through block 15",
+            through.as_str(),
             &capture,
-            16 * per_block,
-            TRANSFORMERS_BLOCK_15,
+            (block + 1) * per_block,
+            rate(&through),
         ),
         (
             "all blocks + logits",
             &all,
             c.n_layers * per_block + 2 * d * c.vocab_size,
-            TRANSFORMERS_ALL,
+            rate("all blocks + logits"),
         ),
     ];
     let tokens = (args.batches * BATCH * SEQ) as f64;
@@ -238,13 +293,19 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             gflops / fp32_peak,
             "x",
         ));
-        out.push(Measurement::new(
-            "forward",
-            &case,
-            "vs transformers",
-            tps / reference,
-            "x",
-        ));
+        match reference {
+            Some(r) => out.push(Measurement::new(
+                "forward",
+                &case,
+                "vs transformers",
+                tps / r,
+                "x",
+            )),
+            None => println!(
+                "{case}: vs transformers not measured (pass --reference-python PY to run it \
+                 in this run)"
+            ),
+        }
     }
     if let Some(a) = agreement {
         out.push(Measurement::new(

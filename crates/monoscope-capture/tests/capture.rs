@@ -132,7 +132,7 @@ fn assert_rows_match_model(
         .sequential(SequentialOptions::new(hook.to_string(), 1 << 20))
         .unwrap();
     let stored = reader.next().unwrap().unwrap();
-    let d = model.d_model();
+    let d = model.hook_width(hook);
     let mut expected = Vec::new();
     for (tokens, keep) in windows_of(&rows.doc_ids, texts, model, context) {
         let out = model
@@ -312,4 +312,38 @@ fn a_bad_hook_is_a_clear_stage_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("blocks.9.hook_resid_post"), "{err}");
+}
+
+#[test]
+fn a_hook_inside_the_mlp_is_captured_at_its_own_width_and_widths_do_not_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model_path, corpus_path) = (tiny_model(dir.path()), corpus(dir.path(), 6));
+    let mut settings = tiny_settings(&model_path, &corpus_path);
+    settings.push("capture.hooks=[\"blocks.1.mlp.hook_post\"]".into());
+    run(dir.path(), "mlp", &settings, CancelToken::new()).unwrap();
+    let store = Store::open(&dir.path().join("mlp/capture/store")).unwrap();
+    let model = monoscope_lm::load(&model_path, &Device::flex()).unwrap();
+    let hook = HookName::parse("blocks.1.mlp.hook_post").unwrap();
+    assert_eq!(store.d_model(), model.config().d_ff);
+    let texts: Vec<String> = std::fs::read_to_string(&corpus_path)
+        .unwrap()
+        .split("\n\n")
+        .map(String::from)
+        .collect();
+    assert_rows_match_model(&store, &model, &hook, &texts, 16, 1e-4);
+
+    let mut mixed = tiny_settings(&model_path, &corpus_path);
+    mixed.push("capture.hooks=[\"blocks.1.mlp.hook_post\", \"blocks.1.hook_resid_post\"]".into());
+    let err = run(dir.path(), "mixed", &mixed, CancelToken::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("one store holds rows of one width") && err.contains("blocks.1.mlp.hook_post"),
+        "{err}"
+    );
+    assert!(
+        !dir.path()
+            .join("mixed/capture/store/manifest.json")
+            .exists()
+    );
 }

@@ -142,17 +142,25 @@ fn info(model: &Model) -> anyhow::Result<ExitCode> {
     }
     println!("tied head     {}", c.tied_embeddings);
     println!("bos / eos     {:?} / {:?}", c.bos_token_id, c.eos_token_ids);
-    let hooks: Vec<String> = model.hook_names().iter().map(ToString::to_string).collect();
+    println!("block         {:?}", c.block);
+    let hooks = model.hook_names();
     println!(
-        "hooks         {} ({} … {})",
+        "hooks         {} (every block L in 0..={} has each blocks.L hook below)",
         hooks.len(),
-        hooks.first().map_or("", |s| s),
-        hooks.last().map_or("", |s| s)
-    );
-    println!(
-        "              blocks.{{0..{}}}.hook_{{resid_pre,resid_post,attn_out,mlp_out}}, ln_final.hook_normalized",
         c.n_layers - 1
     );
+    for hook in &hooks {
+        let name = hook.to_string();
+        match hook.layer() {
+            Some(0) => println!(
+                "  {:<32} width {}",
+                name.replacen("blocks.0.", "blocks.L.", 1),
+                model.hook_width(hook)
+            ),
+            Some(_) => {}
+            None => println!("  {name:<32} width {}", model.hook_width(hook)),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -174,6 +174,14 @@ fn model_run_writes_tokens_hooks_and_logits_and_rejects_bad_input() {
         text.contains("layers        2") && text.contains("d_model       64"),
         "{text}"
     );
+    // Every hook with its width: the tiny model has 4 heads of 16 and d_ff 128.
+    for line in [
+        "blocks.L.attn.hook_z             width 64",
+        "blocks.L.mlp.hook_post           width ",
+        "ln_final.hook_normalized         width 64",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from\n{text}");
+    }
 }
 
 #[test]

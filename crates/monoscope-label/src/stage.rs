@@ -183,7 +183,9 @@ pub fn run_label(
     let observer = StageObserver { progress, cancel };
     let mut evidence = evidence::collect_evidence(&sae, &store, &options, &token_text, &observer)?;
     progress.set_message("logit effects");
-    let hook_name = model.hook(&hook).map_err(|e| LabelError::Invalid(e.to_string()))?;
+    let hook_name = model
+        .hook(&hook)
+        .map_err(|e| LabelError::Invalid(e.to_string()))?;
     evidence::logit_effects(
         &model,
         &sae,

@@ -347,12 +347,14 @@ impl Model {
                 )?;
                 let attn = hooks.at(HookName::attn_out(l), post(attn, &w.post_attn_norm))?;
                 if c.block.parallel_residual {
-                    let mlp = layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp, (l, &mut hooks))?;
+                    let mlp =
+                        layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp, (l, &mut hooks))?;
                     let mlp = hooks.at(HookName::mlp_out(l), post(mlp, &w.post_mlp_norm))?;
                     x = hooks.at(HookName::resid_post(l), x + attn + mlp)?;
                 } else {
                     x = hooks.at(HookName::new(HookPoint::ResidMid(l)), x + attn)?;
-                    let mlp = layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp, (l, &mut hooks))?;
+                    let mlp =
+                        layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp, (l, &mut hooks))?;
                     let mlp = hooks.at(HookName::mlp_out(l), post(mlp, &w.post_mlp_norm))?;
                     x = hooks.at(HookName::resid_post(l), x + mlp)?;
                 }

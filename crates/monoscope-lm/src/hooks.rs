@@ -72,8 +72,11 @@ impl Ord for HookPoint {
     }
 }
 
+/// A block hook's point at a given layer.
+type AtLayer = fn(usize) -> HookPoint;
+
 /// The hooks after `blocks.{L}.` and what each is.
-const BLOCK_HOOKS: [(&str, fn(usize) -> HookPoint); 11] = [
+const BLOCK_HOOKS: [(&str, AtLayer); 11] = [
     ("hook_resid_pre", HookPoint::ResidPre),
     ("attn.hook_q", HookPoint::Q),
     ("attn.hook_k", HookPoint::K),

@@ -101,8 +101,12 @@ pub(crate) fn attention_block(
 ) -> Result<Tensor<3>, LmError> {
     let [b, t, d] = x.dims();
     let mut qkv = w.qkv.forward(x.reshape([b * t, d]));
-    let qkv_hooks = [HookPoint::Q(layer), HookPoint::K(layer), HookPoint::V(layer)]
-        .map(HookName::new);
+    let qkv_hooks = [
+        HookPoint::Q(layer),
+        HookPoint::K(layer),
+        HookPoint::V(layer),
+    ]
+    .map(HookName::new);
     if qkv_hooks.iter().any(|h| hooks.active(h)) {
         let widths = [
             s.n_heads * s.head_dim,
@@ -139,7 +143,9 @@ pub(crate) fn attention_block(
     let z = HookName::new(HookPoint::Z(layer));
     let o = if hooks.active(&z) {
         let width = o.dims()[1];
-        hooks.at(z, o.reshape([b, t, width]))?.reshape([b * t, width])
+        hooks
+            .at(z, o.reshape([b, t, width]))?
+            .reshape([b * t, width])
     } else {
         o
     };
@@ -278,7 +284,9 @@ pub(crate) fn mlp_block(
     };
     let post = HookName::new(HookPoint::MlpPost(layer));
     let act = if hooks.active(&post) {
-        hooks.at(post, act.reshape([b, t, ff]))?.reshape([b * t, ff])
+        hooks
+            .at(post, act.reshape([b, t, ff]))?
+            .reshape([b * t, ff])
     } else {
         act
     };

@@ -14,7 +14,7 @@ const TOL: f64 = 1e-4;
 
 fn full_options(model: &Model) -> ForwardOptions {
     ForwardOptions {
-        record: common::residual_hooks(&model),
+        record: common::residual_hooks(model),
         logits: Logits::All,
         ..ForwardOptions::default()
     }
@@ -271,7 +271,10 @@ fn hooks_inside_attention_and_the_mlp_record_and_replace() {
         out.activation_host(&z).unwrap().len(),
         b * t * model.hook_width(&z)
     );
-    assert_eq!(model.hook_width(&q), model.config().n_heads * model.config().head_dim);
+    assert_eq!(
+        model.hook_width(&q),
+        model.config().n_heads * model.config().head_dim
+    );
     assert_eq!(model.hook_width(&post), model.config().d_ff);
     // An intervention at an inner hook must keep its shape.
     let wrong = Interventions::new().with(q, |_: &HookName, x: Tensor<3>, _: &HookContext| {
