@@ -1,10 +1,13 @@
 //! ggml tensor types: their block layouts, dequantisation to f32, and the quantisers the GGUF
 //! writer needs (Q8_0, Q4_1).
 //!
-//! Layouts follow ggml (`ggml-common.h`, `ggml-quants.c`) byte for byte: a block of 32 values for
-//! the classic types, a super-block of `QK_K` = 256 values for the K-quants, every `f16` little
-//! endian. Dequantisation is split into chunks of blocks and run on rayon, since the default
-//! model alone is ~135M values.
+//! Readable: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL
+//! and IQ4_XS. Layouts follow ggml (`ggml-common.h`, `ggml-quants.c`) byte for byte: a block of
+//! 32 values for the classic types and IQ4_NL, a super-block of `QK_K` = 256 values for the
+//! K-quants and IQ4_XS, every `f16` little endian. `tests/quant.rs` checks the older types
+//! against naive per-element decoders, `tests/quant_reference.rs` Q5_0, Q5_1, Q2_K, Q3_K, IQ4_NL
+//! and IQ4_XS bit for bit against gguf-py's. Dequantisation is split into chunks of blocks and
+//! run on rayon, since the default model alone is ~135M values.
 
 use half::f16;
 use rayon::prelude::*;
@@ -22,10 +25,16 @@ pub enum GgmlType {
     F16 = 1,
     Q4_0 = 2,
     Q4_1 = 3,
+    Q5_0 = 6,
+    Q5_1 = 7,
     Q8_0 = 8,
+    Q2K = 10,
+    Q3K = 11,
     Q4K = 12,
     Q5K = 13,
     Q6K = 14,
+    IQ4NL = 20,
+    IQ4XS = 23,
     BF16 = 30,
 }
 
@@ -37,10 +46,16 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
             8 => Self::Q8_0,
+            10 => Self::Q2K,
+            11 => Self::Q3K,
             12 => Self::Q4K,
             13 => Self::Q5K,
             14 => Self::Q6K,
+            20 => Self::IQ4NL,
+            23 => Self::IQ4XS,
             30 => Self::BF16,
             _ => return None,
         })
@@ -57,10 +72,16 @@ impl GgmlType {
             Self::F16 => "F16",
             Self::Q4_0 => "Q4_0",
             Self::Q4_1 => "Q4_1",
+            Self::Q5_0 => "Q5_0",
+            Self::Q5_1 => "Q5_1",
             Self::Q8_0 => "Q8_0",
+            Self::Q2K => "Q2_K",
+            Self::Q3K => "Q3_K",
             Self::Q4K => "Q4_K",
             Self::Q5K => "Q5_K",
             Self::Q6K => "Q6_K",
+            Self::IQ4NL => "IQ4_NL",
+            Self::IQ4XS => "IQ4_XS",
             Self::BF16 => "BF16",
         }
     }
@@ -69,8 +90,8 @@ impl GgmlType {
     pub fn block_len(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
-            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => QK,
-            Self::Q4K | Self::Q5K | Self::Q6K => QK_K,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::IQ4NL => QK,
+            Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => QK_K,
         }
     }
 
@@ -81,10 +102,16 @@ impl GgmlType {
             Self::F16 | Self::BF16 => 2,
             Self::Q4_0 => 2 + QK / 2,
             Self::Q4_1 => 4 + QK / 2,
+            Self::Q5_0 => 2 + 4 + QK / 2,
+            Self::Q5_1 => 4 + 4 + QK / 2,
             Self::Q8_0 => 2 + QK,
+            Self::IQ4NL => 2 + QK / 2,
+            Self::Q2K => QK_K / 16 + QK_K / 4 + 4,
+            Self::Q3K => QK_K / 8 + QK_K / 4 + 12 + 2,
             Self::Q4K => 4 + 12 + QK_K / 2,
             Self::Q5K => 4 + 12 + QK_K / 8 + QK_K / 2,
             Self::Q6K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
+            Self::IQ4XS => 2 + 2 + QK_K / 64 + QK_K / 2,
         }
     }
 
@@ -149,9 +176,134 @@ pub fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
                 hi[j] = d * f32::from(q >> 4) + m;
             }
         }
+        // block_q5_0: d f16, qh[4], qs[16]. As Q4_0 but 5-bit, offset 16: bit j of the
+        // little-endian u32 qh is the fifth bit of value j (low nibbles 0..16, high 16..32).
+        GgmlType::Q5_0 => {
+            let d = f16_at(b, 0);
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            let qs = &b[6..6 + QK / 2];
+            let (lo, hi) = y.split_at_mut(QK / 2);
+            for (j, &q) in qs.iter().enumerate() {
+                let (h0, h1) = (fifth_bit(qh, j), fifth_bit(qh, j + QK / 2));
+                lo[j] = d * f32::from(((q & 0xF) | h0) as i8 - 16);
+                hi[j] = d * f32::from(((q >> 4) | h1) as i8 - 16);
+            }
+        }
+        // block_q5_1: d f16, m f16, qh[4], qs[16]. Q5_0's bits, unsigned, plus the minimum m.
+        GgmlType::Q5_1 => {
+            let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+            let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            let qs = &b[8..8 + QK / 2];
+            let (lo, hi) = y.split_at_mut(QK / 2);
+            for (j, &q) in qs.iter().enumerate() {
+                let (h0, h1) = (fifth_bit(qh, j), fifth_bit(qh, j + QK / 2));
+                lo[j] = d * f32::from((q & 0xF) | h0) + m;
+                hi[j] = d * f32::from((q >> 4) | h1) + m;
+            }
+        }
+        // block_iq4_nl: d f16, qs[16]. Nibbles as in Q4_0, each an index into the non-linear
+        // table KVALUES_IQ4NL rather than an offset integer.
+        GgmlType::IQ4NL => {
+            let d = f16_at(b, 0);
+            let qs = &b[2..2 + QK / 2];
+            let (lo, hi) = y.split_at_mut(QK / 2);
+            for (j, &q) in qs.iter().enumerate() {
+                lo[j] = d * f32::from(KVALUES_IQ4NL[usize::from(q & 0xF)]);
+                hi[j] = d * f32::from(KVALUES_IQ4NL[usize::from(q >> 4)]);
+            }
+        }
+        GgmlType::Q2K => dequantize_q2k(b, y),
+        GgmlType::Q3K => dequantize_q3k(b, y),
+        GgmlType::IQ4XS => dequantize_iq4xs(b, y),
         GgmlType::Q4K => dequantize_q4k(b, y),
         GgmlType::Q5K => dequantize_q5k(b, y),
         GgmlType::Q6K => dequantize_q6k(b, y),
+    }
+}
+
+/// The fifth bit of value `j` of a Q5_0/Q5_1 block, as 0 or 16.
+fn fifth_bit(qh: u32, j: usize) -> u8 {
+    (((qh >> j) & 1) << 4) as u8
+}
+
+/// The 16 levels of IQ4_NL and IQ4_XS (ggml's `kvalues_iq4nl`), indexed by a 4-bit quant.
+const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+// block_q2_K: scales[16], qs[64], d f16, dmin f16. Sixteen sub-blocks of 16 values; sub-block s
+// has scale d * (scales[s] & 15) and min dmin * (scales[s] >> 4). Each 128-value half uses 32
+// bytes of qs: value 32k + l of the half (k 0..4, l 0..32) is bits 2k..2k+2 of byte l.
+fn dequantize_q2k(b: &[u8], y: &mut [f32]) {
+    let scales = &b[..QK_K / 16];
+    let qs_all = &b[QK_K / 16..QK_K / 16 + QK_K / 4];
+    let (d, dmin) = (
+        f16_at(b, QK_K / 16 + QK_K / 4),
+        f16_at(b, QK_K / 16 + QK_K / 4 + 2),
+    );
+    for half in 0..2 {
+        let qs = &qs_all[32 * half..32 * half + 32];
+        let out = &mut y[128 * half..128 * half + 128];
+        for (i, v) in out.iter_mut().enumerate() {
+            let (k, l) = (i / 32, i % 32);
+            let sc = scales[8 * half + i / 16];
+            let (dl, ml) = (d * f32::from(sc & 0xF), dmin * f32::from(sc >> 4));
+            *v = dl * f32::from((qs[l] >> (2 * k)) & 3) - ml;
+        }
+    }
+}
+
+/// The sixteen 6-bit scales of a Q3_K block (before the -32 offset), from its 12 packed bytes:
+/// the low 4 bits of scale s are the low (s < 8) or high (s >= 8) nibble of byte s % 8, the high
+/// 2 bits are bits 2(s/4)..2(s/4)+2 of byte 8 + s % 4.
+fn q3k_scales(p: &[u8]) -> [i8; 16] {
+    std::array::from_fn(|s| {
+        let low = if s < 8 { p[s] & 0xF } else { p[s - 8] >> 4 };
+        let high = (p[8 + s % 4] >> (2 * (s / 4))) & 3;
+        (low | (high << 4)) as i8 - 32
+    })
+}
+
+// block_q3_K: hmask[32], qs[64], scales[12], d f16. Low 2 bits laid out as in Q2_K; the third
+// bit of value i is bit i/32 of hmask[i % 32], and a *clear* bit subtracts 4, so values run
+// -4..=3. Each sub-block of 16 has the signed scale d * (s - 32), no min.
+fn dequantize_q3k(b: &[u8], y: &mut [f32]) {
+    let hmask = &b[..QK_K / 8];
+    let qs_all = &b[QK_K / 8..QK_K / 8 + QK_K / 4];
+    let scales = q3k_scales(&b[QK_K / 8 + QK_K / 4..QK_K / 8 + QK_K / 4 + 12]);
+    let d = f16_at(b, QK_K / 8 + QK_K / 4 + 12);
+    for (i, v) in y[..QK_K].iter_mut().enumerate() {
+        let (half, k, l) = (i / 128, (i % 128) / 32, i % 32);
+        let low = (qs_all[32 * half + l] >> (2 * k)) & 3;
+        let minus4 = if hmask[l] & (1 << (i / 32)) != 0 {
+            0
+        } else {
+            4
+        };
+        let dl = d * f32::from(scales[i / 16]);
+        *v = dl * f32::from(low as i8 - minus4);
+    }
+}
+
+// block_iq4_xs: d f16, scales_h u16, scales_l[4], qs[128]. Eight sub-blocks of 32 values; the
+// 6-bit scale of sub-block j is nibble j%2 of scales_l[j/2] plus bits 2j..2j+2 of scales_h as
+// its top two bits, offset by -32. Values are IQ4_NL table entries, nibbles packed per
+// sub-block as in Q4_0 (16 bytes: low nibbles first 16 values, high nibbles the next 16).
+fn dequantize_iq4xs(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 0);
+    let scales_h = u16::from_le_bytes([b[2], b[3]]);
+    let scales_l = &b[4..4 + QK_K / 64];
+    let qs_all = &b[4 + QK_K / 64..4 + QK_K / 64 + QK_K / 2];
+    for j in 0..QK_K / 32 {
+        let low = (scales_l[j / 2] >> (4 * (j % 2))) & 0xF;
+        let high = ((scales_h >> (2 * j)) & 3) as u8;
+        let dl = d * f32::from((low | (high << 4)) as i8 - 32);
+        let qs = &qs_all[16 * j..16 * j + 16];
+        let (lo, hi) = y[32 * j..32 * j + 32].split_at_mut(16);
+        for (l, &q) in qs.iter().enumerate() {
+            lo[l] = dl * f32::from(KVALUES_IQ4NL[usize::from(q & 0xF)]);
+            hi[l] = dl * f32::from(KVALUES_IQ4NL[usize::from(q >> 4)]);
+        }
     }
 }
 

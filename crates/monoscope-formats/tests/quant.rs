@@ -157,10 +157,16 @@ fn block_sizes_match_ggml() {
     let want = [
         (GgmlType::Q4_0, 18, 32),
         (GgmlType::Q4_1, 20, 32),
+        (GgmlType::Q5_0, 22, 32),
+        (GgmlType::Q5_1, 24, 32),
         (GgmlType::Q8_0, 34, 32),
+        (GgmlType::IQ4NL, 18, 32),
+        (GgmlType::Q2K, 84, QK_K),
+        (GgmlType::Q3K, 110, QK_K),
         (GgmlType::Q4K, 144, QK_K),
         (GgmlType::Q5K, 176, QK_K),
         (GgmlType::Q6K, 210, QK_K),
+        (GgmlType::IQ4XS, 136, QK_K),
         (GgmlType::BF16, 2, 1),
     ];
     for (ty, bytes, len) in want {
