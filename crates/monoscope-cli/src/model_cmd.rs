@@ -92,11 +92,6 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
             seed,
         } => {
             let model = load(&model)?;
-            let tokenizer = model.tokenizer();
-            let text = match chat {
-                true => tokenizer.apply_chat_template(&[monoscope_formats_chat(&prompt)], true),
-                false => prompt,
-            };
             let mut options = GenerateOptions::greedy(max_new_tokens);
             if let Some(temperature) = temperature {
                 options.sampling = monoscope_lm::Sampling::Sample {
@@ -106,7 +101,18 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
                     seed,
                 };
             }
-            println!("{}", model.generate_text(&text, &options)?);
+            let text = match chat {
+                // The template may write BOS itself (Llama 3, Gemma): encode_chat adds none then.
+                true => {
+                    let tokenizer = model.tokenizer();
+                    let ids = tokenizer.encode_chat(&[monoscope_formats_chat(&prompt)], true)?;
+                    let generation = model.generate(&ids, &options)?;
+                    let n = generation.tokens.len() - usize::from(generation.stopped_on.is_some());
+                    tokenizer.decode(&generation.tokens[..n])
+                }
+                false => model.generate_text(&prompt, &options)?,
+            };
+            println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         ModelCommand::Perplexity {

@@ -106,6 +106,11 @@ pub enum FormatError {
     /// Building or running the tokenizer failed; `path` is where the tokenizer came from.
     #[error("{}: tokenizer: {detail}", path.display())]
     Tokenizer { path: PathBuf, detail: String },
+
+    /// The model's chat template does not compile, or cannot render a conversation (it raised
+    /// an error, e.g. "System role not supported"); `path` is where the tokenizer came from.
+    #[error("{}: chat template: {detail}", path.display())]
+    ChatTemplate { path: PathBuf, detail: String },
 }
 
 impl FormatError {

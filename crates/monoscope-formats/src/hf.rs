@@ -48,13 +48,26 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel> {
     }
 
     let tok_path = dir.join("tokenizer.json");
-    let template = chat_template(dir)?;
-    let tokenizer = Tokenizer::from_tokenizer_json(
+    let tok_config = tokenizer_config(dir)?;
+    let template = chat_template(dir, tok_config.as_ref())?;
+    let mut tokenizer = Tokenizer::from_tokenizer_json(
         &tok_path,
         config.bos_token_id,
         config.eos_token_ids.clone(),
         template.as_deref(),
     )?;
+    if let Some(tc) = &tok_config {
+        // The template sees the tokenizer's own `bos_token`/`eos_token` (transformers'
+        // `special_tokens_map`), which may differ from `config.json`'s ids; null means none.
+        let mut tokens = tokenizer.template_tokens().clone();
+        if let Some(t) = special_token_text(tc, "bos_token") {
+            tokens.bos_token = t;
+        }
+        if let Some(t) = special_token_text(tc, "eos_token") {
+            tokens.eos_token = t;
+        }
+        tokenizer = tokenizer.with_template_tokens(tokens);
+    }
     let mut hashed = vec![cfg_path];
     hashed.extend(shards);
     let name = dir
@@ -579,21 +592,25 @@ fn load_gpt2(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result<
     Ok(())
 }
 
+/// `tokenizer_config.json`, if the directory has one.
+fn tokenizer_config(dir: &Path) -> Result<Option<Value>> {
+    let tc = dir.join("tokenizer_config.json");
+    if !tc.is_file() {
+        return Ok(None);
+    }
+    read_json(&tc).map(Some)
+}
+
 /// The Jinja chat template: `chat_template.jinja`, else `tokenizer_config.json`'s
 /// `chat_template` (a string, or a list of named templates of which `default` is used).
-fn chat_template(dir: &Path) -> Result<Option<String>> {
+fn chat_template(dir: &Path, tok_config: Option<&Value>) -> Result<Option<String>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.is_file() {
         return std::fs::read_to_string(&jinja)
             .map(Some)
             .map_err(|e| FormatError::io(&jinja, e));
     }
-    let tc = dir.join("tokenizer_config.json");
-    if !tc.is_file() {
-        return Ok(None);
-    }
-    let v = read_json(&tc)?;
-    Ok(match v.get("chat_template") {
+    Ok(match tok_config.and_then(|v| v.get("chat_template")) {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Array(list)) => list
             .iter()
@@ -604,4 +621,14 @@ fn chat_template(dir: &Path) -> Result<Option<String>> {
             .map(str::to_string),
         _ => None,
     })
+}
+
+/// The text of a special token named in `tokenizer_config.json` (`"<s>"`, or an AddedToken
+/// object `{"content": "<s>", ...}`): `None` when the key is absent, empty when it is null.
+fn special_token_text(tok_config: &Value, key: &str) -> Option<String> {
+    match tok_config.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => Some(String::new()),
+    }
 }

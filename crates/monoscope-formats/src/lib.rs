@@ -27,7 +27,7 @@ pub mod tokenizer;
 
 use std::path::Path;
 
-pub use chat::{ChatMessage, ChatTemplate};
+pub use chat::{ChatMessage, ChatTemplate, TemplateTokens};
 pub use error::FormatError;
 pub use gguf::{GgufFile, GgufTensorInfo, MetadataValue};
 pub use gguf_model::load_gguf;

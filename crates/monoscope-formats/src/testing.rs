@@ -142,7 +142,7 @@ impl TinyLlama {
             .add_metadata("tokenizer.ggml.eos_token_id", V::U32(2))
             .add_metadata(
                 "tokenizer.chat_template",
-                V::String("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}{% endfor %}".into()),
+                V::String("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}".into()),
             );
 
         let mut rng = XorShift::new(self.seed);

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::chat::{ChatMessage, ChatTemplate};
+use crate::chat::{ChatMessage, ChatTemplate, TemplateTokens};
 use crate::error::{FormatError, Result};
 
 /// Text ⇄ token ids for one model.
@@ -20,14 +20,18 @@ pub struct Tokenizer {
     add_bos: bool,
     specials: HashMap<String, u32>,
     chat: ChatTemplate,
+    template_tokens: TemplateTokens,
 }
 
 impl Tokenizer {
     /// Wrap a built `tokenizers::Tokenizer`.
     ///
     /// `source` is the file it came from (for error messages), `add_bos` whether the model
-    /// expects BOS before every sequence, `chat_template` the Jinja source, if any (only its
-    /// family is recognised, see [`ChatTemplate::detect`]).
+    /// expects BOS before every sequence, `chat_template` the Jinja source, if any: compiled
+    /// here, once; one that does not compile is replaced by the plain format with a warning
+    /// (see [`ChatTemplate::from_source`]). The template sees the vocabulary entries of the BOS
+    /// id and the first EOS id as `bos_token` and `eos_token`; see
+    /// [`with_template_tokens`](Self::with_template_tokens) to name others.
     pub fn new(
         inner: tokenizers::Tokenizer,
         source: impl Into<PathBuf>,
@@ -41,15 +45,31 @@ impl Tokenizer {
             .into_iter()
             .map(|(id, t)| (t.content, id))
             .collect();
+        let source = source.into();
+        let token_text =
+            |id: Option<u32>| id.and_then(|i| inner.id_to_token(i)).unwrap_or_default();
+        let template_tokens = TemplateTokens {
+            bos_token: token_text(bos_id),
+            eos_token: token_text(eos_ids.first().copied()),
+        };
         Self {
+            chat: ChatTemplate::from_source(chat_template, &source),
             inner,
-            source: source.into(),
+            source,
             bos_id,
             eos_ids,
             add_bos: add_bos && bos_id.is_some(),
             specials,
-            chat: ChatTemplate::detect(chat_template),
+            template_tokens,
         }
+    }
+
+    /// Set the `bos_token` and `eos_token` strings the chat template sees (a Hugging Face
+    /// directory names them in `tokenizer_config.json`, which may differ from the ids in
+    /// `config.json`).
+    pub fn with_template_tokens(mut self, tokens: TemplateTokens) -> Self {
+        self.template_tokens = tokens;
+        self
     }
 
     /// Load `tokenizer.json` from a Hugging Face directory.
@@ -139,18 +159,52 @@ impl Tokenizer {
         self.specials.get(text).copied()
     }
 
-    /// Which chat template family was recognised.
+    /// The model's chat template (or [`ChatTemplate::Plain`]).
     pub fn chat_template(&self) -> &ChatTemplate {
         &self.chat
     }
 
-    /// Render a conversation as the model's chat format; see [`ChatTemplate::render`].
+    /// The `bos_token` and `eos_token` strings the chat template sees.
+    pub fn template_tokens(&self) -> &TemplateTokens {
+        &self.template_tokens
+    }
+
+    /// Render a conversation in the model's chat format, as transformers'
+    /// `apply_chat_template(messages, tokenize=False, add_generation_prompt=...)` does; see
+    /// [`ChatTemplate::render`]. Fails when the template rejects the conversation (Gemma's
+    /// templates reject a system message, for instance).
     pub fn apply_chat_template(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
-    ) -> String {
-        self.chat.render(messages, add_generation_prompt)
+    ) -> Result<String> {
+        self.chat
+            .render(messages, add_generation_prompt, &self.template_tokens)
+    }
+
+    /// Token ids of a conversation in the model's chat format: the rendered text encoded without
+    /// adding anything (templates write their own BOS, like Llama 3's and Gemma's), then BOS
+    /// prepended when the model expects one and the template did not write it.
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
+        self.encode_chat_text(&self.apply_chat_template(messages, add_generation_prompt)?)
+    }
+
+    /// Token ids of text that starts with a rendered conversation (from
+    /// [`apply_chat_template`](Self::apply_chat_template), perhaps with an assistant prefill
+    /// appended), as [`encode_chat`](Self::encode_chat) encodes it.
+    pub fn encode_chat_text(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text, false)?;
+        if let Some(bos) = self.bos_id
+            && self.add_bos
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        Ok(ids)
     }
 
     /// The wrapped `tokenizers` tokenizer, for batch encoding or offsets.

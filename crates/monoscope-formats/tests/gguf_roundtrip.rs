@@ -76,9 +76,17 @@ fn tiny_llama_loads_back() {
     assert_eq!(&ids[..3], &[1, 1, t.token_to_id("in").unwrap()]);
     assert_eq!(t.decode(&ids[1..]), "<|im_start|>in the 42\n");
     assert_eq!(
-        t.apply_chat_template(&[ChatMessage::new("user", "hi")], true),
+        t.apply_chat_template(&[ChatMessage::new("user", "hi")], true)
+            .unwrap(),
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     );
+    // The template's text starts with `<|im_start|>`, which is this model's BOS: encode_chat
+    // does not add a second one.
+    let msgs = [ChatMessage::new("user", "hi")];
+    let chat_ids = t.encode_chat(&msgs, true).unwrap();
+    let rendered = t.apply_chat_template(&msgs, true).unwrap();
+    assert_eq!(chat_ids, t.encode(&rendered, false).unwrap());
+    assert_eq!(chat_ids.iter().take_while(|&&i| i == 1).count(), 1);
 }
 
 #[test]

@@ -168,16 +168,14 @@ fn llama_bf16_in_two_shards() {
     assert_eq!(m.tokenizer.encode(" the", false).unwrap().len(), 1);
     assert_eq!(
         m.tokenizer
-            .apply_chat_template(&[ChatMessage::new("user", "x")], false),
+            .apply_chat_template(&[ChatMessage::new("user", "x")], false)
+            .unwrap(),
         "<|im_start|>user\nx<|im_end|>\n"
     );
 }
 
-#[test]
-fn gpt2_conv1d_is_transposed_and_split() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (dm, ff, vocab, ctx) = (8usize, 32usize, 269usize, 16usize);
+/// A tiny GPT-2 directory (random f32 weights, tokenizer.json, no tokenizer_config.json).
+fn write_tiny_gpt2(d: &Path, dm: usize, ff: usize, vocab: usize, ctx: usize) -> Tensors {
     let mut rng = XorShift::new(3);
     let mut t = Tensors::new();
     let mut add = |name: &str, shape: Vec<usize>| {
@@ -205,6 +203,15 @@ fn gpt2_conv1d_is_transposed_and_split() {
         "n_positions": ctx, "vocab_size": vocab, "n_inner": null, "bos_token_id": 0, "eos_token_id": 0});
     std::fs::write(d.join("config.json"), config.to_string()).unwrap();
     write_tokenizer_json(d);
+    t
+}
+
+#[test]
+fn gpt2_conv1d_is_transposed_and_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (dm, ff, vocab, ctx) = (8usize, 32usize, 269usize, 16usize);
+    let t = write_tiny_gpt2(d, dm, ff, vocab, ctx);
 
     let m = load_model(d).unwrap();
     assert_eq!(m.config.architecture, Architecture::Gpt2);
@@ -247,5 +254,48 @@ fn gpt2_conv1d_is_transposed_and_split() {
     assert_eq!(
         m.tensors["final_norm.bias"].data,
         t["transformer.ln_f.bias"].1
+    );
+}
+
+/// The template sees `tokenizer_config.json`'s `bos_token`/`eos_token` (string or AddedToken
+/// object); a template that raises is an error naming the model and the message; encode_chat
+/// does not add a second BOS after a template's own.
+#[test]
+fn chat_template_sees_tokenizer_config_special_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_tiny_gpt2(d, 8, 32, 269, 16);
+    let template = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}\
+        {{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}";
+    let tc = serde_json::json!({
+        "chat_template": template,
+        "bos_token": {"__type": "AddedToken", "content": "<|im_start|>", "lstrip": false},
+        "eos_token": "<|im_end|>",
+    });
+    std::fs::write(d.join("tokenizer_config.json"), tc.to_string()).unwrap();
+    let m = load_model(d).unwrap();
+    let tok = &m.tokenizer;
+    assert!(!tok.chat_template().is_plain());
+    let user = [ChatMessage::new("user", "hi")];
+    assert_eq!(
+        tok.apply_chat_template(&user, true).unwrap(),
+        "<|im_start|>[user] hi<|im_end|>"
+    );
+    let e = tok
+        .apply_chat_template(&[ChatMessage::new("system", "s")], true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("System role not supported"), "{e}");
+    assert!(e.contains(&d.display().to_string()), "{e}");
+
+    // A null token is an empty string; a broken template falls back to the plain format.
+    let tc = serde_json::json!({"chat_template": "{% for %}", "bos_token": null});
+    std::fs::write(d.join("tokenizer_config.json"), tc.to_string()).unwrap();
+    let m = load_model(d).unwrap();
+    assert!(m.tokenizer.chat_template().is_plain());
+    assert_eq!(m.tokenizer.template_tokens().bos_token, "");
+    assert_eq!(
+        m.tokenizer.apply_chat_template(&user, true).unwrap(),
+        "user: hi\nassistant: "
     );
 }

@@ -2,7 +2,7 @@
 //! when the file is not in the cache; the fetch component puts it there.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use fancy_regex::Regex;
@@ -232,8 +232,14 @@ fn tokenizer_matches_naive_bpe_and_round_trips() {
 #[test]
 fn chat_template_is_chatml_with_default_system() {
     let Some(m) = model() else { return };
+    // The fixture the Jinja engine is checked against (tests/chat_templates.rs) is this model's.
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat/smollm2.jinja"),
+    )
+    .unwrap();
+    assert_eq!(m.tokenizer.chat_template().source(), Some(fixture.as_str()));
     let msgs = [ChatMessage::new("user", "What is the capital of France?")];
-    let s = m.tokenizer.apply_chat_template(&msgs, true);
+    let s = m.tokenizer.apply_chat_template(&msgs, true).unwrap();
     assert_eq!(
         s,
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
@@ -244,7 +250,7 @@ fn chat_template_is_chatml_with_default_system() {
         ChatMessage::new("user", "Hi"),
     ];
     assert_eq!(
-        m.tokenizer.apply_chat_template(&with_sys, false),
+        m.tokenizer.apply_chat_template(&with_sys, false).unwrap(),
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
     );
 }

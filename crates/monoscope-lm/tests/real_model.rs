@@ -72,10 +72,12 @@ fn real_model_greedy_continuation_knows_paris() {
 fn real_model_chat_answers_paris() {
     let Some(model) = model() else { return };
     let tok = model.tokenizer();
-    let prompt = tok.apply_chat_template(
-        &[ChatMessage::new("user", "What is the capital of France?")],
-        true,
-    );
+    let prompt = tok
+        .apply_chat_template(
+            &[ChatMessage::new("user", "What is the capital of France?")],
+            true,
+        )
+        .unwrap();
     let ids = tok.encode(&prompt, false).unwrap();
     let generation = model.generate(&ids, &GenerateOptions::greedy(24)).unwrap();
     let answer = tok.decode(&generation.tokens);

@@ -2,7 +2,8 @@
 //!
 //! * [`Sae`] — an inference SAE in SAELens's layout (`W_enc [d_in, d_sae]`, `W_dec [d_sae,
 //!   d_in]`, biases, JumpReLU `threshold`), encoding to dense or [`SparseCodes`] and decoding.
-//! * [`format`] — SAELens directories (read/write, atomic) and sparsify directories (read).
+//! * [`format`] — SAELens directories (read/write, atomic), sparsify directories and
+//!   multi-layer releases (read), Gemma Scope `params.npz` (read).
 //! * [`norm`] — the input scale (median or mean-square norm brought to √d_in), folded into
 //!   saved weights, and the threshold of massive rows.
 //! * [`train`] — [`TrainConfig`], [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK, JumpReLU),
@@ -31,7 +32,7 @@ pub use eval::{
     EvalReport, Evaluator, MassiveRows, SpliceEvaluator, SpliceReport, SpliceWithoutMassive,
     evaluate,
 };
-pub use format::{load_sae, load_saelens, load_sparsify, save_saelens};
+pub use format::{load_gemma_scope, load_sae, load_saelens, load_sparsify, save_saelens};
 pub use metrics::StepMetrics;
 pub use norm::{InputScale, NormSample, estimate_input_scale};
 pub use sae::{Architecture, Sae, SaeMetadata, SparseCodes};

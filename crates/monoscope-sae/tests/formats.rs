@@ -288,3 +288,121 @@ fn unknown_directories_and_architectures_are_reported() {
         "{err}"
     );
 }
+
+fn fixture(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+#[test]
+fn gemma_scope_params_load_as_published() {
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("gemma-scope-expected.json")).unwrap(),
+    )
+    .unwrap();
+    let flat = |key: &str| -> Vec<f32> {
+        expected[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+            })
+            .collect()
+    };
+    let (x, f, x_hat) = (flat("x"), flat("f"), flat("x_hat"));
+    let dir = fixture("gemma-scope-2b-pt-res/layer_3/width_24/average_l0_6");
+    // The directory, its params.npz, and the same arrays written by np.savez_compressed.
+    for path in [
+        dir.clone(),
+        dir.join("params.npz"),
+        fixture("gemma-scope-compressed.npz"),
+    ] {
+        let sae = load_sae(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(sae.architecture, Architecture::JumpRelu);
+        assert_eq!((sae.d_in, sae.d_sae), (8, 24));
+        assert!(!sae.apply_b_dec_to_input);
+        let got = sae.encode(&x).unwrap();
+        for (i, (a, b)) in got.iter().zip(&f).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "f[{i}]: {a} vs {b}"
+            );
+        }
+        let rec = sae.decode(&got).unwrap();
+        for (i, (a, b)) in rec.iter().zip(&x_hat).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "x_hat[{i}]: {a} vs {b}"
+            );
+        }
+    }
+    // The release layout names the hook.
+    let sae = load_sae(&dir).unwrap();
+    assert_eq!(
+        sae.metadata.hook_name.as_deref(),
+        Some("blocks.3.hook_resid_post")
+    );
+    // A missing array is named.
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("params.npz");
+    std::fs::write(&broken, b"not a zip").unwrap();
+    let err = load_sae(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("params.npz") && err.contains("not a zip"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_multi_layer_sparsify_release_names_its_hookpoints_and_each_loads_with_its_hook() {
+    let (d, n, k) = (6, 12, 3);
+    let reference = random_sae(Architecture::TopK { k }, d, n, 11);
+    let mut enc = vec![0.0f32; n * d];
+    for i in 0..n {
+        for r in 0..d {
+            enc[i * d + r] = reference.w_enc[r * n + i];
+        }
+    }
+    let release = tempfile::tempdir().unwrap();
+    for hookpoint in ["layers.10", "layers.2", "layers.2.mlp"] {
+        let dir = release.path().join(hookpoint);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = json!({"activation": "topk", "num_latents": n, "k": k, "d_in": d});
+        std::fs::write(dir.join("cfg.json"), cfg.to_string()).unwrap();
+        use safetensors::Dtype::F32;
+        write_st(
+            &dir.join("sae.safetensors"),
+            &[
+                ("encoder.weight", F32, vec![n, d], f32_bytes(&enc)),
+                ("encoder.bias", F32, vec![n], f32_bytes(&reference.b_enc)),
+                ("W_dec", F32, vec![n, d], f32_bytes(&reference.w_dec)),
+                ("b_dec", F32, vec![d], f32_bytes(&reference.b_dec)),
+            ],
+        );
+    }
+    let err = load_sae(release.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("multi-layer sparsify release")
+            && err.contains("layers.2, layers.2.mlp, layers.10"),
+        "{err}"
+    );
+    let hook = |p: &str| {
+        load_sae(&release.path().join(p))
+            .unwrap()
+            .metadata
+            .hook_name
+    };
+    assert_eq!(
+        hook("layers.10").as_deref(),
+        Some("blocks.10.hook_resid_post")
+    );
+    assert_eq!(
+        hook("layers.2.mlp").as_deref(),
+        Some("blocks.2.hook_mlp_out")
+    );
+}

@@ -167,15 +167,7 @@ impl<'m> Steerer<'m> {
             return self.text_ids(prompt);
         }
         let tokenizer = self.model.tokenizer();
-        let rendered = tokenizer.apply_chat_template(&[ChatMessage::new("user", prompt)], true);
-        let mut ids = tokenizer.encode(&rendered, false)?;
-        if let Some(bos) = tokenizer.bos_id()
-            && tokenizer.adds_bos_by_default()
-            && ids.first() != Some(&bos)
-        {
-            ids.insert(0, bos);
-        }
-        Ok(ids)
+        Ok(tokenizer.encode_chat(&[ChatMessage::new("user", prompt)], true)?)
     }
 
     /// The SAE's feature activations at every position of `ids` (row 0 is the first token).

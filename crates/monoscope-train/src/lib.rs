@@ -17,6 +17,8 @@
 //!   the last good one named when the loss diverges.
 //! - `splice_stage`: which model the stage splices into (the `model` input, else the cached
 //!   default the store was captured with), progress and cancellation.
+//! - `import`: the `import-sae` stage ([`ImportSae`]): a published SAE (SAELens, sparsify,
+//!   Gemma Scope) saved in the SAELens layout, evaluated on a store when one is connected.
 //! - `config`: [`TrainStageConfig`], with [`SweepMember`]s: more SAEs trained on the same
 //!   batches in the same pass (`sweep/<name>/`, compared in `sweep.json`); `error`:
 //!   [`TrainStageError`].
@@ -25,6 +27,7 @@ mod checkpoints;
 mod config;
 mod error;
 mod fit;
+mod import;
 mod saes;
 pub mod splice;
 mod splice_stage;
@@ -33,5 +36,6 @@ mod stream;
 
 pub use config::{ArchitectureName, SweepMember, TrainStageConfig};
 pub use error::TrainStageError;
+pub use import::{ImportSae, ImportSaeConfig};
 pub use splice::{ModelSplice, held_out_windows};
 pub use stage::Train;

@@ -99,8 +99,8 @@ impl<'m> LocalExplainer<'m> {
 
     fn encode(&self, messages: &[ChatMessage], prefill: &str) -> Result<Vec<u32>, LabelError> {
         let tokenizer = self.model.tokenizer();
-        let text = tokenizer.apply_chat_template(messages, true) + prefill;
-        Ok(tokenizer.encode(&text, tokenizer.adds_bos_by_default())?)
+        let text = tokenizer.apply_chat_template(messages, true)? + prefill;
+        Ok(tokenizer.encode_chat_text(&text)?)
     }
 
     fn cache_key(&self, what: &str, messages: &[ChatMessage]) -> String {

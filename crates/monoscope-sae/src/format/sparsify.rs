@@ -72,9 +72,11 @@ pub fn load_sparsify(dir: &Path) -> Result<Sae, SaeError> {
         .insert("source_format".into(), "sparsify".into());
     if let Some(name) = dir.file_name() {
         // sparsify names each folder after the hookpoint (a module path such as `layers.10`).
+        let name = name.to_string_lossy();
+        metadata.hook_name = hook_of_hookpoint(&name);
         metadata
             .extra
-            .insert("sparsify_hookpoint".into(), name.to_string_lossy().into());
+            .insert("sparsify_hookpoint".into(), name.into_owned().into());
     }
     let sae = Sae {
         d_in,
@@ -91,4 +93,69 @@ pub fn load_sparsify(dir: &Path) -> Result<Sae, SaeError> {
     };
     sae.validate()?;
     Ok(sae)
+}
+
+/// The hookpoint directories of a multi-layer sparsify release (each with `cfg.json` and
+/// `sae.safetensors`), sorted by layer; empty when `dir` is not one.
+pub fn sparsify_hookpoints(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let p = e.path();
+            p.join(SPARSIFY_CFG).is_file() && p.join(SPARSIFY_WEIGHTS).is_file()
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort_by_key(|n| (hookpoint_layer(n), n.clone()));
+    names
+}
+
+fn hookpoint_layer(name: &str) -> Option<usize> {
+    let rest = name.split("layers.").nth(1)?;
+    rest.split('.').next()?.parse().ok()
+}
+
+/// The TransformerLens hook a sparsify hookpoint (a module path of the base model) reads:
+/// `layers.L` a block's output (`blocks.L.hook_resid_post`), `layers.L.mlp` its MLP's output,
+/// `layers.L.self_attn` / `layers.L.attention` its attention's output. `None` for others.
+fn hook_of_hookpoint(name: &str) -> Option<String> {
+    let layer = hookpoint_layer(name)?;
+    let tail = name
+        .split("layers.")
+        .nth(1)?
+        .split_once('.')
+        .map(|(_, t)| t);
+    let hook = match tail {
+        None => "hook_resid_post",
+        Some("mlp") => "hook_mlp_out",
+        Some("self_attn" | "attention" | "attn") => "hook_attn_out",
+        Some(_) => return None,
+    };
+    Some(format!("blocks.{layer}.{hook}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hookpoints_map_to_transformer_lens_hooks() {
+        assert_eq!(
+            hook_of_hookpoint("layers.10").as_deref(),
+            Some("blocks.10.hook_resid_post")
+        );
+        assert_eq!(
+            hook_of_hookpoint("layers.3.mlp").as_deref(),
+            Some("blocks.3.hook_mlp_out")
+        );
+        assert_eq!(
+            hook_of_hookpoint("gpt_neox.layers.2.attention").as_deref(),
+            Some("blocks.2.hook_attn_out")
+        );
+        assert_eq!(hook_of_hookpoint("layers.3.mlp.act_fn"), None);
+        assert_eq!(hook_of_hookpoint("embed_tokens"), None);
+    }
 }
