@@ -128,7 +128,13 @@ fn a_gemma_scope_sae_is_labelled_mapped_and_steered_without_training() {
     let experiment = &report["experiments"][0];
     // The feature found by text carries the maximum activation measured by the import's
     // evaluation, and clamping it at twice that moves the model's distribution.
-    assert!(experiment["features"][0]["max_activation"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        experiment["features"][0]["max_activation"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{report}"
+    );
     let clamped = &experiment["effects"][1];
     assert_eq!(clamped["multiple"], 2.0);
     assert!(clamped["kl_neutral"].as_f64().unwrap() > 0.01, "{report}");

@@ -43,12 +43,12 @@ impl Model {
 
     /// [`Model::from_loaded`] with options.
     pub fn from_loaded_with(
-        loaded: LoadedModel,
+        mut loaded: LoadedModel,
         device: &Device,
         options: &ModelOptions,
     ) -> Result<Self, LmError> {
         let int8 = options.int8_on(device);
-        let weights = weights::build(&loaded, device, int8)?;
+        let weights = weights::build(&mut loaded, device, int8)?;
         Ok(Self {
             matmul: if int8 {
                 MatmulKind::Int8

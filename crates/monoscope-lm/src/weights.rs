@@ -133,31 +133,57 @@ impl<'a> Source<'a> {
 }
 
 /// `int8`: also pack every matrix for the integer kernels (see [`crate::MatmulKind`]).
+///
+/// Each block's host tensors are dropped from `loaded` as soon as the block is built, so that
+/// the host copy shrinks while the device copy grows: loading holds about one full f32 copy of
+/// the weights at a time, not two.
 pub(crate) fn build(
-    loaded: &LoadedModel,
+    loaded: &mut LoadedModel,
     device: &Device,
     int8: bool,
 ) -> Result<ModelWeights, LmError> {
-    let c = &loaded.config;
+    let c = loaded.config.clone();
+    let c = &c;
     check_config(c)?;
-    let src = Source {
-        tensors: &loaded.tensors,
-        architecture: c.architecture,
-    };
     let gpt2 = c.architecture == Architecture::Gpt2;
     let d = c.d_model;
+    let architecture = c.architecture;
 
-    let embed = src.get("embed_tokens", &[c.vocab_size, d])?;
-    let embed = upload(embed.data.clone(), [c.vocab_size, d], device);
-    let positions = if gpt2 {
-        let p = src.get("embed_positions", &[c.max_positions, d])?;
-        Some(upload(p.data.clone(), [c.max_positions, d], device))
-    } else {
-        None
+    let (embed, positions) = {
+        let src = Source {
+            tensors: &loaded.tensors,
+            architecture,
+        };
+        let embed = src.get("embed_tokens", &[c.vocab_size, d])?;
+        let embed = upload(embed.data.clone(), [c.vocab_size, d], device);
+        let positions = if gpt2 {
+            let p = src.get("embed_positions", &[c.max_positions, d])?;
+            Some(upload(p.data.clone(), [c.max_positions, d], device))
+        } else {
+            None
+        };
+        (embed, positions)
     };
-    let blocks = (0..c.n_layers)
-        .map(|l| build_block(&src, c, l, device, int8))
-        .collect::<Result<Vec<_>, _>>()?;
+    loaded.tensors.remove("embed_positions");
+    let mut blocks = Vec::with_capacity(c.n_layers);
+    for l in 0..c.n_layers {
+        blocks.push(build_block(
+            &Source {
+                tensors: &loaded.tensors,
+                architecture,
+            },
+            c,
+            l,
+            device,
+            int8,
+        )?);
+        let prefix = format!("layers.{l}.");
+        loaded.tensors.retain(|name, _| !name.starts_with(&prefix));
+    }
+    let src = Source {
+        tensors: &loaded.tensors,
+        architecture,
+    };
     let final_norm = norm(&src, "final_norm", d, c.architecture.layer_norm(), device)?;
     let unembed_host = if c.tied_embeddings {
         src.get("embed_tokens", &[c.vocab_size, d])?
@@ -171,6 +197,7 @@ pub(crate) fn build(
     };
     let unembed_int8 =
         int8.then(|| Arc::new(PackedInt8::from_out_in(&unembed_host.data, c.vocab_size, d)));
+    loaded.tensors.clear();
     Ok(ModelWeights {
         embed,
         positions,
