@@ -158,8 +158,12 @@ fn read_config(g: &GgufFile, arch: &str, architecture: Architecture) -> Result<M
         max_positions,
         norm_eps,
         rope_theta,
-        rope_layout: match architecture {
-            Architecture::Gpt2 => RopeLayout::HalfSplit, // unused: GPT-2 has no RoPE
+        // llama.cpp rotates adjacent pairs for `llama` (its converter permutes Q/K rows to
+        // match) but pairs offset by half the rotated width for `qwen2` (rows as in Hugging
+        // Face): `llama_model_rope_type` in its sources.
+        rope_layout: match arch {
+            "qwen2" => RopeLayout::HalfSplit,
+            _ if architecture == Architecture::Gpt2 => RopeLayout::HalfSplit, // no RoPE at all
             _ => RopeLayout::AdjacentPairs,
         },
         rope_scaling,

@@ -30,6 +30,9 @@ pub struct TinyLlama {
     /// Encoding of the token embedding (and untied head).
     pub embed_type: GgmlType,
     pub seed: u64,
+    /// `general.architecture` and the metadata prefix: `llama` or `qwen2` (whose GGUF files keep
+    /// Hugging Face's half-split RoPE pairs).
+    pub arch: &'static str,
 }
 
 impl Default for TinyLlama {
@@ -48,6 +51,7 @@ impl Default for TinyLlama {
             matrix_type: GgmlType::Q4_1,
             embed_type: GgmlType::Q8_0,
             seed: 1,
+            arch: "llama",
         }
     }
 }
@@ -120,7 +124,7 @@ impl TinyLlama {
         let (tokens, types, merges) = tiny_byte_bpe();
         let vocab = tokens.len();
         let hd = self.d_model / self.n_heads;
-        let a = "llama";
+        let a = self.arch;
         let u = |x: usize| V::U32(x as u32);
         w.add_metadata("general.architecture", V::String(a.into()))
             .add_metadata("general.name", V::String("tiny-llama".into()))

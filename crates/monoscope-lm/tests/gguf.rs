@@ -43,6 +43,28 @@ fn quantised_gguf_llama_matches_reference() {
     check(TinyLlama::default());
 }
 
+/// Regression: a `qwen2` GGUF was read with llama's adjacent RoPE pairs, while llama.cpp (and
+/// its converter, which leaves Qwen2's Q/K rows as Hugging Face has them) pairs dimensions half
+/// the head apart: the model computed other numbers without a word.
+#[test]
+fn a_qwen2_gguf_rotates_half_split_pairs() {
+    let spec = TinyLlama {
+        arch: "qwen2",
+        qkv_bias: true,
+        seed: 5,
+        ..TinyLlama::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qwen2.gguf");
+    spec.write(&path).unwrap();
+    let loaded = monoscope_formats::load_model(&path).unwrap();
+    assert_eq!(
+        loaded.config.rope_layout,
+        monoscope_formats::RopeLayout::HalfSplit
+    );
+    check(spec);
+}
+
 #[test]
 fn quantised_gguf_qwen2_style_untied_matches_reference() {
     check(TinyLlama {
