@@ -224,6 +224,33 @@ impl<'a> Shards<'a> {
             None => Ok(false),
         }
     }
+
+    /// A projection: `{src}.weight` (`[out, in]`, required) to `{dst}.weight` and its
+    /// `{src}.bias` (`[out]`) to `{dst}.bias`, required only with `bias_required`.
+    fn take_linear(
+        &self,
+        sink: &mut TensorSink,
+        src: &str,
+        dst: &str,
+        shape: [usize; 2],
+        bias_required: bool,
+    ) -> Result<()> {
+        self.take(
+            sink,
+            &format!("{src}.weight"),
+            format!("{dst}.weight"),
+            &shape,
+            true,
+        )?;
+        self.take(
+            sink,
+            &format!("{src}.bias"),
+            format!("{dst}.bias"),
+            &[shape[0]],
+            bias_required,
+        )?;
+        Ok(())
+    }
 }
 
 /// Where a Llama-like family keeps its per-block tensors (after the `layers.{L}.` prefix).
@@ -327,36 +354,22 @@ fn load_llama(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result
             sink.put_split_qkv(&fused_qkv, l, "weight", [q_rows, kv_rows, kv_rows], w)?;
         } else {
             for (p, rows) in [("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)] {
-                st.take(
+                st.take_linear(
                     sink,
-                    &src(&format!("self_attn.{p}.weight")),
-                    dst(&format!("{p}.weight")),
-                    &[rows, d],
-                    true,
-                )?;
-                st.take(
-                    sink,
-                    &src(&format!("self_attn.{p}.bias")),
-                    dst(&format!("{p}.bias")),
-                    &[rows],
+                    &src(&format!("self_attn.{p}")),
+                    &dst(p),
+                    [rows, d],
                     false,
                 )?;
             }
         }
-        st.take(
-            sink,
-            &src("self_attn.o_proj.weight"),
-            dst("o_proj.weight"),
-            &[d, q_rows],
-            true,
-        )?;
         // `attention_bias` (Llama) also puts a bias on o_proj; `mlp_bias` on all three MLP
         // projections. Taken whenever the file has them, so none is dropped.
-        st.take(
+        st.take_linear(
             sink,
-            &src("self_attn.o_proj.bias"),
-            dst("o_proj.bias"),
-            &[d],
+            &src("self_attn.o_proj"),
+            &dst("o_proj"),
+            [d, q_rows],
             false,
         )?;
         let fused_gate_up = src("mlp.gate_up_proj.weight");
@@ -382,20 +395,7 @@ fn load_llama(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result
             ][..]
         };
         for (p, shape) in mlp {
-            st.take(
-                sink,
-                &src(&format!("mlp.{p}.weight")),
-                dst(&format!("{p}.weight")),
-                shape,
-                true,
-            )?;
-            st.take(
-                sink,
-                &src(&format!("mlp.{p}.bias")),
-                dst(&format!("{p}.bias")),
-                &[shape[0]],
-                false,
-            )?;
+            st.take_linear(sink, &src(&format!("mlp.{p}")), &dst(p), *shape, false)?;
         }
     }
     norm(sink, "norm.weight", "final_norm.weight".into(), d)?;
@@ -462,20 +462,7 @@ fn load_neox(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result<
             ("mlp.dense_h_to_4h", "up_proj", [ff, d]),
             ("mlp.dense_4h_to_h", "down_proj", [d, ff]),
         ] {
-            st.take(
-                sink,
-                &src(&format!("{s}.weight")),
-                dst(&format!("{n}.weight")),
-                &shape,
-                true,
-            )?;
-            st.take(
-                sink,
-                &src(&format!("{s}.bias")),
-                dst(&format!("{n}.bias")),
-                &[shape[0]],
-                true,
-            )?;
+            st.take_linear(sink, &src(s), &dst(n), shape, true)?;
         }
     }
     for p in ["weight", "bias"] {
