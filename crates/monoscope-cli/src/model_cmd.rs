@@ -149,6 +149,11 @@ fn info(model: &Model) -> anyhow::Result<ExitCode> {
     println!("tied head     {}", c.tied_embeddings);
     println!("bos / eos     {:?} / {:?}", c.bos_token_id, c.eos_token_ids);
     println!("block         {:?}", c.block);
+    println!(
+        "weights       {:.2} GB in memory ({:?} arithmetic)",
+        model.weight_bytes() as f64 / 1e9,
+        model.matmul_kind()
+    );
     let hooks = model.hook_names();
     println!(
         "hooks         {} (every block L in 0..={} has each blocks.L hook below)",

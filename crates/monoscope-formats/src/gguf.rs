@@ -9,10 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use half::{bf16, f16};
 use memmap2::Mmap;
 
 use crate::error::{FormatError, Result};
-use crate::model::HostTensor;
+
+use crate::model::{HostData, HostTensor};
 use crate::quant::{GgmlType, dequantize};
 
 /// The four bytes every GGUF file starts with.
@@ -298,6 +300,31 @@ impl GgufFile {
         let t = &self.tensors[self.index[name]];
         let mut data = vec![0f32; t.n_elements() as usize];
         dequantize(t.ggml_type, bytes, &mut data);
+        Ok(HostTensor::f32(t.shape(), data))
+    }
+
+    /// A tensor as the model keeps it: F16 and BF16 in their own type (exact and half the
+    /// size), every other type dequantised to f32.
+    pub fn tensor_host(&self, name: &str) -> Result<HostTensor> {
+        let t = &self.tensors[*self
+            .index
+            .get(name)
+            .ok_or_else(|| FormatError::MissingTensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+            })?];
+        let pairs = || self.tensor_bytes(name).map(|b| b.chunks_exact(2));
+        let data = match t.ggml_type {
+            GgmlType::F16 => {
+                HostData::F16(pairs()?.map(|c| f16::from_le_bytes([c[0], c[1]])).collect())
+            }
+            GgmlType::BF16 => HostData::Bf16(
+                pairs()?
+                    .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            _ => return self.tensor_f32(name),
+        };
         Ok(HostTensor {
             shape: t.shape(),
             data,

@@ -228,7 +228,7 @@ fn rope_scaling(g: &GgufFile, arch: &str, head_dim: usize) -> Result<Option<Rope
             actual: info.shape(),
         });
     }
-    let divisors = g.tensor_f32("rope_freqs.weight")?.data;
+    let divisors = g.tensor_f32("rope_freqs.weight")?.to_f32();
     if let Some(d) = divisors.iter().find(|d| !(**d > 0.0 && d.is_finite())) {
         return Err(g.bad_value(
             "rope_freqs.weight",
@@ -240,7 +240,7 @@ fn rope_scaling(g: &GgufFile, arch: &str, head_dim: usize) -> Result<Option<Rope
     }))
 }
 
-/// Dequantise `src` into `sink` as `dst` after checking its shape. Absent and not `required`:
+/// Read `src` into `sink` as `dst` after checking its shape. Absent and not `required`:
 /// `Ok(false)`.
 fn take(
     g: &GgufFile,
@@ -259,7 +259,7 @@ fn take(
     };
     // Check before dequantising so a wrong file fails fast.
     sink.check(src, shape, &info.shape())?;
-    let t = g.tensor_f32(src)?;
+    let t = g.tensor_host(src)?;
     sink.put(src, dst, shape, t)?;
     Ok(true)
 }
@@ -318,11 +318,11 @@ fn load_tensors(g: &GgufFile, c: &mut ModelConfig, sink: &mut TensorSink) -> Res
         let qkv = src("attn_qkv.weight");
         if g.tensor_info(&qkv).is_some() {
             let rows = [q_rows, kv_rows, kv_rows];
-            let t = g.tensor_f32(&qkv)?;
+            let t = g.tensor_host(&qkv)?;
             sink.put_split_qkv(&qkv, l, "weight", rows, t)?;
             let qkv_b = src("attn_qkv.bias");
             if g.tensor_info(&qkv_b).is_some() {
-                let t = g.tensor_f32(&qkv_b)?;
+                let t = g.tensor_host(&qkv_b)?;
                 sink.put_split_qkv(&qkv_b, l, "bias", rows, t)?;
             } else if gpt2 {
                 return Err(sink.missing(&qkv_b));

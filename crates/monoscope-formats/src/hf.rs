@@ -16,7 +16,9 @@ use serde_json::Value;
 use crate::error::{FormatError, Result};
 use crate::hf_config::parse_config;
 use crate::loader::{TensorSink, sha256_files, transpose};
-use crate::model::{Architecture, HostTensor, LoadedModel, ModelConfig, NormPlacement, QkNorm};
+use crate::model::{
+    Architecture, HostData, HostTensor, LoadedModel, ModelConfig, NormPlacement, QkNorm,
+};
 use crate::tokenizer::Tokenizer;
 
 /// Load a Hugging Face model directory.
@@ -162,7 +164,7 @@ impl<'a> Shards<'a> {
             .find(|n| self.by_name.contains_key(n))
     }
 
-    /// Read `name` (resolved) as f32, checking its stored shape against `expected`.
+    /// Read `name` (resolved) in its stored float type, checking its stored shape against `expected`.
     fn get(&self, sink: &TensorSink, name: &str, expected: &[usize]) -> Result<Option<HostTensor>> {
         let Some(full) = self.resolve(name) else {
             return Ok(None);
@@ -174,19 +176,22 @@ impl<'a> Shards<'a> {
         })?;
         sink.check(&full, expected, view.shape())?;
         let b = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => b
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => b
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let data = match view.dtype() {
+            Dtype::F32 => HostData::F32(
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            Dtype::F16 => HostData::F16(
+                b.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            Dtype::BF16 => HostData::Bf16(
+                b.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
             other => {
                 return Err(FormatError::UnsupportedDtype {
                     path: path.clone(),
@@ -295,10 +300,14 @@ fn load_llama(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result
         c.architecture,
         Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3
     );
-    let norm_offset = if gemma { 1.0 } else { 0.0 };
     let norm = |sink: &mut TensorSink, src: &str, dst: String, len: usize| -> Result<()> {
-        let mut t = st.require(sink, src, &[len])?;
-        t.data.iter_mut().for_each(|w| *w += norm_offset);
+        let t = st.require(sink, src, &[len])?;
+        let t = if gemma {
+            let w = t.to_f32().iter().map(|w| w + 1.0).collect();
+            HostTensor::f32(t.shape, w)
+        } else {
+            t
+        };
         sink.tensors.insert(dst, t);
         Ok(())
     };
@@ -376,13 +385,13 @@ fn load_llama(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result
         let mlp = if st.resolve(&fused_gate_up).is_some() {
             // Phi-3: one [gate | up] projection.
             let w = st.require(sink, &fused_gate_up, &[2 * c.d_ff, d])?;
-            let (gate, up) = w.data.split_at(c.d_ff * d);
-            for (name, part) in [("gate_proj", gate), ("up_proj", up)] {
+            let half = c.d_ff * d;
+            for (name, part) in [("gate_proj", 0..half), ("up_proj", half..2 * half)] {
                 sink.tensors.insert(
                     dst(&format!("{name}.weight")),
                     HostTensor {
                         shape: vec![c.d_ff, d],
-                        data: part.to_vec(),
+                        data: w.data.slice(part),
                     },
                 );
             }
@@ -494,16 +503,15 @@ fn per_head_qkv_to_blocks(
     cols: usize,
 ) -> HostTensor {
     let chunk = head_dim * cols;
-    let mut data = Vec::with_capacity(t.data.len());
-    for part in 0..3 {
-        for head in 0..heads {
+    let ranges = (0..3).flat_map(|part| {
+        (0..heads).map(move |head| {
             let start = (head * 3 + part) * chunk;
-            data.extend_from_slice(&t.data[start..start + chunk]);
-        }
-    }
+            start..start + chunk
+        })
+    });
     HostTensor {
         shape: t.shape.clone(),
-        data,
+        data: t.data.gather(ranges),
     }
 }
 

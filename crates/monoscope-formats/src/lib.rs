@@ -1,9 +1,11 @@
 //! Model checkpoints in the formats users already have, loaded into one format-neutral
-//! [`LoadedModel`]: hyper-parameters, f32 weights under canonical names, and the tokenizer.
+//! [`LoadedModel`]: hyper-parameters, weights under canonical names in their stored float type,
+//! and the tokenizer.
 //!
 //! - [`load_model`]: the entry point; a GGUF file (recognised by its magic) or a Hugging Face
 //!   directory (`config.json` + safetensors).
-//! - [`model`]: the neutral types and the canonical tensor-name table.
+//! - [`model`]: the neutral types and the canonical tensor-name table; [`host_tensor`]: a
+//!   weight in the checkpoint's own element type.
 //! - [`gguf`], [`quant`]: the GGUF container and ggml block formats (reader and dequantisers);
 //!   [`gguf_write`]: a small writer used to build test models in the real format.
 //! - [`gguf_model`], [`hf`]: the two loaders.
@@ -19,6 +21,7 @@ pub mod gguf_tokenizer;
 pub mod gguf_write;
 pub mod hf;
 mod hf_config;
+pub mod host_tensor;
 mod loader;
 pub mod model;
 pub mod quant;
@@ -34,8 +37,8 @@ pub use gguf_model::load_gguf;
 pub use gguf_write::GgufWriter;
 pub use hf::load_hf_dir;
 pub use model::{
-    Architecture, BlockConfig, HostTensor, LoadedModel, MlpActivation, ModelConfig, NormPlacement,
-    QkNorm, RopeLayout, RopeScaling,
+    Architecture, BlockConfig, HostData, HostTensor, LoadedModel, MlpActivation, ModelConfig,
+    NormPlacement, QkNorm, RopeLayout, RopeScaling,
 };
 pub use quant::GgmlType;
 pub use tokenizer::Tokenizer;

@@ -75,7 +75,7 @@ impl TensorSink {
         for (name, r) in ["q_proj", "k_proj", "v_proj"].into_iter().zip(rows) {
             let mut shape = t.shape.clone();
             shape[0] = r;
-            let data = t.data[start * cols..(start + r) * cols].to_vec();
+            let data = t.data.slice(start * cols..(start + r) * cols);
             start += r;
             self.tensors.insert(
                 format!("layers.{layer}.{name}.{suffix}"),
@@ -91,21 +91,9 @@ pub(crate) fn transpose(t: HostTensor) -> HostTensor {
     let [rows, cols] = t.shape[..] else {
         return t;
     };
-    let mut data = vec![0f32; t.data.len()];
-    // Blocked so both sides stay in cache on 50k×768 embeddings.
-    const B: usize = 64;
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    data[c * rows + r] = t.data[r * cols + c];
-                }
-            }
-        }
-    }
     HostTensor {
         shape: vec![cols, rows],
-        data,
+        data: t.data.transposed(rows, cols),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The format-neutral description of a transformer checkpoint: its hyper-parameters and its
-//! weights under canonical names, already dequantised to f32.
+//! weights under canonical names, in the file's own float type (f32, f16 or bf16;
+//! quantised GGUF types dequantised to f32).
 //!
 //! Every loader (GGUF, Hugging Face directory) produces a [`LoadedModel`]; the model crate builds
 //! its burn modules from nothing else. Canonical names follow the Hugging Face Llama layout so that
@@ -233,12 +234,7 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
 }
 
-/// One weight matrix or vector, dequantised to f32, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostTensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
+pub use crate::host_tensor::{HostData, HostTensor};
 
 /// A checkpoint ready to be turned into a model: its config, its tensors under canonical names,
 /// its tokenizer, and where it came from.

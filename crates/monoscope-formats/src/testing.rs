@@ -160,7 +160,7 @@ impl TinyLlama {
                     rng.vec(n, 0.5)
                 };
                 w.add_tensor(gguf, &shape, ty, &data)?;
-                orig.insert(canon, HostTensor { shape, data });
+                orig.insert(canon, HostTensor::f32(shape, data));
                 Result::Ok(())
             };
         let (d, q, kv, ff) = (

@@ -58,7 +58,7 @@ fn tiny_llama_loads_back() {
         } else {
             0.5 / 15.0 * 1.01
         };
-        for (i, (a, b)) in got.data.iter().zip(&want.data).enumerate() {
+        for (i, (a, b)) in got.to_f32().iter().zip(&want.to_f32()).enumerate() {
             assert!((a - b).abs() <= tol, "{name}[{i}]: {a} vs {b}");
         }
     }
@@ -104,8 +104,8 @@ fn untied_f16_model_has_lm_head() {
     assert!(!m.config.tied_embeddings);
     assert_eq!(m.tensors["lm_head.weight"], orig["lm_head.weight"]);
     let (a, b) = (
-        &m.tensors["layers.1.up_proj.weight"].data,
-        &orig["layers.1.up_proj.weight"].data,
+        &m.tensors["layers.1.up_proj.weight"].to_f32(),
+        &orig["layers.1.up_proj.weight"].to_f32(),
     );
     assert!(
         a.iter()
@@ -157,12 +157,12 @@ fn every_metadata_type_round_trips() {
         vec![32, 2],
         "GGUF dims are innermost first"
     );
-    assert_eq!(g.tensor_f32("a").unwrap().data, vec![1.0, 2.0, 3.0]);
+    assert_eq!(g.tensor_f32("a").unwrap().to_f32(), vec![1.0, 2.0, 3.0]);
     assert_eq!(g.tensor_f32("b").unwrap().shape, vec![2, 32]);
     assert!(
         g.tensor_f32("b")
             .unwrap()
-            .data
+            .to_f32()
             .iter()
             .all(|&v| (v - 0.25).abs() < 1e-3)
     );
@@ -229,9 +229,9 @@ fn gpt2_gguf_splits_fused_qkv() {
     for (k, name) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
         let t = &m.tensors[&format!("layers.0.{name}.weight")];
         assert_eq!(t.shape, vec![d, d]);
-        assert_eq!(t.data[..], qkv[k * d * d..(k + 1) * d * d]);
+        assert_eq!(t.to_f32()[..], qkv[k * d * d..(k + 1) * d * d]);
         let b = &m.tensors[&format!("layers.0.{name}.bias")];
-        assert_eq!(b.data[..], qkv_b[k * d..(k + 1) * d]);
+        assert_eq!(b.to_f32()[..], qkv_b[k * d..(k + 1) * d]);
     }
     assert_eq!(m.tensors["embed_positions"].shape, vec![ctx, d]);
     assert!(m.tensors.contains_key("final_norm.bias"));

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use half::bf16;
 use monoscope_formats::testing::{TinyLlama, XorShift};
-use monoscope_formats::{Architecture, ChatMessage, RopeLayout, load_model};
+use monoscope_formats::{Architecture, ChatMessage, HostData, RopeLayout, load_model};
 use safetensors::{Dtype, tensor::TensorView};
 
 type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -163,7 +163,9 @@ fn llama_bf16_in_two_shards() {
         let got = &m.tensors[canon];
         assert_eq!(&got.shape, shape, "{canon}");
         let want: Vec<f32> = vals.iter().map(|v| bf16::from_f32(*v).to_f32()).collect();
-        assert_eq!(got.data, want, "{canon}");
+        assert_eq!(got.to_f32(), want, "{canon}");
+        // Kept in the file's bf16, not widened at load (half the memory).
+        assert!(matches!(got.data, HostData::Bf16(_)), "{canon}");
     }
     assert_eq!(m.tokenizer.encode(" the", false).unwrap().len(), 1);
     assert_eq!(
@@ -222,7 +224,7 @@ fn gpt2_conv1d_is_transposed_and_split() {
     assert!(m.config.tied_embeddings);
     let at = |name: &str, r: usize, c: usize| {
         let x = &m.tensors[name];
-        x.data[r * x.shape[1] + c]
+        x.to_f32()[r * x.shape[1] + c]
     };
     let (_, c_attn) = &t["transformer.h.0.attn.c_attn.weight"]; // [in = dm, out = 3 dm]
     for (k, name) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
@@ -235,7 +237,7 @@ fn gpt2_conv1d_is_transposed_and_split() {
                 "{w}[{o}][{i}]"
             );
         }
-        let b = &m.tensors[&format!("layers.0.{name}.bias")].data;
+        let b = &m.tensors[&format!("layers.0.{name}.bias")].to_f32();
         assert_eq!(
             b[..],
             t["transformer.h.0.attn.c_attn.bias"].1[k * dm..(k + 1) * dm]
@@ -248,11 +250,11 @@ fn gpt2_conv1d_is_transposed_and_split() {
     assert_eq!(m.tensors["layers.0.down_proj.weight"].shape, vec![dm, ff]);
     assert_eq!(at("layers.0.down_proj.weight", 6, 25), proj[25 * dm + 6]);
     assert_eq!(
-        m.tensors["embed_positions"].data,
+        m.tensors["embed_positions"].to_f32(),
         t["transformer.wpe.weight"].1
     );
     assert_eq!(
-        m.tensors["final_norm.bias"].data,
+        m.tensors["final_norm.bias"].to_f32(),
         t["transformer.ln_f.bias"].1
     );
 }

@@ -83,16 +83,16 @@ fn dequant_matches_raw_blocks() {
     let g = GgufFile::open(&p).unwrap();
     // Q8_0 embedding, row 9000: block = 2-byte f16 scale + 32 int8.
     let raw = g.tensor_bytes("token_embd.weight").unwrap();
-    let e = &m.tensors["embed_tokens"];
+    let e = &m.tensors["embed_tokens"].to_f32();
     for col in 0..576 {
         let i = 9000 * 576 + col;
         let blk = &raw[(i / 32) * 34..];
         let want = f16(blk) * f32::from(blk[2 + i % 32] as i8);
-        assert_eq!(e.data[i], want, "embed[9000][{col}]");
+        assert_eq!(e[i], want, "embed[9000][{col}]");
     }
     // Q4_1 q_proj of layer 3, row 100: block = f16 d, f16 m, 16 bytes of nibble pairs.
     let raw = g.tensor_bytes("blk.3.attn_q.weight").unwrap();
-    let q = &m.tensors["layers.3.q_proj.weight"];
+    let q = &m.tensors["layers.3.q_proj.weight"].to_f32();
     for col in 0..576 {
         let i = 100 * 576 + col;
         let blk = &raw[(i / 32) * 20..];
@@ -100,13 +100,13 @@ fn dequant_matches_raw_blocks() {
         let byte = blk[4 + j % 16];
         let nib = if j < 16 { byte & 15 } else { byte >> 4 };
         let want = f16(blk) * f32::from(nib) + f16(&blk[2..]);
-        assert_eq!(q.data[i], want, "q_proj[100][{col}]");
+        assert_eq!(q[i], want, "q_proj[100][{col}]");
     }
     // F32 norm copied verbatim.
     let raw = g.tensor_bytes("blk.7.ffn_norm.weight").unwrap();
-    let n = &m.tensors["layers.7.mlp_norm.weight"];
+    let n = &m.tensors["layers.7.mlp_norm.weight"].to_f32();
     for (k, c) in raw.chunks_exact(4).enumerate() {
-        assert_eq!(n.data[k], f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        assert_eq!(n[k], f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
     }
 }
 

@@ -229,7 +229,7 @@ impl Model {
 
         let ids: Vec<i32> = batch.ids().iter().map(|&id| id as i32).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
-        let mut x = embedding(self.weights.embed.clone(), ids);
+        let mut x = crate::linear::widen(embedding(self.weights.embed.clone(), ids));
         if let Some(m) = c.block.embedding_multiplier {
             x = x * m;
         }

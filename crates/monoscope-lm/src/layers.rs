@@ -256,7 +256,7 @@ pub(crate) fn mlp_block(
 ) -> Result<Tensor<3>, LmError> {
     let [b, t, d] = x.dims();
     let mut hidden = w.up.forward(x.reshape([b * t, d]));
-    let ff = w.down.w.dims()[0];
+    let [ff, _] = w.down.dims();
     let pre = HookName::new(HookPoint::MlpPre(layer));
     if hooks.active(&pre) {
         // The gate half of a gated MLP's fused projection, or the whole up projection.

@@ -9,7 +9,7 @@ use monoscope_formats::{
 };
 
 use crate::layers::NormKind;
-use crate::weights::{self, ModelWeights};
+use crate::weights::{self, ModelWeights, Unembedding};
 use crate::{HookName, HookPoint, LmError, MatmulKind, ModelOptions};
 
 /// A transformer language model (any [`monoscope_formats::Architecture`]) ready to run.
@@ -144,21 +144,22 @@ impl Model {
     pub fn residual_direction(&self, hook: &HookName, directions: Tensor<2>) -> Option<Tensor<2>> {
         let block = |l: usize| self.weights.blocks.get(l);
         match hook.point() {
-            HookPoint::Z(l) => Some(directions.matmul(block(l)?.o.w.clone())),
-            HookPoint::MlpPost(l) => Some(directions.matmul(block(l)?.down.w.clone())),
+            HookPoint::Z(l) => Some(directions.matmul(block(l)?.o.weight_f32())),
+            HookPoint::MlpPost(l) => Some(directions.matmul(block(l)?.down.weight_f32())),
             HookPoint::Q(_) | HookPoint::K(_) | HookPoint::V(_) | HookPoint::MlpPre(_) => None,
             _ => Some(directions),
         }
     }
 
-    /// The token embedding matrix `[vocab, d_model]`.
-    pub fn embedding_matrix(&self) -> Tensor<2> {
-        self.weights.embed.clone()
+    /// Bytes the model's weights occupy on its device: 2 per parameter for a bf16 or f16
+    /// checkpoint and for int8 (packed as 16-bit lanes), 4 for f32.
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.bytes()
     }
 
-    /// The unembedding matrix `[vocab, d_model]` (the embedding itself when tied).
-    pub fn unembedding_matrix(&self) -> Tensor<2> {
-        self.weights.unembed.clone()
+    /// The token embedding matrix `[vocab, d_model]`, in f32.
+    pub fn embedding_matrix(&self) -> Tensor<2> {
+        crate::linear::widen(self.weights.embed.clone())
     }
 
     /// Logits `[batch, seq, vocab]` of residual-stream vectors `[batch, seq, d_model]` through
@@ -172,9 +173,9 @@ impl Model {
     pub(crate) fn unembed(&self, normalized: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = normalized.dims();
         let x = crate::layers::scale(normalized, &self.weights.final_norm).reshape([b * t, d]);
-        let logits = match &self.weights.unembed_int8 {
-            Some(packed) => crate::linear::int8_product(x, packed),
-            None => x.matmul(self.weights.unembed.clone().transpose()),
+        let logits = match &self.weights.unembed {
+            Unembedding::Int8(packed) => crate::linear::int8_product(x, packed),
+            Unembedding::Dense(m) => crate::linear::matmul_output_major(x, m),
         };
         let logits = match self.config.block.final_logit_softcap {
             Some(cap) => (logits / cap).tanh() * cap,

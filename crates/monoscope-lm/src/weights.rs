@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 use monoscope_formats::{
-    Architecture, HostTensor, LoadedModel, ModelConfig, NormPlacement, QkNorm, RopeLayout,
+    Architecture, HostData, HostTensor, LoadedModel, ModelConfig, NormPlacement, QkNorm, RopeLayout,
 };
 
 use crate::LmError;
 use crate::int8::PackedInt8;
-use crate::linear::Linear;
+use crate::linear::{Linear, tensor_bytes, upload};
 
 /// One norm's parameters (RMSNorm when `bias` is `None` and the model is Llama-family).
 #[derive(Debug, Clone)]
@@ -55,17 +55,61 @@ pub(crate) struct BlockWeights {
 
 #[derive(Debug, Clone)]
 pub(crate) struct ModelWeights {
-    /// `[vocab, d_model]`.
+    /// `[vocab, d_model]`, in the checkpoint's float type.
     pub embed: Tensor<2>,
     /// `[max_positions, d_model]`, GPT-2 only.
     pub positions: Option<Tensor<2>>,
     pub blocks: Vec<BlockWeights>,
     pub final_norm: NormWeights,
-    /// `[vocab, d_model]`: the embedding itself when tied. Multiplied through a transposed
-    /// view, which burn's CPU matmul reads with strides instead of copying.
-    pub unembed: Tensor<2>,
-    /// The unembedding packed for the int8 kernels, when the model runs them.
-    pub unembed_int8: Option<Arc<PackedInt8>>,
+    pub unembed: Unembedding,
+    /// Whether `unembed` is the embedding itself.
+    pub tied: bool,
+}
+
+impl ModelWeights {
+    /// Bytes held by every weight, a tied unembedding counted once.
+    pub fn bytes(&self) -> usize {
+        let norm =
+            |n: &NormWeights| tensor_bytes(&n.weight) + n.bias.as_ref().map_or(0, tensor_bytes);
+        let norms = |n: &Option<NormWeights>| n.as_ref().map_or(0, norm);
+        let vector = |v: &Option<Tensor<1>>| v.as_ref().map_or(0, tensor_bytes);
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                norms(&b.attn_norm)
+                    + norms(&b.post_attn_norm)
+                    + norms(&b.mlp_norm)
+                    + norms(&b.post_mlp_norm)
+                    + vector(&b.q_norm)
+                    + vector(&b.k_norm)
+                    + b.qkv.bytes()
+                    + b.o.bytes()
+                    + b.up.bytes()
+                    + b.down.bytes()
+            })
+            .sum();
+        let unembed = match &self.unembed {
+            Unembedding::Int8(p) => p.bytes(),
+            Unembedding::Dense(_) if self.tied => 0,
+            Unembedding::Dense(m) => tensor_bytes(m),
+        };
+        tensor_bytes(&self.embed)
+            + self.positions.as_ref().map_or(0, tensor_bytes)
+            + blocks
+            + norm(&self.final_norm)
+            + unembed
+    }
+}
+
+/// The unembedding `[vocab, d_model]`, output-major.
+#[derive(Debug, Clone)]
+pub(crate) enum Unembedding {
+    /// In the checkpoint's float type (the embedding itself when tied), multiplied by
+    /// `linear::matmul_output_major`.
+    Dense(Box<Tensor<2>>),
+    /// Packed for the int8 kernels when the model runs them; no float copy is kept.
+    Int8(Arc<PackedInt8>),
 }
 
 /// Checks the configuration for the things the forward pass relies on.
@@ -158,7 +202,7 @@ pub(crate) fn build(
         let embed = upload(embed.data.clone(), [c.vocab_size, d], device);
         let positions = if gpt2 {
             let p = src.get("embed_positions", &[c.max_positions, d])?;
-            Some(upload(p.data.clone(), [c.max_positions, d], device))
+            Some(upload(p.to_f32().into(), [c.max_positions, d], device))
         } else {
             None
         };
@@ -190,13 +234,18 @@ pub(crate) fn build(
     } else {
         src.get("lm_head.weight", &[c.vocab_size, d])?
     };
-    let unembed = if c.tied_embeddings {
-        embed.clone()
+    let unembed = if int8 {
+        let w = unembed_host.to_f32();
+        Unembedding::Int8(Arc::new(PackedInt8::from_out_in(&w, c.vocab_size, d)))
+    } else if c.tied_embeddings {
+        Unembedding::Dense(Box::new(embed.clone()))
     } else {
-        upload(unembed_host.data.clone(), [c.vocab_size, d], device)
+        Unembedding::Dense(Box::new(upload(
+            unembed_host.data.clone(),
+            [c.vocab_size, d],
+            device,
+        )))
     };
-    let unembed_int8 =
-        int8.then(|| Arc::new(PackedInt8::from_out_in(&unembed_host.data, c.vocab_size, d)));
     loaded.tensors.clear();
     Ok(ModelWeights {
         embed,
@@ -204,7 +253,7 @@ pub(crate) fn build(
         blocks,
         final_norm,
         unembed,
-        unembed_int8,
+        tied: c.tied_embeddings,
     })
 }
 
@@ -235,37 +284,32 @@ fn build_block(
     let kb = src.opt(&p("k_proj.bias"), &[kv_out])?;
     let vb = src.opt(&p("v_proj.bias"), &[kv_out])?;
     let b_qkv = if qb.is_some() || kb.is_some() || vb.is_some() {
-        let or_zero = |t: Option<&HostTensor>, n: usize| t.map_or(vec![0.0; n], |t| t.data.clone());
+        let or_zero = |t: Option<&HostTensor>, n: usize| {
+            t.map_or(HostData::F32(vec![0.0; n]), |t| t.data.clone())
+        };
         let (mut qb, mut kb) = (or_zero(qb, q_out), or_zero(kb, kv_out));
         if permute {
             qb = adjacent_to_half_split(&qb, c.head_dim, 1);
             kb = adjacent_to_half_split(&kb, c.head_dim, 1);
         }
-        Some([qb, kb, or_zero(vb, kv_out)].concat())
+        Some([qb.into_f32(), kb.into_f32(), or_zero(vb, kv_out).into_f32()].concat())
     } else {
         None
     };
-    let qkv = Linear::new(
-        transpose(&[&q, &k, v], qkv_out, d),
-        d,
-        qkv_out,
-        b_qkv,
-        int8,
-        device,
-    );
+    let qkv = Linear::new(stack(&[&q, &k, v], d)?, [d, qkv_out], b_qkv, int8, device);
 
     let o = src.get(&p("o_proj.weight"), &[d, q_out])?;
     let b_o = bias(src, &p("o_proj.bias"), d)?;
-    let o = Linear::new(transpose(&[&o.data], d, q_out), q_out, d, b_o, int8, device);
+    let o = Linear::new(stack(&[&o.data], q_out)?, [q_out, d], b_o, int8, device);
 
     let ff = c.d_ff;
     let up = src.get(&p("up_proj.weight"), &[ff, d])?;
     let up = if !c.block.mlp.gated() {
         let b = bias(src, &p("up_proj.bias"), ff)?;
-        Linear::new(transpose(&[&up.data], ff, d), d, ff, b, int8, device)
+        Linear::new(stack(&[&up.data], d)?, [d, ff], b, int8, device)
     } else {
         let gate = src.get(&p("gate_proj.weight"), &[ff, d])?;
-        let w = transpose(&[&gate.data, &up.data], 2 * ff, d);
+        let w = stack(&[&gate.data, &up.data], d)?;
         let (b_gate, b_up) = (
             bias(src, &p("gate_proj.bias"), ff)?,
             bias(src, &p("up_proj.bias"), ff)?,
@@ -277,11 +321,11 @@ fn build_block(
             ]
             .concat()
         });
-        Linear::new(w, d, 2 * ff, b, int8, device)
+        Linear::new(w, [d, 2 * ff], b, int8, device)
     };
     let down = src.get(&p("down_proj.weight"), &[d, ff])?;
     let b_down = bias(src, &p("down_proj.bias"), d)?;
-    let down = Linear::new(transpose(&[&down.data], d, ff), ff, d, b_down, int8, device);
+    let down = Linear::new(stack(&[&down.data], ff)?, [ff, d], b_down, int8, device);
 
     let pre = c.block.norm_placement != NormPlacement::Post;
     let post = c.block.norm_placement != NormPlacement::Pre;
@@ -300,7 +344,7 @@ fn build_block(
             return Ok(None);
         }
         let t = src.get(&p(name), &[len])?;
-        Ok(Some(upload(t.data.clone(), [len], device)))
+        Ok(Some(upload(t.to_f32().into(), [len], device)))
     };
     Ok(BlockWeights {
         attn_norm: optional_norm("attn_norm", pre)?,
@@ -326,55 +370,48 @@ fn norm(
     let w = src.get(&format!("{prefix}.weight"), &[d])?;
     let bias = if with_bias {
         let b = src.get(&format!("{prefix}.bias"), &[d])?;
-        Some(upload(b.data.clone(), [d], device))
+        Some(upload(b.to_f32().into(), [d], device))
     } else {
         None
     };
     Ok(NormWeights {
-        weight: upload(w.data.clone(), [d], device),
+        weight: upload(w.to_f32().into(), [d], device),
         bias,
     })
 }
 
 fn bias(src: &Source<'_>, name: &str, n: usize) -> Result<Option<Vec<f32>>, LmError> {
-    Ok(src.opt(name, &[n])?.map(|t| t.data.clone()))
+    Ok(src.opt(name, &[n])?.map(|t| t.to_f32()))
 }
 
-fn upload<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(data, shape), device)
-}
-
-/// Stacks `[out_i, cols]` row blocks into one `[sum out_i, cols]` matrix and returns its
-/// transpose `[cols, rows]`.
-fn transpose(parts: &[&Vec<f32>], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0f32; rows * cols];
-    let mut r0 = 0;
-    for part in parts {
-        let n = part.len() / cols;
-        for r in 0..n {
-            for (c, &x) in part[r * cols..(r + 1) * cols].iter().enumerate() {
-                t[c * rows + r0 + r] = x;
-            }
-        }
-        r0 += n;
+/// Stacks `[out_i, cols]` row blocks into one `[Σ out_i, cols]` matrix and returns its
+/// transpose `[cols, Σ out_i]`, in the parts' float type; parts of different float types
+/// (a checkpoint mixing them within one projection) are widened to f32 together.
+fn stack(parts: &[&HostData], cols: usize) -> Result<HostData, LmError> {
+    if let Some(t) = HostData::stack_transposed(parts, cols) {
+        return Ok(t);
     }
-    t
+    let wide: Vec<HostData> = parts.iter().map(|p| p.to_f32().into()).collect();
+    let wide: Vec<&HostData> = wide.iter().collect();
+    HostData::stack_transposed(&wide, cols)
+        .ok_or_else(|| LmError::Config("a fused projection has no parts".into()))
 }
 
 /// Reorders each head's rows from RoPE pairs (2i, 2i+1) to pairs (i, i + head_dim/2): new row
 /// `i` takes old row `2i`, new row `i + head_dim/2` takes old row `2i + 1`. `cols` is the row
 /// length (1 for a bias vector).
-pub(crate) fn adjacent_to_half_split(rows: &[f32], head_dim: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn adjacent_to_half_split(rows: &HostData, head_dim: usize, cols: usize) -> HostData {
     let half = head_dim / 2;
-    let mut out = vec![0.0f32; rows.len()];
-    for head in 0..rows.len() / (head_dim * cols) {
-        let base = head * head_dim;
-        for i in 0..half {
-            for (new, old) in [(i, 2 * i), (i + half, 2 * i + 1)] {
-                let (dst, src) = ((base + new) * cols, (base + old) * cols);
-                out[dst..dst + cols].copy_from_slice(&rows[src..src + cols]);
-            }
-        }
-    }
-    out
+    let heads = rows.len() / (head_dim * cols);
+    rows.gather((0..heads).flat_map(move |head| {
+        (0..head_dim).map(move |new| {
+            let old = if new < half {
+                2 * new
+            } else {
+                2 * (new - half) + 1
+            };
+            let start = (head * head_dim + old) * cols;
+            start..start + cols
+        })
+    }))
 }

@@ -143,7 +143,7 @@ fn rope_layouts_give_identical_outputs_for_permuted_weights() {
         let is_qk = ["q_proj", "k_proj"].iter().any(|p| name.contains(p));
         if is_qk {
             let cols = if t.shape.len() == 2 { t.shape[1] } else { 1 };
-            t.data = hf_to_gguf_rows(&t.data, common::HEAD_DIM, cols);
+            t.data = hf_to_gguf_rows(&t.to_f32(), common::HEAD_DIM, cols).into();
         }
     }
     let batch = TokenBatch::from_rows(&rows()).unwrap();

@@ -156,6 +156,28 @@ impl PackedInt8 {
         self.k
     }
 
+    /// Bytes held: the packed weights, their scales and the bias.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.data.as_slice()) + 4 * (self.scale.len() + self.bias.len())
+    }
+
+    /// The weight the kernels multiply with, `[k, n]` row-major f32: each quantised value
+    /// times its column's scale. For the consumers that need the matrix itself (feature
+    /// directions through `W_O`), once the f32 weight has been dropped.
+    pub fn dequantize_in_out(&self) -> Vec<f32> {
+        let group_len = self.kp / 2 * LANES_PER_PAIR;
+        let mut out = vec![0.0f32; self.k * self.n];
+        for (kk, row) in out.chunks_exact_mut(self.n).enumerate() {
+            let (j, half) = (kk / 2, kk % 2);
+            for (col, y) in row.iter_mut().enumerate() {
+                let (g, f) = (col / NR, col % NR);
+                let lanes = &self.data[g * group_len + j * LANES_PER_PAIR + f / 8];
+                *y = f32::from(lanes.0[(f % 8) * 2 + half]) * self.scale[col];
+            }
+        }
+        out
+    }
+
     pub fn n(&self) -> usize {
         self.n
     }

@@ -76,6 +76,28 @@ fn rounding_is_to_nearest() {
 }
 
 #[test]
+fn dequantized_weight_is_what_the_kernels_multiply_with() {
+    // Odd k and n not a multiple of the group width exercise the padding.
+    let (m, k, n) = (5, 19, 37);
+    let x = values(m * k, 11, false);
+    let w = values(k * n, 12, true);
+    let packed = PackedInt8::from_in_out(&w, k, n, None);
+    let deq = packed.dequantize_in_out();
+    let max = w.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    // Rounding to the nearest of 2 * W_MAX + 1 levels per column: half a step at most.
+    for (a, b) in deq.iter().zip(&w) {
+        assert!(
+            (a - b).abs() <= max / W_MAX as f32 * 0.5 + 1e-6,
+            "{a} vs {b}"
+        );
+    }
+    // The kernels' products equal x times the dequantised weight up to activation rounding.
+    let want = reference(&x, &deq, None, m, k, n);
+    assert!(rel_err(&matmul(&x, m, &packed), &want) < 0.02);
+    assert!(rel_err(&deq, &w) > 0.0, "int8 rounding must show");
+}
+
+#[test]
 fn output_major_packing_is_the_transpose() {
     let (m, k, n) = (9, 20, 31);
     let x = values(m * k, 5, true);

@@ -137,7 +137,7 @@ pub fn tensors(spec: &Spec) -> BTreeMap<String, HostTensor> {
     let mut t = BTreeMap::new();
     let gpt2 = spec.architecture == Architecture::Gpt2;
     let mut put = |name: String, shape: Vec<usize>, data: Vec<f32>| {
-        t.insert(name, HostTensor { shape, data });
+        t.insert(name, HostTensor::f32(shape, data));
     };
     let d = D_MODEL;
     let (q_out, kv_out) = (N_HEADS * HEAD_DIM, c.n_kv_heads * HEAD_DIM);

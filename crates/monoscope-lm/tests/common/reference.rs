@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use monoscope_formats::{Architecture, LoadedModel, RopeLayout};
+use monoscope_formats::{Architecture, HostData, LoadedModel, RopeLayout};
 
 /// Every hook (TransformerLens name → `[seq][d_model]`) and the logits `[seq][vocab]`.
 pub struct RefOut {
@@ -26,14 +26,15 @@ impl RefOut {
 }
 
 fn tensor<'a>(m: &'a LoadedModel, name: &str) -> &'a [f32] {
-    &m.tensors
-        .get(name)
-        .unwrap_or_else(|| panic!("reference: missing {name}"))
-        .data
+    maybe(m, name).unwrap_or_else(|| panic!("reference: missing {name}"))
 }
 
+/// The test models are built in f32.
 fn maybe<'a>(m: &'a LoadedModel, name: &str) -> Option<&'a [f32]> {
-    m.tensors.get(name).map(|t| t.data.as_slice())
+    m.tensors.get(name).map(|t| match &t.data {
+        HostData::F32(v) => v.as_slice(),
+        _ => panic!("reference: {name} is not f32"),
+    })
 }
 
 /// y = W x + b with W stored `[out, in]`.
