@@ -367,6 +367,15 @@ impl GgufFile {
             .transpose()
     }
 
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        self.get(key)
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| self.bad_value(key, format!("expected a boolean, found {v:?}")))
+            })
+            .transpose()
+    }
+
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
         self.get(key)
             .map(|v| {

@@ -1,23 +1,30 @@
-//! GGUF file → [`LoadedModel`] for the Llama family (`llama`, `mistral`, `qwen2`) and `gpt2`.
+//! GGUF file → [`LoadedModel`] for the architectures llama.cpp defines that monoscope runs:
+//! `llama`, `mistral`, `qwen2`, `qwen3`, `phi3`, `gemma`, `gemma2`, `gemma3`, `olmo2`,
+//! `gptneox` and `gpt2`.
 //!
-//! GGUF names (`blk.N.attn_q.weight`) are mapped to the canonical names of [`crate::model`].
-//! llama.cpp's converter permutes Llama Q/K rows so that RoPE rotates adjacent pairs, hence
-//! [`RopeLayout::AdjacentPairs`].
+//! GGUF names (`blk.N.attn_q.weight`) are mapped to the canonical names of [`crate::model`],
+//! and what the blocks compute to a [`BlockConfig`] as llama.cpp computes it. Its converter
+//! permutes `llama` Q/K rows so that RoPE rotates adjacent pairs, hence
+//! [`RopeLayout::AdjacentPairs`]; the other rotary families keep Hugging Face's rows and rotate
+//! half-split pairs. It also stores Gemma's norms as the multiplier `1 + w`, which is what the
+//! canonical norms hold.
 
 use std::path::Path;
 
 use crate::error::{FormatError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, MetadataValue};
 use crate::gguf_tokenizer::tokenizer_from_gguf;
 use crate::loader::{TensorSink, sha256_files};
 use crate::model::{
-    Architecture, BlockConfig, LoadedModel, MlpActivation, ModelConfig, RopeLayout, RopeScaling,
+    Architecture, BlockConfig, LoadedModel, MlpActivation, ModelConfig, NormPlacement, QkNorm,
+    RopeLayout, RopeScaling,
 };
 
-const SUPPORTED: &str = "llama, mistral, qwen2, gpt2";
+const SUPPORTED: &str =
+    "llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3, olmo2, gptneox, gpt2";
 
 /// Load a GGUF checkpoint: config from `{arch}.*` metadata, tokenizer from `tokenizer.ggml.*`,
-/// every tensor dequantised to f32.
+/// F16/BF16 tensors kept as they are, every other type dequantised to f32.
 pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
     let g = GgufFile::open(path)?;
     let arch_key = "general.architecture";
@@ -29,7 +36,13 @@ pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
         })?
         .to_string();
     let architecture = match arch_name.as_str() {
-        "llama" | "mistral" | "qwen2" => Architecture::Llama,
+        "llama" | "mistral" | "qwen2" | "phi3" => Architecture::Llama,
+        "qwen3" => Architecture::Qwen3,
+        "gemma" => Architecture::Gemma,
+        "gemma2" => Architecture::Gemma2,
+        "gemma3" => Architecture::Gemma3,
+        "olmo2" => Architecture::Olmo2,
+        "gptneox" => Architecture::GptNeox,
         "gpt2" => Architecture::Gpt2,
         _ => {
             return Err(FormatError::UnsupportedArchitecture {
@@ -121,9 +134,10 @@ fn read_config(g: &GgufFile, arch: &str, architecture: Architecture) -> Result<M
             ));
         }
     };
-    let eps_key = match architecture {
-        Architecture::Gpt2 => k("attention.layer_norm_epsilon"),
-        _ => k("attention.layer_norm_rms_epsilon"),
+    let eps_key = if architecture.layer_norm() {
+        k("attention.layer_norm_epsilon")
+    } else {
+        k("attention.layer_norm_rms_epsilon")
     };
     let norm_eps = g
         .opt_f64(&eps_key)?
@@ -132,14 +146,30 @@ fn read_config(g: &GgufFile, arch: &str, architecture: Architecture) -> Result<M
             key: eps_key.clone(),
         })?;
     let rope_theta = g.opt_f64(&k("rope.freq_base"))?.unwrap_or(10_000.0);
-    if architecture == Architecture::Llama
-        && let Some(rd) = g.opt_u64(&k("rope.dimension_count"))?
+    let mut block = block_config(
+        g,
+        arch,
+        architecture,
+        [n_layers, d_model, n_heads, head_dim],
+    )?;
+    if let Some(rd) = g.opt_u64(&k("rope.dimension_count"))?
+        && architecture.rotary()
         && rd as usize != head_dim
     {
-        return Err(g.bad_value(
-            &k("rope.dimension_count"),
-            format!("partial rotary embeddings ({rd} of head_dim {head_dim}) are not supported"),
-        ));
+        let rd = rd as usize;
+        if architecture != Architecture::GptNeox
+            || rd == 0
+            || rd > head_dim
+            || !rd.is_multiple_of(2)
+        {
+            return Err(g.bad_value(
+                &k("rope.dimension_count"),
+                format!(
+                    "partial rotary embeddings ({rd} of head_dim {head_dim}) are not supported"
+                ),
+            ));
+        }
+        block.rotary_dim = Some(rd);
     }
     let max_positions = usize_key(g, &k("context_length"))?;
     let rope_scaling = match architecture {
@@ -158,26 +188,113 @@ fn read_config(g: &GgufFile, arch: &str, architecture: Architecture) -> Result<M
         max_positions,
         norm_eps,
         rope_theta,
-        // llama.cpp rotates adjacent pairs for `llama` (its converter permutes Q/K rows to
-        // match) but pairs offset by half the rotated width for `qwen2` (rows as in Hugging
-        // Face): `llama_model_rope_type` in its sources.
+        // llama.cpp rotates adjacent pairs for `llama` and `mistral` (its converter permutes
+        // Q/K rows to match) but pairs offset by half the rotated width for the others (rows
+        // as in Hugging Face): `llama_model_rope_type` in its sources.
         rope_layout: match arch {
-            "qwen2" => RopeLayout::HalfSplit,
-            _ if architecture == Architecture::Gpt2 => RopeLayout::HalfSplit, // no RoPE at all
-            _ => RopeLayout::AdjacentPairs,
+            "llama" | "mistral" => RopeLayout::AdjacentPairs,
+            _ => RopeLayout::HalfSplit,
         },
         rope_scaling,
-        block: match architecture {
-            Architecture::Gpt2 => BlockConfig {
-                mlp: MlpActivation::GeluTanh,
-                ..BlockConfig::default()
-            },
-            _ => BlockConfig::default(),
-        },
+        block,
         tied_embeddings: true,
         bos_token_id: None,
         eos_token_ids: Vec::new(),
     })
+}
+
+/// What a block computes, from the architecture and its `{arch}.*` keys, as llama.cpp's
+/// graph for that architecture computes it.
+fn block_config(
+    g: &GgufFile,
+    arch: &str,
+    architecture: Architecture,
+    [n_layers, d_model, n_heads, head_dim]: [usize; 4],
+) -> Result<BlockConfig> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut block = BlockConfig::default();
+    let window = || -> Result<Option<usize>> {
+        g.opt_u64(&k("attention.sliding_window"))?
+            .map(|w| usize::try_from(w).ok().filter(|&w| w > 0))
+            .map(|w| {
+                w.ok_or_else(|| g.bad_value(&k("attention.sliding_window"), "must be positive"))
+            })
+            .transpose()
+    };
+    match architecture {
+        Architecture::Gpt2 => block.mlp = MlpActivation::GeluTanh,
+        // Pythia's `hidden_act` is the exact (erf) GELU.
+        Architecture::GptNeox => {
+            block.mlp = MlpActivation::Gelu;
+            block.parallel_residual = g.opt_bool(&k("use_parallel_residual"))?.unwrap_or(true);
+        }
+        // A window the file states is honoured (Mistral); Phi-3's llama.cpp turns off.
+        Architecture::Llama if arch != "phi3" => block.sliding_window = window()?,
+        Architecture::Qwen3 => block.qk_norm = QkNorm::PerHead,
+        Architecture::Olmo2 => {
+            block.norm_placement = NormPlacement::Post;
+            block.qk_norm = QkNorm::AllHeads;
+        }
+        Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3 => {
+            block.mlp = MlpActivation::GeGluTanh;
+            block.embedding_multiplier = Some(f64::from((d_model as f32).sqrt()));
+            if architecture != Architecture::Gemma {
+                block.norm_placement = NormPlacement::PreAndPost;
+                block.attn_logit_softcap = g.opt_f64(&k("attn_logit_softcapping"))?;
+                block.final_logit_softcap = g.opt_f64(&k("final_logit_softcapping"))?;
+                // llama.cpp scales queries by 1/√(d_model / n_heads) for the 27B models
+                // (their `query_pre_attn_scalar`), by 1/√head_dim otherwise.
+                let largest = n_layers
+                    == if architecture == Architecture::Gemma2 {
+                        46
+                    } else {
+                        62
+                    };
+                let scalar = if largest { d_model / n_heads } else { head_dim };
+                block.attn_scale = Some(1.0 / (scalar as f64).sqrt());
+                // llama.cpp's defaults: Gemma 2 always slides (4096), every even layer;
+                // Gemma 3 where a window is stated, all but every sixth layer.
+                block.sliding_window = match (window()?, architecture) {
+                    (None, Architecture::Gemma2) => Some(4096),
+                    (w, _) => w,
+                };
+                let pattern = if architecture == Architecture::Gemma2 {
+                    2
+                } else {
+                    6
+                };
+                block.sliding_layers =
+                    sliding_layers(g, &k("attention.sliding_window_pattern"), n_layers, pattern)?;
+            }
+            if architecture == Architecture::Gemma3 {
+                block.qk_norm = QkNorm::PerHead;
+                block.local_rope_theta =
+                    Some(g.opt_f64(&k("rope.freq_base_swa"))?.unwrap_or(10_000.0));
+            }
+        }
+        _ => {}
+    }
+    Ok(block)
+}
+
+/// Per layer, whether it attends through the window: `key` as a period `n` (every `n`-th
+/// layer global) or one boolean per layer (true: windowed), else the family's period.
+fn sliding_layers(g: &GgufFile, key: &str, n_layers: usize, period: usize) -> Result<Vec<bool>> {
+    let period = match g.get(key) {
+        None => period,
+        Some(MetadataValue::Array(values)) => {
+            let flags: Option<Vec<bool>> = values.iter().map(MetadataValue::as_bool).collect();
+            return match flags {
+                Some(f) if f.len() == n_layers => Ok(f),
+                _ => Err(g.bad_value(key, format!("expected {n_layers} booleans, one per layer"))),
+            };
+        }
+        Some(_) => match g.opt_u64(key)? {
+            Some(p) if p > 0 => p as usize,
+            p => return Err(g.bad_value(key, format!("{p:?} must be a positive period"))),
+        },
+    };
+    Ok((0..n_layers).map(|l| (l + 1) % period != 0).collect())
 }
 
 /// `{arch}.rope.scaling.type` (`none`, `linear`) and the `rope_freqs.weight` tensor, with which
@@ -208,6 +325,16 @@ fn rope_scaling(g: &GgufFile, arch: &str, head_dim: usize) -> Result<Option<Rope
             });
         }
     };
+    for factors in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+        if g.tensor_info(factors).is_some() {
+            return Err(FormatError::UnsupportedSetting {
+                path: g.path().to_path_buf(),
+                key: factors.into(),
+                value: "present".into(),
+                detail: "Phi-3's longrope frequency factors are not implemented".into(),
+            });
+        }
+    }
     let Some(info) = g.tensor_info("rope_freqs.weight") else {
         return Ok(declared);
     };
@@ -270,8 +397,18 @@ fn load_tensors(g: &GgufFile, c: &mut ModelConfig, sink: &mut TensorSink) -> Res
         .tensor_info("token_embd.weight")
         .ok_or_else(|| sink.missing("token_embd.weight"))?;
     c.vocab_size = embd.shape()[0];
-    let (q_rows, kv_rows) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-    let gpt2 = c.architecture == Architecture::Gpt2;
+    let (q_rows, kv_rows, ff) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.d_ff);
+    // LayerNorm models (GPT-2, GPT-NeoX) carry a bias on every norm and projection; RMSNorm
+    // models only optionally (Qwen2) on q/k/v.
+    let biased = c.architecture.layer_norm();
+    let gated = c.block.mlp.gated();
+    let (q_norm_len, k_norm_len) = match c.block.qk_norm {
+        QkNorm::None => (0, 0),
+        QkNorm::PerHead => (c.head_dim, c.head_dim),
+        QkNorm::AllHeads => (q_rows, kv_rows),
+    };
+    let pre = c.block.norm_placement != NormPlacement::Post;
+    let post = c.block.norm_placement != NormPlacement::Pre;
 
     take(
         g,
@@ -281,7 +418,7 @@ fn load_tensors(g: &GgufFile, c: &mut ModelConfig, sink: &mut TensorSink) -> Res
         &[c.vocab_size, d],
         true,
     )?;
-    if gpt2 {
+    if c.architecture == Architecture::Gpt2 {
         let p = "position_embd.weight";
         take(
             g,
@@ -292,31 +429,43 @@ fn load_tensors(g: &GgufFile, c: &mut ModelConfig, sink: &mut TensorSink) -> Res
             true,
         )?;
     }
-    // LayerNorm models (GPT-2) carry a bias on every norm and projection; RMSNorm models only
-    // optionally (Qwen2) on q/k/v.
     for l in 0..c.n_layers {
         let src = |s: &str| format!("blk.{l}.{s}");
         let dst = |s: &str| format!("layers.{l}.{s}");
-        for (s, name) in [("attn_norm", "attn_norm"), ("ffn_norm", "mlp_norm")] {
+        // A projection or norm: `{s}.weight` of `shape`, and `{s}.bias` (`[shape[0]]`),
+        // required when `biased`.
+        let linear = |sink: &mut TensorSink, s: &str, name: &str, shape: &[usize]| {
+            let w = src(&format!("{s}.weight"));
+            take(g, sink, &w, dst(&format!("{name}.weight")), shape, true)?;
+            let b = src(&format!("{s}.bias"));
             take(
                 g,
                 sink,
-                &src(&format!("{s}.weight")),
-                dst(&format!("{name}.weight")),
-                &[d],
-                true,
-            )?;
-            take(
-                g,
-                sink,
-                &src(&format!("{s}.bias")),
+                &b,
                 dst(&format!("{name}.bias")),
-                &[d],
-                gpt2,
-            )?;
+                &shape[..1],
+                biased,
+            )
+        };
+        for (s, name, present) in [
+            ("attn_norm", "attn_norm", pre),
+            ("ffn_norm", "mlp_norm", pre),
+            ("post_attention_norm", "post_attn_norm", post),
+            ("post_ffw_norm", "post_mlp_norm", post),
+        ] {
+            if present {
+                linear(sink, s, name, &[d])?;
+            }
+        }
+        if q_norm_len > 0 {
+            let q = src("attn_q_norm.weight");
+            take(g, sink, &q, dst("q_norm.weight"), &[q_norm_len], true)?;
+            let k = src("attn_k_norm.weight");
+            take(g, sink, &k, dst("k_norm.weight"), &[k_norm_len], true)?;
         }
         let qkv = src("attn_qkv.weight");
         if g.tensor_info(&qkv).is_some() {
+            // GPT-2, Phi-3 and GPT-NeoX keep one [q | k | v] projection.
             let rows = [q_rows, kv_rows, kv_rows];
             let t = g.tensor_host(&qkv)?;
             sink.put_split_qkv(&qkv, l, "weight", rows, t)?;
@@ -324,92 +473,34 @@ fn load_tensors(g: &GgufFile, c: &mut ModelConfig, sink: &mut TensorSink) -> Res
             if g.tensor_info(&qkv_b).is_some() {
                 let t = g.tensor_host(&qkv_b)?;
                 sink.put_split_qkv(&qkv_b, l, "bias", rows, t)?;
-            } else if gpt2 {
+            } else if biased {
                 return Err(sink.missing(&qkv_b));
             }
         } else {
-            let parts = [
+            for (s, name, rows) in [
                 ("attn_q", "q_proj", q_rows),
                 ("attn_k", "k_proj", kv_rows),
                 ("attn_v", "v_proj", kv_rows),
-            ];
-            for (s, name, rows) in parts {
-                take(
-                    g,
-                    sink,
-                    &src(&format!("{s}.weight")),
-                    dst(&format!("{name}.weight")),
-                    &[rows, d],
-                    true,
-                )?;
-                take(
-                    g,
-                    sink,
-                    &src(&format!("{s}.bias")),
-                    dst(&format!("{name}.bias")),
-                    &[rows],
-                    gpt2,
-                )?;
+            ] {
+                linear(sink, s, name, &[rows, d])?;
             }
         }
-        take(
-            g,
-            sink,
-            &src("attn_output.weight"),
-            dst("o_proj.weight"),
-            &[d, q_rows],
-            true,
-        )?;
-        take(
-            g,
-            sink,
-            &src("attn_output.bias"),
-            dst("o_proj.bias"),
-            &[d],
-            gpt2,
-        )?;
-        if !gpt2 {
-            take(
-                g,
-                sink,
-                &src("ffn_gate.weight"),
-                dst("gate_proj.weight"),
-                &[c.d_ff, d],
-                true,
-            )?;
+        linear(sink, "attn_output", "o_proj", &[d, q_rows])?;
+        let gate = src("ffn_gate.weight");
+        if gated && g.tensor_info(&gate).is_none() {
+            // Phi-3: one [gate | up] projection, as in its Hugging Face checkpoint.
+            let up = src("ffn_up.weight");
+            let info = g.tensor_info(&up).ok_or_else(|| sink.missing(&up))?;
+            sink.check(&up, &[2 * ff, d], &info.shape())?;
+            let parts = [("gate_proj", ff), ("up_proj", ff)];
+            sink.put_split(&up, l, "weight", &parts, g.tensor_host(&up)?)?;
+        } else {
+            if gated {
+                linear(sink, "ffn_gate", "gate_proj", &[ff, d])?;
+            }
+            linear(sink, "ffn_up", "up_proj", &[ff, d])?;
         }
-        take(
-            g,
-            sink,
-            &src("ffn_up.weight"),
-            dst("up_proj.weight"),
-            &[c.d_ff, d],
-            true,
-        )?;
-        take(
-            g,
-            sink,
-            &src("ffn_up.bias"),
-            dst("up_proj.bias"),
-            &[c.d_ff],
-            gpt2,
-        )?;
-        take(
-            g,
-            sink,
-            &src("ffn_down.weight"),
-            dst("down_proj.weight"),
-            &[d, c.d_ff],
-            true,
-        )?;
-        take(
-            g,
-            sink,
-            &src("ffn_down.bias"),
-            dst("down_proj.bias"),
-            &[d],
-            gpt2,
-        )?;
+        linear(sink, "ffn_down", "down_proj", &[d, ff])?;
     }
     take(
         g,
@@ -425,7 +516,7 @@ fn load_tensors(g: &GgufFile, c: &mut ModelConfig, sink: &mut TensorSink) -> Res
         "output_norm.bias",
         "final_norm.bias".into(),
         &[d],
-        gpt2,
+        biased,
     )?;
     let has_head = take(
         g,

@@ -385,16 +385,8 @@ fn load_llama(st: &Shards, c: &mut ModelConfig, sink: &mut TensorSink) -> Result
         let mlp = if st.resolve(&fused_gate_up).is_some() {
             // Phi-3: one [gate | up] projection.
             let w = st.require(sink, &fused_gate_up, &[2 * c.d_ff, d])?;
-            let half = c.d_ff * d;
-            for (name, part) in [("gate_proj", 0..half), ("up_proj", half..2 * half)] {
-                sink.tensors.insert(
-                    dst(&format!("{name}.weight")),
-                    HostTensor {
-                        shape: vec![c.d_ff, d],
-                        data: w.data.slice(part),
-                    },
-                );
-            }
+            let parts = [("gate_proj", c.d_ff), ("up_proj", c.d_ff)];
+            sink.put_split(&fused_gate_up, l, "weight", &parts, w)?;
             &[("down_proj", [d, c.d_ff])][..]
         } else {
             &[

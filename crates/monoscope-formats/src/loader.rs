@@ -67,12 +67,30 @@ impl TensorSink {
         rows: [usize; 3],
         t: HostTensor,
     ) -> Result<()> {
+        let parts = [
+            ("q_proj", rows[0]),
+            ("k_proj", rows[1]),
+            ("v_proj", rows[2]),
+        ];
+        self.put_split(source_name, layer, suffix, &parts, t)
+    }
+
+    /// Split a tensor fused along its rows into `layers.{l}.{name}.{suffix}` for each
+    /// `(name, rows)` of `parts`, in order.
+    pub fn put_split(
+        &mut self,
+        source_name: &str,
+        layer: usize,
+        suffix: &str,
+        parts: &[(&str, usize)],
+        t: HostTensor,
+    ) -> Result<()> {
         let cols: usize = t.shape.iter().skip(1).product();
         let mut expected = t.shape.clone();
-        expected[0] = rows.iter().sum();
+        expected[0] = parts.iter().map(|p| p.1).sum();
         self.check(source_name, &expected, &t.shape)?;
         let mut start = 0;
-        for (name, r) in ["q_proj", "k_proj", "v_proj"].into_iter().zip(rows) {
+        for &(name, r) in parts {
             let mut shape = t.shape.clone();
             shape[0] = r;
             let data = t.data.slice(start * cols..(start + r) * cols);

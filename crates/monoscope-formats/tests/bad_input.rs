@@ -275,3 +275,101 @@ fn gguf_llama3_frequency_factors_are_read() {
     });
     assert!(message(load_model(&bad)).contains("frequency factor 0 is not a positive number"));
 }
+
+/// A tiny Gemma 3 GGUF: TinyLlama's tensors plus the post-norms and q/k norms Gemma 3 has.
+fn tiny_gemma3(dir: &Path, name: &str, edit: impl FnOnce(&mut GgufWriter)) -> std::path::PathBuf {
+    let spec = TinyLlama {
+        arch: "gemma3",
+        ..TinyLlama::default()
+    };
+    let (mut w, _) = spec.build().unwrap();
+    let head_dim = spec.d_model / spec.n_heads;
+    for l in 0..spec.n_layers {
+        for (norm, len) in [
+            ("post_attention_norm", spec.d_model),
+            ("post_ffw_norm", spec.d_model),
+            ("attn_q_norm", head_dim),
+            ("attn_k_norm", head_dim),
+        ] {
+            w.add_tensor(
+                &format!("blk.{l}.{norm}.weight"),
+                &[len],
+                GgmlType::F32,
+                &vec![1.0; len],
+            )
+            .unwrap();
+        }
+    }
+    edit(&mut w);
+    let p = dir.join(name);
+    w.write(&p).unwrap();
+    p
+}
+
+#[test]
+fn gguf_sliding_window_pattern_as_period_or_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let window = |w: &mut GgufWriter| {
+        w.add_metadata("gemma3.attention.sliding_window", V::U32(8));
+    };
+    let m = load_model(&tiny_gemma3(dir.path(), "default.gguf", window)).unwrap();
+    assert_eq!(m.config.block.sliding_window, Some(8));
+    // llama.cpp's default for Gemma 3: every sixth layer global; two layers both slide.
+    assert_eq!(m.config.block.sliding_layers, vec![true, true]);
+    assert_eq!(m.config.block.local_rope_theta, Some(10_000.0));
+    let p = tiny_gemma3(dir.path(), "period.gguf", |w| {
+        window(w);
+        w.add_metadata("gemma3.attention.sliding_window_pattern", V::U32(2));
+    });
+    assert_eq!(
+        load_model(&p).unwrap().config.block.sliding_layers,
+        vec![true, false]
+    );
+    let p = tiny_gemma3(dir.path(), "flags.gguf", |w| {
+        window(w);
+        w.add_metadata(
+            "gemma3.attention.sliding_window_pattern",
+            V::Array(vec![V::Bool(false), V::Bool(true)]),
+        );
+    });
+    assert_eq!(
+        load_model(&p).unwrap().config.block.sliding_layers,
+        vec![false, true]
+    );
+    let p = tiny_gemma3(dir.path(), "bad.gguf", |w| {
+        window(w);
+        w.add_metadata(
+            "gemma3.attention.sliding_window_pattern",
+            V::Array(vec![V::Bool(false)]),
+        );
+    });
+    let msg = message(load_model(&p));
+    assert!(
+        msg.contains("gemma3.attention.sliding_window_pattern"),
+        "{msg}"
+    );
+    assert!(msg.contains("expected 2 booleans"), "{msg}");
+}
+
+#[test]
+fn gguf_phi3_longrope_factors_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny(dir.path(), "longrope.gguf", |w| {
+        w.add_tensor("rope_factors_long.weight", &[8], GgmlType::F32, &[1.0; 8])
+            .unwrap();
+    });
+    let msg = message(load_model(&p));
+    assert!(msg.contains("rope_factors_long.weight"), "{msg}");
+    assert!(msg.contains("longrope"), "{msg}");
+}
+
+#[test]
+fn gguf_partial_rotary_is_refused_outside_gpt_neox() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny(dir.path(), "partial.gguf", |w| {
+        w.add_metadata("llama.rope.dimension_count", V::U32(8));
+    });
+    let msg = message(load_model(&p));
+    assert!(msg.contains("llama.rope.dimension_count"), "{msg}");
+    assert!(msg.contains("partial rotary"), "{msg}");
+}

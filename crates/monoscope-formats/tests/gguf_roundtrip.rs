@@ -103,6 +103,11 @@ fn untied_f16_model_has_lm_head() {
     let m = load_model(&path).unwrap();
     assert!(!m.config.tied_embeddings);
     assert_eq!(m.tensors["lm_head.weight"], orig["lm_head.weight"]);
+    // F16 matrices stay 16-bit (the model widens them as it multiplies).
+    assert!(matches!(
+        m.tensors["layers.1.up_proj.weight"].data,
+        monoscope_formats::HostData::F16(_)
+    ));
     let (a, b) = (
         &m.tensors["layers.1.up_proj.weight"].to_f32(),
         &orig["layers.1.up_proj.weight"].to_f32(),

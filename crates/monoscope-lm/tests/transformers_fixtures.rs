@@ -1,7 +1,9 @@
 //! monoscope against Hugging Face transformers on tiny random models of every architecture,
 //! made by `tests/fixtures/make_models.py` (run by hand; its output is committed under
 //! `tests/fixtures/transformers/`): every hook the reference recorded and this crate knows, and
-//! the logits, within 1e-4 relative L2, with the same top-1 token everywhere.
+//! the logits, within 1e-4 relative L2, with the same top-1 token everywhere. The same models
+//! converted to GGUF as llama.cpp's converter would (`tests/fixtures/make_gguf.py`, `model.gguf`
+//! beside each) are held to the same numbers.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -111,11 +113,35 @@ impl Reference {
     }
 }
 
-/// Every mismatch of one case, as messages.
-fn check_case(name: &str) -> Vec<String> {
+/// The cases with a GGUF version (`model.gguf`): every architecture llama.cpp defines, with
+/// the RoPE scalings GGUF can state.
+const GGUF: &[&str] = &[
+    "llama",
+    "llama-rope-linear",
+    "llama-rope-llama3",
+    "qwen2",
+    "mistral",
+    "gpt2",
+    "qwen3",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "olmo2",
+    "gpt_neox",
+];
+
+/// Every mismatch of one case, as messages; `file` is `None` for the Hugging Face directory,
+/// or a file in it to load instead (`model.gguf`).
+fn check_case(name: &str, file: Option<&str>) -> Vec<String> {
     let mut failures = Vec::new();
     let dir = fixtures().join(name);
-    let model = monoscope_lm::load(&dir, &Device::flex())
+    let path = file.map_or_else(|| dir.clone(), |f| dir.join(f));
+    let name = &format!(
+        "{name}{}",
+        file.map(|f| format!(" ({f})")).unwrap_or_default()
+    );
+    let model = monoscope_lm::load(&path, &Device::flex())
         .unwrap_or_else(|e| panic!("{name}: does not load: {e}"));
     let reference = Reference::open(&dir);
     let rows = reference.ids();
@@ -180,7 +206,20 @@ fn supported_architectures_match_transformers() {
             present.iter().any(|c| c == name),
             "fixture `{name}` is missing: run tests/fixtures/make_models.py"
         );
-        failures.extend(check_case(name));
+        failures.extend(check_case(name, None));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn gguf_conversions_match_transformers() {
+    let mut failures = Vec::new();
+    for name in GGUF {
+        assert!(
+            fixtures().join(name).join("model.gguf").is_file(),
+            "`{name}/model.gguf` is missing: run tests/fixtures/make_gguf.py"
+        );
+        failures.extend(check_case(name, Some("model.gguf")));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
