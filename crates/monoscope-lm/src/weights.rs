@@ -193,20 +193,38 @@ pub(crate) fn build(
     let d = c.d_model;
     let architecture = c.architecture;
 
-    let (embed, positions) = {
+    let vocab = c.vocab_size;
+    // Vocabulary-sized matrices are taken out of `loaded`, not copied: each is gigabytes.
+    let mut take = |name: &str| -> Result<HostTensor, LmError> {
         let src = Source {
             tensors: &loaded.tensors,
             architecture,
         };
-        let embed = src.get("embed_tokens", &[c.vocab_size, d])?;
-        let embed = upload(embed.data.clone(), [c.vocab_size, d], device);
-        let positions = if gpt2 {
+        src.get(name, &[vocab, d])?;
+        Ok(loaded.tensors.remove(name).expect("present: checked above"))
+    };
+    let embed_host = take("embed_tokens")?;
+    // With a tied head on the int8 path, the unembedding is packed from the embedding before
+    // the embedding goes to the device.
+    let tied_int8 = (int8 && c.tied_embeddings)
+        .then(|| Arc::new(PackedInt8::from_host_out_in(&embed_host.data, vocab, d)));
+    let unembed_host = if c.tied_embeddings {
+        None
+    } else {
+        Some(take("lm_head.weight")?)
+    };
+    let embed = upload(embed_host.data, [vocab, d], device);
+    let positions = {
+        let src = Source {
+            tensors: &loaded.tensors,
+            architecture,
+        };
+        if gpt2 {
             let p = src.get("embed_positions", &[c.max_positions, d])?;
             Some(upload(p.to_f32().into(), [c.max_positions, d], device))
         } else {
             None
-        };
-        (embed, positions)
+        }
     };
     loaded.tensors.remove("embed_positions");
     let mut blocks = Vec::with_capacity(c.n_layers);
@@ -229,22 +247,13 @@ pub(crate) fn build(
         architecture,
     };
     let final_norm = norm(&src, "final_norm", d, c.architecture.layer_norm(), device)?;
-    let unembed_host = if c.tied_embeddings {
-        src.get("embed_tokens", &[c.vocab_size, d])?
-    } else {
-        src.get("lm_head.weight", &[c.vocab_size, d])?
-    };
-    let unembed = if int8 {
-        let w = unembed_host.to_f32();
-        Unembedding::Int8(Arc::new(PackedInt8::from_out_in(&w, c.vocab_size, d)))
-    } else if c.tied_embeddings {
-        Unembedding::Dense(Box::new(embed.clone()))
-    } else {
-        Unembedding::Dense(Box::new(upload(
-            unembed_host.data.clone(),
-            [c.vocab_size, d],
-            device,
-        )))
+    let unembed = match (tied_int8, unembed_host) {
+        (Some(packed), _) => Unembedding::Int8(packed),
+        (None, None) => Unembedding::Dense(Box::new(embed.clone())),
+        (None, Some(head)) if int8 => {
+            Unembedding::Int8(Arc::new(PackedInt8::from_host_out_in(&head.data, vocab, d)))
+        }
+        (None, Some(head)) => Unembedding::Dense(Box::new(upload(head.data, [vocab, d], device))),
     };
     loaded.tensors.clear();
     Ok(ModelWeights {

@@ -22,6 +22,7 @@ mod quant;
 
 use std::mem::MaybeUninit;
 
+use monoscope_formats::HostData;
 use rayon::prelude::*;
 
 use quant::quantize_rows;
@@ -91,10 +92,15 @@ impl PackedInt8 {
     }
 
     /// Packs `w` given as `[n, k]` row-major (output-major, e.g. an embedding matrix used as
-    /// the unembedding).
-    pub fn from_out_in(w: &[f32], n: usize, k: usize) -> Self {
+    /// the unembedding), in any float type, without an f32 copy of it (a vocabulary-sized
+    /// embedding is gigabytes).
+    pub fn from_host_out_in(w: &HostData, n: usize, k: usize) -> Self {
         assert_eq!(w.len(), k * n, "weight is not [n, k]");
-        Self::pack(k, n, None, |kk, col| w[col * k + kk])
+        match w {
+            HostData::F32(v) => Self::pack(k, n, None, |kk, col| v[col * k + kk]),
+            HostData::F16(v) => Self::pack(k, n, None, |kk, col| v[col * k + kk].to_f32()),
+            HostData::Bf16(v) => Self::pack(k, n, None, |kk, col| v[col * k + kk].to_f32()),
+        }
     }
 
     fn pack(

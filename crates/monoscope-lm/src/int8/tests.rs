@@ -109,8 +109,22 @@ fn output_major_packing_is_the_transpose() {
         }
     }
     let a = matmul(&x, m, &PackedInt8::from_in_out(&w_in_out, k, n, None));
-    let b = matmul(&x, m, &PackedInt8::from_out_in(&w_out_in, n, k));
+    let b = matmul(
+        &x,
+        m,
+        &PackedInt8::from_host_out_in(&w_out_in.clone().into(), n, k),
+    );
     assert_eq!(a, b);
+    // A bf16 matrix packs as its exact f32 widening does.
+    let narrow: Vec<half::bf16> = w_out_in.iter().map(|&v| half::bf16::from_f32(v)).collect();
+    let wide: Vec<f32> = narrow.iter().map(|v| v.to_f32()).collect();
+    let c = matmul(
+        &x,
+        m,
+        &PackedInt8::from_host_out_in(&HostData::Bf16(narrow), n, k),
+    );
+    let d = matmul(&x, m, &PackedInt8::from_host_out_in(&wide.into(), n, k));
+    assert_eq!(c, d);
 }
 
 #[test]
@@ -175,7 +189,7 @@ fn int8_rate() {
     eprintln!("[{m}, {k}] x [{k}, {n}] best: int8 {int8:.1} GOP/s, burn f32 {f32:.1} GFLOP/s");
 
     let n = 49152;
-    let unembed = PackedInt8::from_out_in(&values(k * n, 3, false), n, k);
+    let unembed = PackedInt8::from_host_out_in(&values(k * n, 3, false).into(), n, k);
     let ops = 2.0 * (m * k * n) as f64;
     let mut best = 0.0f64;
     for _ in 0..3 {
