@@ -234,12 +234,17 @@ pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
         }
         (_, None) => unreachable!("every family has a default activation above"),
     };
-    c.refuse_true(
-        "use_sliding_window",
-        "Qwen's per-layer sliding window is not implemented",
-    )?;
+    let qwen = matches!(model_type, "qwen2" | "qwen3");
+    if c.opt_bool("use_sliding_window")? == Some(true) {
+        if !qwen {
+            c.refuse_true("use_sliding_window", "known only for Qwen2 and Qwen3")?;
+        }
+        // Qwen: layers from `max_window_layers` on attend through the window.
+        block.sliding_window = Some(c.usize("sliding_window")?);
+        block.sliding_layers = sliding_layers(&c, architecture, c.usize("num_hidden_layers")?)?;
+    }
     match architecture {
-        Architecture::Llama if model_type != "qwen2" => {
+        Architecture::Llama if !qwen => {
             block.sliding_window = c.opt_usize("sliding_window")?;
         }
         Architecture::Qwen3 => block.qk_norm = QkNorm::PerHead,
@@ -290,6 +295,30 @@ pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
         }
     }
     block.local_rope_theta = rope.local_theta;
+    if let Some(RopeScaling::LongRope {
+        short_factors,
+        long_factors,
+        ..
+    }) = &rope.scaling
+    {
+        let pairs = block.rotary_dim.unwrap_or(head_dim) / 2;
+        let section = if c.get("rope_parameters").is_some() {
+            "rope_parameters"
+        } else {
+            "rope_scaling"
+        };
+        for (key, list) in [
+            ("short_factor", short_factors),
+            ("long_factor", long_factors),
+        ] {
+            if list.len() != pairs {
+                return Err(c.bad(
+                    &format!("{section}.{key}"),
+                    format!("{} factors for {pairs} rotated pairs", list.len()),
+                ));
+            }
+        }
+    }
     let (eps_key, eps_default) = if neox {
         ("layer_norm_eps", 1e-5)
     } else {
@@ -362,9 +391,9 @@ fn gpt2(c: &Cfg) -> Result<ModelConfig> {
     })
 }
 
-/// Which layers of a Gemma 2/3 model attend through the window: `layer_types` when the config
-/// lists them, else the family's fixed pattern (Gemma 2: even layers; Gemma 3: all but every
-/// `sliding_window_pattern`-th).
+/// Which layers attend through the window: `layer_types` when the config lists them, else the
+/// family's pattern (Gemma 2: even layers; Gemma 3: all but every `sliding_window_pattern`-th;
+/// Qwen2/3: those from `max_window_layers` on).
 fn sliding_layers(c: &Cfg, architecture: Architecture, n_layers: usize) -> Result<Vec<bool>> {
     if let Some(types) = c.get("layer_types") {
         let list = types
@@ -391,6 +420,10 @@ fn sliding_layers(c: &Cfg, architecture: Architecture, n_layers: usize) -> Resul
     }
     Ok(match architecture {
         Architecture::Gemma2 => (0..n_layers).map(|l| l % 2 == 0).collect(),
+        Architecture::Llama | Architecture::Qwen3 => {
+            let first = c.usize("max_window_layers")?;
+            (0..n_layers).map(|l| l >= first).collect()
+        }
         _ => {
             let pattern = c.opt_usize("sliding_window_pattern")?.unwrap_or(6).max(1);
             (0..n_layers).map(|l| (l + 1) % pattern != 0).collect()
@@ -409,7 +442,7 @@ struct Rope {
     local_theta: Option<f64>,
 }
 
-const ROPE_TYPES: &str = "default, linear, dynamic, llama3, yarn";
+const ROPE_TYPES: &str = "default, linear, dynamic, llama3, yarn, longrope";
 
 /// The RoPE base, scaling and partial-rotary factor: top-level keys (`rope_theta`,
 /// `rope_scaling`, `partial_rotary_factor`, NeoX's `rotary_emb_base` and `rotary_pct`,
@@ -444,7 +477,7 @@ fn rope(c: &Cfg, architecture: Architecture, max_positions: usize) -> Result<Rop
     if let Some(mut params) = section {
         if let Some(local) = params.get("sliding_attention") {
             let local = params.nested("sliding_attention", local);
-            let (theta, scaling) = rope_section(&local, max_positions, &mut out)?;
+            let (theta, scaling) = rope_section(&local, max_positions, None, &mut out)?;
             if scaling.is_some() {
                 return Err(local.unsupported(
                     "rope_type",
@@ -457,7 +490,8 @@ fn rope(c: &Cfg, architecture: Architecture, max_positions: usize) -> Result<Rop
         if let Some(global) = params.get("full_attention") {
             params = params.nested("full_attention", global);
         }
-        let (theta, scaling) = rope_section(&params, max_positions, &mut out)?;
+        let original = c.opt_usize("original_max_position_embeddings")?;
+        let (theta, scaling) = rope_section(&params, max_positions, original, &mut out)?;
         out.theta = theta.unwrap_or(out.theta);
         out.scaling = scaling;
     }
@@ -482,10 +516,12 @@ fn rope(c: &Cfg, architecture: Architecture, max_positions: usize) -> Result<Rop
 }
 
 /// One `rope_scaling` / `rope_parameters` object: its `rope_theta` (when it has one) and its
-/// scaling.
+/// scaling. `top_original`: the config's own `original_max_position_embeddings` (Phi-3 keeps
+/// it beside, not inside, `rope_scaling`).
 fn rope_section(
     p: &Cfg,
     max_positions: usize,
+    top_original: Option<usize>,
     out: &mut Rope,
 ) -> Result<(Option<f64>, Option<RopeScaling>)> {
     let theta = p.opt_f64("rope_theta")?;
@@ -559,6 +595,30 @@ fn rope_section(
                 truncate: p.opt_bool("truncate")?.unwrap_or(true),
             })
         }
+        // "su": the name of the first Phi-3 releases.
+        "longrope" | "su" => {
+            let original = match p.opt_usize("original_max_position_embeddings")? {
+                Some(o) => o,
+                None => {
+                    top_original.ok_or_else(|| p.missing("original_max_position_embeddings"))?
+                }
+            };
+            let factor = match p.opt_f64("factor")? {
+                Some(f) => p.positive("factor", f)?,
+                None => max_positions as f64 / original as f64,
+            };
+            let attention_factor = match p.opt_f64("attention_factor")? {
+                Some(a) => a,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+            };
+            Some(RopeScaling::LongRope {
+                short_factors: positive_list(p, "short_factor")?,
+                long_factors: positive_list(p, "long_factor")?,
+                original_max_positions: original,
+                attention_factor,
+            })
+        }
         other => {
             return Err(p.unsupported(
                 type_key,
@@ -568,4 +628,18 @@ fn rope_section(
         }
     };
     Ok((theta, scaling))
+}
+
+/// A required list of positive numbers under `key`.
+fn positive_list(p: &Cfg, key: &str) -> Result<Vec<f64>> {
+    let v = p.get(key).ok_or_else(|| p.missing(key))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| p.bad(key, format!("expected a list of numbers, found {v}")))?;
+    list.iter()
+        .map(|x| match x.as_f64() {
+            Some(f) if f > 0.0 && f.is_finite() => Ok(f),
+            _ => Err(p.bad(key, format!("{x} is not a positive number"))),
+        })
+        .collect()
 }

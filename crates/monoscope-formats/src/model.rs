@@ -199,6 +199,16 @@ pub enum RopeScaling {
     /// Each frequency divided by its own factor: how llama.cpp stores Llama 3 scaling
     /// (`rope_freqs.weight`, one factor per rotated pair).
     FrequencyDivisors { divisors: Vec<f64> },
+    /// LongRoPE (Phi-3): each frequency divided by its own factor, `short_factors` while the
+    /// pass stays within `original_max_positions` and `long_factors` once it reaches past
+    /// them (for the whole pass, as transformers switches), cos/sin scaled by
+    /// `attention_factor`.
+    LongRope {
+        short_factors: Vec<f64>,
+        long_factors: Vec<f64>,
+        original_max_positions: usize,
+        attention_factor: f64,
+    },
 }
 
 /// Hyper-parameters of a checkpoint, read from GGUF metadata or `config.json`.

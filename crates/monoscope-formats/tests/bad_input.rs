@@ -207,12 +207,36 @@ fn llama_config_dir(dir: &Path, extra: serde_json::Value) -> std::path::PathBuf 
 fn settings_that_change_the_arithmetic_are_refused_by_name() {
     let cases = [
         (
-            serde_json::json!({"rope_scaling": {"type": "longrope", "factor": 4.0}}),
-            "`rope_scaling.type` = \"longrope\" is not supported",
+            serde_json::json!({"rope_scaling": {"type": "mrope", "factor": 4.0}}),
+            "`rope_scaling.type` = \"mrope\" is not supported",
         ),
         (
-            serde_json::json!({"rope_parameters": {"rope_type": "su", "rope_theta": 1e4}}),
-            "`rope_parameters.rope_type` = \"su\" is not supported",
+            serde_json::json!({"rope_scaling": {"type": "longrope", "factor": 4.0}}),
+            "missing metadata key `rope_scaling.original_max_position_embeddings`",
+        ),
+        (
+            serde_json::json!({"rope_parameters": {"rope_type": "su", "rope_theta": 1e4,
+                "original_max_position_embeddings": 16}}),
+            "missing metadata key `rope_parameters.short_factor`",
+        ),
+        (
+            serde_json::json!({"original_max_position_embeddings": 16, "rope_scaling": {
+                "type": "longrope", "short_factor": [1, 1, 1], "long_factor": [1, 1, 1, 1]}}),
+            "`rope_scaling.short_factor`: 3 factors for 4 rotated pairs",
+        ),
+        (
+            serde_json::json!({"original_max_position_embeddings": 16, "rope_scaling": {
+                "type": "longrope", "short_factor": [1, 1, 1, 1], "long_factor": [1, 0, 1, 1]}}),
+            "`rope_scaling.long_factor`: 0 is not a positive number",
+        ),
+        (
+            serde_json::json!({"model_type": "qwen2", "use_sliding_window": true,
+                "sliding_window": 4}),
+            "missing metadata key `max_window_layers`",
+        ),
+        (
+            serde_json::json!({"use_sliding_window": true, "sliding_window": 4}),
+            "`use_sliding_window` = true is not supported",
         ),
         (
             serde_json::json!({"hidden_act": "gelu"}),

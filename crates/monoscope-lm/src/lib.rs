@@ -7,8 +7,12 @@
 //!   directory or a [`monoscope_formats::LoadedModel`]. What a block computes comes from
 //!   [`monoscope_formats::BlockConfig`]; `tests/transformers_fixtures.rs` holds every family to
 //!   transformers' numbers.
-//! - [`HookName`]: `blocks.{L}.hook_resid_pre|hook_attn_out|hook_mlp_out|hook_resid_post` and
-//!   `ln_final.hook_normalized`, validated against the model by [`Model::hook`].
+//! - [`HookName`]: TransformerLens names — `blocks.{L}.hook_resid_pre|hook_resid_mid|
+//!   hook_resid_post|hook_attn_out|hook_mlp_out`, `blocks.{L}.attn.hook_q|k|v|z`,
+//!   `blocks.{L}.mlp.hook_pre|hook_post` and `ln_final.hook_normalized` — validated against the
+//!   model by [`Model::hook`], each as wide as [`Model::hook_width`] says.
+//! - Weights stay in the checkpoint's float type (16-bit stays 16-bit, widened per matrix as it
+//!   is multiplied); [`Model::weight_bytes`] says what they occupy.
 //! - [`Model::forward`] with [`ForwardOptions`]: record hooks, replace activations through
 //!   [`Interventions`], stop after the last block needed, return [`Logits`].
 //! - [`TokenBatch`]: `[batch, seq]` ids with left or right padding.

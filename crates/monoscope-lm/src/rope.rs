@@ -107,6 +107,24 @@ impl RopeFrequencies {
                 .zip(divisors)
                 .map(|(f, d)| f / d)
                 .collect(),
+            Some(RopeScaling::LongRope {
+                short_factors,
+                long_factors,
+                original_max_positions,
+                attention_factor: scale,
+            }) => {
+                attention_factor = *scale;
+                let factors = if longest_position + 1 > *original_max_positions {
+                    long_factors
+                } else {
+                    short_factors
+                };
+                plain(theta)
+                    .into_iter()
+                    .zip(factors)
+                    .map(|(f, d)| f / d)
+                    .collect()
+            }
         };
         Self {
             inverse,

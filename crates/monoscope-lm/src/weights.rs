@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 use monoscope_formats::{
-    Architecture, HostData, HostTensor, LoadedModel, ModelConfig, NormPlacement, QkNorm, RopeLayout,
+    Architecture, HostData, HostTensor, LoadedModel, ModelConfig, NormPlacement, QkNorm,
+    RopeLayout, RopeScaling,
 };
 
 use crate::LmError;
@@ -136,6 +137,22 @@ pub(crate) fn check_config(c: &ModelConfig) -> Result<(), LmError> {
         return fail(format!(
             "rotary_dim {r} must be even and within head_dim {}",
             c.head_dim
+        ));
+    }
+    let pairs = c.block.rotary_dim.unwrap_or(c.head_dim) / 2;
+    let factor_lists: Vec<&Vec<f64>> = match &c.rope_scaling {
+        Some(RopeScaling::FrequencyDivisors { divisors }) => vec![divisors],
+        Some(RopeScaling::LongRope {
+            short_factors,
+            long_factors,
+            ..
+        }) => vec![short_factors, long_factors],
+        _ => Vec::new(),
+    };
+    if let Some(list) = factor_lists.iter().find(|l| l.len() != pairs) {
+        return fail(format!(
+            "RoPE scaling has {} frequency factors for {pairs} rotated pairs",
+            list.len()
         ));
     }
     if c.architecture == Architecture::Gpt2 && c.n_kv_heads != c.n_heads {
