@@ -190,14 +190,14 @@ fn a_model_setting_monoscope_does_not_compute_exits_with_code_2_and_names_it() {
     let config = serde_json::json!({
         "model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
         "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 96,
-        "rope_scaling": {"rope_type": "longrope", "factor": 4.0},
+        "rope_scaling": {"rope_type": "mrope", "factor": 4.0},
     });
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     let out = monoscope(&["model", "info", dir.path().to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("`rope_scaling.rope_type` = \"longrope\" is not supported"),
+        stderr.contains("`rope_scaling.rope_type` = \"mrope\" is not supported"),
         "{stderr}"
     );
 }
