@@ -303,8 +303,8 @@ impl GgufFile {
         Ok(HostTensor::f32(t.shape(), data))
     }
 
-    /// A tensor as the model keeps it: F16 and BF16 in their own type (exact and half the
-    /// size), every other type dequantised to f32.
+    /// A tensor as the model keeps it: F32, F16 and BF16 in their own type, block-quantised
+    /// types as their blocks (dequantised where the model needs the values).
     pub fn tensor_host(&self, name: &str) -> Result<HostTensor> {
         let t = &self.tensors[*self
             .index
@@ -323,7 +323,12 @@ impl GgufFile {
                     .map(|c| bf16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             ),
-            _ => return self.tensor_f32(name),
+            GgmlType::F32 => return self.tensor_f32(name),
+            ty => HostData::Quantized {
+                ty,
+                len: t.n_elements() as usize,
+                bytes: self.tensor_bytes(name)?.to_vec(),
+            },
         };
         Ok(HostTensor {
             shape: t.shape(),

@@ -24,7 +24,7 @@ const SUPPORTED: &str =
     "llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3, olmo2, gptneox, gpt2";
 
 /// Load a GGUF checkpoint: config from `{arch}.*` metadata, tokenizer from `tokenizer.ggml.*`,
-/// F16/BF16 tensors kept as they are, every other type dequantised to f32.
+/// every tensor kept in its stored type (quantised ones as their blocks).
 pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
     let g = GgufFile::open(path)?;
     let arch_key = "general.architecture";

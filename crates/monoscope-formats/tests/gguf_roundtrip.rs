@@ -16,6 +16,16 @@ fn tiny_llama_loads_back() {
     };
     let orig = spec.write(&path).unwrap();
     let m = load_model(&path).unwrap();
+    // Quantised matrices stay in their blocks: 20 bytes per 32 values for Q4_1, not 128.
+    let up = &m.tensors["layers.0.up_proj.weight"];
+    assert!(matches!(
+        up.data,
+        monoscope_formats::HostData::Quantized {
+            ty: GgmlType::Q4_1,
+            ..
+        }
+    ));
+    assert_eq!(up.byte_len(), 128 * 64 / 32 * 20);
 
     let c = &m.config;
     assert_eq!(

@@ -131,6 +131,8 @@ pub(crate) fn upload<const D: usize>(
         HostData::F32(v) => TensorData::new(v, shape),
         HostData::F16(v) => TensorData::new(v, shape),
         HostData::Bf16(v) => TensorData::new(v, shape),
+        // Quantised blocks have no burn type: the device holds their f32 values.
+        quantized @ HostData::Quantized { .. } => TensorData::new(quantized.into_f32(), shape),
     };
     // Without the dtype, burn converts to the device's default float type.
     let dtype = data.dtype();

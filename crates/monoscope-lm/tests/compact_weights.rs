@@ -6,7 +6,8 @@ mod common;
 
 use common::Spec;
 use half::{bf16, f16};
-use monoscope_formats::{HostData, LoadedModel};
+use monoscope_formats::testing::TinyLlama;
+use monoscope_formats::{HostData, LoadedModel, load_model};
 use monoscope_lm::{
     Device, ForwardOptions, HookName, Logits, MatmulKind, Model, ModelOptions, Tensor, TokenBatch,
     to_host,
@@ -117,4 +118,27 @@ fn int8_models_read_feature_directions_from_the_packed_weights() {
         // Int8 weight rounding, summed over the hook's width: close, never exact.
         assert!(err > 0.0 && err < 0.02, "{hook}: {err:e}");
     }
+}
+
+#[test]
+fn quantized_gguf_weights_are_packed_from_their_blocks_as_from_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.Q4_1.gguf");
+    TinyLlama::default().write(&path).unwrap();
+    let device = Device::flex();
+    let int8 = || ModelOptions::with_matmul(MatmulKind::Int8);
+    let blocks = Model::from_loaded_with(load_model(&path).unwrap(), &device, &int8()).unwrap();
+    let values = Model::from_loaded_with(
+        common::widened(load_model(&path).unwrap()),
+        &device,
+        &int8(),
+    )
+    .unwrap();
+    assert_eq!(run(&blocks), run(&values));
+    assert_eq!(blocks.weight_bytes(), values.weight_bytes());
+    // f32 arithmetic holds the dequantised values: the same numbers as from an f32 file.
+    let f32_blocks = Model::from_loaded(load_model(&path).unwrap(), &device).unwrap();
+    let f32_values =
+        Model::from_loaded(common::widened(load_model(&path).unwrap()), &device).unwrap();
+    assert_eq!(run(&f32_blocks), run(&f32_values));
 }

@@ -100,6 +100,10 @@ impl PackedInt8 {
             HostData::F32(v) => Self::pack(k, n, None, |kk, col| v[col * k + kk]),
             HostData::F16(v) => Self::pack(k, n, None, |kk, col| v[col * k + kk].to_f32()),
             HostData::Bf16(v) => Self::pack(k, n, None, |kk, col| v[col * k + kk].to_f32()),
+            quantized @ HostData::Quantized { .. } => {
+                let v = quantized.to_f32();
+                Self::pack(k, n, None, |kk, col| v[col * k + kk])
+            }
         }
     }
 

@@ -205,6 +205,15 @@ pub fn model(spec: &Spec) -> monoscope_lm::Model {
     monoscope_lm::Model::from_loaded(loaded(spec), &monoscope_lm::Device::flex()).expect("model")
 }
 
+/// `m` with every tensor dequantised or widened to f32: what the naive reference reads.
+#[allow(dead_code)]
+pub fn widened(mut m: LoadedModel) -> LoadedModel {
+    for t in m.tensors.values_mut() {
+        t.data = t.to_f32().into();
+    }
+    m
+}
+
 /// `max |a - b| / max |b|`: relative error of a whole tensor against its reference.
 pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
