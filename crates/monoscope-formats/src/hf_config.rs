@@ -72,6 +72,12 @@ impl<'a> Cfg<'a> {
         self.v.get(key).filter(|v| !v.is_null())
     }
 
+    /// Whether the config has `key` at all, null included (an explicit null overrides a
+    /// family's default where an absent key does not).
+    fn has(&self, key: &str) -> bool {
+        self.v.get(key).is_some()
+    }
+
     pub fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
@@ -137,18 +143,6 @@ impl<'a> Cfg<'a> {
         }
     }
 
-    /// Refuses `key` when present with a value outside `allowed`.
-    fn only(&self, key: &str, allowed: &[&str]) -> Result<()> {
-        match self.opt_str(key)? {
-            Some(s) if !allowed.contains(&s) => Err(self.unsupported(
-                key,
-                &Value::String(s.into()),
-                format!("supported: {}", allowed.join(", ")),
-            )),
-            _ => Ok(()),
-        }
-    }
-
     /// Refuses `key` when it is `true`.
     fn refuse_true(&self, key: &str, why: &str) -> Result<()> {
         if self.opt_bool(key)? == Some(true) {
@@ -199,26 +193,42 @@ pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
             format!("{n_kv_heads} does not divide {n_heads} heads"),
         ));
     }
-    let max_positions = c.opt_usize("max_position_embeddings")?.unwrap_or(2048);
+    // Each family's default, where a config leaves it out (it matters to RoPE scalings).
+    let max_positions = c
+        .opt_usize("max_position_embeddings")?
+        .unwrap_or(match model_type {
+            "mistral" | "gemma3_text" => 131_072,
+            "qwen2" | "qwen3" => 32_768,
+            "gemma" | "gemma2" => 8192,
+            "phi3" => 4096,
+            _ => 2048,
+        });
     let gemma = matches!(
         architecture,
         Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3
     );
     let mut block = BlockConfig::default();
-    let mlp_key = if gemma && c.get("hidden_activation").is_some() {
+    // The key each family's modeling code reads: Gemma 2/3 `hidden_activation` only, Gemma 1
+    // `hidden_act` (which its config turns from "gelu" into the tanh GELU), the rest
+    // `hidden_act`.
+    let mlp_key = if matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3) {
         "hidden_activation"
     } else {
         "hidden_act"
     };
     block.mlp = match (architecture, c.opt_str(mlp_key)?) {
-        (Architecture::GptNeox, Some("gelu") | None) => MlpActivation::Gelu,
-        (Architecture::GptNeox, Some("gelu_new" | "gelu_pytorch_tanh" | "gelu_fast")) => {
-            MlpActivation::GeluTanh
-        }
-        (a, Some("gelu_pytorch_tanh") | None) if gemma && a != Architecture::Llama => {
+        (Architecture::GptNeox, Some("gelu" | "gelu_python") | None) => MlpActivation::Gelu,
+        (
+            Architecture::GptNeox,
+            Some("gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu_python_tanh"),
+        ) => MlpActivation::GeluTanh,
+        (Architecture::Gemma, Some("gelu")) => MlpActivation::GeGluTanh,
+        (_, Some("gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" | "gelu_python_tanh") | None)
+            if gemma =>
+        {
             MlpActivation::GeGluTanh
         }
-        (_, Some("silu") | None) if !gemma => MlpActivation::SwiGlu,
+        (_, Some("silu" | "swish") | None) if !gemma => MlpActivation::SwiGlu,
         (_, Some(other)) => {
             return Err(c.unsupported(
                 mlp_key,
@@ -234,29 +244,50 @@ pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
         }
         (_, None) => unreachable!("every family has a default activation above"),
     };
+    c.refuse_true(
+        "use_bidirectional_attention",
+        "bidirectional attention is not implemented",
+    )?;
+    if c.opt_bool("is_causal")? == Some(false) {
+        return Err(c.unsupported(
+            "is_causal",
+            &Value::Bool(false),
+            "bidirectional attention is not implemented",
+        ));
+    }
     let qwen = matches!(model_type, "qwen2" | "qwen3");
-    if c.opt_bool("use_sliding_window")? == Some(true) {
-        if !qwen {
-            c.refuse_true("use_sliding_window", "known only for Qwen2 and Qwen3")?;
-        }
+    // Only Qwen's modeling code reads `use_sliding_window`; Llama, Mistral and Phi-3 ignore it.
+    if qwen && c.opt_bool("use_sliding_window")? == Some(true) {
         // Qwen: layers from `max_window_layers` on attend through the window.
         block.sliding_window = Some(c.usize("sliding_window")?);
         block.sliding_layers = sliding_layers(&c, architecture, c.usize("num_hidden_layers")?)?;
     }
     match architecture {
-        Architecture::Llama if !qwen => {
-            block.sliding_window = c.opt_usize("sliding_window")?;
+        // Llama's modeling code never reads `sliding_window`; Mistral's defaults to 4096.
+        Architecture::Llama if model_type == "mistral" => {
+            block.sliding_window = window_or(&c, Some(4096))?;
+        }
+        Architecture::Llama if model_type == "phi3" => {
+            block.sliding_window = window_or(&c, None)?;
         }
         Architecture::Qwen3 => block.qk_norm = QkNorm::PerHead,
         Architecture::Gemma => {}
         Architecture::Gemma2 | Architecture::Gemma3 => {
             block.norm_placement = NormPlacement::PreAndPost;
-            block.attn_logit_softcap = c.opt_f64("attn_logit_softcapping")?;
-            block.final_logit_softcap = c.opt_f64("final_logit_softcapping")?;
-            if let Some(s) = c.opt_f64("query_pre_attn_scalar")? {
-                block.attn_scale = Some(1.0 / c.positive("query_pre_attn_scalar", s)?.sqrt());
-            }
-            block.sliding_window = c.opt_usize("sliding_window")?;
+            // transformers' defaults where a key is absent (an explicit null: none).
+            let gemma2 = architecture == Architecture::Gemma2;
+            let softcap = |key: &str, default: f64| -> Result<Option<f64>> {
+                if c.has(key) {
+                    c.opt_f64(key)
+                } else {
+                    Ok(gemma2.then_some(default))
+                }
+            };
+            block.attn_logit_softcap = softcap("attn_logit_softcapping", 50.0)?;
+            block.final_logit_softcap = softcap("final_logit_softcapping", 30.0)?;
+            let scalar = c.opt_f64("query_pre_attn_scalar")?.unwrap_or(256.0);
+            block.attn_scale = Some(1.0 / c.positive("query_pre_attn_scalar", scalar)?.sqrt());
+            block.sliding_window = window_or(&c, Some(4096))?;
             block.sliding_layers = sliding_layers(&c, architecture, c.usize("num_hidden_layers")?)?;
             if architecture == Architecture::Gemma3 {
                 block.qk_norm = QkNorm::PerHead;
@@ -280,6 +311,20 @@ pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
         let _ = c.opt_f64(key);
     }
     let rope = rope(&c, architecture, max_positions)?;
+    if model_type == "phi3" && matches!(rope.scaling, Some(RopeScaling::Yarn { .. })) {
+        let key = if c.get("rope_scaling").is_some() {
+            "rope_scaling.type"
+        } else {
+            "rope_parameters.rope_type"
+        };
+        return Err(FormatError::UnsupportedSetting {
+            path: c.path.to_path_buf(),
+            key: key.into(),
+            value: "\"yarn\"".into(),
+            detail: "Phi-3 reads yarn as longrope with yarn's attention factor; not implemented"
+                .into(),
+        });
+    }
     if let Some(f) = rope.partial_rotary_factor {
         let dim = (head_dim as f64 * f) as usize;
         if dim == 0 || !dim.is_multiple_of(2) || dim > head_dim {
@@ -319,10 +364,10 @@ pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
             }
         }
     }
-    let (eps_key, eps_default) = if neox {
-        ("layer_norm_eps", 1e-5)
-    } else {
-        ("rms_norm_eps", 1e-6)
+    let (eps_key, eps_default) = match model_type {
+        "gpt_neox" => ("layer_norm_eps", 1e-5),
+        "phi3" | "olmo2" => ("rms_norm_eps", 1e-5),
+        _ => ("rms_norm_eps", 1e-6),
     };
     Ok(ModelConfig {
         architecture,
@@ -354,12 +399,24 @@ fn gpt2(c: &Cfg) -> Result<ModelConfig> {
             format!("{n_heads} does not divide n_embd {d_model}"),
         ));
     }
-    c.only("activation_function", &["gelu_new", "gelu_pytorch_tanh"])?;
+    let mlp = match c.opt_str("activation_function")? {
+        Some("gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu_python_tanh") | None => {
+            MlpActivation::GeluTanh
+        }
+        Some("gelu" | "gelu_python") => MlpActivation::Gelu,
+        Some(other) => {
+            return Err(c.unsupported(
+                "activation_function",
+                &Value::String(other.into()),
+                "supported: gelu_new, gelu_pytorch_tanh, gelu_fast, gelu_python_tanh, gelu",
+            ));
+        }
+    };
     c.refuse_true(
         "scale_attn_by_inverse_layer_idx",
         "attention scaled by layer index is not implemented",
     )?;
-    c.refuse_true("reorder_and_upcast_attn", "not implemented")?;
+    // `reorder_and_upcast_attn` only computes the scores in f32, which monoscope always does.
     if c.opt_bool("scale_attn_weights")? == Some(false) {
         return Err(c.unsupported(
             "scale_attn_weights",
@@ -382,7 +439,7 @@ fn gpt2(c: &Cfg) -> Result<ModelConfig> {
         rope_layout: RopeLayout::HalfSplit,
         rope_scaling: None,
         block: BlockConfig {
-            mlp: MlpActivation::GeluTanh,
+            mlp,
             ..BlockConfig::default()
         },
         tied_embeddings: true,
@@ -431,6 +488,15 @@ fn sliding_layers(c: &Cfg, architecture: Architecture, n_layers: usize) -> Resul
     })
 }
 
+/// `sliding_window` as transformers reads it: absent gives the family's `default`, null none.
+fn window_or(c: &Cfg, default: Option<usize>) -> Result<Option<usize>> {
+    if c.has("sliding_window") {
+        c.opt_usize("sliding_window")
+    } else {
+        Ok(default)
+    }
+}
+
 /// What the RoPE keys of a config say.
 struct Rope {
     theta: f64,
@@ -449,24 +515,42 @@ const ROPE_TYPES: &str = "default, linear, dynamic, llama3, yarn, longrope";
 /// Gemma 3's `rope_local_base_freq`) and transformers 5's `rope_parameters` (flat, or per
 /// layer type for Gemma 3). A scaling type monoscope does not implement is refused by name.
 fn rope(c: &Cfg, architecture: Architecture, max_positions: usize) -> Result<Rope> {
+    // GPT-NeoX reads `rotary_emb_base`, the others `rope_theta` (Gemma 3's default: 1e6).
+    let theta_keys: &[&str] = if architecture == Architecture::GptNeox {
+        &["rotary_emb_base"]
+    } else {
+        &["rope_theta"]
+    };
+    let mut theta = None;
+    for key in theta_keys {
+        theta = theta.or(c.opt_f64(key)?);
+    }
+    let default_theta = if architecture == Architecture::Gemma3 {
+        1_000_000.0
+    } else {
+        10_000.0
+    };
     let mut out = Rope {
-        theta: c
-            .opt_f64("rope_theta")?
-            .or(c.opt_f64("rotary_emb_base")?)
-            .unwrap_or(10_000.0),
+        theta: theta.unwrap_or(default_theta),
         scaling: None,
         partial_rotary_factor: None,
         partial_key: None,
         local_theta: c.opt_f64("rope_local_base_freq")?,
     };
-    for key in ["partial_rotary_factor", "rotary_pct"] {
-        if let Some(f) = c.opt_f64(key)? {
-            out.partial_rotary_factor = Some(f);
-            out.partial_key = Some(c.name(key));
-        }
+    // GPT-NeoX reads `rotary_pct` (default 0.25), the others `partial_rotary_factor`.
+    let partial_key = if architecture == Architecture::GptNeox {
+        "rotary_pct"
+    } else {
+        "partial_rotary_factor"
+    };
+    out.partial_rotary_factor = c.opt_f64(partial_key)?;
+    if architecture == Architecture::GptNeox && out.partial_rotary_factor.is_none() {
+        out.partial_rotary_factor = Some(0.25);
     }
+    out.partial_key = Some(c.name(partial_key));
     let mut section = None;
-    for key in ["rope_scaling", "rope_parameters"] {
+    // transformers takes `rope_scaling` when both are there.
+    for key in ["rope_parameters", "rope_scaling"] {
         if let Some(v) = c.get(key) {
             if !v.is_object() {
                 return Err(c.bad(key, format!("expected an object, found {v}")));
@@ -597,11 +681,13 @@ fn rope_section(
         }
         // "su": the name of the first Phi-3 releases.
         "longrope" | "su" => {
-            let original = match p.opt_usize("original_max_position_embeddings")? {
-                Some(o) => o,
-                None => {
-                    top_original.ok_or_else(|| p.missing("original_max_position_embeddings"))?
-                }
+            // transformers lets the config's own value override the section's.
+            let original = match (
+                top_original,
+                p.opt_usize("original_max_position_embeddings")?,
+            ) {
+                (Some(o), _) | (None, Some(o)) => o,
+                (None, None) => return Err(p.missing("original_max_position_embeddings")),
             };
             let factor = match p.opt_f64("factor")? {
                 Some(f) => p.positive("factor", f)?,
@@ -642,4 +728,88 @@ fn positive_list(p: &Cfg, key: &str) -> Result<Vec<f64>> {
             _ => Err(p.bad(key, format!("{x} is not a positive number"))),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A tiny config of `model_type` with `extra` keys on top.
+    fn parse(model_type: &str, extra: Value) -> ModelConfig {
+        let mut v = json!({
+            "model_type": model_type, "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 96,
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        parse_config(Path::new("config.json"), &v).unwrap()
+    }
+
+    #[test]
+    fn absent_keys_take_the_defaults_transformers_takes() {
+        let g2 = parse("gemma2", json!({}));
+        assert_eq!(g2.block.attn_logit_softcap, Some(50.0));
+        assert_eq!(g2.block.final_logit_softcap, Some(30.0));
+        assert_eq!(g2.block.attn_scale, Some(1.0 / 16.0));
+        assert_eq!(g2.block.sliding_window, Some(4096));
+        let g2 = parse(
+            "gemma2",
+            json!({"attn_logit_softcapping": null, "sliding_window": null}),
+        );
+        assert_eq!(g2.block.attn_logit_softcap, None);
+        assert_eq!(g2.block.sliding_window, None);
+        assert_eq!(parse("gemma3_text", json!({})).rope_theta, 1e6);
+        assert_eq!(parse("mistral", json!({})).block.sliding_window, Some(4096));
+        assert_eq!(parse("mistral", json!({})).max_positions, 131_072);
+        // Llama's modeling code never reads it.
+        let llama = parse("llama", json!({"sliding_window": 8}));
+        assert_eq!(llama.block.sliding_window, None);
+        assert_eq!(parse("phi3", json!({})).norm_eps, 1e-5);
+        assert_eq!(parse("olmo2", json!({})).norm_eps, 1e-5);
+        assert_eq!(parse("llama", json!({})).norm_eps, 1e-6);
+    }
+
+    #[test]
+    fn gpt_neox_reads_its_own_rotary_keys() {
+        // head_dim 16: a quarter rotates by default; `rope_theta` is not GPT-NeoX's key.
+        let neox = parse(
+            "gpt_neox",
+            json!({"rope_theta": 5.0, "rotary_emb_base": 777.0}),
+        );
+        assert_eq!(neox.block.rotary_dim, Some(4));
+        assert_eq!(neox.rope_theta, 777.0);
+        let neox = parse("gpt_neox", json!({"rotary_pct": 0.5}));
+        assert_eq!(neox.block.rotary_dim, Some(8));
+        assert_eq!(neox.rope_theta, 10_000.0);
+    }
+
+    #[test]
+    fn activation_aliases_of_the_same_function_are_accepted() {
+        assert_eq!(
+            parse("llama", json!({"hidden_act": "swish"})).block.mlp,
+            MlpActivation::SwiGlu
+        );
+        // Gemma 1's config turns "gelu" into the tanh GELU; Gemma 2 reads `hidden_activation`.
+        assert_eq!(
+            parse("gemma", json!({"hidden_act": "gelu"})).block.mlp,
+            MlpActivation::GeGluTanh
+        );
+        assert_eq!(
+            parse("gemma2", json!({"hidden_act": "silu"})).block.mlp,
+            MlpActivation::GeGluTanh
+        );
+    }
+
+    #[test]
+    fn rope_scaling_wins_over_rope_parameters() {
+        let c = parse(
+            "llama",
+            json!({"rope_parameters": {"rope_type": "linear", "factor": 2.0},
+                   "rope_scaling": {"rope_type": "linear", "factor": 8.0}}),
+        );
+        assert_eq!(c.rope_scaling, Some(RopeScaling::Linear { factor: 8.0 }));
+    }
 }

@@ -235,8 +235,17 @@ fn settings_that_change_the_arithmetic_are_refused_by_name() {
             "missing metadata key `max_window_layers`",
         ),
         (
-            serde_json::json!({"use_sliding_window": true, "sliding_window": 4}),
-            "`use_sliding_window` = true is not supported",
+            serde_json::json!({"is_causal": false}),
+            "`is_causal` = false is not supported",
+        ),
+        (
+            serde_json::json!({"model_type": "gemma3_text", "use_bidirectional_attention": true}),
+            "`use_bidirectional_attention` = true is not supported",
+        ),
+        (
+            serde_json::json!({"model_type": "phi3", "original_max_position_embeddings": 16,
+                "rope_scaling": {"type": "yarn", "factor": 4.0}}),
+            "`rope_scaling.type` = \"yarn\" is not supported",
         ),
         (
             serde_json::json!({"hidden_act": "gelu"}),
