@@ -92,14 +92,9 @@ fn run(xtask: Xtask) -> anyhow::Result<ExitCode> {
                     vec!["validate".to_string(), file.display().to_string()],
                 ),
             };
-            let mut command = vec![
-                "run",
-                "--quiet",
-                "--package",
-                "monoscope-cli",
-                "--bin",
-                "monoscope",
-            ];
+            // Not `--quiet`: a first build takes many minutes, and cargo's progress (on stderr)
+            // is what tells a newcomer it is not hung.
+            let mut command = vec!["run", "--package", "monoscope-cli", "--bin", "monoscope"];
             if profile {
                 command.push("--release");
             }
@@ -108,14 +103,7 @@ fn run(xtask: Xtask) -> anyhow::Result<ExitCode> {
             passthrough(&command)
         }
         Task::Bench { args } => {
-            let mut command = vec![
-                "run",
-                "--quiet",
-                "--release",
-                "--package",
-                "monoscope-bench",
-                "--",
-            ];
+            let mut command = vec!["run", "--release", "--package", "monoscope-bench", "--"];
             command.extend(args.iter().map(String::as_str));
             passthrough(&command)
         }

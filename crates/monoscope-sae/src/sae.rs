@@ -51,15 +51,16 @@ pub struct SaeMetadata {
     pub prepend_bos: Option<bool>,
     #[serde(default)]
     pub dataset_path: Option<String>,
-    #[serde(default)]
+    // Absent, not null, when unknown: as SAELens writes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seqpos_slice: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_from_pretrained_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
     /// The training architecture (`standard`, `topk`, `batchtopk`, `jumprelu`); differs from
     /// the inference architecture for BatchTopK, which is saved as JumpReLU.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_architecture: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_architecture_details: Option<serde_json::Value>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,

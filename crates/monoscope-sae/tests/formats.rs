@@ -90,6 +90,8 @@ fn saelens_files_follow_the_v6_schema() {
     assert_eq!(meta["hook_head_index"], Value::Null);
     assert_eq!(meta["context_size"], 128);
     assert_eq!(meta["prepend_bos"], true);
+    // Without it SAELens reads the file as its pre-6 layout and drops the metadata.
+    assert_eq!(meta["sae_lens_version"], "6.0.0");
     let bytes = std::fs::read(dir.path().join("sae_weights.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut keys = st.names();
@@ -405,4 +407,74 @@ fn a_multi_layer_sparsify_release_names_its_hookpoints_and_each_loads_with_its_h
         hook("layers.2.mlp").as_deref(),
         Some("blocks.2.hook_mlp_out")
     );
+}
+
+/// What SAELens itself read back from the directories it wrote (`make_saelens.py`).
+fn saelens_expected() -> Value {
+    let text = std::fs::read_to_string(fixture("saelens/expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn cfg_json(dir: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("cfg.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn directories_written_by_saelens_load_with_their_hook_model_and_context() {
+    let expected = saelens_expected();
+    for (name, want) in expected["cases"].as_object().unwrap() {
+        let dir = fixture(&format!("saelens/{name}"));
+        let sae = load_saelens(&dir).unwrap();
+        assert_eq!(sae.d_in as u64, want["d_in"].as_u64().unwrap(), "{name}");
+        assert_eq!(sae.d_sae as u64, want["d_sae"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            sae.architecture.saelens_name(),
+            want["architecture"],
+            "{name}"
+        );
+        let m = &sae.metadata;
+        assert_eq!(m.hook_name.as_deref(), want["hook_name"].as_str(), "{name}");
+        assert_eq!(
+            m.model_name.as_deref(),
+            want["model_name"].as_str(),
+            "{name}"
+        );
+        assert_eq!(m.context_size, want["context_size"].as_u64(), "{name}");
+        assert_eq!(m.prepend_bos, want["prepend_bos"].as_bool(), "{name}");
+        // Saved back, the file is the one SAELens wrote (its version marker included).
+        let out = tempfile::tempdir().unwrap();
+        save_saelens(&sae, out.path()).unwrap();
+        assert_eq!(cfg_json(out.path()), cfg_json(&dir), "{name}");
+    }
+}
+
+#[test]
+fn our_cfg_json_has_every_key_saelens_writes() {
+    // SAELens's own TopK file against ours for a TopK SAE: the same keys, top level and
+    // metadata, so that SAELens finds everything it looks for where it looks.
+    let theirs = cfg_json(&fixture("saelens/topk"));
+    let dir = tempfile::tempdir().unwrap();
+    save_saelens(
+        &random_sae(Architecture::TopK { k: 4 }, 8, 16, 1),
+        dir.path(),
+    )
+    .unwrap();
+    let ours = cfg_json(dir.path());
+    for (level, a, b) in [
+        ("top level", &theirs, &ours),
+        ("metadata", &theirs["metadata"], &ours["metadata"]),
+    ] {
+        // SAELens records its own training version; monoscope trained this SAE.
+        let missing: Vec<&String> = a
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| {
+                *k != "sae_lens_training_version" && !b.as_object().unwrap().contains_key(*k)
+            })
+            .collect();
+        assert!(missing.is_empty(), "{level}: ours lacks {missing:?}");
+    }
+    let version = ours["metadata"]["sae_lens_version"].as_str().unwrap();
+    assert!(version.split('.').next().unwrap().parse::<u32>().unwrap() >= 6);
 }

@@ -11,6 +11,11 @@ use super::{read_json, write_dir_atomic};
 use crate::{Architecture, Sae, SaeError, SaeMetadata};
 
 pub const SAELENS_CFG: &str = "cfg.json";
+/// `metadata.sae_lens_version` of the files this module writes: the SAELens release whose
+/// layout they follow. SAELens reads any `cfg.json` without a version of at least 6 as its
+/// pre-6 flat layout, which looks for the hook and model names at the top level and drops the
+/// `metadata` object; with it, SAELens keeps them.
+pub const SAELENS_LAYOUT_VERSION: &str = "6.0.0";
 pub const SAELENS_WEIGHTS: &str = "sae_weights.safetensors";
 
 /// Top-level `cfg.json` keys this module reads or writes itself; any other key is carried in
@@ -69,10 +74,14 @@ pub fn save_saelens(sae: &Sae, dir: &Path) -> Result<(), SaeError> {
 
 fn saelens_cfg(sae: &Sae) -> Result<Value, SaeError> {
     let mut cfg = sae.extra_cfg.clone();
-    let metadata = serde_json::to_value(&sae.metadata).map_err(|source| SaeError::Json {
+    let mut metadata = serde_json::to_value(&sae.metadata).map_err(|source| SaeError::Json {
         path: SAELENS_CFG.into(),
         source,
     })?;
+    if let Value::Object(m) = &mut metadata {
+        m.entry("sae_lens_version")
+            .or_insert_with(|| SAELENS_LAYOUT_VERSION.into());
+    }
     let own = json!({
         "architecture": sae.architecture.saelens_name(),
         "d_in": sae.d_in,
@@ -212,10 +221,21 @@ fn take_metadata(cfg: &mut Map<String, Value>, path: &Path) -> Result<SaeMetadat
             Value::Object(m)
         }
     };
-    serde_json::from_value(meta).map_err(|source| SaeError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
+    let mut metadata: SaeMetadata =
+        serde_json::from_value(meta).map_err(|source| SaeError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    // The layout marker saving writes is not data; another writer's version is, and is kept.
+    if metadata
+        .extra
+        .get("sae_lens_version")
+        .and_then(Value::as_str)
+        == Some(SAELENS_LAYOUT_VERSION)
+    {
+        metadata.extra.remove("sae_lens_version");
+    }
+    Ok(metadata)
 }
 
 pub(super) fn usize_key(
