@@ -165,10 +165,9 @@ fn real_model_capture_equals_the_model_run_on_the_same_windows() {
         cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
         cache.join("corpora/wiki-summaries-en.json"),
     );
-    if !model_path.exists() || !corpus_path.exists() {
-        eprintln!(
-            "skipped: the default model or corpus is not cached (run `monoscope fetch smollm2 wiki`)"
-        );
+    let how = "monoscope fetch smollm2 wiki";
+    let present = |p: &std::path::Path| monoscope_formats::testing::real_file_present(p, how);
+    if !present(&model_path) || !present(&corpus_path) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
 //! Test support: tiny random-weight models written in the real GGUF format, so that tests in
-//! every crate exercise the same loader as real checkpoints, without downloading anything.
+//! every crate exercise the same loader as real checkpoints, without downloading anything; and
+//! [`real_file_present`], the one rule for tests that need the real default model.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -57,6 +58,39 @@ impl Default for TinyLlama {
 }
 
 /// GPT-2's reversible byte → printable-char map (`bytes_to_unicode`), used by byte-level BPE.
+/// Whether a test that needs the real file `path` (the cached default model or corpus) can
+/// run: `true` when it exists. Otherwise the test is skipped with a message saying how to get
+/// the file (`how`) — or fails under `MONOSCOPE_REQUIRE_MODEL=1`, which CI sets after fetching
+/// the model and corpus, so that a broken fetch cannot pass as skipped tests.
+pub fn real_file_present(path: &Path, how: &str) -> bool {
+    let required = std::env::var_os("MONOSCOPE_REQUIRE_MODEL").is_some_and(|v| v == "1");
+    present_or_skip(path, how, required)
+}
+
+fn present_or_skip(path: &Path, how: &str, required: bool) -> bool {
+    if path.exists() {
+        return true;
+    }
+    let missing = format!("{} not found ({how})", path.display());
+    assert!(!required, "MONOSCOPE_REQUIRE_MODEL=1 but {missing}");
+    eprintln!("skipping real-model test: {missing}");
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_real_file_skips_unless_required() {
+        let missing = Path::new("/nonexistent/model.gguf");
+        assert!(!present_or_skip(missing, "fetch it", false));
+        assert!(present_or_skip(Path::new("/"), "fetch it", true));
+        let failed = std::panic::catch_unwind(|| present_or_skip(missing, "fetch it", true));
+        assert!(failed.is_err());
+    }
+}
+
 pub fn byte_to_unicode() -> [char; 256] {
     let mut map = ['\0'; 256];
     let mut extra = 0u32;

@@ -16,12 +16,8 @@ fn model_path() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/monoscope")))?;
     let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: {} not found (run the fetch step first)", p.display());
-        None
-    }
+    let how = "cargo xtask pipeline run pipelines/fetch.toml";
+    monoscope_formats::testing::real_file_present(&p, how).then_some(p)
 }
 
 /// Loaded once for all tests in this file: dequantising 135M weights takes a moment.

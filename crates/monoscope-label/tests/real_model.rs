@@ -17,14 +17,8 @@ const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn model_path() -> Option<PathBuf> {
     let path = monoscope_fetch::cache_dir().join("models").join(FILE);
-    if !path.exists() {
-        eprintln!(
-            "skipping real-model test: {} not found (fetch it with: cargo run -p monoscope-cli -- fetch smollm2)",
-            path.display()
-        );
-        return None;
-    }
-    Some(path)
+    let how = "fetch it with: cargo run -p monoscope-cli -- fetch smollm2";
+    monoscope_formats::testing::real_file_present(&path, how).then_some(path)
 }
 
 const TEXTS: [&str; 6] = [

@@ -177,8 +177,10 @@ fn cache_dir() -> PathBuf {
 /// Both kinds of the real model, or `None` (with a message) when it is not in the cache.
 fn real_models() -> Option<(Model, Model)> {
     let path = cache_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        eprintln!("skipping: {} not found", path.display());
+    if !monoscope_formats::testing::real_file_present(
+        &path,
+        "cargo xtask pipeline run pipelines/fetch.toml",
+    ) {
         return None;
     }
     let f32 = monoscope_lm::load(&path, &Device::flex()).unwrap();
@@ -189,10 +191,11 @@ fn real_models() -> Option<(Model, Model)> {
 /// The first `n` tokens of the cached Wikipedia summaries' first articles.
 fn wiki_tokens(model: &Model, n: usize) -> Option<Vec<u32>> {
     let path = cache_dir().join("corpora/wiki-summaries-en.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipping: {} not found", path.display());
+    let how = "cargo xtask pipeline run pipelines/fetch.toml";
+    if !monoscope_formats::testing::real_file_present(&path, how) {
         return None;
-    };
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
     let articles: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
     let mut ids = Vec::new();
     for article in articles.values() {

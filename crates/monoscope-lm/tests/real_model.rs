@@ -27,11 +27,8 @@ fn model() -> Option<&'static Model> {
     MODEL
         .get_or_init(|| {
             let path = model_path();
-            if !path.exists() {
-                eprintln!(
-                    "skipping real-model test: {} not found (fetch it with the project's setup)",
-                    path.display()
-                );
+            let how = "cargo xtask pipeline run pipelines/fetch.toml";
+            if !monoscope_formats::testing::real_file_present(&path, how) {
                 return None;
             }
             Some(monoscope_lm::load(&path, &Device::flex()).expect("load the default model"))
