@@ -4,6 +4,9 @@
 //! - `pipeline run <file> [monoscope run flags]`: builds the `monoscope` binary and runs a
 //!   pipeline; `pipeline validate <file>` checks one.
 //! - `bench <what>`: builds the benchmark binary with optimisations and runs one benchmark.
+//! - `tidy`: the architecture invariants the build does not enforce ([`tidy`]).
+
+mod tidy;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -27,6 +30,8 @@ enum Task {
         #[command(subcommand)]
         action: PipelineAction,
     },
+    /// The architecture invariants of ARCHITECTURE.md that the build does not enforce.
+    Tidy,
     /// Benchmarks, built in release mode: `cargo xtask bench <what>` (no argument: list them).
     Bench {
         /// Arguments passed to the benchmark binary.
@@ -63,8 +68,13 @@ fn main() -> ExitCode {
 
 fn run(xtask: Xtask) -> anyhow::Result<ExitCode> {
     match xtask.command {
+        Task::Tidy => {
+            tidy::run(&workspace_root())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Task::Ci => {
             cargo(&["fmt", "--all", "--", "--check"])?;
+            tidy::run(&workspace_root())?;
             cargo(&[
                 "clippy",
                 "--workspace",
@@ -118,6 +128,12 @@ fn cargo_command(args: &[&str]) -> Command {
 }
 
 /// Runs cargo and fails if it fails.
+/// The workspace root: xtask's own directory's parent.
+fn workspace_root() -> PathBuf {
+    let xtask = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().map(PathBuf::from).unwrap_or(xtask)
+}
+
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     eprintln!("$ cargo {}", args.join(" "));
     let status = cargo_command(args).status().context("running cargo")?;

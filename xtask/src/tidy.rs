@@ -1,0 +1,226 @@
+//! `cargo xtask tidy`: the architecture invariants of ARCHITECTURE.md that the build itself does
+//! not enforce, checked against `cargo metadata` and the sources.
+//!
+//! - `monoscope-core` depends on no tensor library and no other monoscope crate;
+//! - `monoscope-formats` knows nothing of burn;
+//! - `anyhow` only in binaries: no package with a library target depends on it;
+//! - every crate that registers built-in stages (`register_stage!`) is named by the `monoscope`
+//!   binary (`use <crate> as _;`), or the linker drops its registrations and its stage kinds
+//!   are silently missing.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// Runs every check; fails listing each violation.
+pub fn run(workspace: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(workspace)
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let metadata: Value = serde_json::from_slice(&out.stdout).context("cargo metadata output")?;
+    let packages = packages(&metadata);
+    let cli_sources = sources_of(&workspace.join("crates/monoscope-cli/src"))?;
+    let mut problems = check_dependencies(&packages);
+    // Stage crates are libraries; core defines the macro.
+    for p in packages
+        .iter()
+        .filter(|p| p.has_lib && p.name != "monoscope-core")
+    {
+        let registers = sources_of(&p.dir.join("src"))?.iter().any(|(_, text)| {
+            text.lines()
+                .any(|l| l.trim_start().starts_with("register_stage!("))
+        });
+        if registers {
+            problems.extend(check_named_by_cli(p, &cli_sources));
+        }
+    }
+    if problems.is_empty() {
+        eprintln!("tidy: {} packages, every invariant holds", packages.len());
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("tidy: {p}");
+    }
+    bail!("{} architecture invariant(s) broken", problems.len())
+}
+
+/// What the checks need of one workspace package.
+#[derive(Debug)]
+struct Package {
+    name: String,
+    dir: PathBuf,
+    has_lib: bool,
+    /// Normal (not dev, not build) dependencies.
+    dependencies: Vec<String>,
+}
+
+fn packages(metadata: &Value) -> Vec<Package> {
+    let list = metadata["packages"].as_array().cloned().unwrap_or_default();
+    list.iter()
+        .map(|p| {
+            let str_of = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            let manifest = PathBuf::from(str_of(&p["manifest_path"]));
+            let has_lib = p["targets"].as_array().into_iter().flatten().any(|t| {
+                t["kind"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|k| k == "lib" || k == "rlib")
+            });
+            let dependencies = p["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| d["kind"].is_null())
+                .map(|d| str_of(&d["name"]))
+                .collect();
+            Package {
+                name: str_of(&p["name"]),
+                dir: manifest.parent().map(Path::to_path_buf).unwrap_or_default(),
+                has_lib,
+                dependencies,
+            }
+        })
+        .collect()
+}
+
+const TENSOR_LIBRARIES: &[&str] = &["burn", "gemm", "ndarray", "candle", "tch"];
+
+fn check_dependencies(packages: &[Package]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let is_tensor = |d: &str| {
+        TENSOR_LIBRARIES
+            .iter()
+            .any(|t| d == *t || d.starts_with(&format!("{t}-")))
+    };
+    for p in packages {
+        for d in &p.dependencies {
+            if p.name == "monoscope-core" && (is_tensor(d) || d.starts_with("monoscope-")) {
+                problems.push(format!(
+                    "monoscope-core depends on `{d}`: core depends on no tensor library and no \
+                     other monoscope crate"
+                ));
+            }
+            if p.name == "monoscope-formats" && (d == "burn" || d.starts_with("burn-")) {
+                problems.push(format!(
+                    "monoscope-formats depends on `{d}`: formats knows nothing of burn"
+                ));
+            }
+            if p.has_lib && d == "anyhow" {
+                problems.push(format!(
+                    "{} has a library target and depends on anyhow: libraries use thiserror, \
+                     anyhow only in binaries",
+                    p.name
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn check_named_by_cli(p: &Package, cli_sources: &[(PathBuf, String)]) -> Vec<String> {
+    let lib = p.name.replace('-', "_");
+    let named = cli_sources
+        .iter()
+        .any(|(_, text)| text.contains(&format!("use {lib} as _;")));
+    if named {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{} registers stages but crates/monoscope-cli never says `use {lib} as _;`: its \
+             stage kinds would be missing from the binary",
+            p.name
+        )]
+    }
+}
+
+/// Every `.rs` file under `dir`, with its text.
+fn sources_of(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        if path.is_dir() {
+            out.extend(sources_of(&path)?);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            out.push((path, text));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(name: &str, has_lib: bool, deps: &[&str]) -> Package {
+        Package {
+            name: name.into(),
+            dir: PathBuf::new(),
+            has_lib,
+            dependencies: deps.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn each_broken_invariant_is_reported() {
+        let problems = check_dependencies(&[
+            package(
+                "monoscope-core",
+                true,
+                &["serde", "burn", "monoscope-store"],
+            ),
+            package("monoscope-formats", true, &["burn-flex", "half"]),
+            package("monoscope-sae", true, &["anyhow", "gemm"]),
+            package("monoscope-cli", false, &["anyhow", "burn"]),
+        ]);
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems[0].contains("monoscope-core depends on `burn`"));
+        assert!(problems[1].contains("`monoscope-store`"));
+        assert!(problems[2].contains("formats depends on `burn-flex`"));
+        assert!(problems[3].contains("monoscope-sae has a library target"));
+    }
+
+    #[test]
+    fn a_stage_crate_the_binary_does_not_name_is_reported() {
+        let cli = vec![(
+            PathBuf::from("main.rs"),
+            "use monoscope_train as _;\n".to_string(),
+        )];
+        assert!(check_named_by_cli(&package("monoscope-train", true, &[]), &cli).is_empty());
+        let missing = check_named_by_cli(&package("monoscope-label", true, &[]), &cli);
+        assert!(
+            missing[0].contains("use monoscope_label as _;"),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn packages_are_read_from_cargo_metadata() {
+        let metadata = serde_json::json!({"packages": [{
+            "name": "monoscope-x", "manifest_path": "/w/crates/x/Cargo.toml",
+            "targets": [{"kind": ["lib"]}, {"kind": ["test"]}],
+            "dependencies": [{"name": "serde", "kind": null}, {"name": "tempfile", "kind": "dev"}]
+        }]});
+        let p = &packages(&metadata)[0];
+        assert!(p.has_lib);
+        assert_eq!(p.dependencies, ["serde"]);
+        assert_eq!(p.dir, PathBuf::from("/w/crates/x"));
+    }
+}
