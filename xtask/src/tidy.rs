@@ -6,7 +6,9 @@
 //! - `anyhow` only in binaries: no package with a library target depends on it;
 //! - every crate that registers built-in stages (`register_stage!`) is named by the `monoscope`
 //!   binary (`use <crate> as _;`), or the linker drops its registrations and its stage kinds
-//!   are silently missing.
+//!   are silently missing;
+//! - test support (`pub mod testing;`) is compiled only with the crate's `testing` feature, so
+//!   it never ships in a binary.
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +44,9 @@ pub fn run(workspace: &Path) -> anyhow::Result<()> {
         });
         if registers {
             problems.extend(check_named_by_cli(p, &cli_sources));
+        }
+        if let Ok(lib) = std::fs::read_to_string(p.dir.join("src/lib.rs")) {
+            problems.extend(check_testing_gated(&p.name, &lib));
         }
     }
     if problems.is_empty() {
@@ -144,6 +149,19 @@ fn check_named_by_cli(p: &Package, cli_sources: &[(PathBuf, String)]) -> Vec<Str
     }
 }
 
+/// `pub mod testing;` must sit right under `#[cfg(feature = "testing")]`.
+fn check_testing_gated(name: &str, lib: &str) -> Option<String> {
+    let lines: Vec<&str> = lib.lines().map(str::trim).collect();
+    let at = lines.iter().position(|l| *l == "pub mod testing;")?;
+    let gated = at > 0 && lines[at - 1] == "#[cfg(feature = \"testing\")]";
+    (!gated).then(|| {
+        format!(
+            "{name}: `pub mod testing;` is not behind `#[cfg(feature = \"testing\")]`: test \
+             support would ship in production builds"
+        )
+    })
+}
+
 /// Every `.rs` file under `dir`, with its text.
 fn sources_of(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let mut out = Vec::new();
@@ -209,6 +227,15 @@ mod tests {
             missing[0].contains("use monoscope_label as _;"),
             "{missing:?}"
         );
+    }
+
+    #[test]
+    fn test_support_must_be_behind_the_testing_feature() {
+        let gated = "mod a;\n#[cfg(feature = \"testing\")]\npub mod testing;\n";
+        assert_eq!(check_testing_gated("x", gated), None);
+        assert_eq!(check_testing_gated("x", "mod a;\n"), None);
+        let open = check_testing_gated("x", "mod a;\npub mod testing;\n").unwrap();
+        assert!(open.contains("x: `pub mod testing;`"), "{open}");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! - The `browser` stage ([`stage`]): builds the site at the end of a pipeline and writes the
 //!   run's headline summary (`summary.txt`) that `monoscope run` prints.
 //!
-//! - [`testing`]: a synthetic run with every file the site reads, for tests.
+//! - `testing` (feature `testing`): a synthetic run with every file the site reads, for tests.
 //!
 //! Invariant: corpus text, labels and every other string from the run are untrusted. The page
 //! script only ever puts them into the document as text (`textContent`, attribute values set
@@ -27,6 +27,7 @@ pub mod inputs;
 pub mod serve;
 pub mod site;
 pub mod stage;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::BrowserError;

@@ -7,10 +7,12 @@
 //! - [`model`]: the neutral types and the canonical tensor-name table; [`host_tensor`]: a
 //!   weight in the checkpoint's own element type.
 //! - [`gguf`], [`quant`]: the GGUF container and ggml block formats (reader and dequantisers);
-//!   [`gguf_write`]: a small writer used to build test models in the real format.
+//!   `gguf_write` (feature `testing`): a small writer used to build test models in the real
+//!   format.
 //! - [`gguf_model`], [`hf`]: the two loaders.
 //! - [`tokenizer`], [`gguf_tokenizer`], [`chat`]: text ⇄ ids and chat templates.
-//! - [`testing`]: tiny random-weight GGUF models for tests across the workspace.
+//! - `testing` (feature `testing`): tiny random-weight GGUF models and the real-model test rule,
+//!   for tests across the workspace.
 //! - [`error`]: the crate's one error type, [`FormatError`].
 
 pub mod chat;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod gguf;
 pub mod gguf_model;
 pub mod gguf_tokenizer;
+#[cfg(feature = "testing")]
 pub mod gguf_write;
 pub mod hf;
 mod hf_config;
@@ -25,6 +28,7 @@ pub mod host_tensor;
 mod loader;
 pub mod model;
 pub mod quant;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokenizer;
 
@@ -34,6 +38,7 @@ pub use chat::{ChatMessage, ChatTemplate, TemplateTokens};
 pub use error::FormatError;
 pub use gguf::{GgufFile, GgufTensorInfo, MetadataValue};
 pub use gguf_model::load_gguf;
+#[cfg(feature = "testing")]
 pub use gguf_write::GgufWriter;
 pub use hf::load_hf_dir;
 pub use model::{
