@@ -350,33 +350,23 @@ fn gguf_sliding_window_pattern_as_period_or_flags() {
     // llama.cpp's default for Gemma 3: every sixth layer global; two layers both slide.
     assert_eq!(m.config.block.sliding_layers, vec![true, true]);
     assert_eq!(m.config.block.local_rope_theta, Some(10_000.0));
-    let p = tiny_gemma3(dir.path(), "period.gguf", |w| {
-        window(w);
-        w.add_metadata("gemma3.attention.sliding_window_pattern", V::U32(2));
-    });
+    // The same model with `sliding_window_pattern` set to `pattern`.
+    let with_pattern = |name: &str, pattern: V| {
+        load_model(&tiny_gemma3(dir.path(), name, |w| {
+            window(w);
+            w.add_metadata("gemma3.attention.sliding_window_pattern", pattern);
+        }))
+    };
+    let layers = |r: Result<monoscope_formats::LoadedModel, FormatError>| {
+        r.unwrap().config.block.sliding_layers
+    };
     assert_eq!(
-        load_model(&p).unwrap().config.block.sliding_layers,
+        layers(with_pattern("period.gguf", V::U32(2))),
         vec![true, false]
     );
-    let p = tiny_gemma3(dir.path(), "flags.gguf", |w| {
-        window(w);
-        w.add_metadata(
-            "gemma3.attention.sliding_window_pattern",
-            V::Array(vec![V::Bool(false), V::Bool(true)]),
-        );
-    });
-    assert_eq!(
-        load_model(&p).unwrap().config.block.sliding_layers,
-        vec![false, true]
-    );
-    let p = tiny_gemma3(dir.path(), "bad.gguf", |w| {
-        window(w);
-        w.add_metadata(
-            "gemma3.attention.sliding_window_pattern",
-            V::Array(vec![V::Bool(false)]),
-        );
-    });
-    let msg = message(load_model(&p));
+    let flags = V::Array(vec![V::Bool(false), V::Bool(true)]);
+    assert_eq!(layers(with_pattern("flags.gguf", flags)), vec![false, true]);
+    let msg = message(with_pattern("bad.gguf", V::Array(vec![V::Bool(false)])));
     assert!(
         msg.contains("gemma3.attention.sliding_window_pattern"),
         "{msg}"
