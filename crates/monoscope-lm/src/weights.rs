@@ -196,8 +196,8 @@ impl<'a> Source<'a> {
 /// `int8`: also pack every matrix for the integer kernels (see [`crate::MatmulKind`]).
 ///
 /// Each block's host tensors are dropped from `loaded` as soon as the block is built, so that
-/// the host copy shrinks while the device copy grows: loading holds about one full f32 copy of
-/// the weights at a time, not two.
+/// the host copy shrinks while the device copy grows: loading holds about one copy of the
+/// weights (in the checkpoint's own types) at a time, not two.
 pub(crate) fn build(
     loaded: &mut LoadedModel,
     device: &Device,
