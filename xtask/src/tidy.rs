@@ -1,7 +1,12 @@
 //! `cargo xtask tidy`: the architecture invariants of ARCHITECTURE.md that the build itself does
 //! not enforce, checked against `cargo metadata` and the sources.
 //!
-//! - `monoscope-core` depends on no tensor library and no other monoscope crate;
+//! - `monoscope-core` depends on no tensor library and no monoscope crate but
+//!   `monoscope-artifacts`, which depends on nothing but serde, serde_json, schemars and
+//!   thiserror;
+//! - no crate but `monoscope-artifacts` names a stage's output file: no string literal in any
+//!   other package's `src/` is one of the file names the artifacts crate declares (its
+//!   `pub const …: &str = "<name>.<ext>"`);
 //! - `monoscope-formats` knows nothing of burn;
 //! - `anyhow` only in binaries: no package with a library target depends on it;
 //! - every crate that registers built-in stages (`register_stage!`) is named by the `monoscope`
@@ -33,6 +38,19 @@ pub fn run(workspace: &Path) -> anyhow::Result<()> {
     let packages = packages(&metadata);
     let cli_sources = sources_of(&workspace.join("crates/monoscope-cli/src"))?;
     let mut problems = check_dependencies(&packages);
+    let artifacts_dir = workspace.join("crates/monoscope-artifacts/src");
+    let file_names = declared_file_names(&sources_of(&artifacts_dir)?);
+    if file_names.is_empty() {
+        problems.push(format!(
+            "{}: no output file names declared (`pub const …: &str = \"name.ext\";`)",
+            artifacts_dir.display()
+        ));
+    }
+    for p in packages.iter().filter(|p| p.name != ARTIFACTS) {
+        for (path, text) in sources_of(&p.dir.join("src"))? {
+            problems.extend(check_file_names_not_named(&path, &text, &file_names));
+        }
+    }
     // Stage crates are libraries; core defines the macro.
     for p in packages
         .iter()
@@ -100,6 +118,9 @@ fn packages(metadata: &Value) -> Vec<Package> {
 }
 
 const TENSOR_LIBRARIES: &[&str] = &["burn", "gemm", "ndarray", "candle", "tch"];
+const ARTIFACTS: &str = "monoscope-artifacts";
+/// Everything `monoscope-artifacts` may depend on: it is the bottom of the workspace.
+const ARTIFACTS_DEPENDENCIES: &[&str] = &["serde", "serde_json", "schemars", "thiserror"];
 
 fn check_dependencies(packages: &[Package]) -> Vec<String> {
     let mut problems = Vec::new();
@@ -110,10 +131,18 @@ fn check_dependencies(packages: &[Package]) -> Vec<String> {
     };
     for p in packages {
         for d in &p.dependencies {
-            if p.name == "monoscope-core" && (is_tensor(d) || d.starts_with("monoscope-")) {
+            if p.name == "monoscope-core"
+                && (is_tensor(d) || (d.starts_with("monoscope-") && d != ARTIFACTS))
+            {
                 problems.push(format!(
                     "monoscope-core depends on `{d}`: core depends on no tensor library and no \
-                     other monoscope crate"
+                     monoscope crate but {ARTIFACTS}"
+                ));
+            }
+            if p.name == ARTIFACTS && !ARTIFACTS_DEPENDENCIES.contains(&d.as_str()) {
+                problems.push(format!(
+                    "{ARTIFACTS} depends on `{d}`: it depends only on {}",
+                    ARTIFACTS_DEPENDENCIES.join(", ")
                 ));
             }
             if p.name == "monoscope-formats" && (d == "burn" || d.starts_with("burn-")) {
@@ -160,6 +189,49 @@ fn check_testing_gated(name: &str, lib: &str) -> Option<String> {
              support would ship in production builds"
         )
     })
+}
+
+/// The values of `pub const NAME: &str = "…";` that look like file names (`name.ext`).
+fn declared_file_names(sources: &[(PathBuf, String)]) -> Vec<String> {
+    let mut names: Vec<String> = sources
+        .iter()
+        .flat_map(|(_, text)| text.lines())
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("pub const ")?;
+            let (_, value) = rest.split_once(": &str = \"")?;
+            let value = value.strip_suffix("\";")?;
+            value.contains('.').then(|| value.to_string())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A string literal that is exactly one of `names` (file names of stage outputs), outside
+/// comments and the unit tests at the end of a file.
+fn check_file_names_not_named(path: &Path, text: &str, names: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let code = line.trim_start();
+        if code == "#[cfg(test)]" {
+            break;
+        }
+        if code.starts_with("//") {
+            continue;
+        }
+        for name in names {
+            if line.contains(&format!("\"{name}\"")) {
+                problems.push(format!(
+                    "{}:{}: names `{name}`, a stage's output file: read and write it through \
+                     {ARTIFACTS}",
+                    path.display(),
+                    number + 1
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Every `.rs` file under `dir`, with its text.
@@ -213,6 +285,33 @@ mod tests {
         assert!(problems[1].contains("`monoscope-store`"));
         assert!(problems[2].contains("formats depends on `burn-flex`"));
         assert!(problems[3].contains("monoscope-sae has a library target"));
+        let fine = check_dependencies(&[
+            package("monoscope-core", true, &["serde", "monoscope-artifacts"]),
+            package("monoscope-artifacts", true, &["serde", "thiserror"]),
+        ]);
+        assert!(fine.is_empty(), "{fine:#?}");
+        let heavy = check_dependencies(&[package("monoscope-artifacts", true, &["zstd"])]);
+        assert!(
+            heavy[0].contains("monoscope-artifacts depends on `zstd`"),
+            "{heavy:?}"
+        );
+    }
+
+    #[test]
+    fn an_output_file_named_outside_the_artifacts_crate_is_reported() {
+        let declared = declared_file_names(&[(
+            PathBuf::from("label.rs"),
+            "pub const LABELS_FILE: &str = \"labels.jsonl\";\npub const KIND: &str = \"autointerp-label\";\n"
+                .to_string(),
+        )]);
+        assert_eq!(declared, ["labels.jsonl"]);
+        let source = "// reads \"labels.jsonl\"\nlet p = dir.join(\"labels.jsonl\");\n#[cfg(test)]\nmod tests { \"labels.jsonl\" }\n";
+        let problems = check_file_names_not_named(Path::new("x.rs"), source, &declared);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("x.rs:2: names `labels.jsonl`"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::Context;
 use monoscope_capture::CaptureConfig;
 use monoscope_core::{CancelToken, OutputPort, Progress, StageContext};
-use monoscope_lm::Device;
 
 use crate::matmul::gflops;
 use crate::report::{Measurement, emit};
@@ -29,8 +28,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let config: CaptureConfig =
         serde_json::from_value(serde_json::json!({ "max_tokens": tokens, "matmul": matmul }))
             .with_context(|| format!("--matmul {matmul}: expected f32 or int8"))?;
-    let options = monoscope_lm::ModelOptions::with_matmul(config.matmul.into());
-    let model = monoscope_lm::load_with(&model_path, &Device::flex(), &options)?;
+    let model = monoscope_lm::ModelSpec::new(&model_path)
+        .with_matmul(config.matmul)
+        .load()?;
     let scratch =
         std::env::temp_dir().join(format!("monoscope-bench-capture-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;

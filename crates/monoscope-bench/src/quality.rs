@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use monoscope_artifacts::Run;
+use monoscope_artifacts::capture;
+use monoscope_artifacts::train::TrainOutputs;
 use monoscope_lm::Device;
 use monoscope_sae::{Architecture, EvalReport, Evaluator, Sae, SpliceEvaluator, load_sae};
 use monoscope_store::{SequentialOptions, Store};
@@ -58,37 +61,33 @@ struct Entry {
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let o = options(args)?;
-    let train_dir = o.run.join("train");
-    let store_dir = o.run.join("capture").join("store");
-    if !train_dir.join("eval.json").is_file() {
-        bail!(
-            "{}: no train stage results; run `cargo xtask pipeline run pipelines/quality.toml` first",
-            train_dir.display()
-        );
-    }
+    let missing = || {
+        format!(
+            "{}: no finished train stage; run `cargo xtask pipeline run pipelines/quality.toml` first",
+            o.run.display()
+        )
+    };
+    let run = Run::open(&o.run).with_context(missing)?;
+    let train = TrainOutputs::new(run.require(&["train"], None, "an SAE")?.dir);
+    let store_dir = run
+        .require(&[capture::KIND], None, "an activation store")?
+        .dir
+        .join(capture::STORE_DIR);
+    let main_eval: EvalReport = train.eval()?.with_context(missing)?;
     let mut entries = vec![Entry {
         name: "main".into(),
-        sae: load_sae(&train_dir.join("sae"))?,
+        sae: load_sae(&train.sae_dir())?,
     }];
     // The members of the last run: `sweep.json` lists them (older members' directories may
     // still be there).
-    let table = train_dir.join("sweep.json");
-    if table.is_file() {
-        let members: Vec<serde_json::Value> =
-            serde_json::from_slice(&std::fs::read(&table)?).context("reading sweep.json")?;
-        for name in members.iter().filter_map(|m| m["name"].as_str()) {
+    if train.sweep_path().is_file() {
+        for name in train.sweep_names()? {
             if name != "main" {
-                let sae = load_sae(&train_dir.join("sweep").join(name).join("sae"))?;
-                entries.push(Entry {
-                    name: name.to_string(),
-                    sae,
-                });
+                let sae = load_sae(&train.member(&name).sae_dir())?;
+                entries.push(Entry { name, sae });
             }
         }
     }
-    let main_eval: EvalReport = serde_json::from_slice(
-        &std::fs::read(train_dir.join("eval.json")).context("reading eval.json")?,
-    )?;
     let store = Store::open(&store_dir)?;
     let hook = entries[0]
         .sae

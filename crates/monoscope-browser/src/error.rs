@@ -9,12 +9,10 @@ pub enum BrowserError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}, line {line}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    #[error(transparent)]
+    Artifact(#[from] monoscope_artifacts::ArtifactError),
+    #[error(transparent)]
+    Sae(#[from] monoscope_sae::SaeError),
     #[error("{0}")]
     Invalid(String),
 }

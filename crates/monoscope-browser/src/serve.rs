@@ -22,7 +22,7 @@ pub fn bind(port: u16) -> Result<(TcpListener, std::net::SocketAddr)> {
 
 /// Serves `site` on `listener` until the process ends, one thread per connection.
 pub fn serve(site: &Path, listener: TcpListener) -> Result<()> {
-    if !site.join("index.html").is_file() {
+    if !crate::site::is_site_dir(site) {
         return Err(BrowserError::Invalid(format!(
             "{}: not a site directory (no index.html)",
             site.display()
@@ -92,7 +92,7 @@ fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
         }
     }
     if resolved.is_dir() {
-        resolved.push("index.html");
+        resolved.push(crate::site::INDEX_FILE);
     }
     let canonical = resolved.canonicalize().ok()?;
     canonical.starts_with(root).then_some(canonical)

@@ -17,9 +17,18 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::error::{BrowserError, Result};
-use crate::inputs::{RunFiles, feature_id, for_each_json_line};
+use std::collections::HashMap;
 
+use monoscope_artifacts::cluster::ClustersFile;
+use monoscope_artifacts::json::LineReader;
+use monoscope_artifacts::label::{FeatureEvidence, LabelRecord};
+use monoscope_artifacts::train::EvalReport;
+
+use crate::error::{BrowserError, Result};
+use crate::inputs::RunFiles;
+
+/// The page a site opens with.
+pub const INDEX_FILE: &str = "index.html";
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
@@ -74,24 +83,29 @@ pub fn write_site(files: &RunFiles, options: &SiteOptions, out: &Path) -> Result
 }
 
 fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSummary> {
-    let cfg = files.sae_config()?;
-    let cfg_path = files.sae_dir.join("cfg.json");
-    let d_sae = cfg
-        .get("d_sae")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| BrowserError::Invalid(format!("{}: no `d_sae`", cfg_path.display())))?
-        as usize;
+    let info = files.sae_info()?;
+    let d_sae = info.d_sae;
     let eval = files.eval()?;
     let labels = read_labels(files, d_sae)?;
-    let neighbours = read_neighbours(files, d_sae)?;
-    let clusters = files.clusters()?;
-    let assignment = cluster_assignment(clusters.as_ref(), d_sae);
-    let cluster_words = cluster_words(clusters.as_ref());
+    let neighbours = match files.neighbours() {
+        Some(outputs) => outputs.neighbours(d_sae)?,
+        None => vec![None; d_sae],
+    };
+    let clusters = match &files.clusters {
+        Some(outputs) => outputs.clusters()?,
+        None => None,
+    };
+    let assignment = clusters.as_ref().map(|c| cluster_assignment(c, d_sae));
+    let cluster_words: HashMap<u32, &[String]> = clusters
+        .iter()
+        .flat_map(|c| &c.clusters)
+        .map(|c| (c.id, c.top_words.as_slice()))
+        .collect();
 
     std::fs::create_dir_all(dir.join("data/features")).map_err(|e| BrowserError::io(dir, e))?;
     for (name, text) in [
         (
-            "index.html",
+            INDEX_FILE,
             INDEX_HTML.replace("{{TITLE}}", &html_text(&options.title)),
         ),
         ("app.js", APP_JS.to_string()),
@@ -102,22 +116,21 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
     }
 
     // Columns of the feature list: evidence when present, else the train stage's eval.
-    let mut frequency: Vec<Option<f64>> = column(eval.as_ref(), "feature_frequency", d_sae);
+    let mut frequency: Vec<Option<f64>> =
+        column(eval.as_ref().map(|e| &e.feature_frequency), d_sae);
     let mut max_activation: Vec<Option<f64>> =
-        column(eval.as_ref(), "feature_max_activation", d_sae);
-    let label_column: Vec<Value> = labels
+        column(eval.as_ref().map(|e| &e.feature_max_activation), d_sae);
+    let label_column: Vec<Option<&str>> = labels
         .iter()
-        .map(|l| {
-            l.as_ref()
-                .and_then(|l| l.get("label"))
-                .cloned()
-                .unwrap_or(Value::Null)
-        })
+        .map(|l| l.as_ref().map(|l| l.label.as_str()))
         .collect();
-    let score_column: Vec<Value> = labels.iter().map(|l| headline_score(l.as_ref())).collect();
+    let score_column: Vec<Option<f64>> = labels
+        .iter()
+        .map(|l| l.as_ref().and_then(headline_score))
+        .collect();
 
     // Feature chunks, streaming the evidence (the one large input) in feature order.
-    let mut evidence = EvidenceStream::open(files)?;
+    let mut evidence = EvidenceStream::open(files, d_sae)?;
     let mut chunks = 0;
     for start in (0..d_sae).step_by(options.chunk_size) {
         let end = (start + options.chunk_size).min(d_sae);
@@ -125,30 +138,26 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
         for id in start..end {
             let mut record = Map::new();
             record.insert("id".into(), id.into());
-            if let Some(mut ev) = evidence.take(id, d_sae)? {
-                if let Some(f) = ev.get("frequency").and_then(Value::as_f64) {
-                    frequency[id] = Some(f);
-                }
-                if let Some(m) = ev.get("max_activation").and_then(Value::as_f64) {
-                    max_activation[id] = Some(m);
-                }
-                if let Some(obj) = ev.as_object_mut() {
+            if let Some(ev) = evidence.take(id)? {
+                frequency[id] = Some(ev.frequency);
+                max_activation[id] = Some(f64::from(ev.max_activation));
+                let mut value = to_value(&ev)?;
+                if let Some(obj) = value.as_object_mut() {
                     obj.remove("feature");
                 }
-                record.insert("evidence".into(), ev);
+                record.insert("evidence".into(), value);
             }
             if let Some(label) = &labels[id] {
-                record.insert("label".into(), label.clone());
+                record.insert("label".into(), to_value(label)?);
             }
             if let Some(list) = &neighbours[id] {
                 let with_labels: Vec<Value> = list
                     .iter()
                     .map(|n| {
-                        let other = n.get("feature").and_then(Value::as_u64).unwrap_or(0) as usize;
                         json!({
-                            "feature": other,
-                            "cosine": n.get("cosine").cloned().unwrap_or(Value::Null),
-                            "label": label_column.get(other).cloned().unwrap_or(Value::Null),
+                            "feature": n.feature,
+                            "cosine": n.cosine,
+                            "label": label_column.get(n.feature as usize).copied().flatten(),
                         })
                     })
                     .collect();
@@ -157,7 +166,7 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
             if let Some(c) = assignment.as_ref().and_then(|a| a[id]) {
                 record.insert(
                     "cluster".into(),
-                    json!({ "id": c, "top_words": cluster_words.get(&c).cloned().unwrap_or_default() }),
+                    json!({ "id": c, "top_words": cluster_words.get(&c).copied().unwrap_or_default() }),
                 );
             }
             features.push(Value::Object(record));
@@ -180,32 +189,38 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
         "label": label_column,
         "frequency": frequency,
         "max_activation": max_activation,
-        "cluster": assignment.clone().map(Value::from).unwrap_or(Value::Null),
+        "cluster": assignment,
         "score": score_column,
     });
-    let meta = cfg.get("metadata").cloned().unwrap_or(Value::Null);
-    let has_map = write_map(files, &assignment, dir)?;
+    let has_map = write_map(files, assignment.as_deref(), dir)?;
     let steering = files.steering_report()?;
     if let Some(report) = &steering {
-        write_script(&dir.join("data/steering.js"), "steering", report)?;
+        write_script(
+            &dir.join("data/steering.js"),
+            "steering",
+            &to_value(report)?,
+        )?;
     }
-    let label_summary = files.label_summary()?;
+    let label_summary = match &files.labels {
+        Some(outputs) => outputs.summary()?,
+        None => None,
+    };
     let index = json!({
         "title": options.title,
-        "model": meta.get("model_name"),
-        "hook": meta.get("hook_name"),
-        "architecture": cfg.get("architecture"),
-        "d_in": cfg.get("d_in"),
+        "model": info.metadata.model_name,
+        "hook": info.metadata.hook_name,
+        "architecture": info.architecture,
+        "d_in": info.d_in,
         "d_sae": d_sae,
-        "k": cfg.get("k"),
+        "k": info.k,
         "chunk_size": options.chunk_size,
         "metrics": metrics,
         "label_summary": label_summary,
         "clusters": clusters.as_ref().map(cluster_list),
         "has": {
-            "evidence": files.evidence_path().is_some(),
-            "labels": files.labels_path().is_some(),
-            "neighbours": files.neighbours_path().is_some(),
+            "evidence": files.evidence().is_some(),
+            "labels": files.labelled().is_some(),
+            "neighbours": files.neighbours().is_some(),
             "map": has_map,
             "steering": steering.is_some(),
         },
@@ -223,133 +238,90 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
     })
 }
 
-/// Per-feature label records from `labels.jsonl`.
-fn read_labels(files: &RunFiles, d_sae: usize) -> Result<Vec<Option<Value>>> {
+fn to_value(value: &impl serde::Serialize) -> Result<Value> {
+    serde_json::to_value(value)
+        .map_err(|e| BrowserError::Invalid(format!("cannot serialise site data: {e}")))
+}
+
+/// Each feature's label record, when it has one.
+fn read_labels(files: &RunFiles, d_sae: usize) -> Result<Vec<Option<LabelRecord>>> {
     let mut labels = vec![None; d_sae];
-    if let Some(path) = files.labels_path() {
-        for_each_json_line(&path, |record| {
-            let id = feature_id(&record, d_sae, &path)?;
-            labels[id] = Some(record);
-            Ok(())
-        })?;
+    if let Some(outputs) = files.labelled() {
+        for (feature, record) in outputs.labels_by_feature(d_sae)? {
+            labels[feature as usize] = Some(record);
+        }
     }
     Ok(labels)
 }
 
-fn read_neighbours(files: &RunFiles, d_sae: usize) -> Result<Vec<Option<Vec<Value>>>> {
-    let mut neighbours = vec![None; d_sae];
-    if let Some(path) = files.neighbours_path() {
-        for_each_json_line(&path, |record| {
-            let id = feature_id(&record, d_sae, &path)?;
-            let list = record.get("neighbours").and_then(Value::as_array).cloned();
-            neighbours[id] = list;
-            Ok(())
-        })?;
-    }
-    Ok(neighbours)
-}
-
-fn cluster_assignment(clusters: Option<&Value>, d_sae: usize) -> Option<Vec<Option<u64>>> {
-    let list = clusters?.get("assignment")?.as_array()?;
-    Some(
-        (0..d_sae)
-            .map(|i| list.get(i).and_then(Value::as_u64))
-            .collect(),
-    )
-}
-
-fn cluster_words(clusters: Option<&Value>) -> std::collections::HashMap<u64, Value> {
-    let mut words = std::collections::HashMap::new();
-    let list = clusters
-        .and_then(|c| c.get("clusters"))
-        .and_then(Value::as_array);
-    for c in list.into_iter().flatten() {
-        if let Some(id) = c.get("id").and_then(Value::as_u64) {
-            words.insert(id, c.get("top_words").cloned().unwrap_or(Value::Null));
-        }
-    }
-    words
+/// Each feature's cluster; a feature past the end of the assignment belongs to none.
+fn cluster_assignment(clusters: &ClustersFile, d_sae: usize) -> Vec<Option<u32>> {
+    (0..d_sae)
+        .map(|i| clusters.assignment.get(i).copied())
+        .collect()
 }
 
 /// The clusters without their member lists (those are in the assignment column).
-fn cluster_list(clusters: &Value) -> Value {
-    let list = clusters.get("clusters").and_then(Value::as_array);
-    let slim: Vec<Value> = list
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            json!({
-                "id": c.get("id"),
-                "size": c.get("size"),
-                "top_words": c.get("top_words"),
-            })
-        })
+fn cluster_list(clusters: &ClustersFile) -> Value {
+    let slim: Vec<Value> = clusters
+        .clusters
+        .iter()
+        .map(|c| json!({ "id": c.id, "size": c.size, "top_words": c.top_words }))
         .collect();
     json!({
-        "method": clusters.get("method"),
-        "modularity": clusters.get("modularity"),
+        "method": clusters.method,
+        "modularity": clusters.modularity,
         "clusters": slim,
     })
 }
 
-fn write_map(files: &RunFiles, assignment: &Option<Vec<Option<u64>>>, dir: &Path) -> Result<bool> {
-    let Some(map) = files.map()? else {
+fn write_map(files: &RunFiles, assignment: Option<&[Option<u32>]>, dir: &Path) -> Result<bool> {
+    let Some(map) = files
+        .clusters
+        .as_ref()
+        .map(|c| c.map())
+        .transpose()?
+        .flatten()
+    else {
         return Ok(false);
     };
     let data = json!({
-        "method": map.get("method"),
-        "neighbourhood_preservation": map.get("neighbourhood_preservation"),
-        "x": map.get("x"),
-        "y": map.get("y"),
+        "method": map.method,
+        "neighbourhood_preservation": map.neighbourhood_preservation,
+        "x": map.x,
+        "y": map.y,
         "cluster": assignment,
     });
     write_script(&dir.join("data/map.js"), "map", &data)?;
     Ok(true)
 }
 
-fn column(eval: Option<&Value>, key: &str, d_sae: usize) -> Vec<Option<f64>> {
-    let list = eval.and_then(|e| e.get(key)).and_then(Value::as_array);
+fn column<T: Copy + Into<f64>>(values: Option<&Vec<T>>, d_sae: usize) -> Vec<Option<f64>> {
     (0..d_sae)
-        .map(|i| list.and_then(|l| l.get(i)).and_then(Value::as_f64))
+        .map(|i| values.and_then(|v| v.get(i)).map(|&x| x.into()))
         .collect()
 }
 
 /// The score shown in the feature list: detection when scored, else fuzzing.
-fn headline_score(label: Option<&Value>) -> Value {
-    let scores = label.and_then(|l| l.get("scores"));
-    let pick = |key| {
-        scores
-            .and_then(|s| s.get(key))
-            .filter(|v| !v.is_null())
-            .cloned()
-    };
-    pick("detection")
-        .or_else(|| pick("fuzzing"))
-        .unwrap_or(Value::Null)
+fn headline_score(label: &LabelRecord) -> Option<f64> {
+    label.scores.detection.or(label.scores.fuzzing)
 }
 
-fn headline_metrics(eval: Option<&Value>) -> Map<String, Value> {
+fn headline_metrics(eval: Option<&EvalReport>) -> Map<String, Value> {
     let mut metrics = Map::new();
     let Some(eval) = eval else {
         return metrics;
     };
-    for key in ["l0", "fvu", "dead_fraction", "dense_fraction", "tokens"] {
-        if let Some(v) = eval.get(key) {
-            metrics.insert(key.into(), v.clone());
-        }
-    }
-    for key in [
-        "ce_loss_score",
-        "ce_loss_clean",
-        "ce_loss_with_sae",
-        "kl_div_with_sae",
-    ] {
-        let v = eval
-            .get(key)
-            .or_else(|| eval.get("splice").and_then(|s| s.get(key)));
-        if let Some(v) = v.filter(|v| !v.is_null()) {
-            metrics.insert(key.into(), v.clone());
-        }
+    metrics.insert("l0".into(), eval.l0.into());
+    metrics.insert("fvu".into(), eval.fvu.into());
+    metrics.insert("dead_fraction".into(), eval.dead_fraction.into());
+    metrics.insert("dense_fraction".into(), eval.dense_fraction.into());
+    metrics.insert("tokens".into(), eval.tokens.into());
+    if let Some(splice) = &eval.splice {
+        metrics.insert("ce_loss_score".into(), splice.ce_loss_score.into());
+        metrics.insert("ce_loss_clean".into(), splice.ce_loss_clean.into());
+        metrics.insert("ce_loss_with_sae".into(), splice.ce_loss_with_sae.into());
+        metrics.insert("kl_div_with_sae".into(), splice.kl_div_with_sae.into());
     }
     metrics
 }
@@ -357,7 +329,7 @@ fn headline_metrics(eval: Option<&Value>) -> Map<String, Value> {
 /// Three labelled features for the run summary: the best-scored labels, a model's before the
 /// statistical labeller's.
 fn examples(
-    labels: &[Option<Value>],
+    labels: &[Option<LabelRecord>],
     frequency: &[Option<f64>],
 ) -> Vec<(usize, String, Option<f64>)> {
     let mut candidates: Vec<(usize, String, Option<f64>, f64)> = labels
@@ -365,13 +337,13 @@ fn examples(
         .enumerate()
         .filter_map(|(id, l)| {
             let l = l.as_ref()?;
-            let label = l.get("label")?.as_str()?.trim().to_string();
+            let label = l.label.trim().to_string();
             if label.is_empty() {
                 return None;
             }
-            let score = headline_score(Some(l)).as_f64();
+            let score = headline_score(l);
             // A model's own words first: they are what the summary is meant to show.
-            let by_model = l.get("explainer").and_then(Value::as_str) != Some("statistical");
+            let by_model = l.explainer != "statistical";
             let rank = f64::from(u8::from(by_model)) * 100.0
                 + score.unwrap_or(-1.0) * 10.0
                 + frequency[id].unwrap_or(0.0);
@@ -386,68 +358,60 @@ fn examples(
         .collect()
 }
 
-/// Reads `evidence.jsonl` one record at a time, in feature order.
+/// Reads the evidence one feature at a time, in feature order.
 struct EvidenceStream {
-    path: std::path::PathBuf,
-    lines: Option<std::io::Lines<std::io::BufReader<std::fs::File>>>,
-    line: usize,
-    pending: Option<(usize, Value)>,
+    reader: Option<LineReader<FeatureEvidence>>,
+    d_sae: usize,
+    pending: Option<FeatureEvidence>,
 }
 
 impl EvidenceStream {
-    fn open(files: &RunFiles) -> Result<EvidenceStream> {
-        let path = files.evidence_path();
-        let lines = match &path {
-            Some(p) => {
-                let file = std::fs::File::open(p).map_err(|e| BrowserError::io(p, e))?;
-                Some(std::io::BufRead::lines(std::io::BufReader::new(file)))
-            }
-            None => None,
-        };
+    fn open(files: &RunFiles, d_sae: usize) -> Result<EvidenceStream> {
+        let reader = files.evidence().map(|l| l.evidence_reader()).transpose()?;
         Ok(EvidenceStream {
-            path: path.unwrap_or_default(),
-            lines,
-            line: 0,
+            reader,
+            d_sae,
             pending: None,
         })
     }
 
-    /// The record of feature `id`, if the file has one; ids must come in increasing order.
-    fn take(&mut self, id: usize, d_sae: usize) -> Result<Option<Value>> {
+    /// The evidence of feature `id`, if the file has it; ids must come in increasing order.
+    fn take(&mut self, id: usize) -> Result<Option<FeatureEvidence>> {
         loop {
-            if let Some((next, _)) = &self.pending {
-                if *next > id {
+            if let Some(next) = &self.pending {
+                let next = next.feature as usize;
+                if next > id {
                     return Ok(None);
                 }
-                let (next, value) = self.pending.take().expect("checked");
+                let evidence = self.pending.take().expect("checked");
                 if next == id {
-                    return Ok(Some(value));
+                    return Ok(Some(evidence));
                 }
+                let reader = self.reader.as_ref().expect("a pending record came from it");
                 return Err(BrowserError::Invalid(format!(
                     "{}, line {}: feature {next} comes after feature {id}; the file must be in feature order",
-                    self.path.display(),
-                    self.line
+                    reader.path().display(),
+                    reader.line()
                 )));
             }
-            let Some(lines) = self.lines.as_mut() else {
+            let Some(reader) = self.reader.as_mut() else {
                 return Ok(None);
             };
-            let Some(line) = lines.next() else {
-                self.lines = None;
+            let Some(evidence) = reader.next() else {
+                self.reader = None;
                 return Ok(None);
             };
-            self.line += 1;
-            let line = line.map_err(|e| BrowserError::io(&self.path, e))?;
-            if line.trim().is_empty() {
-                continue;
+            let evidence = evidence?;
+            if evidence.feature as usize >= self.d_sae {
+                return Err(BrowserError::Invalid(format!(
+                    "{}, line {}: feature = {} but the SAE has d_sae = {}",
+                    reader.path().display(),
+                    reader.line(),
+                    evidence.feature,
+                    self.d_sae
+                )));
             }
-            let value: Value = serde_json::from_str(&line).map_err(|e| BrowserError::Parse {
-                path: self.path.clone(),
-                line: self.line,
-                message: e.to_string(),
-            })?;
-            let next = feature_id(&value, d_sae, &self.path)?;
-            self.pending = Some((next, value));
+            self.pending = Some(evidence);
         }
     }
 }
@@ -462,6 +426,11 @@ fn write_script(path: &Path, name: &str, value: &Value) -> Result<()> {
         out.flush()
     })();
     result.map_err(|e| BrowserError::io(path, e))
+}
+
+/// Whether `dir` holds a site (its `index.html`).
+pub fn is_site_dir(dir: &Path) -> bool {
+    dir.join(INDEX_FILE).is_file()
 }
 
 /// Escapes text for an HTML text node (only the page title is ever put into markup).

@@ -6,18 +6,20 @@ use std::path::Path;
 
 use monoscope_core::{
     Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
-    StageError, atomic, register_stage,
+    StageError, atomic, port_names, register_stage,
 };
 use serde::{Deserialize, Serialize};
+
+use monoscope_artifacts::browser::BrowserOutputs;
+use monoscope_artifacts::cluster::ClusterOutputs;
+use monoscope_artifacts::label::LabelOutputs;
+use monoscope_artifacts::steer::SteerOutputs;
 
 use crate::inputs::RunFiles;
 use crate::site::{SiteOptions, SiteSummary, write_site};
 
 /// A static site directory (`index.html` at its root).
 pub const SITE: ArtifactKind = ArtifactKind(Cow::Borrowed("site"));
-
-/// The file, in the stage directory, that `monoscope run` prints when the run ends.
-pub const SUMMARY_FILE: &str = "summary.txt";
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -56,34 +58,29 @@ impl Stage for Browser {
             kind: "browser".into(),
             doc: "Writes the feature browser: a static site over the SAE, labels, clusters and steering reports".into(),
             inputs: vec![
-                PortSpec::artifact("sae", ArtifactKind::SAE, "the SAE directory (eval.json beside it)"),
-                PortSpec::artifact("labels", ArtifactKind::LABELS, "evidence and labels").optional(),
-                PortSpec::artifact("clusters", ArtifactKind::CLUSTERS, "neighbours, clusters and the map").optional(),
-                PortSpec::artifact("steering", ArtifactKind::STEERING_REPORT, "steering report").optional(),
+                PortSpec::artifact(port_names::SAE, ArtifactKind::SAE, "the SAE directory (eval.json beside it)"),
+                PortSpec::artifact(port_names::LABELS, ArtifactKind::LABELS, "evidence and labels").optional(),
+                PortSpec::artifact(port_names::CLUSTERS, ArtifactKind::CLUSTERS, "neighbours, clusters and the map").optional(),
+                PortSpec::artifact(port_names::STEERING, ArtifactKind::STEERING_REPORT, "steering report").optional(),
             ],
-            outputs: vec![PortSpec::artifact("site", SITE, "the site directory (open index.html)")],
+            outputs: vec![PortSpec::artifact(port_names::SITE, SITE, "the site directory (open index.html)")],
         }
     }
 
     fn run(config: BrowserStageConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let mut files = RunFiles {
-            sae_dir: ctx.recv_artifact("sae")?.path,
-            ..RunFiles::default()
+        let files = RunFiles {
+            sae_dir: ctx.recv_artifact(port_names::SAE)?.path,
+            labels: ctx
+                .optional_artifact(port_names::LABELS)?
+                .map(|a| LabelOutputs::new(a.path)),
+            clusters: ctx
+                .optional_artifact(port_names::CLUSTERS)?
+                .map(|a| ClusterOutputs::new(a.path)),
+            steering: ctx
+                .optional_artifact(port_names::STEERING)?
+                .map(|a| SteerOutputs::new(a.path)),
         };
-        for (port, slot) in [
-            ("labels", &mut files.labels_dir),
-            ("clusters", &mut files.clusters_dir),
-            ("steering", &mut files.steering_dir),
-        ] {
-            if ctx.has_input(port) {
-                *slot = Some(ctx.recv_artifact(port)?.path);
-            }
-        }
-        let hook = files.sae_config().ok().and_then(|c| {
-            c.pointer("/metadata/hook_name")?
-                .as_str()
-                .map(str::to_string)
-        });
+        let hook = files.sae_info().ok().and_then(|i| i.metadata.hook_name);
         let options = SiteOptions {
             title: config.title.clone().unwrap_or_else(|| match hook {
                 Some(hook) => format!("monoscope · {hook}"),
@@ -92,10 +89,11 @@ impl Stage for Browser {
             chunk_size: config.chunk_size,
         };
         ctx.progress.set_message("writing the site".to_string());
-        let site_dir = ctx.stage_dir.join("site");
+        let outputs = BrowserOutputs::new(ctx.stage_dir.as_path());
+        let site_dir = outputs.site_dir();
         let summary = write_site(&files, &options, &site_dir).map_err(StageError::other)?;
         let text = summary_text(&summary, &site_dir, ctx.run_dir);
-        let summary_path = ctx.stage_dir.join(SUMMARY_FILE);
+        let summary_path = outputs.summary_path();
         atomic::write(&summary_path, text.as_bytes())
             .map_err(|e| StageError::io(&summary_path, e))?;
         let metadata = serde_json::json!({
@@ -104,7 +102,7 @@ impl Stage for Browser {
             "metrics": summary.metrics,
         });
         ctx.emit_artifact(
-            "site",
+            port_names::SITE,
             Artifact::new(SITE, site_dir).with_metadata(metadata),
         )
     }
@@ -116,7 +114,7 @@ register_stage!(Browser);
 /// a few example features.
 pub fn summary_text(summary: &SiteSummary, site_dir: &Path, run_dir: &Path) -> String {
     let mut text = String::new();
-    let index = site_dir.join("index.html");
+    let index = site_dir.join(crate::site::INDEX_FILE);
     let shown = index.canonicalize().unwrap_or(index);
     let _ = writeln!(text, "feature browser: {}", shown.display());
     let _ = writeln!(

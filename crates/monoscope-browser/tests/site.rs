@@ -1,7 +1,8 @@
 //! The site's data files, built from a synthetic run.
 
+use monoscope_artifacts::ArtifactKind;
 use monoscope_browser::site::SiteOptions;
-use monoscope_browser::testing::{SCRIPT_TOKEN, write_demo_run};
+use monoscope_browser::testing::{SCRIPT_TOKEN, write_demo_run, write_run_record};
 use monoscope_browser::{RunFiles, write_site};
 use serde_json::Value;
 
@@ -32,7 +33,7 @@ fn a_site_holds_every_feature_with_its_evidence_label_and_neighbours() {
     assert_eq!(summary.features, 70);
     assert_eq!(summary.chunks, 3);
     assert_eq!(summary.labelled, 63);
-    assert_eq!(summary.metrics["ce_loss_score"], 0.87);
+    assert_eq!(summary.metrics["ce_loss_score"], 0.875);
     assert_eq!(summary.examples.len(), 3);
 
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
@@ -101,25 +102,26 @@ fn a_bad_file_is_named_and_leaves_the_old_site_alone() {
     write_site(&files, &SiteOptions::default(), &out).unwrap();
     let before = std::fs::read(out.join("data/index.js")).unwrap();
 
-    let labels = files.labels_dir.clone().unwrap().join("labels.jsonl");
-    std::fs::write(
-        &labels,
-        "{\"feature\": 1, \"label\": \"ok\"}\n{\"feature\": 99, \"label\": \"x\"}\n",
-    )
-    .unwrap();
+    let labels = files.labels.clone().unwrap().labels_path();
+    let line = |feature: u32| {
+        format!(
+            "{{\"feature\": {feature}, \"label\": \"ok\", \"explanation\": \"\", \"explainer\": \"statistical\", \"scores\": {{\"detection\": null, \"fuzzing\": null}}, \"baseline\": null}}\n"
+        )
+    };
+    std::fs::write(&labels, line(1) + &line(99)).unwrap();
     let error = write_site(&files, &SiteOptions::default(), &out)
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("labels.jsonl") && error.contains("feature = 99"),
+        error.contains("labels.jsonl") && error.contains("feature 99 is out of range"),
         "{error}"
     );
 
-    std::fs::write(&labels, "{\"feature\": 1, \"label\": \"ok\"}\n{not json\n").unwrap();
+    std::fs::write(&labels, line(1) + "{not json\n").unwrap();
     let error = write_site(&files, &SiteOptions::default(), &out)
         .unwrap_err()
         .to_string();
-    assert!(error.contains("labels.jsonl, line 2"), "{error}");
+    assert!(error.contains("labels.jsonl: line 2"), "{error}");
 
     assert_eq!(std::fs::read(out.join("data/index.js")).unwrap(), before);
 }
@@ -128,8 +130,13 @@ fn a_bad_file_is_named_and_leaves_the_old_site_alone() {
 fn evidence_out_of_order_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let files = write_demo_run(dir.path(), 16).unwrap();
-    let evidence = files.labels_dir.clone().unwrap().join("evidence.jsonl");
-    std::fs::write(&evidence, "{\"feature\": 5}\n{\"feature\": 2}\n").unwrap();
+    let evidence = files.labels.clone().unwrap().evidence_path();
+    let lines: Vec<String> = std::fs::read_to_string(&evidence)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    std::fs::write(&evidence, format!("{}\n{}\n", lines[5], lines[2])).unwrap();
     let error = write_site(&files, &SiteOptions::default(), &dir.path().join("site"))
         .unwrap_err()
         .to_string();
@@ -137,12 +144,57 @@ fn evidence_out_of_order_is_refused() {
 }
 
 #[test]
-fn discover_finds_each_stage_by_its_files() {
+fn from_run_finds_each_stage_by_the_kind_run_json_records() {
     let dir = tempfile::tempdir().unwrap();
     write_demo_run(dir.path(), 16).unwrap();
-    let files = RunFiles::discover(dir.path()).unwrap();
+    let files = RunFiles::from_run(dir.path()).unwrap();
     assert!(files.sae_dir.ends_with("train/sae"));
-    assert!(files.labels_dir.unwrap().ends_with("label"));
-    assert!(files.clusters_dir.unwrap().ends_with("cluster"));
-    assert!(files.steering_dir.unwrap().ends_with("steer"));
+    assert!(files.labels.unwrap().dir.ends_with("label"));
+    assert!(files.clusters.unwrap().dir.ends_with("cluster"));
+    assert!(files.steering.unwrap().dir.ends_with("steer"));
+}
+
+#[test]
+fn two_stages_of_one_kind_are_named_not_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_demo_run(dir.path(), 16).unwrap();
+    let label = dir.path().join("label");
+    let again = dir.path().join("label-again");
+    std::fs::create_dir_all(&again).unwrap();
+    write_run_record(
+        dir.path(),
+        &[
+            (
+                "train",
+                "train",
+                ArtifactKind::SAE,
+                dir.path().join("train/sae"),
+            ),
+            ("label", "autointerp-label", ArtifactKind::LABELS, label),
+            (
+                "label-again",
+                "autointerp-label",
+                ArtifactKind::LABELS,
+                again,
+            ),
+        ],
+    )
+    .unwrap();
+    let error = RunFiles::from_run(dir.path()).unwrap_err().to_string();
+    assert!(
+        error.contains(
+            "2 stages hold labels: `label` (autointerp-label), `label-again` (autointerp-label)"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_stage_without_its_completion_marker_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    write_demo_run(dir.path(), 16).unwrap();
+    std::fs::remove_file(dir.path().join("cluster/.monoscope-complete.json")).unwrap();
+    let files = RunFiles::from_run(dir.path()).unwrap();
+    assert!(files.clusters.is_none());
+    assert!(files.labels.is_some());
 }

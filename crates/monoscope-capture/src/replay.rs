@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use monoscope_core::{Message, StageContext, StageError};
+use monoscope_core::{Message, StageContext, StageError, port_names};
 use monoscope_store::{MANIFEST_FILE, Store, StoreSpec};
 
 use crate::error::CaptureError;
@@ -47,7 +47,10 @@ pub(crate) fn send_rows(store: &Store, ctx: &mut StageContext<'_>) -> Result<(),
         let batch = store
             .rows_of(start..end, &hooks)
             .map_err(CaptureError::from)?;
-        ctx.send("activations", Message::Activations(Arc::new(batch)))?;
+        ctx.send(
+            port_names::ACTIVATIONS,
+            Message::Activations(Arc::new(batch)),
+        )?;
         ctx.progress.inc(end - start);
         start = end;
     }

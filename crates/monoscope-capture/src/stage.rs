@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use monoscope_core::{
     ActivationBatch, Artifact, ArtifactKind, Message, PortSpec, Stage, StageConfig, StageContext,
-    StageDescription, StageError, StreamKind, register_stage,
+    StageDescription, StageError, StreamKind, port_names, register_stage,
 };
-use monoscope_lm::{Device, ForwardOptions, HookName, Model, TokenBatch};
+use monoscope_lm::{ForwardOptions, HookName, MatmulKind, Model, ModelSpec, TokenBatch};
 use monoscope_store::{
     Dtype, MANIFEST_FILE, Manifest, ModelIdentity, PROGRESS_FILE, StoreSpec, StoreWriter,
 };
@@ -17,26 +17,6 @@ use serde::{Deserialize, Serialize};
 use crate::corpus::{CorpusFormat, ParagraphSplit, read_corpus};
 use crate::error::CaptureError;
 use crate::windows::{PartSpec, Window, WindowOptions, plan_windows};
-
-/// The arithmetic of the model's linear layers (see `monoscope_lm::MatmulKind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Matmul {
-    /// fp32: the reference arithmetic.
-    F32,
-    /// int8 weights × per-row quantised activations on the CPU: about 1.6× faster through
-    /// block 15 (`cargo xtask bench forward`), ~1% relative error per product.
-    Int8,
-}
-
-impl From<Matmul> for monoscope_lm::MatmulKind {
-    fn from(m: Matmul) -> Self {
-        match m {
-            Matmul::F32 => monoscope_lm::MatmulKind::F32,
-            Matmul::Int8 => monoscope_lm::MatmulKind::Int8,
-        }
-    }
-}
 
 /// How stored activations are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -108,13 +88,9 @@ pub struct CaptureConfig {
     pub zstd_level: i32,
     #[serde(default = "default_rows_per_shard")]
     pub rows_per_shard: usize,
-    /// Arithmetic of the model's linear layers.
-    #[serde(default = "default_matmul")]
-    pub matmul: Matmul,
-}
-
-fn default_matmul() -> Matmul {
-    Matmul::F32
+    /// Arithmetic of the model's linear layers: `f32` (the reference) or `int8`.
+    #[serde(default)]
+    pub matmul: MatmulKind,
 }
 
 fn default_model() -> String {
@@ -198,19 +174,27 @@ impl Stage for Capture {
             doc: "Runs a model over a corpus; streams and stores activations at the chosen hooks"
                 .into(),
             inputs: vec![
-                PortSpec::artifact("model", ArtifactKind::MODEL, "the model (else `model`)")
-                    .optional(),
-                PortSpec::artifact("corpus", ArtifactKind::CORPUS, "the corpus (else `corpus`)")
-                    .optional(),
+                PortSpec::artifact(
+                    port_names::MODEL,
+                    ArtifactKind::MODEL,
+                    "the model (else `model`)",
+                )
+                .optional(),
+                PortSpec::artifact(
+                    port_names::CORPUS,
+                    ArtifactKind::CORPUS,
+                    "the corpus (else `corpus`)",
+                )
+                .optional(),
             ],
             outputs: vec![
                 PortSpec::stream(
-                    "activations",
+                    port_names::ACTIVATIONS,
                     StreamKind::ACTIVATIONS,
                     "batches of activations with tokens",
                 ),
                 PortSpec::artifact(
-                    "store",
+                    port_names::STORE,
                     ArtifactKind::ACTIVATION_STORE,
                     "the activation store",
                 ),
@@ -219,12 +203,15 @@ impl Stage for Capture {
     }
 
     fn run(config: CaptureConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let model_path = monoscope_fetch::stages::model_input(ctx, "model", &config.model)?;
-        let corpus_path = monoscope_fetch::stages::corpus_input(ctx, "corpus", &config.corpus)?;
+        let model_path =
+            monoscope_fetch::stages::model_input(ctx, port_names::MODEL, &config.model)?;
+        let corpus_path =
+            monoscope_fetch::stages::corpus_input(ctx, port_names::CORPUS, &config.corpus)?;
         ctx.progress
             .set_message(format!("loading {}", model_path.display()));
-        let options = monoscope_lm::ModelOptions::with_matmul(config.matmul.into());
-        let model = monoscope_lm::load_with(&model_path, &Device::flex(), &options)
+        let model = ModelSpec::new(model_path)
+            .with_matmul(config.matmul)
+            .load()
             .map_err(CaptureError::from)?;
         capture(&model, &corpus_path, &config, ctx)
     }
@@ -294,13 +281,13 @@ pub fn capture(
     );
     ctx.progress.set_length(total_tokens);
 
-    let dir = ctx.stage_dir.join("store");
+    let dir = ctx.stage_dir.join(monoscope_artifacts::capture::STORE_DIR);
     let spec = config
         .write_store
         .then(|| store_spec(model, width, config, part, corpus));
     // A consumer of the stream must see every row. A rerun whose store is already finished
     // (the executor reruns a capture when a stream consumer runs again) reads it back.
-    let streaming = ctx.has_consumers("activations");
+    let streaming = ctx.has_consumers(port_names::ACTIVATIONS);
     if let (Some(spec), true) = (&spec, streaming) {
         let rows: u64 = plan.windows.iter().map(|w| w.kept() as u64).sum();
         if let Some(store) = crate::replay::finished_store(&dir, spec, rows) {
@@ -347,7 +334,10 @@ pub fn capture(
             .map_err(CaptureError::from)?;
         }
         rows_before += kept;
-        ctx.send("activations", Message::Activations(Arc::new(batch)))?;
+        ctx.send(
+            port_names::ACTIVATIONS,
+            Message::Activations(Arc::new(batch)),
+        )?;
         ctx.progress.inc(tokens);
     }
     if let Some(writer) = writer {
@@ -370,7 +360,7 @@ fn announce_store(
         "model": model_name,
     });
     ctx.emit_artifact(
-        "store",
+        port_names::STORE,
         Artifact::new(ArtifactKind::ACTIVATION_STORE, dir).with_metadata(metadata),
     )
 }

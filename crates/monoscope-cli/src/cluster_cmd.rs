@@ -2,15 +2,12 @@
 //! similarity, with their labels and clusters, from the cluster stage's files.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use monoscope_cluster::labels::read_labels;
-use monoscope_cluster::output::{
-    CLUSTERS_FILE, CROSS_NEIGHBOURS_FILE, ClustersFile, NEIGHBOURS_FILE, SUMMARY_FILE,
-    read_clusters, read_neighbours_of,
-};
+use monoscope_artifacts::cluster::{self, ClusterOutputs, ClustersFile};
+use monoscope_artifacts::label::{self, LabelOutputs};
+use monoscope_artifacts::{Run, locate_stage};
 
 #[derive(Debug, clap::Args)]
 pub struct NeighboursArgs {
@@ -19,16 +16,22 @@ pub struct NeighboursArgs {
     /// The feature whose neighbours to show.
     #[arg(long)]
     pub feature: u32,
+    /// The cluster stage's id, when the run has several.
+    #[arg(long)]
+    pub stage: Option<String>,
 }
 
 pub fn neighbours(args: NeighboursArgs) -> anyhow::Result<ExitCode> {
-    let dir = cluster_dir(&args.run)?;
-    let neighbours = read_neighbours_of(&dir.join(NEIGHBOURS_FILE), args.feature)?;
-    let labels = find_labels(&dir)?;
-    let clusters = match dir.join(CLUSTERS_FILE) {
-        path if path.exists() => Some(read_clusters(&path)?),
-        _ => None,
-    };
+    let dir = locate_stage(
+        &args.run,
+        &[cluster::KIND],
+        args.stage.as_deref(),
+        "neighbours and clusters",
+    )?;
+    let outputs = ClusterOutputs::new(dir);
+    let neighbours = outputs.neighbours_of(args.feature, false)?;
+    let labels = find_labels(&outputs)?;
+    let clusters = outputs.clusters()?;
     let label = |f: u32| labels.get(&f).map(String::as_str).unwrap_or("");
     let cluster = |f: u32| {
         clusters
@@ -49,10 +52,9 @@ pub fn neighbours(args: NeighboursArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_table(&neighbours, &label, &cluster);
     }
-    let cross = dir.join(CROSS_NEIGHBOURS_FILE);
-    if cross.exists() {
+    if outputs.has_cross_neighbours() {
         println!("\nnearest features of the other SAE:");
-        let other = read_neighbours_of(&cross, args.feature)?;
+        let other = outputs.neighbours_of(args.feature, true)?;
         print_table(&other, &|_| "", &|_| "-".to_string());
     }
     Ok(ExitCode::SUCCESS)
@@ -89,65 +91,29 @@ fn cluster_line(clusters: &ClustersFile, feature: u32) -> Option<String> {
     Some(format!("cluster {id} ({} features){words}", c.size))
 }
 
-/// The cluster stage directory: `path` itself, or the one stage directory of a run that holds
-/// `neighbours.jsonl`.
-fn cluster_dir(path: &Path) -> anyhow::Result<PathBuf> {
-    if path.join(NEIGHBOURS_FILE).exists() {
-        return Ok(path.to_path_buf());
-    }
-    let entries =
-        std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(NEIGHBOURS_FILE).exists())
-        .collect();
-    found.sort();
-    match found.as_slice() {
-        [] => bail!(
-            "{}: no cluster stage output here (no {NEIGHBOURS_FILE} in it or in its stage \
-             directories); run a pipeline with a `cluster` stage first",
-            path.display()
-        ),
-        [one] => Ok(one.clone()),
-        many => bail!(
-            "{}: several cluster stages ({}); pass one of their directories",
-            path.display(),
-            many.iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// Labels for the features: those the cluster stage was given (named in its summary), else a
-/// `labels.jsonl` in a sibling stage directory; none if there is neither.
-fn find_labels(dir: &Path) -> anyhow::Result<BTreeMap<u32, String>> {
-    let summary_path = dir.join(SUMMARY_FILE);
-    if let Ok(bytes) = std::fs::read(&summary_path) {
-        let summary: serde_json::Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not JSON", summary_path.display()))?;
-        if let Some(path) = summary["labels"].as_str() {
-            let path = Path::new(path);
-            if path.exists() {
-                return Ok(read_labels(path)?);
-            }
-        }
-    }
-    let Some(run) = dir.parent() else {
+/// Labels for the features: those the cluster stage was given (named in its summary), else
+/// those of the run's label stage; none if there are neither.
+fn find_labels(outputs: &ClusterOutputs) -> anyhow::Result<BTreeMap<u32, String>> {
+    let given = outputs
+        .summary()?
+        .and_then(|s| s.labels)
+        .map(|path| LabelOutputs::new(PathBuf::from(path)))
+        .filter(LabelOutputs::has_labels);
+    let labels = match given {
+        Some(labels) => Some(labels),
+        None => match outputs.dir.parent().filter(|p| Run::is_run_dir(p)) {
+            Some(run) => Run::open(run)?
+                .find(&[label::KIND], None, "labels")?
+                .map(|stage| LabelOutputs::new(stage.dir)),
+            None => None,
+        },
+    };
+    let Some(labels) = labels.filter(LabelOutputs::has_labels) else {
         return Ok(BTreeMap::new());
     };
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir(run)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path().join("labels.jsonl")))
-                .filter(|p| p.exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    candidates.sort();
-    match candidates.first() {
-        Some(path) => Ok(read_labels(path)?),
-        None => Ok(BTreeMap::new()),
-    }
+    Ok(labels
+        .labels()?
+        .into_iter()
+        .map(|record| (record.feature, record.label))
+        .collect())
 }

@@ -1,14 +1,15 @@
 //! `monoscope labels show <run> --feature N`.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use monoscope_label::format::{
-    self, Context, EVIDENCE_FILE, FeatureEvidence, LABELS_FILE, LabelRecord, Scores,
+use monoscope_artifacts::label::{
+    self, Context, FeatureEvidence, LabelOutputs, LabelRecord, Scores,
 };
+use monoscope_artifacts::locate_stage;
 
 #[derive(Debug, Subcommand)]
 pub enum LabelsCommand {
@@ -18,6 +19,9 @@ pub enum LabelsCommand {
         run: PathBuf,
         #[arg(long)]
         feature: u32,
+        /// The autointerp-label stage's id, when the run has several.
+        #[arg(long)]
+        stage: Option<String>,
         /// Top contexts to print.
         #[arg(long, default_value_t = 5)]
         contexts: usize,
@@ -28,21 +32,19 @@ pub fn run(command: LabelsCommand) -> anyhow::Result<ExitCode> {
     let LabelsCommand::Show {
         run,
         feature,
+        stage,
         contexts,
     } = command;
-    let dir = stage_dir(&run)?;
-    let evidence =
-        format::read_feature_evidence(&dir.join(EVIDENCE_FILE), feature)?.with_context(|| {
-            format!(
-                "{}: no feature {feature} (the file has fewer lines)",
-                dir.join(EVIDENCE_FILE).display()
-            )
-        })?;
-    let labels_path = dir.join(LABELS_FILE);
-    let label = if labels_path.exists() {
-        format::read_jsonl::<LabelRecord>(&labels_path)?
-            .into_iter()
-            .find(|r| r.feature == feature)
+    let dir = locate_stage(&run, &[label::KIND], stage.as_deref(), "labels")?;
+    let outputs = LabelOutputs::new(dir);
+    let evidence = outputs.evidence_of(feature)?.with_context(|| {
+        format!(
+            "{}: no feature {feature} (the file has fewer lines)",
+            outputs.evidence_path().display()
+        )
+    })?;
+    let label = if outputs.has_labels() {
+        outputs.labels()?.into_iter().find(|r| r.feature == feature)
     } else {
         None
     };
@@ -51,36 +53,6 @@ pub fn run(command: LabelsCommand) -> anyhow::Result<ExitCode> {
     };
     print!("{}", render(&evidence, label.as_ref(), contexts, style));
     Ok(ExitCode::SUCCESS)
-}
-
-/// The stage directory: `run` itself when it holds `evidence.jsonl`, else the one stage
-/// directory under `run` that does.
-fn stage_dir(run: &Path) -> anyhow::Result<PathBuf> {
-    if run.join(EVIDENCE_FILE).is_file() {
-        return Ok(run.to_path_buf());
-    }
-    let entries = std::fs::read_dir(run).with_context(|| format!("{}", run.display()))?;
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.join(EVIDENCE_FILE).is_file())
-        .collect();
-    found.sort();
-    match found.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => anyhow::bail!(
-            "{}: no autointerp-label stage output here (no {EVIDENCE_FILE} in it or its stage directories)",
-            run.display()
-        ),
-        many => anyhow::bail!(
-            "{}: several autointerp-label stages ({}); name the stage directory",
-            run.display(),
-            many.iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,7 +137,7 @@ fn render(
         e.max_activation,
         e.mean_activation
     );
-    let tokens = |list: &[format::LogitToken]| {
+    let tokens = |list: &[label::LogitToken]| {
         list.iter()
             .take(6)
             .map(|t| format!("{:?} {:+.2}", t.token, t.value))

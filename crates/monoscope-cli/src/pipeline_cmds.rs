@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use monoscope_artifacts::browser::{self, BrowserOutputs};
 use monoscope_config::{CommandLineOverride, ConfigErrors, Pipeline, parse_override};
 use monoscope_core::{CancelToken, Registry};
 use monoscope_exec::{ExecError, ProgressMode, RunOptions, StageStatus};
@@ -131,11 +132,8 @@ pub fn run(
 /// Prints what each browser stage wrote for the end of a run (where the site is, the SAE's
 /// headline metrics, example features), also when the stage was skipped as complete.
 fn print_site_summaries(report: &monoscope_exec::RunReport) {
-    for stage in report.stages.iter().filter(|s| s.kind == "browser") {
-        let path = report
-            .run_dir
-            .join(&stage.id)
-            .join(monoscope_browser::stage::SUMMARY_FILE);
+    for stage in report.stages.iter().filter(|s| s.kind == browser::KIND) {
+        let path = BrowserOutputs::new(report.run_dir.join(&stage.id)).summary_path();
         if let Ok(text) = std::fs::read_to_string(&path) {
             println!("{text}");
         }

@@ -1,9 +1,10 @@
 //! `monoscope sae info <dir>`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use monoscope_artifacts::train::TrainOutputs;
 
 #[derive(Debug, Subcommand)]
 pub enum SaeCommand {
@@ -40,23 +41,21 @@ pub fn run(command: SaeCommand) -> anyhow::Result<ExitCode> {
             norms[norms.len() / 2]
         );
     }
-    if let Some(eval) = eval_beside(&dir) {
-        let get = |k: &str| eval.get(k).and_then(serde_json::Value::as_f64);
-        println!(
-            "held-out      {} tokens",
-            eval.get("tokens").map_or("?".into(), |t| t.to_string())
-        );
-        for key in ["l0", "fvu", "mse", "dead_fraction", "dense_fraction"] {
-            if let Some(v) = get(key) {
-                println!("  {key:<15} {v:.4}");
-            }
+    let eval = match TrainOutputs::around_sae(&dir) {
+        Some(outputs) => outputs.eval()?,
+        None => None,
+    };
+    if let Some(eval) = eval {
+        println!("held-out      {} tokens", eval.tokens);
+        for (key, v) in [
+            ("l0", eval.l0),
+            ("fvu", eval.fvu),
+            ("mse", eval.mse),
+            ("dead_fraction", eval.dead_fraction),
+            ("dense_fraction", eval.dense_fraction),
+        ] {
+            println!("  {key:<15} {v:.4}");
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The train stage writes `eval.json` next to the `sae/` directory.
-fn eval_beside(dir: &Path) -> Option<serde_json::Value> {
-    let path = dir.parent()?.join("eval.json");
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }

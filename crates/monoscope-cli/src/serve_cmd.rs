@@ -4,27 +4,32 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use monoscope_artifacts::Run;
+use monoscope_artifacts::browser::{self, BrowserOutputs};
 use monoscope_browser::{RunFiles, site::SiteOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// A run directory, or a site directory (with `index.html`).
     pub run: PathBuf,
+    /// The browser stage's id, when the run has several.
+    #[arg(long)]
+    pub stage: Option<String>,
     /// Port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    /// Rebuild the site from the run's files first (into `<run>/site` when the run has no
+    /// Rebuild the site from the run's outputs first (into `<run>/site` when the run has no
     /// browser stage).
     #[arg(long)]
     pub rebuild: bool,
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let site = match (args.rebuild, find_site(&args.run)) {
+    let site = match (args.rebuild, find_site(&args.run, args.stage.as_deref())?) {
         (false, Some(site)) => site,
         (_, found) => {
-            let out = found.unwrap_or_else(|| args.run.join("site"));
-            let files = RunFiles::discover(&args.run)?;
+            let out = found.unwrap_or_else(|| args.run.join(browser::SITE_DIR));
+            let files = RunFiles::from_run(&args.run)?;
             let summary = monoscope_browser::write_site(&files, &SiteOptions::default(), &out)
                 .with_context(|| format!("building the site in {}", out.display()))?;
             eprintln!(
@@ -45,16 +50,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The site of a run: the directory itself, or a stage's `site/` subdirectory.
-fn find_site(run: &Path) -> Option<PathBuf> {
-    if run.join("index.html").is_file() {
-        return Some(run.to_path_buf());
+/// The site of a run: the directory itself when it is one, else the site of the run's browser
+/// stage; `None` when the run has no browser stage.
+fn find_site(path: &Path, stage: Option<&str>) -> anyhow::Result<Option<PathBuf>> {
+    if monoscope_browser::site::is_site_dir(path) {
+        return Ok(Some(path.to_path_buf()));
     }
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir(run)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("site")))
-        .filter(|site| site.join("index.html").is_file())
-        .collect();
-    candidates.sort();
-    candidates.into_iter().next()
+    let run = Run::open(path)?;
+    Ok(run
+        .find(&[browser::KIND], stage, "a feature browser")?
+        .map(|stage| BrowserOutputs::new(stage.dir).site_dir()))
 }

@@ -1,30 +1,36 @@
 //! `monoscope features <run-or-sae> --text ...` and `monoscope steer <run-or-sae> ...`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use monoscope_steer::{
-    ExperimentConfig, FeatureRef, FeatureTable, Matmul, Mode, SteerConfig, Steerer,
-};
+use monoscope_artifacts::Run;
+use monoscope_artifacts::label;
+use monoscope_artifacts::steer::SteerOutputs;
+use monoscope_artifacts::train::{self, TrainOutputs};
+use monoscope_lm::{MatmulKind, ModelSpec};
+use monoscope_steer::{ExperimentConfig, FeatureRef, FeatureTable, Mode, SteerConfig, Steerer};
 
 /// Where the SAE, its labels and the model come from.
 #[derive(Debug, clap::Args)]
 pub struct SourceArgs {
-    /// A run directory (its stage holding `sae/` is used) or a SAE directory.
+    /// A run directory (the SAE of its train or import-sae stage is used) or an SAE directory.
     pub run: PathBuf,
+    /// The train or import-sae stage's id, when the run has several.
+    #[arg(long)]
+    pub stage: Option<String>,
     /// The model: a GGUF file, a Hugging Face directory or a known name.
     #[arg(long, default_value = "smollm2")]
     pub model: String,
     /// Hook to read and steer (default: the SAE's own).
     #[arg(long)]
     pub hook: Option<String>,
-    /// A labels directory or `labels.jsonl` (default: one found in the run directory).
+    /// An autointerp-label stage directory (default: the run's label stage, if it has one).
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Run the model's linear layers in int8 (about twice as fast, ~1% error per product).
-    #[arg(long)]
-    pub int8: bool,
+    /// Arithmetic of the model's linear layers: `f32` (the reference) or `int8`.
+    #[arg(long, default_value = "f32")]
+    pub matmul: MatmulKind,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,55 +97,35 @@ pub struct SteerArgs {
 /// The SAE directory and the labels of a run-or-SAE argument.
 fn locate(source: &SourceArgs) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
     let path = &source.run;
-    let (sae_dir, run_dir) = if path.join("cfg.json").is_file() {
-        let run = path.parent().and_then(Path::parent).map(Path::to_path_buf);
-        (path.clone(), run)
+    let (sae_dir, run) = if Run::is_run_dir(path) {
+        let run = Run::open(path)?;
+        let stage = run.require(train::KINDS, source.stage.as_deref(), "an SAE")?;
+        (TrainOutputs::new(stage.dir).sae_dir(), Some(run))
     } else {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path().join("sae")))
-            .filter(|p| p.join("cfg.json").is_file())
-            .collect();
-        found.sort();
-        match found.as_slice() {
-            [one] => (one.clone(), Some(path.clone())),
-            [] => bail!(
-                "{}: neither a SAE directory (cfg.json) nor a run directory with a <stage>/sae/ in it",
-                path.display()
-            ),
-            many => bail!(
-                "{}: several SAEs ({}); pass the one to use",
-                path.display(),
-                many.iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
+        // An SAE directory; when it is a stage's `sae/`, its run may hold labels.
+        let run_dir = TrainOutputs::around_sae(path)
+            .and_then(|outputs| outputs.dir.parent().map(PathBuf::from))
+            .filter(|dir| Run::is_run_dir(dir));
+        (
+            path.clone(),
+            run_dir.map(|dir| Run::open(&dir)).transpose()?,
+        )
     };
-    let labels = match &source.labels {
-        Some(l) => Some(l.clone()),
-        None => run_dir.and_then(|run| {
-            let mut dirs: Vec<PathBuf> = std::fs::read_dir(run)
-                .ok()?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("labels.jsonl").is_file())
-                .collect();
-            dirs.sort();
-            dirs.into_iter().next()
-        }),
+    let labels = match (&source.labels, run) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(run)) => run
+            .find(&[label::KIND], None, "labels")?
+            .map(|stage| stage.dir),
+        (None, None) => None,
     };
     Ok((sae_dir, labels))
 }
 
 fn load_model(source: &SourceArgs) -> anyhow::Result<monoscope_lm::Model> {
     let path = monoscope_fetch::resolve_model(&source.model)?;
-    let matmul = if source.int8 {
-        Matmul::Int8
-    } else {
-        Matmul::F32
-    };
-    monoscope_steer::load_model(&path, matmul)
+    ModelSpec::new(&path)
+        .with_matmul(source.matmul)
+        .load()
         .with_context(|| format!("loading {}", path.display()))
 }
 
@@ -243,11 +229,7 @@ pub fn steer(args: SteerArgs) -> anyhow::Result<ExitCode> {
     config.temperature = args.temperature;
     config.top_p = args.top_p;
     config.seed = Some(args.seed);
-    config.matmul = if args.source.int8 {
-        Matmul::Int8
-    } else {
-        Matmul::F32
-    };
+    config.matmul = args.source.matmul;
     config.steer_first_position = args.steer_first_position;
 
     let (sae_dir, labels) = locate(&args.source)?;
@@ -266,8 +248,9 @@ pub fn steer(args: SteerArgs) -> anyhow::Result<ExitCode> {
     )?;
     println!("{}", report.to_markdown());
     if let Some(out) = &args.out {
-        report.write(out)?;
-        eprintln!("wrote {}", out.join("report.json").display());
+        let outputs = SteerOutputs::new(out.clone());
+        outputs.write_report(&report)?;
+        eprintln!("wrote {}", outputs.report_path().display());
     }
     Ok(ExitCode::SUCCESS)
 }

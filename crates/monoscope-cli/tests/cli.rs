@@ -44,6 +44,32 @@ fn validate_prints_the_resolved_pipeline() {
     assert_eq!(resolved["model"]["kind"].as_str(), Some("fetch-model"));
 }
 
+// Every crate that registers stages, linked into this test too, so that the registry built
+// here holds every built-in kind whether or not the binary names its crate.
+use monoscope_browser as _;
+use monoscope_capture as _;
+use monoscope_cluster as _;
+use monoscope_fetch as _;
+use monoscope_label as _;
+use monoscope_steer as _;
+use monoscope_train as _;
+
+#[test]
+fn stages_lists_every_kind_the_stage_crates_register() {
+    let registry = monoscope_core::Registry::builtin();
+    let kinds: Vec<&str> = registry.kinds().collect();
+    assert!(kinds.len() >= 9, "{kinds:?}");
+    let out = monoscope(&["stages"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for kind in kinds {
+        assert!(
+            text.contains(&format!("{kind}  (built-in)")),
+            "`monoscope stages` does not list `{kind}`: the binary does not link its crate\n{text}"
+        );
+    }
+}
+
 #[test]
 fn stages_lists_every_built_in_kind_with_parameters_and_defaults() {
     let out = monoscope(&["stages"]);

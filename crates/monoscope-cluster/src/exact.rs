@@ -8,17 +8,11 @@
 
 use gemm::Parallelism;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::directions::Directions;
 use crate::error::ClusterError;
 
-/// One neighbour of a feature: its index and the cosine similarity of the two decoder directions.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Neighbour {
-    pub feature: u32,
-    pub cosine: f32,
-}
+pub use monoscope_artifacts::cluster::Neighbour;
 
 /// Bytes of scratch the exact search needs beyond its inputs and its answer.
 pub fn exact_scratch_bytes(block: usize) -> usize {

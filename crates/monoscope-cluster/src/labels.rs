@@ -1,10 +1,6 @@
-//! Feature labels from the labelling stage (`labels.jsonl`: one JSON object per line with at
-//! least `"feature"` and `"label"`), and the most common label words of a group of features.
+//! The most common label words of a group of features.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-
-use crate::error::ClusterError;
 
 /// Words too common in labels to say anything about a cluster.
 const STOP_WORDS: &[&str] = &[
@@ -84,40 +80,6 @@ const STOP_WORDS: &[&str] = &[
     "especially",
 ];
 
-/// Reads `labels.jsonl` from a labels directory (or the file itself): feature → label. Later
-/// lines for the same feature win. Lines without a string `label` (e.g. not labelled yet) are
-/// skipped; a line that is not JSON or lacks `feature` is an error naming the line.
-pub fn read_labels(path: &Path) -> Result<BTreeMap<u32, String>, ClusterError> {
-    let file = if path.is_dir() {
-        path.join("labels.jsonl")
-    } else {
-        path.to_path_buf()
-    };
-    let text = std::fs::read_to_string(&file).map_err(|e| ClusterError::io(&file, e))?;
-    let mut labels = BTreeMap::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parse_error = |message: String| ClusterError::Parse {
-            path: file.clone(),
-            line: index + 1,
-            message,
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| parse_error(format!("not JSON: {e}")))?;
-        let feature = value
-            .get("feature")
-            .and_then(|f| f.as_u64())
-            .and_then(|f| u32::try_from(f).ok())
-            .ok_or_else(|| parse_error("`feature` is missing or not an unsigned integer".into()))?;
-        if let Some(label) = value.get("label").and_then(|l| l.as_str()) {
-            labels.insert(feature, label.to_string());
-        }
-    }
-    Ok(labels)
-}
-
 /// Lower-case words of a label, stop words and words under three letters left out.
 fn words(label: &str) -> impl Iterator<Item = String> + '_ {
     label
@@ -154,30 +116,6 @@ pub fn top_words(members: &[u32], labels: &BTreeMap<u32, String>, count: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_labels_and_names_the_bad_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("labels.jsonl");
-        std::fs::write(
-            &path,
-            "{\"feature\":3,\"label\":\"Golden Gate Bridge\",\"score\":0.8}\n\n{\"feature\":5}\n",
-        )
-        .unwrap();
-        let labels = read_labels(dir.path()).unwrap();
-        assert_eq!(labels.len(), 1);
-        assert_eq!(labels[&3], "Golden Gate Bridge");
-        std::fs::write(
-            &path,
-            "{\"feature\":3,\"label\":\"x\"}\n{\"label\":\"y\"}\n",
-        )
-        .unwrap();
-        let err = read_labels(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("labels.jsonl: line 2") && err.contains("feature"),
-            "{err}"
-        );
-    }
 
     #[test]
     fn top_words_count_features_not_repeats() {

@@ -65,7 +65,6 @@ mod kmeans;
 pub mod labels;
 pub mod layout;
 pub mod louvain;
-pub mod output;
 pub mod picture;
 pub mod rng;
 pub mod search;

@@ -5,22 +5,23 @@ use std::time::Instant;
 
 use monoscope_core::{
     Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
-    StageError, atomic, register_stage,
+    StageError, atomic, port_names, register_stage,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::approximate::{DEFAULT_NPROBE, IvfParams};
 use crate::directions::Directions;
 use crate::error::ClusterError;
-use crate::labels::{read_labels, top_words};
+use crate::labels::top_words;
 use crate::layout::{LayoutParams, fuzzy_edges, layout, neighbourhood_preservation};
 use crate::louvain::{Graph, louvain};
-use crate::output::{
-    CLUSTERS_FILE, CROSS_NEIGHBOURS_FILE, ClusterEntry, ClustersFile, MAP_FILE, MapFile,
-    NEIGHBOURS_FILE, SUMMARY_FILE, write_json, write_neighbours,
-};
 use crate::picture::MapPicture;
 use crate::search::{SearchMethod, SearchOptions, find_neighbours};
+use monoscope_artifacts::cluster::{
+    ClusterEntry, ClusterOutputs, ClusterSummary, ClusteringSummary, ClustersFile, MapFile,
+    MapSummary,
+};
+use monoscope_artifacts::label::LabelOutputs;
 
 /// Neighbours compared when scoring the map (the paper's "10 nearest").
 const PRESERVATION_K: usize = 10;
@@ -179,12 +180,12 @@ impl Stage for Cluster {
             kind: "cluster".into(),
             doc: "Nearest neighbours of SAE features by decoder cosine similarity, graph clusters, and a 2-D map (JSON, PNG, SVG)".into(),
             inputs: vec![
-                PortSpec::artifact("sae", ArtifactKind::SAE, "the SAE directory"),
-                PortSpec::artifact("labels", ArtifactKind::LABELS, "feature labels (labels.jsonl), for the clusters' words").optional(),
-                PortSpec::artifact("other_sae", ArtifactKind::SAE, "a second SAE on the same hook, for cross-SAE neighbours").optional(),
+                PortSpec::artifact(port_names::SAE, ArtifactKind::SAE, "the SAE directory"),
+                PortSpec::artifact(port_names::LABELS, ArtifactKind::LABELS, "feature labels (labels.jsonl), for the clusters' words").optional(),
+                PortSpec::artifact(port_names::OTHER_SAE, ArtifactKind::SAE, "a second SAE on the same hook, for cross-SAE neighbours").optional(),
             ],
             outputs: vec![PortSpec::artifact(
-                "clusters",
+                port_names::CLUSTERS,
                 ArtifactKind::CLUSTERS,
                 "the stage directory: neighbours.jsonl, clusters.json, map.json, map.png, summary.json",
             )],
@@ -192,15 +193,11 @@ impl Stage for Cluster {
     }
 
     fn run(config: ClusterStageConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let sae_path = ctx.recv_artifact("sae")?.path;
-        let labels_path = match ctx.has_input("labels") {
-            true => Some(ctx.recv_artifact("labels")?.path),
-            false => None,
-        };
-        let other_path = match ctx.has_input("other_sae") {
-            true => Some(ctx.recv_artifact("other_sae")?.path),
-            false => None,
-        };
+        let sae_path = ctx.recv_artifact(port_names::SAE)?.path;
+        let labels_path = ctx.optional_artifact(port_names::LABELS)?.map(|a| a.path);
+        let other_path = ctx
+            .optional_artifact(port_names::OTHER_SAE)?
+            .map(|a| a.path);
         let summary = cluster(
             &sae_path,
             labels_path.as_deref(),
@@ -209,9 +206,10 @@ impl Stage for Cluster {
             ctx,
         )?;
         let dir = ctx.stage_dir.clone();
+        let metadata = serde_json::to_value(&summary).map_err(StageError::other)?;
         ctx.emit_artifact(
-            "clusters",
-            Artifact::new(ArtifactKind::CLUSTERS, dir).with_metadata(summary),
+            port_names::CLUSTERS,
+            Artifact::new(ArtifactKind::CLUSTERS, dir).with_metadata(metadata),
         )
     }
 }
@@ -230,12 +228,16 @@ pub fn cluster(
     other_path: Option<&Path>,
     config: &ClusterStageConfig,
     ctx: &mut StageContext<'_>,
-) -> Result<serde_json::Value, StageError> {
+) -> Result<ClusterSummary, StageError> {
     let seed = config.seed.unwrap_or(ctx.seed);
-    let dir = ctx.stage_dir.clone();
+    let outputs = ClusterOutputs::new(ctx.stage_dir.clone());
     let directions = load_directions(sae_path)?;
-    let labels = match labels_path {
-        Some(path) => read_labels(path)?,
+    let labels: std::collections::BTreeMap<u32, String> = match labels_path {
+        Some(path) => LabelOutputs::new(path)
+            .labels_by_feature(directions.len())?
+            .into_iter()
+            .map(|(feature, record)| (feature, record.label))
+            .collect(),
         None => Default::default(),
     };
     let n = directions.len();
@@ -269,7 +271,7 @@ pub fn cluster(
         &options,
         &on_progress,
     )?;
-    write_neighbours(&dir.join(NEIGHBOURS_FILE), &lists, config.k)?;
+    outputs.write_neighbours(&lists, config.k, false)?;
 
     progress.set_message("clustering the neighbour graph");
     let started = Instant::now();
@@ -300,7 +302,7 @@ pub fn cluster(
         assignment: clustering.assignment,
         clusters,
     };
-    write_json(&dir.join(CLUSTERS_FILE), &clusters_file)?;
+    outputs.write_clusters(&clusters_file)?;
     let cluster_seconds = started.elapsed().as_secs_f64();
     ctx.cancel.check()?;
 
@@ -335,7 +337,7 @@ pub fn cluster(
         y: map.y,
         neighbourhood_preservation: preservation,
     };
-    write_json(&dir.join(MAP_FILE), &map_file)?;
+    outputs.write_map(&map_file)?;
     let map_seconds = started.elapsed().as_secs_f64();
     ctx.cancel.check()?;
 
@@ -345,7 +347,7 @@ pub fn cluster(
         cluster: &clusters_file.assignment,
         alive: directions.alive_mask(),
     };
-    let png = dir.join("map.png");
+    let png = outputs.map_png_path();
     atomic::write_with(&png, |out| picture.write_png(config.picture_size, out))
         .map_err(|e| StageError::io(&png, e))?;
     let svg_written = n <= config.svg_max_points;
@@ -356,7 +358,7 @@ pub fn cluster(
             .take(LEGEND_CLUSTERS)
             .map(|c| format!("{} ({} features) {}", c.id, c.size, c.top_words.join(", ")))
             .collect();
-        let svg = dir.join("map.svg");
+        let svg = outputs.map_svg_path();
         atomic::write_with(&svg, |out| {
             picture.write_svg(config.picture_size, &legend, out)
         })
@@ -369,7 +371,7 @@ pub fn cluster(
             let other = load_directions(path)?;
             let (cross_lists, report) =
                 find_neighbours(&directions, &other, config.k, false, &options, &on_progress)?;
-            write_neighbours(&dir.join(CROSS_NEIGHBOURS_FILE), &cross_lists, config.k)?;
+            outputs.write_neighbours(&cross_lists, config.k, true)?;
             Some(serde_json::json!({
                 "other_sae": path.display().to_string(),
                 "other_features": other.len(),
@@ -379,34 +381,34 @@ pub fn cluster(
         None => None,
     };
 
-    let summary = serde_json::json!({
-        "sae": sae_path.display().to_string(),
-        "features": n,
-        "dim": directions.dim(),
-        "dead_features": directions.dead_count(),
-        "labels": labels_path.map(|p| p.display().to_string()),
-        "labelled_features": labels.len(),
-        "k": config.k,
-        "neighbours": search,
-        "graph_k": config.graph_k,
-        "clusters": {
-            "method": clusters_file.method,
-            "count": clusters_file.clusters.len(),
-            "largest": clusters_file.clusters.first().map_or(0, |c| c.size),
-            "modularity": clusters_file.modularity,
-            "resolution": config.resolution,
-            "seconds": cluster_seconds,
+    let summary = ClusterSummary {
+        sae: sae_path.display().to_string(),
+        features: n,
+        dim: directions.dim(),
+        dead_features: directions.dead_count(),
+        labels: labels_path.map(|p| p.display().to_string()),
+        labelled_features: labels.len(),
+        k: config.k,
+        neighbours: serde_json::to_value(&search).map_err(StageError::other)?,
+        graph_k: config.graph_k,
+        clusters: ClusteringSummary {
+            method: clusters_file.method.clone(),
+            count: clusters_file.clusters.len(),
+            largest: clusters_file.clusters.first().map_or(0, |c| c.size),
+            modularity: clusters_file.modularity,
+            resolution: config.resolution,
+            seconds: cluster_seconds,
         },
-        "map": {
-            "method": map_file.method,
-            "neighbourhood_preservation": preservation,
-            "preservation_k": PRESERVATION_K,
-            "seconds": map_seconds,
-            "svg": svg_written,
+        map: MapSummary {
+            method: map_file.method.clone(),
+            neighbourhood_preservation: preservation,
+            preservation_k: PRESERVATION_K,
+            seconds: map_seconds,
+            svg: svg_written,
         },
-        "cross": cross,
-    });
-    write_json(&dir.join(SUMMARY_FILE), &summary)?;
+        cross: cross.unwrap_or(serde_json::Value::Null),
+    };
+    outputs.write_summary(&summary)?;
     tracing::info!(
         stage = ctx.stage_id,
         "{} clusters (modularity {:.3}), map preservation {:.3}, neighbours by {} search",

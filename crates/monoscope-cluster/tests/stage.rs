@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use monoscope_artifacts::cluster::{ClustersFile, MapFile, NeighbourLine};
+use monoscope_artifacts::label::{LabelOutputs, LabelRecord};
 use monoscope_cluster::louvain::adjusted_rand_index;
-use monoscope_cluster::output::{ClustersFile, MapFile, NeighbourLine};
 use monoscope_cluster::rng::planted_dictionary;
 use monoscope_cluster::{Cluster, ClusterStageConfig};
 use monoscope_core::{
@@ -117,12 +118,19 @@ fn planted_groups_come_back_as_clusters_with_their_label_words() {
     let other = save_sae(&tmp.path().join("parents"), &parents, dim);
     let labels = tmp.path().join("labels");
     std::fs::create_dir_all(&labels).unwrap();
-    let lines: Vec<String> = truth
+    let records: Vec<LabelRecord> = truth
         .iter()
         .enumerate()
-        .map(|(f, g)| format!(r#"{{"feature":{f},"label":"topic{g} things, variant {f}"}}"#))
+        .map(|(f, g)| LabelRecord {
+            feature: f as u32,
+            label: format!("topic{g} things, variant {f}"),
+            explanation: String::new(),
+            explainer: "statistical".into(),
+            scores: Default::default(),
+            baseline: None,
+        })
         .collect();
-    std::fs::write(labels.join("labels.jsonl"), lines.join("\n")).unwrap();
+    LabelOutputs::new(&labels).write_labels(&records).unwrap();
 
     let dir = run_stage(
         tmp.path(),

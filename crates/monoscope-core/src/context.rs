@@ -71,6 +71,16 @@ impl<'a> StageContext<'a> {
         self.inputs.contains_key(port)
     }
 
+    /// The artifact on an optional input port: `None` when the port is not connected, an
+    /// error when it is connected but its upstream stage produced nothing.
+    pub fn optional_artifact(&mut self, port: &str) -> Result<Option<Artifact>, StageError> {
+        if self.has_input(port) {
+            self.recv_artifact(port).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Takes an input port out of the context, so that a reader can own it while the stage
     /// goes on using the context (progress, cancellation). `None` when it is not connected.
     pub fn take_input(&mut self, port: &str) -> Option<InputPort> {

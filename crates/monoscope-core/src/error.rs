@@ -46,3 +46,9 @@ impl StageError {
         StageError::Other(Box::new(error))
     }
 }
+
+impl From<monoscope_artifacts::ArtifactError> for StageError {
+    fn from(error: monoscope_artifacts::ArtifactError) -> Self {
+        StageError::other(error)
+    }
+}

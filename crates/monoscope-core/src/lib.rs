@@ -13,17 +13,19 @@
 //! - [`Registry`]: every stage kind known to this process: the built-in ones, registered at link
 //!   time with [`register_stage!`], plus those added at run time (plugins).
 //! - [`StageError`]: the one error type a stage returns.
+//! - [`port_names`]: the port names of the built-in stages.
 //! - [`atomic`]: write-to-temporary-then-rename helpers; every artifact is written through them.
 //! - [`fingerprint`]: stable hashes of configs, used to decide whether a stage can be skipped.
 //! - [`retain_freed_memory`]: the binaries' allocator setting (freed memory kept for reuse).
 
-pub mod atomic;
+pub use monoscope_artifacts::atomic;
 mod cancel;
 mod context;
 mod error;
 pub mod fingerprint;
 mod memory;
 mod message;
+pub mod port_names;
 mod ports;
 mod progress;
 mod registry;

@@ -1,10 +1,7 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use crate::ports::ArtifactKind;
+pub use monoscope_artifacts::Artifact;
 
 /// One item on a channel between two stages.
 ///
@@ -35,33 +32,5 @@ pub struct ActivationBatch {
 impl ActivationBatch {
     pub fn rows(&self) -> usize {
         self.token_ids.len()
-    }
-}
-
-/// A finished file or directory produced by a stage.
-///
-/// Artifacts are written atomically before they are announced, so a consumer that receives one
-/// can read it at once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Artifact {
-    pub kind: ArtifactKind,
-    pub path: PathBuf,
-    /// Small facts a consumer may need without opening the files (e.g. `d_model`, `hook_name`).
-    #[serde(default)]
-    pub metadata: serde_json::Value,
-}
-
-impl Artifact {
-    pub fn new(kind: ArtifactKind, path: impl Into<PathBuf>) -> Self {
-        Artifact {
-            kind,
-            path: path.into(),
-            metadata: serde_json::Value::Null,
-        }
-    }
-
-    pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
-        self.metadata = metadata;
-        self
     }
 }

@@ -3,6 +3,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use monoscope_artifacts::ArtifactKind;
+
 /// The kind of item a streaming port carries, e.g. `activations`.
 ///
 /// A name rather than an enum so that plugins can define their own kinds; two ports connect only
@@ -13,31 +15,6 @@ pub struct StreamKind(pub Cow<'static, str>);
 impl StreamKind {
     /// Batches of activations with their token ids ([`crate::ActivationBatch`]).
     pub const ACTIVATIONS: StreamKind = StreamKind(Cow::Borrowed("activations"));
-}
-
-/// The kind of file or directory an artifact port carries, e.g. `sae`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ArtifactKind(pub Cow<'static, str>);
-
-impl ArtifactKind {
-    /// A language model checkpoint: a GGUF file or a Hugging Face directory.
-    pub const MODEL: ArtifactKind = ArtifactKind(Cow::Borrowed("model"));
-    /// A text corpus file or directory.
-    pub const CORPUS: ArtifactKind = ArtifactKind(Cow::Borrowed("corpus"));
-    /// An activation store directory (manifest plus zstd shards).
-    pub const ACTIVATION_STORE: ArtifactKind = ArtifactKind(Cow::Borrowed("activation-store"));
-    /// A sparse autoencoder directory in the SAELens layout.
-    pub const SAE: ArtifactKind = ArtifactKind(Cow::Borrowed("sae"));
-    /// Feature evidence and labels.
-    pub const LABELS: ArtifactKind = ArtifactKind(Cow::Borrowed("labels"));
-    /// Feature neighbours, clusters and a 2-D map.
-    pub const CLUSTERS: ArtifactKind = ArtifactKind(Cow::Borrowed("clusters"));
-    /// A steering report.
-    pub const STEERING_REPORT: ArtifactKind = ArtifactKind(Cow::Borrowed("steering-report"));
-
-    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
-        ArtifactKind(name.into())
-    }
 }
 
 impl StreamKind {

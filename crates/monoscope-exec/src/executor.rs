@@ -12,7 +12,6 @@ use monoscope_core::{
     CancelToken, InputPort, Message, OutputPort, PortType, Progress, StageContext, StageError,
     atomic, fingerprint,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::memory::{self, RssSampler};
 use crate::record::{self, CompletionMarker, RunRecord};
@@ -48,31 +47,7 @@ impl Default for RunOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StageStatus {
-    Ran,
-    Skipped,
-    Failed,
-    Cancelled,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StageReport {
-    pub id: String,
-    pub kind: String,
-    pub status: StageStatus,
-    /// Working time: from the moment every input it read had delivered to its end.
-    pub seconds: f64,
-    /// Time spent waiting for its inputs before that.
-    #[serde(default)]
-    pub waited_seconds: f64,
-    /// Peak resident memory of the process while the stage worked (sampled; see
-    /// [`crate::memory`]). Stages that work at the same time share their peaks.
-    #[serde(default)]
-    pub peak_rss_bytes: Option<u64>,
-    pub fingerprint: String,
-}
+pub use monoscope_artifacts::run::{StageReport, StageStatus};
 
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -97,6 +72,8 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Artifact(#[from] monoscope_artifacts::ArtifactError),
     #[error("stage `{0}` was already run from this pipeline value; load the pipeline again")]
     AlreadyRun(String),
 }
@@ -120,6 +97,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
     let fingerprints = fingerprints(pipeline);
     let skipped = skippable(pipeline, &run_dir, &fingerprints, options.force);
     let mut record = RunRecord {
+        format_version: record::FORMAT_VERSION,
         tool: "monoscope".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         git_commit: env!("MONOSCOPE_GIT_COMMIT").into(),
@@ -231,6 +209,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
                 let status = match outcome {
                     Ok(artifacts) if !cancel.is_cancelled() => {
                         let marker = CompletionMarker {
+                            format_version: record::FORMAT_VERSION,
                             kind: kind.clone(), fingerprint: fingerprint.clone(),
                             finished_at: record::now_rfc3339(), seconds, artifacts,
                         };
@@ -330,15 +309,11 @@ fn prepare_dir(stage_dir: &Path) -> Result<(), StageError> {
 }
 
 fn write_marker(stage_dir: &Path, marker: &CompletionMarker) -> Result<(), StageError> {
-    let path = record::marker_path(stage_dir);
-    let json = serde_json::to_vec_pretty(marker).map_err(StageError::other)?;
-    atomic::write(&path, &json).map_err(|e| StageError::io(path, e))
+    Ok(monoscope_artifacts::run::write_marker(stage_dir, marker)?)
 }
 
 fn write_record(run_dir: &Path, record: &RunRecord) -> Result<(), ExecError> {
-    let path = run_dir.join(record::RUN_FILE);
-    let json = serde_json::to_vec_pretty(record).expect("run record serialises");
-    atomic::write(&path, &json).map_err(io_err(&path))
+    Ok(monoscope_artifacts::run::write_run_record(run_dir, record)?)
 }
 
 /// A skipped stage hands its recorded artifacts to its consumers again.

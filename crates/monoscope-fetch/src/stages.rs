@@ -2,7 +2,7 @@
 
 use monoscope_core::{
     Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
-    StageError, register_stage,
+    StageError, port_names, register_stage,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,9 +32,9 @@ fn input_or(
     port: &str,
     resolve: impl FnOnce() -> Result<std::path::PathBuf, FetchError>,
 ) -> Result<std::path::PathBuf, StageError> {
-    match ctx.has_input(port) {
-        true => Ok(ctx.recv_artifact(port)?.path),
-        false => resolve().map_err(StageError::other),
+    match ctx.optional_artifact(port)? {
+        Some(artifact) => Ok(artifact.path),
+        None => resolve().map_err(StageError::other),
     }
 }
 
@@ -66,7 +66,7 @@ impl Stage for FetchModel {
                 .into(),
             inputs: vec![],
             outputs: vec![PortSpec::artifact(
-                "model",
+                port_names::MODEL,
                 ArtifactKind::MODEL,
                 "the model file or directory",
             )],
@@ -79,7 +79,7 @@ impl Stage for FetchModel {
         let path = resolve_model(&config.model).map_err(into_stage_error)?;
         let artifact = Artifact::new(ArtifactKind::MODEL, path)
             .with_metadata(serde_json::json!({ "name": config.model }));
-        ctx.emit_artifact("model", artifact)
+        ctx.emit_artifact(port_names::MODEL, artifact)
     }
 }
 
@@ -111,7 +111,7 @@ impl Stage for FetchCorpus {
                 .into(),
             inputs: vec![],
             outputs: vec![PortSpec::artifact(
-                "corpus",
+                port_names::CORPUS,
                 ArtifactKind::CORPUS,
                 "the corpus file or directory",
             )],
@@ -124,7 +124,7 @@ impl Stage for FetchCorpus {
         let path = resolve_corpus(&config.corpus).map_err(into_stage_error)?;
         let artifact = Artifact::new(ArtifactKind::CORPUS, path)
             .with_metadata(serde_json::json!({ "name": config.corpus }));
-        ctx.emit_artifact("corpus", artifact)
+        ctx.emit_artifact(port_names::CORPUS, artifact)
     }
 }
 

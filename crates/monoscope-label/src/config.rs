@@ -1,6 +1,7 @@
 //! The stage's parameters (`[stage]` table of a pipeline file), with defaults and checks.
 
 use monoscope_core::StageConfig;
+use monoscope_lm::MatmulKind;
 use serde::{Deserialize, Serialize};
 
 /// Who writes the labels.
@@ -111,9 +112,10 @@ pub struct LabelConfig {
     /// Their records say `"explainer": "statistical"`; `summary.json` counts them apart.
     #[serde(default = "yes")]
     pub statistical_rest: bool,
-    /// Run the local model's linear layers with int8 weights (about twice as fast on a CPU).
-    #[serde(default = "yes")]
-    pub int8: bool,
+    /// Arithmetic of the local model's linear layers: `int8` (the default here: labelling runs
+    /// many generations) or `f32` (the reference).
+    #[serde(default = "int8")]
+    pub matmul: MatmulKind,
     /// Features whose labels the local explainer writes as one batch (their shared prompt
     /// prefix runs once; generation steps serve every row).
     #[serde(default = "default_explain_batch")]
@@ -173,6 +175,10 @@ fn default_explain_batch() -> usize {
 fn default_max_new_tokens() -> usize {
     40
 }
+fn int8() -> MatmulKind {
+    MatmulKind::Int8
+}
+
 fn yes() -> bool {
     true
 }

@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 /// Everything that can go wrong in this crate. Per-feature failures of an explainer (an HTTP
 /// error after its retries, an empty or unparsable answer) are values of this type too: the
 /// stage records their message as the feature's skip reason and goes on.
@@ -8,19 +6,8 @@ pub enum LabelError {
     /// A configuration value or an input that cannot be used (the message names it).
     #[error("{0}")]
     Invalid(String),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: line {line}: {source}", path.display())]
-    Json {
-        path: PathBuf,
-        line: usize,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Artifact(#[from] monoscope_artifacts::ArtifactError),
     #[error(transparent)]
     Store(#[from] monoscope_store::StoreError),
     #[error(transparent)]
@@ -39,13 +26,6 @@ pub enum LabelError {
     Answer(String),
     #[error("cancelled")]
     Cancelled,
-}
-
-impl LabelError {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LabelError {
-        let path = path.into();
-        move |source| LabelError::Io { path, source }
-    }
 }
 
 impl From<LabelError> for monoscope_core::StageError {

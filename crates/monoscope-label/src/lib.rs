@@ -39,7 +39,7 @@ pub mod config;
 mod error;
 pub mod evidence;
 pub mod explainer;
-pub mod format;
+pub use monoscope_artifacts::label as format;
 pub mod labelling;
 pub mod prompt;
 pub mod score;

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use monoscope_core::{
     Artifact, ArtifactKind, CancelToken, PortSpec, Progress, Stage, StageContext, StageDescription,
-    StageError, register_stage,
+    StageError, port_names, register_stage,
 };
-use monoscope_lm::{Device, MatmulKind, Model, ModelOptions};
+use monoscope_lm::{MatmulKind, Model, ModelSpec};
 use monoscope_sae::Sae;
 use monoscope_store::Store;
 use rand::SeedableRng;
@@ -19,10 +19,7 @@ use crate::evidence::{self, EvidenceOptions, Observer};
 use crate::explainer::{
     Explainer, HttpExplainer, HttpSettings, LocalExplainer, ResponseCache, StatisticalExplainer,
 };
-use crate::format::{
-    EVIDENCE_FILE, EVIDENCE_META_FILE, EvidenceMeta, FeatureEvidence, LABELS_FILE, SUMMARY_FILE,
-    Summary, write_json, write_jsonl,
-};
+use crate::format::{EvidenceMeta, FeatureEvidence, LabelOutputs, Summary};
 use crate::labelling::{LabelOptions, label_features};
 use crate::{LabelError, summary};
 
@@ -38,12 +35,12 @@ impl Stage for AutointerpLabel {
             kind: "autointerp-label".into(),
             doc: "Per-feature evidence (top and quantile contexts, histogram, logit effects), labels from a model or statistics, detection and fuzzing scores".into(),
             inputs: vec![
-                PortSpec::artifact("sae", ArtifactKind::SAE, "the SAE directory (SAELens layout)"),
-                PortSpec::artifact("store", ArtifactKind::ACTIVATION_STORE, "the activation store it was trained on"),
-                PortSpec::artifact("model", ArtifactKind::MODEL, "the model the store was captured from (else `model`)").optional(),
+                PortSpec::artifact(port_names::SAE, ArtifactKind::SAE, "the SAE directory (SAELens layout)"),
+                PortSpec::artifact(port_names::STORE, ArtifactKind::ACTIVATION_STORE, "the activation store it was trained on"),
+                PortSpec::artifact(port_names::MODEL, ArtifactKind::MODEL, "the model the store was captured from (else `model`)").optional(),
             ],
             outputs: vec![PortSpec::artifact(
-                "labels",
+                port_names::LABELS,
                 ArtifactKind::LABELS,
                 "the stage directory: evidence.jsonl, evidence.meta.json, labels.jsonl, summary.json",
             )],
@@ -51,9 +48,9 @@ impl Stage for AutointerpLabel {
     }
 
     fn run(config: LabelConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let sae = ctx.recv_artifact("sae")?.path;
-        let store = ctx.recv_artifact("store")?.path;
-        let model = monoscope_fetch::stages::model_input(ctx, "model", &config.model)?;
+        let sae = ctx.recv_artifact(port_names::SAE)?.path;
+        let store = ctx.recv_artifact(port_names::STORE)?.path;
+        let model = monoscope_fetch::stages::model_input(ctx, port_names::MODEL, &config.model)?;
         let inputs = Inputs { sae, store, model };
         let summary = run_label(
             &config,
@@ -70,7 +67,7 @@ impl Stage for AutointerpLabel {
         });
         let dir = ctx.stage_dir.clone();
         ctx.emit_artifact(
-            "labels",
+            port_names::LABELS,
             Artifact::new(ArtifactKind::LABELS, dir).with_metadata(metadata),
         )
     }
@@ -102,17 +99,8 @@ impl Observer for StageObserver<'_> {
     }
 }
 
-fn load_model(path: &Path, int8: bool) -> Result<Model, LabelError> {
-    let matmul = if int8 {
-        MatmulKind::Int8
-    } else {
-        MatmulKind::F32
-    };
-    Ok(monoscope_lm::load_with(
-        path,
-        &Device::flex(),
-        &ModelOptions::with_matmul(matmul),
-    )?)
+fn load_model(path: &Path, matmul: MatmulKind) -> Result<Model, LabelError> {
+    Ok(ModelSpec::new(path).with_matmul(matmul).load()?)
 }
 
 /// The hook to read: the configured one, the SAE's, or the store's only one.
@@ -144,12 +132,13 @@ pub fn run_label(
     cancel: &CancelToken,
 ) -> Result<Summary, LabelError> {
     let started = Instant::now();
+    let outputs = LabelOutputs::new(out_dir);
     let seed = config.seed.unwrap_or(pipeline_seed);
     let sae = monoscope_sae::load_sae(&inputs.sae)?;
     let store = Store::open(&inputs.store)?;
     let hook = choose_hook(config, &sae, &store)?;
     progress.set_message(format!("loading {}", inputs.model.display()));
-    let model = load_model(&inputs.model, config.int8)?;
+    let model = load_model(&inputs.model, config.matmul)?;
     let captured_by = &store.manifest().model;
     if captured_by.sha256 != model.sha256() {
         return Err(LabelError::Invalid(format!(
@@ -194,7 +183,7 @@ pub fn run_label(
         config.logit_tokens,
         &token_text,
     )?;
-    write_jsonl(&out_dir.join(EVIDENCE_FILE), &evidence)?;
+    outputs.write_evidence(&evidence)?;
     let meta = EvidenceMeta {
         hook,
         d_sae: sae.d_sae,
@@ -204,14 +193,14 @@ pub fn run_label(
         store: inputs.store.display().to_string(),
         model: model.name().to_string(),
     };
-    write_json(&out_dir.join(EVIDENCE_META_FILE), &meta)?;
+    outputs.write_evidence_meta(&meta)?;
     let seconds_evidence = started.elapsed().as_secs_f64();
 
     let cache = || ResponseCache::new(config.cache.then(ResponseCache::default_dir));
     let explainer_model = match (&config.explainer, &config.explainer_model) {
         (ExplainerKind::Local, Some(spec)) => Some(load_model(
             &monoscope_fetch::resolve_model(spec)?,
-            config.int8,
+            config.matmul,
         )?),
         _ => None,
     };
@@ -308,7 +297,7 @@ pub fn run_label(
         }
         false => 0,
     };
-    write_jsonl(&out_dir.join(LABELS_FILE), &records)?;
+    outputs.write_labels(&records)?;
 
     let mut skipped = labelled.skipped;
     if rest == 0 && live > chosen.len() {
@@ -337,7 +326,7 @@ pub fn run_label(
         seconds_evidence,
         seconds_labelling: labelling_started.elapsed().as_secs_f64(),
     };
-    write_json(&out_dir.join(SUMMARY_FILE), &summary)?;
+    outputs.write_summary(&summary)?;
     progress.finish();
     Ok(summary)
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use common::{Row, identity_sae, write_store};
 use monoscope_core::{CancelToken, Progress};
-use monoscope_label::format::{self, LABELS_FILE, LabelRecord};
+use monoscope_label::format::{LabelOutputs, LabelRecord};
 use monoscope_label::{ExplainerKind, Inputs, LabelConfig, run_label};
 use monoscope_store::ModelIdentity;
 
@@ -111,7 +111,7 @@ fn real_model_writes_labels_in_its_own_words() {
         &CancelToken::new(),
     )
     .unwrap();
-    let labels: Vec<LabelRecord> = format::read_jsonl(&out.join(LABELS_FILE)).unwrap();
+    let labels: Vec<LabelRecord> = LabelOutputs::new(&out).labels().unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&labels).unwrap());
     assert_eq!(summary.live, 2);
     assert_eq!(labels.len(), 2, "{:?}", summary.skipped);

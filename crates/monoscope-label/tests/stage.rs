@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 
 use common::{Lcg, documents, identity_sae, write_store};
 use monoscope_core::{CancelToken, Progress, Stage};
-use monoscope_label::format::{
-    self, EVIDENCE_FILE, EVIDENCE_META_FILE, EvidenceMeta, FeatureEvidence, LABELS_FILE,
-    LabelRecord, SUMMARY_FILE, Summary,
-};
+use monoscope_label::format::{FeatureEvidence, LabelOutputs, LabelRecord, Summary};
 use monoscope_label::{AutointerpLabel, ExplainerKind, Inputs, LabelConfig, run_label};
 use monoscope_store::ModelIdentity;
 
@@ -75,12 +72,13 @@ fn run(
 }
 
 fn read_outputs(out: &Path) -> (Vec<FeatureEvidence>, Vec<LabelRecord>, Summary) {
-    let meta: EvidenceMeta = format::read_json(&out.join(EVIDENCE_META_FILE)).unwrap();
+    let outputs = LabelOutputs::new(out);
+    let meta = outputs.meta().unwrap();
     assert_eq!((meta.d_sae, meta.tokens, meta.window), (D_SAE, 260, 3));
     (
-        format::read_jsonl(&out.join(EVIDENCE_FILE)).unwrap(),
-        format::read_jsonl(&out.join(LABELS_FILE)).unwrap(),
-        format::read_json(&out.join(SUMMARY_FILE)).unwrap(),
+        outputs.evidence().unwrap(),
+        outputs.labels().unwrap(),
+        outputs.summary().unwrap().unwrap(),
     )
 }
 
@@ -185,7 +183,7 @@ fn a_model_other_than_the_stores_is_refused() {
         msg.contains("captured from") && msg.contains("other.gguf"),
         "{msg}"
     );
-    assert!(!dir.path().join("l").join(LABELS_FILE).exists());
+    assert!(!LabelOutputs::new(dir.path().join("l")).has_labels());
 }
 
 #[test]

@@ -61,7 +61,7 @@ pub use error::LmError;
 pub use forward::{ForwardOptions, ForwardOutput, KvCache, Logits, to_host};
 pub use generate::{GenerateOptions, Generation};
 pub use hooks::{HookContext, HookName, HookPoint, Intervention, Interventions};
-pub use linear::{MatmulKind, ModelOptions};
+pub use linear::{MatmulKind, ModelOptions, ModelSpec};
 pub use model::{Model, load, load_with};
 pub use sampling::Sampling;
 

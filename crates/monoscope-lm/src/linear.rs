@@ -16,8 +16,21 @@ use monoscope_formats::HostData;
 
 use crate::int8::{self, PackedInt8};
 
-/// The arithmetic of the model's linear layers and unembedding.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The arithmetic of the model's linear layers and unembedding: the one way every stage and
+/// command says it (`matmul = "f32" | "int8"`). Speed and error of each: BENCHMARKS.md
+/// (`cargo xtask bench forward`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum MatmulKind {
     /// fp32 burn matmuls: the reference arithmetic, on every device.
     #[default]
@@ -25,6 +38,73 @@ pub enum MatmulKind {
     /// int8 weights (one scale per output feature) times activations quantised per row, with
     /// 32-bit integer accumulation. CPU (`flex`) device only; elsewhere it means `F32`.
     Int8,
+}
+
+impl MatmulKind {
+    /// The configuration spelling: `f32` or `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulKind::F32 => "f32",
+            MatmulKind::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for MatmulKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for MatmulKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(MatmulKind::F32),
+            "int8" => Ok(MatmulKind::Int8),
+            other => Err(format!("`{other}`: expected f32 or int8")),
+        }
+    }
+}
+
+/// Which model a stage runs and how: the checkpoint, the arithmetic of its linear layers and
+/// the device. Every stage and command that runs a model loads it through this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// A GGUF file or a Hugging Face directory.
+    pub path: std::path::PathBuf,
+    pub matmul: MatmulKind,
+    pub device: Device,
+}
+
+impl ModelSpec {
+    /// The model at `path`, f32 arithmetic on the CPU.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        ModelSpec {
+            path: path.into(),
+            matmul: MatmulKind::F32,
+            device: Device::flex(),
+        }
+    }
+
+    pub fn with_matmul(mut self, matmul: MatmulKind) -> Self {
+        self.matmul = matmul;
+        self
+    }
+
+    pub fn with_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    pub fn load(&self) -> Result<crate::Model, crate::LmError> {
+        crate::load_with(
+            &self.path,
+            &self.device,
+            &ModelOptions::with_matmul(self.matmul),
+        )
+    }
 }
 
 /// How [`crate::load_with`] / [`crate::Model::from_loaded_with`] build a model.

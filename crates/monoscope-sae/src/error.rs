@@ -65,6 +65,12 @@ pub enum SaeError {
     Finished { step: u64, total_steps: u64 },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    /// A non-finite loss or gradient; the message names the last good checkpoint.
+    #[error("training diverged: {0}")]
+    Diverged(String),
+    /// The caller asked a fit to stop.
+    #[error("cancelled")]
+    Cancelled,
     /// A [`crate::SpliceEvaluator`] failed (the language model's error, as text).
     #[error("splice evaluation: {0}")]
     Splice(String),

@@ -5,116 +5,11 @@
 //! language model: the train stage implements [`SpliceEvaluator`] with it and attaches its
 //! [`SpliceReport`] to the [`EvalReport`] (or says in `splice_skipped` why there is none).
 
-use serde::{Deserialize, Serialize};
-
 use crate::{Sae, SaeError};
 
-/// Histogram of log10 firing frequency over features that fired at least once.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DensityHistogram {
-    /// `bins + 1` edges in log10(frequency), from `LOG10_MIN` to 0.
-    pub edges: Vec<f64>,
-    pub counts: Vec<u64>,
-    /// Features that never fired (log10 0 = −∞; not in any bin).
-    pub never_fired: u64,
-}
-
-/// What `eval.json` holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvalReport {
-    pub tokens: u64,
-    pub d_in: usize,
-    pub d_sae: usize,
-    /// Mean active features per token.
-    pub l0: f64,
-    /// Mean squared error per element, raw activations.
-    pub mse: f64,
-    /// `Σ‖x − x̂‖² / Σ‖x − x̄‖²`, x̄ the mean over all evaluated rows.
-    pub fvu: f64,
-    pub explained_variance: f64,
-    /// Features that never fired on the evaluated rows.
-    pub dead_fraction: f64,
-    /// Features firing on more than `dense_threshold` of the tokens.
-    pub dense_fraction: f64,
-    pub dense_threshold: f64,
-    pub density_histogram: DensityHistogram,
-    /// Per feature: fraction of tokens on which it fired.
-    pub feature_frequency: Vec<f64>,
-    /// Per feature: largest activation seen (0 if it never fired). Steering clamps to
-    /// multiples of it.
-    pub feature_max_activation: Vec<f32>,
-    /// The same metrics without the massive rows, and how many there were (when the caller
-    /// gave a threshold).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub massive: Option<MassiveRows>,
-    /// Filled through a [`SpliceEvaluator`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub splice: Option<SpliceReport>,
-    /// Why `splice` is absent (no model available, disabled), when a caller says so.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub splice_skipped: Option<String>,
-}
-
-/// The rows above a norm threshold (massive activations, see [`crate::norm`]) and the
-/// metrics of the other rows.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MassiveRows {
-    /// Raw norm above which a row is massive.
-    pub norm_threshold: f32,
-    pub rows: u64,
-    pub row_fraction: f64,
-    /// Their share of `Σ‖x‖²` over the evaluated rows.
-    pub sq_norm_fraction: f64,
-    /// Their share of the squared error `Σ‖x − x̂‖²`.
-    pub sq_err_fraction: f64,
-    /// FVU, MSE and L0 over the other rows (x̄ their mean).
-    pub fvu_without: f64,
-    pub mse_without: f64,
-    pub l0_without: f64,
-}
-
-/// CE and KL with the SAE spliced into the model at its hook (SAELens's definitions).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SpliceReport {
-    pub ce_loss_clean: f64,
-    pub ce_loss_with_sae: f64,
-    pub ce_loss_zero_ablation: f64,
-    /// `(CE_zero − CE_sae) / (CE_zero − CE_clean)`.
-    pub ce_loss_score: f64,
-    /// Mean KL(clean ‖ spliced) per token.
-    pub kl_div_with_sae: f64,
-    /// Next-token predictions the means are over (0 when the caller did not say).
-    #[serde(default)]
-    pub tokens: u64,
-    /// With a massive-row threshold: spliced positions whose activation is above it, and the
-    /// CE loss and score with those positions left clean (the SAE spliced everywhere else).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub massive: Option<SpliceWithoutMassive>,
-}
-
-/// [`SpliceReport::massive`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SpliceWithoutMassive {
-    pub norm_threshold: f32,
-    pub positions: u64,
-    pub ce_loss_with_sae: f64,
-    pub ce_loss_score: f64,
-}
-
-impl SpliceReport {
-    /// Builds the report, computing `ce_loss_score` from the three CE losses.
-    pub fn new(clean: f64, with_sae: f64, zero_ablation: f64, kl_div_with_sae: f64) -> Self {
-        SpliceReport {
-            ce_loss_clean: clean,
-            ce_loss_with_sae: with_sae,
-            ce_loss_zero_ablation: zero_ablation,
-            ce_loss_score: (zero_ablation - with_sae) / (zero_ablation - clean),
-            kl_div_with_sae,
-            tokens: 0,
-            massive: None,
-        }
-    }
-}
+pub use monoscope_artifacts::train::{
+    DensityHistogram, EvalReport, MassiveRows, SpliceReport, SpliceWithoutMassive,
+};
 
 /// Runs the language model with the SAE's reconstruction substituted at its hook point.
 /// Implemented where the model runtime is (`monoscope_train::ModelSplice`); this crate only

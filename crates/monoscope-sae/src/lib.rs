@@ -7,7 +7,8 @@
 //! * [`norm`] — the input scale (median or mean-square norm brought to √d_in), folded into
 //!   saved weights, and the threshold of massive rows.
 //! * [`train`] — [`TrainConfig`], [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK, JumpReLU),
-//!   [`Sweep`], checkpoints that resume bit-identically; [`StepMetrics`] for logging.
+//!   [`train::fit`] (several SAEs on one stream, periodic checkpoints with the data position,
+//!   resuming bit-identically); [`StepMetrics`] for logging.
 //! * [`eval`] — held-out metrics and `eval.json` ([`EvalReport`]), plus the hook for the
 //!   model-level splice metrics ([`SpliceEvaluator`]).
 //!
@@ -32,11 +33,13 @@ pub use eval::{
     EvalReport, Evaluator, MassiveRows, SpliceEvaluator, SpliceReport, SpliceWithoutMassive,
     evaluate,
 };
-pub use format::{load_gemma_scope, load_sae, load_saelens, load_sparsify, save_saelens};
+pub use format::{
+    SaeInfo, load_gemma_scope, load_sae, load_saelens, load_sparsify, read_sae_info, save_saelens,
+};
 pub use metrics::StepMetrics;
 pub use norm::{InputScale, NormSample, estimate_input_scale};
 pub use sae::{Architecture, Sae, SaeMetadata, SparseCodes};
 pub use train::{
-    AdamConfig, ArchConfig, AuxKConfig, BDecInit, Optimizer, REFERENCE_BATCH, Sweep, TrainConfig,
-    Trainer, UNIT_DECODER_ENCODER_NORM, default_lr,
+    AdamConfig, ArchConfig, AuxKConfig, BDecInit, Optimizer, REFERENCE_BATCH, TrainConfig, Trainer,
+    UNIT_DECODER_ENCODER_NORM, default_lr,
 };

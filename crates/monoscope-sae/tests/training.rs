@@ -2,9 +2,10 @@
 //! planted features by every architecture, AuxK reviving dead latents, bit-identical resume,
 //! non-finite input, sweeps, evaluation.
 
+use monoscope_sae::train::{Batches, FitMember, FitObserver, FitOptions, Unobserved, fit};
 use monoscope_sae::{
-    ArchConfig, AuxKConfig, Optimizer, Sae, SaeError, SaeMetadata, Sweep, TrainConfig, Trainer,
-    estimate_input_scale, evaluate,
+    ArchConfig, AuxKConfig, Optimizer, Sae, SaeError, SaeMetadata, StepMetrics, TrainConfig,
+    Trainer, estimate_input_scale, evaluate,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -326,15 +327,28 @@ fn a_sweep_feeds_every_trainer_and_matches_separate_runs() {
         l1_coeff: 2.0,
         l1_warmup_fraction: 0.05,
     };
-    let mut sweep = Sweep::new(vec![
-        Trainer::new(a.clone(), 1.0).unwrap(),
-        Trainer::new(b.clone(), 1.0).unwrap(),
-    ]);
-    for batch in &batches {
-        sweep.step(batch).unwrap();
-    }
-    assert!(sweep.is_finished());
-    for (cfg, trained) in [a, b].into_iter().zip(&sweep.trainers) {
+    let dir = tempfile::tempdir().unwrap();
+    let member = |name: &str, config: &TrainConfig| FitMember {
+        config: config.clone(),
+        checkpoint_dir: dir.path().join(name).join("checkpoint"),
+        metrics_path: dir.path().join(format!("{name}.jsonl")),
+    };
+    let members = [member("a", &a), member("b", &b)];
+    let options = FitOptions {
+        scale: 1.0,
+        epochs: 1,
+        batch_size: 64,
+        checkpoint_every: 0,
+        fingerprint: "sweep".into(),
+    };
+    let epoch_batches = batches.clone();
+    let mut epoch = |_: u64| -> Result<Batches<SaeError>, SaeError> {
+        Ok(Box::new(epoch_batches.clone().into_iter().map(Ok)))
+    };
+    let fitted = fit(&members, &options, &mut epoch, &mut Unobserved).unwrap();
+    assert!(fitted.trainers.iter().all(Trainer::is_finished));
+    assert_eq!(fitted.resumed_from_step, None);
+    for (cfg, trained) in [a, b].into_iter().zip(&fitted.trainers) {
         let mut alone = Trainer::new(cfg, 1.0).unwrap();
         alone.train(&batches, |_| {}).unwrap();
         assert_eq!(
@@ -342,6 +356,75 @@ fn a_sweep_feeds_every_trainer_and_matches_separate_runs() {
             trained.export(SaeMetadata::default())
         );
     }
+}
+
+/// Stops a fit after a number of steps, as a cancelled stage would.
+struct StopAfter(u64);
+
+impl FitObserver for StopAfter {
+    fn stepped(&mut self, _main: Option<&StepMetrics>) {
+        self.0 = self.0.saturating_sub(1);
+    }
+    fn cancelled(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+#[test]
+fn an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_sae() {
+    let batches: Vec<Vec<f32>> = {
+        let mut data = Synthetic::new(5);
+        (0..6).map(|_| data.batch(64)).collect()
+    };
+    let config = small_topk_config(12);
+    let dir = tempfile::tempdir().unwrap();
+    let members = [FitMember {
+        config: config.clone(),
+        checkpoint_dir: dir.path().join("checkpoint"),
+        metrics_path: dir.path().join("metrics.jsonl"),
+    }];
+    let options = FitOptions {
+        scale: 1.0,
+        epochs: 2,
+        batch_size: 64,
+        checkpoint_every: 4,
+        fingerprint: "run".into(),
+    };
+    let mut epoch = |_: u64| -> Result<Batches<SaeError>, SaeError> {
+        Ok(Box::new(batches.clone().into_iter().map(Ok)))
+    };
+    let err = fit(&members, &options, &mut epoch, &mut StopAfter(7)).unwrap_err();
+    assert!(matches!(err, SaeError::Cancelled), "{err}");
+    let resumed = fit(&members, &options, &mut epoch, &mut Unobserved).unwrap();
+    assert_eq!(resumed.resumed_from_step, Some(4));
+
+    let fresh = tempfile::tempdir().unwrap();
+    let alone = [FitMember {
+        config,
+        checkpoint_dir: fresh.path().join("checkpoint"),
+        metrics_path: fresh.path().join("metrics.jsonl"),
+    }];
+    let whole = fit(&alone, &options, &mut epoch, &mut Unobserved).unwrap();
+    assert_eq!(
+        resumed.trainers[0].export(SaeMetadata::default()),
+        whole.trainers[0].export(SaeMetadata::default())
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap(),
+        std::fs::read_to_string(fresh.path().join("metrics.jsonl")).unwrap(),
+        "the metrics of a resumed fit are those of an uninterrupted one"
+    );
+
+    // A checkpoint of another run is discarded, not resumed.
+    std::fs::remove_dir_all(dir.path().join("checkpoint")).unwrap();
+    let err = fit(&members, &options, &mut epoch, &mut StopAfter(5)).unwrap_err();
+    assert!(matches!(err, SaeError::Cancelled), "{err}");
+    let other = FitOptions {
+        fingerprint: "another run".into(),
+        ..options.clone()
+    };
+    let restarted = fit(&members, &other, &mut epoch, &mut Unobserved).unwrap();
+    assert_eq!(restarted.resumed_from_step, None);
 }
 
 #[test]

@@ -20,21 +20,10 @@ use std::sync::Arc;
 use burn::prelude::*;
 use monoscope_lm::{HookContext, HookName, Intervention};
 use monoscope_sae::Sae;
-use serde::{Deserialize, Serialize};
 
 use crate::SteerError;
 
-/// How an edit changes one feature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Set the feature's activation to the value, keeping the SAE's error term.
-    Clamp,
-    /// Add the value times the feature's decoder direction, whatever the feature does.
-    Add,
-    /// Clamp to 0.
-    Ablate,
-}
+pub use monoscope_artifacts::steer::Mode;
 
 /// One feature set to (clamp, ablate) or pushed by (add) a value in the SAE's units.
 #[derive(Debug, Clone, Copy, PartialEq)]

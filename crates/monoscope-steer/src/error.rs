@@ -5,12 +5,6 @@ use std::path::PathBuf;
 /// Everything that can go wrong while choosing features, steering and writing a report.
 #[derive(Debug, thiserror::Error)]
 pub enum SteerError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },
     /// A configuration value that cannot work (key, value, why).
@@ -37,14 +31,11 @@ pub enum SteerError {
     Tokenizer(#[from] monoscope_formats::FormatError),
     #[error(transparent)]
     Fetch(#[from] monoscope_fetch::FetchError),
+    #[error(transparent)]
+    Artifact(#[from] monoscope_artifacts::ArtifactError),
 }
 
 impl SteerError {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.into();
-        move |source| SteerError::Io { path, source }
-    }
-
     pub(crate) fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         SteerError::File {
             path: path.into(),

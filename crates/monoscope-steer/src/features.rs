@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use monoscope_artifacts::label::{LabelOutputs, LabelRecord};
+use monoscope_artifacts::train::TrainOutputs;
 use serde::{Deserialize, Serialize};
 
 use crate::SteerError;
@@ -71,15 +73,6 @@ impl fmt::Display for FeatureSpec {
     }
 }
 
-/// One line of `labels.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Label {
-    pub feature: u32,
-    pub label: String,
-    #[serde(default)]
-    pub explanation: String,
-}
-
 /// Per-feature facts from the files beside the SAE.
 #[derive(Debug, Clone, Default)]
 pub struct FeatureTable {
@@ -89,59 +82,39 @@ pub struct FeatureTable {
     pub frequency: Option<Vec<f64>>,
     /// `tokens` of `eval.json`: how many held-out tokens the frequencies are over.
     pub tokens: Option<u64>,
-    pub labels: BTreeMap<u32, Label>,
+    pub labels: BTreeMap<u32, LabelRecord>,
     /// Where the maxima came from, for messages.
     pub eval_path: Option<PathBuf>,
     pub labels_path: Option<PathBuf>,
 }
 
-/// `eval.json`'s per-feature arrays (other keys are ignored).
-#[derive(Deserialize)]
-struct EvalArrays {
-    #[serde(default)]
-    feature_max_activation: Option<Vec<f32>>,
-    #[serde(default)]
-    feature_frequency: Option<Vec<f64>>,
-    #[serde(default)]
-    tokens: Option<u64>,
-}
-
 impl FeatureTable {
-    /// Reads `eval.json` in the SAE directory's parent (where the train stage writes it) when it
-    /// exists, and `labels.jsonl` in `labels_dir` when given.
+    /// Reads the `eval.json` of the stage that wrote the SAE (when it is a train or import
+    /// stage's `sae/` and the file exists), and the labels of `labels_dir` when given.
     pub fn load(
         sae_dir: &Path,
         d_sae: usize,
         labels_dir: Option<&Path>,
     ) -> Result<Self, SteerError> {
         let mut table = FeatureTable::default();
-        if let Some(eval_path) = sae_dir.parent().map(|p| p.join("eval.json"))
-            && eval_path.is_file()
+        if let Some(outputs) = TrainOutputs::around_sae(sae_dir)
+            && let Some(eval) = outputs.eval()?
         {
-            let bytes = std::fs::read(&eval_path).map_err(SteerError::io(&eval_path))?;
-            let arrays: EvalArrays = serde_json::from_slice(&bytes)
-                .map_err(|e| SteerError::file(&eval_path, format!("invalid JSON: {e}")))?;
+            let eval_path = outputs.eval_path();
             for (key, len) in [
-                (
-                    "feature_max_activation",
-                    arrays.feature_max_activation.as_ref().map(Vec::len),
-                ),
-                (
-                    "feature_frequency",
-                    arrays.feature_frequency.as_ref().map(Vec::len),
-                ),
+                ("feature_max_activation", eval.feature_max_activation.len()),
+                ("feature_frequency", eval.feature_frequency.len()),
             ] {
-                if let Some(len) = len.filter(|&l| l != d_sae) {
+                if len != d_sae {
                     return Err(SteerError::file(
                         &eval_path,
                         format!("`{key}` has {len} values but the SAE has {d_sae} features"),
                     ));
                 }
             }
-            if let Some(bad) = arrays
+            if let Some(bad) = eval
                 .feature_max_activation
                 .iter()
-                .flatten()
                 .position(|v| !v.is_finite())
             {
                 return Err(SteerError::file(
@@ -149,19 +122,15 @@ impl FeatureTable {
                     format!("`feature_max_activation`[{bad}] is not a finite number"),
                 ));
             }
-            table.max_activation = arrays.feature_max_activation;
-            table.frequency = arrays.feature_frequency;
-            table.tokens = arrays.tokens;
+            table.max_activation = Some(eval.feature_max_activation);
+            table.frequency = Some(eval.feature_frequency);
+            table.tokens = Some(eval.tokens);
             table.eval_path = Some(eval_path);
         }
         if let Some(dir) = labels_dir {
-            let path = if dir.is_dir() {
-                dir.join("labels.jsonl")
-            } else {
-                dir.to_path_buf()
-            };
-            table.labels = read_labels(&path, d_sae)?;
-            table.labels_path = Some(path);
+            let outputs = LabelOutputs::new(dir);
+            table.labels = outputs.labels_by_feature(d_sae)?;
+            table.labels_path = Some(outputs.labels_path());
         }
         Ok(table)
     }
@@ -196,7 +165,7 @@ impl FeatureTable {
             ));
         }
         let q = query.to_lowercase();
-        let tier = |l: &Label| {
+        let tier = |l: &LabelRecord| {
             let label = l.label.to_lowercase();
             if label == q {
                 Some(0)
@@ -232,29 +201,4 @@ impl FeatureTable {
             )),
         }
     }
-}
-
-/// Reads `labels.jsonl`: one `{"feature": u32, "label": str, "explanation": str, ...}` per line.
-pub fn read_labels(path: &Path, d_sae: usize) -> Result<BTreeMap<u32, Label>, SteerError> {
-    let text = std::fs::read_to_string(path).map_err(SteerError::io(path))?;
-    let mut labels = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let label: Label = serde_json::from_str(line)
-            .map_err(|e| SteerError::file(path, format!("line {}: {e}", n + 1)))?;
-        if label.feature as usize >= d_sae {
-            return Err(SteerError::file(
-                path,
-                format!(
-                    "line {}: feature {} is out of range for an SAE with {d_sae} features",
-                    n + 1,
-                    label.feature
-                ),
-            ));
-        }
-        labels.insert(label.feature, label);
-    }
-    Ok(labels)
 }

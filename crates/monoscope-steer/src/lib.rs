@@ -46,14 +46,14 @@ mod error;
 pub mod experiment;
 pub mod features;
 pub mod measure;
-pub mod report;
+pub use monoscope_artifacts::steer as report;
 pub mod stage;
 pub mod steerer;
 
 pub use edit::{FeatureEdit, Mode, SaeSteering};
 pub use error::SteerError;
 pub use experiment::{ExperimentSpec, RunSettings};
-pub use features::{FeatureRef, FeatureSpec, FeatureTable, Label};
+pub use features::{FeatureRef, FeatureSpec, FeatureTable};
 pub use report::{Effect, ExperimentReport, PromptRun, Report, Scale};
-pub use stage::{ExperimentConfig, Matmul, Steer, SteerConfig, load_model, run_steering};
+pub use stage::{ExperimentConfig, Steer, SteerConfig, run_steering};
 pub use steerer::{FeatureHit, MIN_FIRINGS_FOR_MAX, SelectedFeature, Steerer};

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use monoscope_core::{
     Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
-    StageError, register_stage,
+    StageError, port_names, register_stage,
 };
-use monoscope_lm::{Device, MatmulKind, Model, ModelOptions};
+use monoscope_lm::{MatmulKind, Model, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::SteerError;
@@ -15,16 +15,6 @@ use crate::experiment::{ExperimentSpec, RunSettings};
 use crate::features::{FeatureRef, FeatureSpec, FeatureTable};
 use crate::report::{Report, Scale, Settings};
 use crate::steerer::Steerer;
-
-/// The arithmetic of the model's linear layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Matmul {
-    /// The reference fp32 arithmetic.
-    F32,
-    /// int8 weights on the CPU: about twice as fast, ~1% error per product.
-    Int8,
-}
 
 /// One experiment: features, how they are edited, the sweep and the words to watch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -88,9 +78,9 @@ pub struct SteerConfig {
     /// Sampling seed (default: the pipeline seed).
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Arithmetic of the model's linear layers: `f32` (reference) or `int8` (faster).
-    #[serde(default = "default_matmul")]
-    pub matmul: Matmul,
+    /// Arithmetic of the model's linear layers: `f32` (the reference) or `int8`.
+    #[serde(default)]
+    pub matmul: MatmulKind,
     /// Also edit the first position (the attention sink, which the SAE never saw in training).
     #[serde(default)]
     pub steer_first_position: bool,
@@ -115,9 +105,6 @@ fn default_max_new_tokens() -> usize {
 }
 fn default_top_p() -> f64 {
     0.9
-}
-fn default_matmul() -> Matmul {
-    Matmul::F32
 }
 fn yes() -> bool {
     true
@@ -241,12 +228,12 @@ impl Stage for Steer {
             kind: "steer".into(),
             doc: "Clamps, adds or ablates SAE features while generating; reports generations and effects side by side".into(),
             inputs: vec![
-                PortSpec::artifact("sae", ArtifactKind::SAE, "the SAE (eval.json beside it gives maximum activations)"),
-                PortSpec::artifact("model", ArtifactKind::MODEL, "the model (else `model`)").optional(),
-                PortSpec::artifact("labels", ArtifactKind::LABELS, "feature labels (labels.jsonl), for `label:` selection").optional(),
+                PortSpec::artifact(port_names::SAE, ArtifactKind::SAE, "the SAE (eval.json beside it gives maximum activations)"),
+                PortSpec::artifact(port_names::MODEL, ArtifactKind::MODEL, "the model (else `model`)").optional(),
+                PortSpec::artifact(port_names::LABELS, ArtifactKind::LABELS, "feature labels (labels.jsonl), for `label:` selection").optional(),
             ],
             outputs: vec![PortSpec::artifact(
-                "report",
+                port_names::REPORT,
                 ArtifactKind::STEERING_REPORT,
                 "the stage directory with report.json and report.md",
             )],
@@ -254,15 +241,16 @@ impl Stage for Steer {
     }
 
     fn run(config: SteerConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let sae_dir = ctx.recv_artifact("sae")?.path;
-        let model_path = monoscope_fetch::stages::model_input(ctx, "model", &config.model)?;
-        let labels_dir = match ctx.has_input("labels") {
-            true => Some(ctx.recv_artifact("labels")?.path),
-            false => None,
-        };
+        let sae_dir = ctx.recv_artifact(port_names::SAE)?.path;
+        let model_path =
+            monoscope_fetch::stages::model_input(ctx, port_names::MODEL, &config.model)?;
+        let labels_dir = ctx.optional_artifact(port_names::LABELS)?.map(|a| a.path);
         ctx.progress
             .set_message(format!("loading {}", model_path.display()));
-        let model = load_model(&model_path, config.matmul)?;
+        let model = ModelSpec::new(model_path)
+            .with_matmul(config.matmul)
+            .load()
+            .map_err(SteerError::from)?;
         let report = {
             let progress = ctx.progress.clone();
             let cancel = ctx.cancel.clone();
@@ -288,12 +276,13 @@ impl Stage for Steer {
             Err(SteerError::Cancelled) => return Err(StageError::Cancelled),
             other => other?,
         };
-        report.write(&ctx.stage_dir).map_err(StageError::from)?;
+        monoscope_artifacts::steer::SteerOutputs::new(ctx.stage_dir.clone())
+            .write_report(&report)?;
         let summary = serde_json::json!({
             "model": report.model, "hook": report.hook, "experiments": report.experiments.len(),
         });
         ctx.emit_artifact(
-            "report",
+            port_names::REPORT,
             Artifact::new(ArtifactKind::STEERING_REPORT, ctx.stage_dir.clone())
                 .with_metadata(summary),
         )
@@ -309,19 +298,6 @@ impl From<SteerError> for StageError {
             e => StageError::other(e),
         }
     }
-}
-
-/// Loads a model with the configured arithmetic on the CPU device.
-pub fn load_model(path: &Path, matmul: Matmul) -> Result<Model, SteerError> {
-    let kind = match matmul {
-        Matmul::F32 => MatmulKind::F32,
-        Matmul::Int8 => MatmulKind::Int8,
-    };
-    Ok(monoscope_lm::load_with(
-        path,
-        &Device::flex(),
-        &ModelOptions::with_matmul(kind),
-    )?)
 }
 
 /// How many times an experiment calls its tick, for the progress bar.
@@ -386,10 +362,7 @@ pub fn run_steering(
             max_new_tokens: config.max_new_tokens,
             temperature: config.temperature,
             top_p: config.top_p,
-            matmul: match model.matmul_kind() {
-                MatmulKind::F32 => "f32".into(),
-                MatmulKind::Int8 => "int8".into(),
-            },
+            matmul: model.matmul_kind().name().into(),
             steer_first_position: config.steer_first_position,
             neutral_text: config.neutral_text.clone(),
         },

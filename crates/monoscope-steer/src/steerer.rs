@@ -12,21 +12,7 @@ use crate::SteerError;
 use crate::edit::{FeatureEdit, SaeSteering};
 use crate::features::{FeatureSpec, FeatureTable};
 
-/// A feature chosen for an experiment, as the report records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SelectedFeature {
-    pub id: u32,
-    pub label: Option<String>,
-    /// The selection as configured: `"123"`, `"label:bridge"`, `"text:…"`.
-    pub selected_by: String,
-    /// The maximum activation recorded by the train stage (`eval.json`), if known.
-    pub max_activation: Option<f32>,
-    /// For `text:` selections: the activation on the text and the token it peaked on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub activation: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-}
+pub use monoscope_artifacts::steer::SelectedFeature;
 
 /// A feature that fires on a text: its peak over the text's positions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

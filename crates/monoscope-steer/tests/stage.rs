@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 
+use monoscope_artifacts::label::{LabelOutputs, LabelRecord};
 use monoscope_core::{
     Artifact, ArtifactKind, CancelToken, InputPort, Message, OutputPort, Progress, Stage,
     StageConfig, StageContext,
@@ -31,14 +32,23 @@ fn fixture() -> Fixture {
     let sae_dir = common::write_trained_sae(&dir.path().join("run"), &sae, MAX_ACTIVATION);
     let labels = dir.path().join("run").join("label");
     std::fs::create_dir_all(&labels).unwrap();
-    let lines = [
-        json!({"feature": 7, "label": "Hello greetings", "explanation": "fires on hello"}),
-        json!({"feature": 11, "label": "Cats and kittens", "explanation": "felines"}),
-        json!({"feature": 12, "label": "Concatenation", "explanation": "joining strings"}),
-    ];
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(labels.join("labels.jsonl"), text).unwrap();
-    std::fs::write(labels.join("evidence.jsonl"), "").unwrap();
+    let record = |feature: u32, label: &str, explanation: &str| LabelRecord {
+        feature,
+        label: label.into(),
+        explanation: explanation.into(),
+        explainer: "statistical".into(),
+        scores: Default::default(),
+        baseline: None,
+    };
+    let outputs = LabelOutputs::new(&labels);
+    outputs
+        .write_labels(&[
+            record(7, "Hello greetings", "fires on hello"),
+            record(11, "Cats and kittens", "felines"),
+            record(12, "Concatenation", "joining strings"),
+        ])
+        .unwrap();
+    outputs.write_evidence(&[]).unwrap();
     Fixture {
         model,
         sae: sae_dir,
@@ -294,10 +304,7 @@ fn selection_errors_say_what_is_missing() {
     )
     .unwrap();
     let err = run_stage(base(json!({"feature": 3})), &sae_and_model, &stage_dir).unwrap_err();
-    assert!(
-        err.contains("eval.json") && err.contains("invalid JSON"),
-        "{err}"
-    );
+    assert!(err.contains("eval.json: line 1"), "{err}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! every member sees the same batches in the same order as the main SAE.
 
 use monoscope_core::StageConfig;
+use monoscope_lm::MatmulKind;
 use serde::{Deserialize, Serialize};
 
 /// Which SAE to train.
@@ -147,6 +148,10 @@ pub struct TrainStageConfig {
     /// with.
     #[serde(default = "default_splice_tokens")]
     pub splice_tokens: usize,
+    /// Arithmetic of the model's linear layers in the CE-loss splice: `f32` (the reference)
+    /// or `int8`.
+    #[serde(default)]
+    pub matmul: MatmulKind,
     /// Steps between checkpoints in `checkpoint/` (0: none). A rerun finding a checkpoint of
     /// the same configuration and store continues from it; it is removed once the SAE is saved.
     #[serde(default)]

@@ -21,6 +21,7 @@ impl From<TrainStageError> for StageError {
     fn from(e: TrainStageError) -> Self {
         match e {
             TrainStageError::Stage(e) => e,
+            TrainStageError::Sae(monoscope_sae::SaeError::Cancelled) => StageError::Cancelled,
             e => StageError::other(e),
         }
     }

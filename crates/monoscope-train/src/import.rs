@@ -7,9 +7,10 @@
 
 use std::path::Path;
 
+use monoscope_artifacts::train::TrainOutputs;
 use monoscope_core::{
     Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
-    StageError, atomic, register_stage,
+    StageError, port_names, register_stage,
 };
 use monoscope_sae::{Evaluator, load_sae, save_saelens};
 use monoscope_store::{SequentialOptions, Store};
@@ -63,13 +64,13 @@ impl Stage for ImportSae {
             kind: "import-sae".into(),
             doc: "Brings a published SAE (SAELens, sparsify, Gemma Scope params.npz) into the pipeline; evaluates it on a store when one is connected".into(),
             inputs: vec![PortSpec::artifact(
-                "store",
+                port_names::STORE,
                 ArtifactKind::ACTIVATION_STORE,
                 "a store of the SAE's hook, to evaluate it on (eval.json)",
             )
             .optional()],
             outputs: vec![PortSpec::artifact(
-                "sae",
+                port_names::SAE,
                 ArtifactKind::SAE,
                 "the SAE directory (SAELens layout)",
             )],
@@ -77,6 +78,7 @@ impl Stage for ImportSae {
     }
 
     fn run(config: ImportSaeConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let outputs = TrainOutputs::new(ctx.stage_dir.as_path());
         ctx.progress.set_message(format!("loading {}", config.path));
         let mut sae = load_sae(Path::new(&config.path)).map_err(TrainStageError::from)?;
         if let Some(hook) = &config.hook {
@@ -87,8 +89,8 @@ impl Stage for ImportSae {
             "architecture": sae.architecture.saelens_name(),
             "hook_name": sae.metadata.hook_name,
         });
-        if ctx.has_input("store") {
-            let store_path = ctx.recv_artifact("store")?.path;
+        if ctx.has_input(port_names::STORE) {
+            let store_path = ctx.recv_artifact(port_names::STORE)?.path;
             let store = Store::open(&store_path).map_err(TrainStageError::from)?;
             let hook = sae.metadata.hook_name.clone().ok_or_else(|| {
                 TrainStageError::Invalid(format!(
@@ -130,15 +132,13 @@ impl Stage for ImportSae {
             summary["fvu"] = report.fvu.into();
             summary["l0"] = report.l0.into();
             summary["eval_rows"] = seen.into();
-            let eval_path = ctx.stage_dir.join("eval.json");
-            let json = serde_json::to_vec_pretty(&report).map_err(StageError::other)?;
-            atomic::write(&eval_path, &json).map_err(|e| StageError::io(&eval_path, e))?;
+            outputs.write_eval(&report)?;
         }
-        let sae_dir = ctx.stage_dir.join("sae");
+        let sae_dir = outputs.sae_dir();
         save_saelens(&sae, &sae_dir).map_err(TrainStageError::from)?;
         tracing::info!(stage = ctx.stage_id, "imported: {summary}");
         ctx.emit_artifact(
-            "sae",
+            port_names::SAE,
             Artifact::new(ArtifactKind::SAE, sae_dir).with_metadata(summary),
         )
     }

@@ -11,26 +11,24 @@
 //!   spliced in at its hook, on windows rebuilt from held-out store rows.
 //! - `stream`: training from a capture's `activations` stream instead of a store: held-out
 //!   rows from its start, a seeded mixing buffer, resumable by reading the stream again.
-//! - `saes`: the main SAE and the sweep's members: trainer settings, directories, saving.
-//! - `fit`: the training loop (metrics, progress, cancellation); `checkpoints`: periodic
-//!   checkpoints in the stage directory, resumed when a rerun has the same fingerprint, and
-//!   the last good one named when the loss diverges.
-//! - `splice_stage`: which model the stage splices into (the `model` input, else the cached
-//!   default the store was captured with), progress and cancellation.
+//! - `saes`: the main SAE and the sweep's members: trainer settings, directories, the fit's
+//!   fingerprint, the fit itself (`monoscope_sae::train::fit`: the loop, metrics, periodic
+//!   checkpoints and resuming) with the stage's progress and cancellation, and saving.
+//! - `ce_loss`: the stage's CE-loss scoring with [`splice`]: which model it splices into
+//!   (the `model` input, else the cached default the store was captured with), progress and
+//!   cancellation.
 //! - `import`: the `import-sae` stage ([`ImportSae`]): a published SAE (SAELens, sparsify,
 //!   Gemma Scope) saved in the SAELens layout, evaluated on a store when one is connected.
 //! - `config`: [`TrainStageConfig`], with [`SweepMember`]s: more SAEs trained on the same
 //!   batches in the same pass (`sweep/<name>/`, compared in `sweep.json`); `error`:
 //!   [`TrainStageError`].
 
-mod checkpoints;
+mod ce_loss;
 mod config;
 mod error;
-mod fit;
 mod import;
 mod saes;
 pub mod splice;
-mod splice_stage;
 mod stage;
 mod stream;
 

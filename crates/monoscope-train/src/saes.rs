@@ -1,22 +1,20 @@
 //! The SAEs a train stage trains, whatever it reads: the main one and the sweep's members,
-//! their trainer settings and directories, and saving them with their evaluations.
+//! their trainer settings and directories, the fit (`monoscope_sae::train::fit`) with the
+//! stage's progress and cancellation, and saving them with their evaluations.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use monoscope_core::{Artifact, ArtifactKind, StageContext, StageError, atomic};
+use monoscope_artifacts::train::TrainOutputs;
+use monoscope_core::{Artifact, ArtifactKind, StageContext, StageError, port_names};
+use monoscope_sae::train::{Batches, FitMember, FitObserver, FitOptions, Fitted};
 use monoscope_sae::{
-    ArchConfig, Evaluator, Sae, SaeMetadata, SpliceReport, TrainConfig, Trainer, save_saelens,
+    ArchConfig, Evaluator, Sae, SaeMetadata, SpliceReport, StepMetrics, TrainConfig, Trainer,
+    save_saelens,
 };
 use monoscope_store::Store;
 
 use crate::config::{ArchitectureName, SweepMember, TrainStageConfig};
 use crate::error::TrainStageError;
-use crate::fit::Member;
-
-/// Where the members of a sweep are saved, inside the stage directory.
-const SWEEP_DIR: &str = "sweep";
-/// The comparison table of every SAE the stage trained.
-const SWEEP_TABLE: &str = "sweep.json";
 
 fn arch_config(config: &TrainStageConfig) -> Result<ArchConfig, TrainStageError> {
     // The library's defaults for each architecture, by deserialising its tag alone.
@@ -54,11 +52,12 @@ fn arch_config(config: &TrainStageConfig) -> Result<ArchConfig, TrainStageError>
         .map_err(|e| TrainStageError::Invalid(format!("architecture settings: {e}")))
 }
 
-/// The stage directory for the main SAE, `sweep/<name>` for a member.
-fn member_dir(stage_dir: &Path, member: Option<&SweepMember>) -> PathBuf {
+/// The outputs of the main SAE (the stage directory), or of a sweep member.
+fn member_outputs(stage_dir: &Path, member: Option<&SweepMember>) -> TrainOutputs {
+    let stage = TrainOutputs::new(stage_dir);
     match member {
-        None => stage_dir.to_path_buf(),
-        Some(m) => stage_dir.join(SWEEP_DIR).join(&m.name),
+        None => stage,
+        Some(m) => stage.member(&m.name),
     }
 }
 
@@ -72,7 +71,7 @@ pub(crate) fn members<'c>(
     seed: u64,
     massive_norm: f32,
     ctx: &StageContext<'_>,
-) -> Result<(Runs<'c>, Vec<Member>), StageError> {
+) -> Result<(Runs<'c>, Vec<FitMember>), StageError> {
     let mut runs: Runs<'c> = vec![(None, config.clone())];
     runs.extend(config.sweep.iter().map(|m| (Some(m), m.apply(config))));
     let mut members = Vec::with_capacity(runs.len());
@@ -97,15 +96,86 @@ pub(crate) fn members<'c>(
         train_config.massive_norm =
             (massive_norm.is_finite() && massive_norm > 0.0).then_some(massive_norm);
         train_config.exclude_massive = run.exclude_massive && train_config.massive_norm.is_some();
-        let dir = member_dir(ctx.stage_dir.as_path(), *member);
-        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
-        members.push(Member {
-            train_config,
-            checkpoint_dir: dir.join(crate::checkpoints::DIR),
-            metrics_path: dir.join("metrics.jsonl"),
+        let outputs = member_outputs(ctx.stage_dir.as_path(), *member);
+        std::fs::create_dir_all(&outputs.dir).map_err(|e| StageError::io(&outputs.dir, e))?;
+        members.push(FitMember {
+            config: train_config,
+            checkpoint_dir: outputs.checkpoint_dir(),
+            metrics_path: outputs.metrics_path(),
         });
     }
     Ok((runs, members))
+}
+
+/// sha256 of what determines a fit's result: the stage's configuration (seed resolved; keys
+/// that do not touch training ignored), the hook, the main trainer's configuration and the
+/// data's identity (a store's manifest, which lists every shard's checksum, or the stream's
+/// start). A checkpoint made under another fingerprint is discarded.
+pub(crate) fn fingerprint(
+    config: &TrainStageConfig,
+    seed: u64,
+    hook: &str,
+    train_config: &TrainConfig,
+    source: &impl serde::Serialize,
+) -> String {
+    let mut config = config.clone();
+    config.checkpoint_every = 0;
+    config.splice_tokens = 0;
+    config.matmul = Default::default();
+    monoscope_core::fingerprint::of_json(&serde_json::json!({
+        "stage": config,
+        "seed": seed,
+        "hook": hook,
+        "trainer": train_config,
+        "store": source,
+    }))
+}
+
+/// Trains every member on `epoch(e)`'s batches, with the stage's progress bar (the main SAE's
+/// metrics in its message) and cancellation.
+pub(crate) fn fit(
+    members: &[FitMember],
+    options: &FitOptions,
+    epoch: &mut dyn FnMut(u64) -> Result<Batches<TrainStageError>, TrainStageError>,
+    ctx: &mut StageContext<'_>,
+) -> Result<Fitted, StageError> {
+    struct StageProgress<'s, 'c> {
+        ctx: &'s StageContext<'c>,
+    }
+    impl FitObserver for StageProgress<'_, '_> {
+        fn started(&mut self, total_steps: u64, resumed: Option<(&Path, u64)>) {
+            self.ctx.progress.set_length(total_steps);
+            if let Some((dir, step)) = resumed {
+                tracing::info!(
+                    stage = self.ctx.stage_id,
+                    "resuming from {} at step {step}",
+                    dir.display()
+                );
+                self.ctx.progress.inc(step);
+            }
+        }
+        fn stepped(&mut self, main: Option<&StepMetrics>) {
+            if let Some(m) = main {
+                self.ctx.progress.set_message(format!(
+                    "L0 {:.1} FVU {:.3} dead {:.3}",
+                    m.l0, m.fvu, m.dead_fraction
+                ));
+            }
+            self.ctx.progress.inc(1);
+        }
+        fn discarded(&mut self, dir: &Path) {
+            tracing::info!(
+                stage = self.ctx.stage_id,
+                "{}: a checkpoint of another configuration or store; starting over",
+                dir.display()
+            );
+        }
+        fn cancelled(&self) -> bool {
+            self.ctx.cancel.is_cancelled()
+        }
+    }
+    let fitted = monoscope_sae::train::fit(members, options, epoch, &mut StageProgress { ctx })?;
+    Ok(fitted)
 }
 
 /// Each SAE's sweep entry (`None` for the main one) and its resolved settings.
@@ -180,14 +250,12 @@ pub(crate) fn save(
             Ok(splice) => report.splice = Some(splice),
             Err(reason) => report.splice_skipped = Some(reason),
         }
-        let dir = member_dir(ctx.stage_dir.as_path(), *member);
-        let eval_path = dir.join("eval.json");
-        let json = serde_json::to_vec_pretty(&report).map_err(StageError::other)?;
-        atomic::write(&eval_path, &json).map_err(|e| StageError::io(&eval_path, e))?;
-        let sae_dir = dir.join("sae");
+        let outputs = member_outputs(ctx.stage_dir.as_path(), *member);
+        outputs.write_eval(&report)?;
+        let sae_dir = outputs.sae_dir();
         save_saelens(sae, &sae_dir).map_err(TrainStageError::from)?;
         // The SAE is saved: the checkpoint has served its purpose.
-        let checkpoint = dir.join(crate::checkpoints::DIR);
+        let checkpoint = outputs.checkpoint_dir();
         if checkpoint.exists() {
             std::fs::remove_dir_all(&checkpoint).map_err(|e| StageError::io(&checkpoint, e))?;
         }
@@ -207,14 +275,12 @@ pub(crate) fn save(
         table.push(summary);
     }
     if runs.len() > 1 {
-        let path = ctx.stage_dir.join(SWEEP_TABLE);
-        let json = serde_json::to_vec_pretty(&table).map_err(StageError::other)?;
-        atomic::write(&path, &json).map_err(|e| StageError::io(&path, e))?;
+        TrainOutputs::new(ctx.stage_dir.as_path()).write_sweep(&table)?;
     }
     let (summary, sae_dir) = main_summary.expect("the main SAE is always trained");
     tracing::info!(stage = ctx.stage_id, "held-out: {summary}");
     ctx.emit_artifact(
-        "sae",
+        port_names::SAE,
         Artifact::new(ArtifactKind::SAE, sae_dir).with_metadata(summary),
     )
 }

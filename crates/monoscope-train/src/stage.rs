@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use monoscope_core::{
     ArtifactKind, PortSpec, Stage, StageContext, StageDescription, StageError, StreamKind,
-    register_stage,
+    port_names, register_stage,
 };
 use monoscope_sae::{Evaluator, NormSample};
 use monoscope_store::{SequentialOptions, ShuffleOptions, Store};
 
 use crate::config::TrainStageConfig;
 use crate::error::TrainStageError;
-use crate::fit::{Epoch, Fit};
+use monoscope_sae::train::{Batches, FitOptions, Fitted};
 
 /// Trains a sparse autoencoder on an activation store.
 #[derive(Debug)]
@@ -28,38 +28,38 @@ impl Stage for Train {
                 .into(),
             inputs: vec![
                 PortSpec::artifact(
-                    "store",
+                    port_names::STORE,
                     ArtifactKind::ACTIVATION_STORE,
                     "the activation store to train on; with `activations`, the capture's store, \
                      read for the CE-loss splice",
                 )
                 .optional(),
                 PortSpec::stream(
-                    "activations",
+                    port_names::ACTIVATIONS,
                     StreamKind::ACTIVATIONS,
                     "a capture's stream to train on instead of a store, once, through a mixing buffer",
                 )
                 .optional(),
                 PortSpec::artifact(
-                    "model",
+                    port_names::MODEL,
                     ArtifactKind::MODEL,
                     "the captured model, for the CE-loss splice (else its cached default copy)",
                 )
                 .optional(),
             ],
-            outputs: vec![PortSpec::artifact("sae", ArtifactKind::SAE, "the SAE directory (SAELens layout)")],
+            outputs: vec![PortSpec::artifact(port_names::SAE, ArtifactKind::SAE, "the SAE directory (SAELens layout)")],
         }
     }
 
     fn run(config: TrainStageConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let model_path = match ctx.has_input("model") {
-            true => Some(ctx.recv_artifact("model")?.path),
-            false => None,
-        };
-        match (ctx.take_input("activations"), ctx.has_input("store")) {
+        let model_path = ctx.optional_artifact(port_names::MODEL)?.map(|a| a.path);
+        match (
+            ctx.take_input(port_names::ACTIVATIONS),
+            ctx.has_input(port_names::STORE),
+        ) {
             (Some(stream), _) => crate::stream::train(stream, model_path, &config, ctx),
             (None, true) => {
-                let store_path = ctx.recv_artifact("store")?.path;
+                let store_path = ctx.recv_artifact(port_names::STORE)?.path;
                 train(&store_path, model_path, &config, ctx)
             }
             (None, false) => Err(TrainStageError::Invalid(
@@ -128,7 +128,7 @@ fn train(
         options.shards = Some(train_shards.clone());
         store.shuffled(options)
     };
-    let mut reader = |epoch: u64| -> Result<Epoch, TrainStageError> {
+    let mut reader = |epoch: u64| -> Result<Batches<TrainStageError>, TrainStageError> {
         let batches = shuffled(epoch)?.map(|b| Ok(b?.activations));
         Ok(Box::new(batches))
     };
@@ -151,8 +151,7 @@ fn train(
     let massive_norm = estimator.massive_norm(config.massive_norm_factor);
 
     let (runs, members) = crate::saes::members(config, d_in, total_steps, seed, massive_norm, ctx)?;
-    let fingerprint =
-        crate::checkpoints::fingerprint(config, seed, &hook, &members[0].train_config, manifest);
+    let fingerprint = crate::saes::fingerprint(config, seed, &hook, &members[0].config, manifest);
     ctx.progress.set_message(format!(
         "{} × {} on {hook}, scale {scale:.4}{}",
         d_in,
@@ -162,16 +161,17 @@ fn train(
             n => format!(" (+{n} in the sweep)"),
         }
     ));
-    let fit = Fit {
-        reader: &mut reader,
-        members,
+    let options = FitOptions {
         scale,
         epochs: config.epochs as u64,
         batch_size: config.batch_size,
         checkpoint_every: config.checkpoint_every,
         fingerprint,
     };
-    let (trainers, resumed_from_step) = crate::fit::fit(fit, ctx)?;
+    let Fitted {
+        trainers,
+        resumed_from_step,
+    } = crate::saes::fit(&members, &options, &mut reader, ctx)?;
 
     let saes = crate::saes::export(trainers, &runs, &sample, &hook, Some(&store))?;
     drop(sample);
@@ -191,8 +191,8 @@ fn train(
         }
     }
     let holdout_rows = store.shard_rows(holdout.start).start..store.row_count();
-    let splices = crate::splice_stage::run(
-        crate::splice_stage::HeldOut {
+    let splices = crate::ce_loss::run(
+        crate::ce_loss::HeldOut {
             store: &store,
             rows: holdout_rows,
             hook: &hook,

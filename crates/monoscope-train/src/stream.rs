@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use monoscope_core::{InputPort, Message, StageContext, StageError};
+use monoscope_core::{InputPort, Message, StageContext, StageError, port_names};
 use monoscope_sae::{Evaluator, NormSample};
 use monoscope_store::Store;
 use rand::{Rng, SeedableRng};
@@ -23,7 +23,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::TrainStageConfig;
 use crate::error::TrainStageError;
-use crate::fit::{Epoch, Fit};
+use monoscope_sae::train::{Batches, FitOptions, Fitted};
 
 /// Trains the stage's SAEs on the stream at `port`, then evaluates and saves them.
 pub(crate) fn train(
@@ -81,29 +81,29 @@ pub(crate) fn train(
 
     let (runs, members) = crate::saes::members(config, d_in, total_steps, seed, massive_norm, ctx)?;
     let source = serde_json::json!({ "stream": { "d_in": d_in, "holdout": digest(&holdout) } });
-    let fingerprint =
-        crate::checkpoints::fingerprint(config, seed, &hook, &members[0].train_config, &source);
+    let fingerprint = crate::saes::fingerprint(config, seed, &hook, &members[0].config, &source);
     ctx.progress.set_message(format!(
         "{d_in} × {} on {hook} (stream), scale {scale:.4}",
         config.d_sae
     ));
     let mut mixer = Some(mixer);
-    let mut reader = |_epoch: u64| -> Result<Epoch, TrainStageError> {
+    let mut reader = |_epoch: u64| -> Result<Batches<TrainStageError>, TrainStageError> {
         let mixer = mixer
             .take()
             .ok_or_else(|| TrainStageError::Invalid("a stream is read once".into()))?;
         Ok(Box::new(mixer))
     };
-    let fit = Fit {
-        reader: &mut reader,
-        members,
+    let options = FitOptions {
         scale,
         epochs: 1,
         batch_size: config.batch_size,
         checkpoint_every: config.checkpoint_every,
         fingerprint,
     };
-    let (trainers, resumed_from_step) = crate::fit::fit(fit, ctx)?;
+    let Fitted {
+        trainers,
+        resumed_from_step,
+    } = crate::saes::fit(&members, &options, &mut reader, ctx)?;
     let steps = trainers[0].step_count();
     if steps < total_steps {
         tracing::warn!(
@@ -113,7 +113,7 @@ pub(crate) fn train(
     }
 
     // The capture's store, when connected, arrives once its stream has ended.
-    let store = match ctx.has_input("store") {
+    let store = match ctx.has_input(port_names::STORE) {
         true => Some(held_out_store(ctx, &hook, &holdout, d_in)?),
         false => None,
     };
@@ -126,8 +126,8 @@ pub(crate) fn train(
     let splices = match &store {
         Some(store) => {
             let rows = 0..config.holdout_rows as u64;
-            crate::splice_stage::run(
-                crate::splice_stage::HeldOut {
+            crate::ce_loss::run(
+                crate::ce_loss::HeldOut {
                     store,
                     rows,
                     hook: &hook,
@@ -162,7 +162,7 @@ fn held_out_store(
     holdout: &[f32],
     d_in: usize,
 ) -> Result<Store, StageError> {
-    let path = ctx.recv_artifact("store")?.path;
+    let path = ctx.recv_artifact(port_names::STORE)?.path;
     let store = Store::open(&path).map_err(TrainStageError::from)?;
     let rows = (holdout.len() / d_in) as u64;
     let mismatch = |what: String| {

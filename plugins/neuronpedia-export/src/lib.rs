@@ -2,8 +2,8 @@
 //! a labels artifact is connected, as Neuronpedia-style JSON.
 //!
 //! Input `sae`: a SAELens-layout directory (`cfg.json` + `sae_weights.safetensors`).
-//! Optional input `labels`: a file or directory holding `labels.jsonl`, one JSON object per line
-//! with at least `feature` (index) and `label`.
+//! Optional input `labels`: an autointerp-label stage directory (its labels read through
+//! `monoscope-artifacts`).
 //! Output `export`: `<stage_dir>/neuronpedia.json`:
 //!
 //! ```json
@@ -16,8 +16,9 @@
 //! `explanations` follows the shape of Neuronpedia's explanation uploads.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use monoscope_artifacts::label::LabelOutputs;
 use monoscope_plugin_abi::sdk::{PluginContext, PluginStage, port};
 use monoscope_plugin_abi::wire::{ArtifactRef, PortDecl};
 use serde::{Deserialize, Serialize};
@@ -137,14 +138,6 @@ pub struct Explanation {
     pub explanation_model_name: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct LabelLine {
-    feature: usize,
-    label: String,
-    #[serde(default)]
-    explainer: Option<String>,
-}
-
 /// Builds the export document from a SAELens directory.
 pub fn export(
     sae_dir: &Path,
@@ -251,31 +244,13 @@ fn tensor_f32(
     Ok((values, view.shape().to_vec()))
 }
 
-/// `labels.jsonl` (directly, or inside a directory): feature index → (label, explainer).
-fn read_labels(path: &Path) -> Result<BTreeMap<usize, (String, String)>, String> {
-    let file: PathBuf = if path.is_dir() {
-        path.join("labels.jsonl")
-    } else {
-        path.to_path_buf()
-    };
-    let text = String::from_utf8(read(&file)?).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut labels = BTreeMap::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let parsed: LabelLine = serde_json::from_str(line)
-            .map_err(|e| format!("{} line {}: {e}", file.display(), i + 1))?;
-        labels.insert(
-            parsed.feature,
-            (
-                parsed.label,
-                parsed.explainer.unwrap_or_else(|| "unknown".into()),
-            ),
-        );
-    }
-    Ok(labels)
+/// The labels of an autointerp-label stage directory: feature index → (label, explainer).
+fn read_labels(dir: &Path) -> Result<BTreeMap<usize, (String, String)>, String> {
+    let records = LabelOutputs::new(dir).labels().map_err(|e| e.to_string())?;
+    Ok(records
+        .into_iter()
+        .map(|r| (r.feature as usize, (r.label, r.explainer)))
+        .collect())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {

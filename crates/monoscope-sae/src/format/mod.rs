@@ -11,7 +11,9 @@ use std::path::Path;
 
 pub use gemma_scope::{GEMMA_SCOPE_PARAMS, load_gemma_scope};
 pub use npy::{NpyArray, npy_bytes, parse_npy, read_npz, write_npz};
-pub use saelens::{SAELENS_CFG, SAELENS_WEIGHTS, load_saelens, save_saelens};
+pub use saelens::{
+    SAELENS_CFG, SAELENS_WEIGHTS, SaeInfo, load_saelens, read_sae_info, save_saelens,
+};
 pub use sparsify::{SPARSIFY_CFG, SPARSIFY_WEIGHTS, load_sparsify, sparsify_hookpoints};
 pub(crate) use tensors::{Entry, TensorFile, f32_entry, write_tensors};
 

@@ -105,6 +105,54 @@ fn saelens_cfg(sae: &Sae) -> Result<Value, SaeError> {
     Ok(Value::Object(cfg))
 }
 
+/// What an SAE directory says about itself, without its weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SaeInfo {
+    pub d_in: usize,
+    pub d_sae: usize,
+    /// As SAELens names it: `standard`, `topk`, `jumprelu`.
+    pub architecture: String,
+    pub k: Option<usize>,
+    pub metadata: SaeMetadata,
+}
+
+/// Reads the `cfg.json` of a SAELens directory only; any other layout is loaded whole.
+pub fn read_sae_info(dir: &Path) -> Result<SaeInfo, SaeError> {
+    let cfg_path = dir.join(SAELENS_CFG);
+    if !cfg_path.is_file() {
+        let sae = super::load_sae(dir)?;
+        return Ok(SaeInfo {
+            d_in: sae.d_in,
+            d_sae: sae.d_sae,
+            architecture: sae.architecture.saelens_name().to_string(),
+            k: match sae.architecture {
+                Architecture::TopK { k } => Some(k),
+                _ => None,
+            },
+            metadata: sae.metadata,
+        });
+    }
+    let Value::Object(mut cfg) = read_json(&cfg_path)? else {
+        return Err(unsupported(
+            &cfg_path,
+            "cfg.json",
+            "not an object",
+            "expected a JSON object",
+        ));
+    };
+    Ok(SaeInfo {
+        d_in: usize_key(&cfg, "d_in", &cfg_path)?,
+        d_sae: usize_key(&cfg, "d_sae", &cfg_path)?,
+        architecture: cfg
+            .get("architecture")
+            .and_then(Value::as_str)
+            .unwrap_or("standard")
+            .to_owned(),
+        k: cfg.get("k").and_then(Value::as_u64).map(|k| k as usize),
+        metadata: take_metadata(&mut cfg, &cfg_path)?,
+    })
+}
+
 /// Loads a SAELens directory (v6, and the pre-v6 flat `cfg.json`). Half-precision weights are
 /// widened to f32; TopK SAEs trained with `rescale_acts_by_decoder_norm` are loaded with the
 /// decoder norms folded in (same outputs, plain TopK).

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use monoscope_artifacts::train::{DensityHistogram, EvalReport, TrainOutputs};
 use monoscope_formats::testing::{TinyLlama, XorShift};
 use monoscope_lm::{Device, Model};
 use monoscope_sae::{Architecture, Sae, SaeMetadata};
@@ -46,12 +47,31 @@ pub fn random_sae(d_in: usize, d_sae: usize, architecture: Architecture, seed: u
 pub fn write_trained_sae(run: &Path, sae: &Sae, max_activation: f32) -> std::path::PathBuf {
     let dir = run.join("train").join("sae");
     monoscope_sae::save_saelens(sae, &dir).unwrap();
-    let eval = serde_json::json!({
-        "tokens": 100,
-        "feature_max_activation": vec![max_activation; sae.d_sae],
-        "feature_frequency": vec![0.01; sae.d_sae],
-    });
-    std::fs::write(run.join("train").join("eval.json"), eval.to_string()).unwrap();
+    let eval = EvalReport {
+        tokens: 100,
+        d_in: sae.d_in,
+        d_sae: sae.d_sae,
+        l0: 1.0,
+        mse: 0.0,
+        fvu: 0.0,
+        explained_variance: 1.0,
+        dead_fraction: 0.0,
+        dense_fraction: 0.0,
+        dense_threshold: 0.1,
+        density_histogram: DensityHistogram {
+            edges: vec![],
+            counts: vec![],
+            never_fired: 0,
+        },
+        feature_frequency: vec![0.01; sae.d_sae],
+        feature_max_activation: vec![max_activation; sae.d_sae],
+        massive: None,
+        splice: None,
+        splice_skipped: None,
+    };
+    TrainOutputs::new(run.join("train"))
+        .write_eval(&eval)
+        .unwrap();
     dir
 }
 

@@ -1,5 +1,4 @@
-//! The files of an autointerp-label stage directory, as Rust types. The browser, the cluster
-//! stage and `monoscope labels show` read them through these types.
+//! The files of an autointerp-label stage directory, as Rust types.
 //!
 //! - `evidence.jsonl`: one [`FeatureEvidence`] per line, in feature order, dead features
 //!   included (with empty lists).
@@ -8,14 +7,15 @@
 //! - `summary.json`: [`Summary`].
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::LabelError;
+use crate::error::{ArtifactError, Result};
+use crate::json;
 
+/// The stage kind whose directory has this layout.
+pub const KIND: &str = "autointerp-label";
 pub const EVIDENCE_FILE: &str = "evidence.jsonl";
 pub const EVIDENCE_META_FILE: &str = "evidence.meta.json";
 pub const LABELS_FILE: &str = "labels.jsonl";
@@ -181,81 +181,144 @@ pub struct Summary {
     pub seconds_labelling: f64,
 }
 
-/// Reads a JSON-lines file into values, naming the file and line of a bad one.
-pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, LabelError> {
-    let file = std::fs::File::open(path).map_err(LabelError::io(path))?;
-    let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(LabelError::io(path))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        out.push(parse_line(path, i + 1, &line)?);
-    }
-    Ok(out)
+/// An autointerp-label stage directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelOutputs {
+    pub dir: PathBuf,
 }
 
-/// The evidence of one feature, without parsing the lines before it.
-pub fn read_feature_evidence(
-    path: &Path,
-    feature: u32,
-) -> Result<Option<FeatureEvidence>, LabelError> {
-    let file = std::fs::File::open(path).map_err(LabelError::io(path))?;
-    let line = BufReader::new(file).lines().nth(feature as usize);
-    match line {
-        None => Ok(None),
-        Some(line) => {
-            let line = line.map_err(LabelError::io(path))?;
-            let evidence: FeatureEvidence = parse_line(path, feature as usize + 1, &line)?;
-            if evidence.feature != feature {
-                return Err(LabelError::Invalid(format!(
-                    "{}: line {} holds feature {}, expected {feature} (lines must be in feature order)",
-                    path.display(),
-                    feature + 1,
-                    evidence.feature
-                )));
+impl LabelOutputs {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LabelOutputs { dir: dir.into() }
+    }
+
+    pub fn evidence_path(&self) -> PathBuf {
+        self.dir.join(EVIDENCE_FILE)
+    }
+
+    pub fn evidence_meta_path(&self) -> PathBuf {
+        self.dir.join(EVIDENCE_META_FILE)
+    }
+
+    pub fn labels_path(&self) -> PathBuf {
+        self.dir.join(LABELS_FILE)
+    }
+
+    pub fn summary_path(&self) -> PathBuf {
+        self.dir.join(SUMMARY_FILE)
+    }
+
+    pub fn has_evidence(&self) -> bool {
+        self.evidence_path().is_file()
+    }
+
+    pub fn has_labels(&self) -> bool {
+        self.labels_path().is_file()
+    }
+
+    /// Every feature's evidence, in feature order.
+    pub fn evidence(&self) -> Result<Vec<FeatureEvidence>> {
+        json::read_lines(&self.evidence_path())
+    }
+
+    /// The evidence file read one feature at a time.
+    pub fn evidence_reader(&self) -> Result<json::LineReader<FeatureEvidence>> {
+        json::LineReader::open(&self.evidence_path())
+    }
+
+    /// Calls `each` with each feature's evidence in feature order, checking the order and
+    /// that no feature is at or past `d_sae`.
+    pub fn for_each_evidence(
+        &self,
+        d_sae: usize,
+        mut each: impl FnMut(FeatureEvidence) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.evidence_path();
+        let mut next = 0u64;
+        json::for_each_line(&path, |evidence: FeatureEvidence| {
+            check_feature(&path, evidence.feature, d_sae)?;
+            if u64::from(evidence.feature) < next {
+                return Err(ArtifactError::invalid(
+                    &path,
+                    format!(
+                        "feature {} comes after feature {}; the file must be in feature order",
+                        evidence.feature,
+                        next - 1
+                    ),
+                ));
             }
-            Ok(Some(evidence))
+            next = u64::from(evidence.feature) + 1;
+            each(evidence)
+        })
+    }
+
+    /// The evidence of one feature, without parsing the lines before it.
+    pub fn evidence_of(&self, feature: u32) -> Result<Option<FeatureEvidence>> {
+        let path = self.evidence_path();
+        let evidence: Option<FeatureEvidence> = json::read_line_at(&path, feature as usize)?;
+        match evidence {
+            Some(e) if e.feature != feature => Err(ArtifactError::invalid(
+                &path,
+                format!(
+                    "line {} holds feature {}, expected {feature} (lines must be in feature order)",
+                    feature + 1,
+                    e.feature
+                ),
+            )),
+            other => Ok(other),
         }
+    }
+
+    pub fn meta(&self) -> Result<EvidenceMeta> {
+        json::read(&self.evidence_meta_path())
+    }
+
+    /// Every label record, in file order.
+    pub fn labels(&self) -> Result<Vec<LabelRecord>> {
+        json::read_lines(&self.labels_path())
+    }
+
+    /// Feature to label record, every feature checked against `d_sae` (a later line for the
+    /// same feature wins).
+    pub fn labels_by_feature(&self, d_sae: usize) -> Result<BTreeMap<u32, LabelRecord>> {
+        let path = self.labels_path();
+        let mut labels = BTreeMap::new();
+        json::for_each_line(&path, |record: LabelRecord| {
+            check_feature(&path, record.feature, d_sae)?;
+            labels.insert(record.feature, record);
+            Ok(())
+        })?;
+        Ok(labels)
+    }
+
+    pub fn summary(&self) -> Result<Option<Summary>> {
+        json::read_optional(&self.summary_path())
+    }
+
+    pub fn write_evidence(&self, evidence: &[FeatureEvidence]) -> Result<()> {
+        json::write_lines(&self.evidence_path(), evidence)
+    }
+
+    pub fn write_evidence_meta(&self, meta: &EvidenceMeta) -> Result<()> {
+        json::write_pretty(&self.evidence_meta_path(), meta)
+    }
+
+    pub fn write_labels(&self, labels: &[LabelRecord]) -> Result<()> {
+        json::write_lines(&self.labels_path(), labels)
+    }
+
+    pub fn write_summary(&self, summary: &Summary) -> Result<()> {
+        json::write_pretty(&self.summary_path(), summary)
     }
 }
 
-/// Reads a JSON file, naming it when it is missing or malformed.
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, LabelError> {
-    let text = std::fs::read(path).map_err(LabelError::io(path))?;
-    serde_json::from_slice(&text).map_err(|source| LabelError::Json {
-        path: path.to_path_buf(),
-        line: source.line(),
-        source,
-    })
-}
-
-fn parse_line<T: DeserializeOwned>(path: &Path, line: usize, text: &str) -> Result<T, LabelError> {
-    serde_json::from_str(text).map_err(|source| LabelError::Json {
-        path: path.to_path_buf(),
-        line,
-        source,
-    })
-}
-
-/// Writes values as JSON lines, atomically.
-pub fn write_jsonl<T: Serialize>(path: &Path, values: &[T]) -> Result<(), LabelError> {
-    use std::io::Write;
-    monoscope_core::atomic::write_with(path, |w| {
-        for value in values {
-            serde_json::to_writer(&mut *w, value).map_err(std::io::Error::other)?;
-            w.write_all(b"\n")?;
-        }
-        Ok(())
-    })
-    .map_err(LabelError::io(path))
-}
-
-/// Writes a value as pretty JSON, atomically.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), LabelError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| LabelError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    monoscope_core::atomic::write(path, &bytes).map_err(LabelError::io(path))
+/// An error naming `path` when `feature` is not below `d_sae`.
+pub(crate) fn check_feature(path: &Path, feature: u32, d_sae: usize) -> Result<()> {
+    if feature as usize >= d_sae {
+        return Err(ArtifactError::invalid(
+            path,
+            format!("feature {feature} is out of range for an SAE with d_sae = {d_sae}"),
+        ));
+    }
+    Ok(())
 }

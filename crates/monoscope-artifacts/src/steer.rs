@@ -1,5 +1,5 @@
-//! The steering report: `report.json` (the shape below) and `report.md`, both written
-//! atomically.
+//! The files of a steer stage directory: the steering report, `report.json` (the shape below)
+//! and `report.md` (the same, for people), both written atomically.
 //!
 //! ```text
 //! {"model": str, "hook": str, "seed": u64, "sae": str, "settings": {...},
@@ -16,14 +16,77 @@
 //! ```
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::PathBuf;
 
-use monoscope_core::atomic;
 use serde::{Deserialize, Serialize};
 
-use crate::SteerError;
-use crate::edit::Mode;
-use crate::steerer::SelectedFeature;
+use crate::error::{ArtifactError, Result};
+use crate::{atomic, json};
+
+/// The stage kind whose directory has this layout.
+pub const KIND: &str = "steer";
+pub const REPORT_FILE: &str = "report.json";
+pub const REPORT_MARKDOWN_FILE: &str = "report.md";
+
+/// How an edit changes one feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Set the feature's activation to the value, keeping the SAE's error term.
+    Clamp,
+    /// Add the value times the feature's decoder direction, whatever the feature does.
+    Add,
+    /// Clamp to 0.
+    Ablate,
+}
+
+/// A feature chosen for an experiment, as the report records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectedFeature {
+    pub id: u32,
+    pub label: Option<String>,
+    /// The selection as configured: `"123"`, `"label:bridge"`, `"text:…"`.
+    pub selected_by: String,
+    /// The maximum activation recorded by the train stage (`eval.json`), if known.
+    pub max_activation: Option<f32>,
+    /// For `text:` selections: the activation on the text and the token it peaked on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A steer stage directory (or any directory `monoscope steer` wrote a report into).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteerOutputs {
+    pub dir: PathBuf,
+}
+
+impl SteerOutputs {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SteerOutputs { dir: dir.into() }
+    }
+
+    pub fn report_path(&self) -> PathBuf {
+        self.dir.join(REPORT_FILE)
+    }
+
+    pub fn report_markdown_path(&self) -> PathBuf {
+        self.dir.join(REPORT_MARKDOWN_FILE)
+    }
+
+    pub fn report(&self) -> Result<Option<Report>> {
+        json::read_optional(&self.report_path())
+    }
+
+    /// Writes `report.json` and `report.md` (the directory created if needed), each atomically.
+    pub fn write_report(&self, report: &Report) -> Result<()> {
+        json::write_pretty(&self.report_path(), report)?;
+        let md_path = self.report_markdown_path();
+        atomic::write(&md_path, report.to_markdown().as_bytes())
+            .map_err(ArtifactError::io(&md_path))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -120,16 +183,6 @@ pub struct SteeredText {
 }
 
 impl Report {
-    /// Writes `report.json` and `report.md` into `dir` (created if needed), each atomically.
-    pub fn write(&self, dir: &Path) -> Result<(), SteerError> {
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| SteerError::file(dir, format!("cannot serialise the report: {e}")))?;
-        let json_path = dir.join("report.json");
-        atomic::write(&json_path, &json).map_err(SteerError::io(&json_path))?;
-        let md_path = dir.join("report.md");
-        atomic::write(&md_path, self.to_markdown().as_bytes()).map_err(SteerError::io(&md_path))
-    }
-
     /// A human-readable rendering: settings, then per experiment the features, the effect
     /// table and the generations side by side.
     pub fn to_markdown(&self) -> String {

@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use monoscope_core::{StageContext, StageError};
-use monoscope_lm::Device;
+use monoscope_lm::ModelSpec;
 use monoscope_sae::{Sae, SpliceEvaluator, SpliceReport, SpliceWithoutMassive};
 use monoscope_store::Store;
 
@@ -56,7 +56,10 @@ pub(crate) fn run(
     };
     ctx.progress
         .set_message(format!("splice: loading {}", path.display()));
-    let model = monoscope_lm::load(&path, &Device::flex()).map_err(TrainStageError::from)?;
+    let model = ModelSpec::new(&path)
+        .with_matmul(config.matmul)
+        .load()
+        .map_err(TrainStageError::from)?;
     if model.sha256() != manifest.model.sha256 {
         let problem = format!(
             "{}: model sha256 {} differs from the one the store {} was captured with ({})",

@@ -1,0 +1,289 @@
+//! The files of a cluster stage directory:
+//!
+//! - `neighbours.jsonl` and (against a second SAE) `cross_neighbours.jsonl`: one
+//!   [`NeighbourLine`] per feature, in feature order;
+//! - `clusters.json`: [`ClustersFile`];
+//! - `map.json`: [`MapFile`]; `map.png` always and `map.svg` up to a size: the map drawn;
+//! - `summary.json`: [`ClusterSummary`].
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ArtifactError, Result};
+use crate::{atomic, json};
+
+/// The stage kind whose directory has this layout.
+pub const KIND: &str = "cluster";
+pub const NEIGHBOURS_FILE: &str = "neighbours.jsonl";
+pub const CROSS_NEIGHBOURS_FILE: &str = "cross_neighbours.jsonl";
+pub const CLUSTERS_FILE: &str = "clusters.json";
+pub const MAP_FILE: &str = "map.json";
+pub const MAP_PNG_FILE: &str = "map.png";
+pub const MAP_SVG_FILE: &str = "map.svg";
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// One neighbour of a feature: its index and the cosine similarity of the two decoder directions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Neighbour {
+    pub feature: u32,
+    pub cosine: f32,
+}
+
+/// One line of `neighbours.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighbourLine {
+    pub feature: u32,
+    pub neighbours: Vec<Neighbour>,
+}
+
+/// `clusters.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClustersFile {
+    pub method: String,
+    pub resolution: f64,
+    pub modularity: f64,
+    /// The cluster of each feature.
+    pub assignment: Vec<u32>,
+    /// Sorted by size, largest first; `id` is the position.
+    pub clusters: Vec<ClusterEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterEntry {
+    pub id: u32,
+    pub size: u32,
+    pub members: Vec<u32>,
+    /// The most common label words of the members (empty without labels).
+    pub top_words: Vec<String>,
+}
+
+/// `map.json`: one point per feature, coordinates in `[0, 1]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapFile {
+    pub method: String,
+    pub x: Vec<f32>,
+    pub y: Vec<f32>,
+    pub neighbourhood_preservation: f64,
+}
+
+/// `summary.json` (fields in alphabetical order, as the file lists them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSummary {
+    pub clusters: ClusteringSummary,
+    /// The search against a second SAE's features, when one was given (`null` otherwise).
+    pub cross: serde_json::Value,
+    pub dead_features: usize,
+    pub dim: usize,
+    pub features: usize,
+    pub graph_k: usize,
+    pub k: usize,
+    pub labelled_features: usize,
+    /// The label stage directory the top words came from.
+    pub labels: Option<String>,
+    pub map: MapSummary,
+    /// How the neighbours were found (method, times, memory bound, recall).
+    pub neighbours: serde_json::Value,
+    pub sae: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusteringSummary {
+    pub count: usize,
+    pub largest: u32,
+    pub method: String,
+    pub modularity: f64,
+    pub resolution: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapSummary {
+    pub method: String,
+    pub neighbourhood_preservation: f64,
+    pub preservation_k: usize,
+    pub seconds: f64,
+    /// Whether `map.svg` was written.
+    pub svg: bool,
+}
+
+/// A cluster stage directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterOutputs {
+    pub dir: PathBuf,
+}
+
+impl ClusterOutputs {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ClusterOutputs { dir: dir.into() }
+    }
+
+    pub fn neighbours_path(&self) -> PathBuf {
+        self.dir.join(NEIGHBOURS_FILE)
+    }
+
+    pub fn cross_neighbours_path(&self) -> PathBuf {
+        self.dir.join(CROSS_NEIGHBOURS_FILE)
+    }
+
+    pub fn clusters_path(&self) -> PathBuf {
+        self.dir.join(CLUSTERS_FILE)
+    }
+
+    pub fn map_path(&self) -> PathBuf {
+        self.dir.join(MAP_FILE)
+    }
+
+    pub fn map_png_path(&self) -> PathBuf {
+        self.dir.join(MAP_PNG_FILE)
+    }
+
+    pub fn map_svg_path(&self) -> PathBuf {
+        self.dir.join(MAP_SVG_FILE)
+    }
+
+    pub fn summary_path(&self) -> PathBuf {
+        self.dir.join(SUMMARY_FILE)
+    }
+
+    pub fn has_neighbours(&self) -> bool {
+        self.neighbours_path().is_file()
+    }
+
+    pub fn has_cross_neighbours(&self) -> bool {
+        self.cross_neighbours_path().is_file()
+    }
+
+    /// Every feature's neighbours, `None` for a feature the file does not list.
+    pub fn neighbours(&self, d_sae: usize) -> Result<Vec<Option<Vec<Neighbour>>>> {
+        let path = self.neighbours_path();
+        let mut lists = vec![None; d_sae];
+        json::for_each_line(&path, |line: NeighbourLine| {
+            crate::label::check_feature(&path, line.feature, d_sae)?;
+            lists[line.feature as usize] = Some(line.neighbours);
+            Ok(())
+        })?;
+        Ok(lists)
+    }
+
+    /// The neighbours of one feature (`cross`: against the second SAE).
+    pub fn neighbours_of(&self, feature: u32, cross: bool) -> Result<Vec<Neighbour>> {
+        let path = if cross {
+            self.cross_neighbours_path()
+        } else {
+            self.neighbours_path()
+        };
+        read_neighbours_of(&path, feature)
+    }
+
+    pub fn clusters(&self) -> Result<Option<ClustersFile>> {
+        json::read_optional(&self.clusters_path())
+    }
+
+    pub fn map(&self) -> Result<Option<MapFile>> {
+        json::read_optional(&self.map_path())
+    }
+
+    pub fn summary(&self) -> Result<Option<ClusterSummary>> {
+        json::read_optional(&self.summary_path())
+    }
+
+    /// Writes one line per feature with its first `k` neighbours (`cross`: against the
+    /// second SAE).
+    pub fn write_neighbours(&self, lists: &[Vec<Neighbour>], k: usize, cross: bool) -> Result<()> {
+        let path = if cross {
+            self.cross_neighbours_path()
+        } else {
+            self.neighbours_path()
+        };
+        atomic::write_with(&path, |out| {
+            for (feature, list) in lists.iter().enumerate() {
+                let line = NeighbourLine {
+                    feature: feature as u32,
+                    neighbours: list.iter().take(k).copied().collect(),
+                };
+                serde_json::to_writer(&mut *out, &line)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        })
+        .map_err(ArtifactError::io(&path))
+    }
+
+    pub fn write_clusters(&self, clusters: &ClustersFile) -> Result<()> {
+        json::write_compact(&self.clusters_path(), clusters)
+    }
+
+    pub fn write_map(&self, map: &MapFile) -> Result<()> {
+        json::write_compact(&self.map_path(), map)
+    }
+
+    pub fn write_summary(&self, summary: &ClusterSummary) -> Result<()> {
+        json::write_compact(&self.summary_path(), summary)
+    }
+}
+
+/// The neighbours of one feature from a neighbours file, reading no further than its line.
+fn read_neighbours_of(path: &Path, feature: u32) -> Result<Vec<Neighbour>> {
+    let file = std::fs::File::open(path).map_err(ArtifactError::io(path))?;
+    let mut lines = 0usize;
+    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(ArtifactError::io(path))?;
+        lines += 1;
+        if index != feature as usize {
+            continue;
+        }
+        let parsed: NeighbourLine =
+            serde_json::from_str(&line).map_err(|e| ArtifactError::Parse {
+                path: path.to_path_buf(),
+                line: index + 1,
+                message: e.to_string(),
+            })?;
+        if parsed.feature != feature {
+            return Err(ArtifactError::Parse {
+                path: path.to_path_buf(),
+                line: index + 1,
+                message: format!("holds feature {}, expected {feature}", parsed.feature),
+            });
+        }
+        return Ok(parsed.neighbours);
+    }
+    Err(ArtifactError::invalid(
+        path,
+        format!("feature {feature} is out of range (the file lists {lines} features)"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbour_lines_round_trip_and_out_of_range_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let outputs = ClusterOutputs::new(dir.path());
+        let n = |feature, cosine| Neighbour { feature, cosine };
+        let lists = vec![vec![n(1, 0.5), n(2, 0.25)], vec![], vec![n(0, -0.125)]];
+        outputs.write_neighbours(&lists, 1, false).unwrap();
+        let text = std::fs::read_to_string(outputs.neighbours_path()).unwrap();
+        assert_eq!(
+            text.lines().next().unwrap(),
+            r#"{"feature":0,"neighbours":[{"feature":1,"cosine":0.5}]}"#
+        );
+        assert_eq!(outputs.neighbours_of(2, false).unwrap(), lists[2]);
+        assert!(outputs.neighbours_of(1, false).unwrap().is_empty());
+        let err = outputs.neighbours_of(3, false).unwrap_err().to_string();
+        assert!(
+            err.contains("feature 3 is out of range (the file lists 3"),
+            "{err}"
+        );
+        let all = outputs.neighbours(3).unwrap();
+        assert_eq!(all[0].as_deref(), Some(&[n(1, 0.5)][..]));
+        let err = outputs.neighbours(2).unwrap_err().to_string();
+        assert!(
+            err.contains("out of range for an SAE with d_sae = 2"),
+            "{err}"
+        );
+    }
+}
