@@ -22,18 +22,21 @@ use crate::site::{SiteOptions, SiteSummary, write_site};
 pub const SITE: ArtifactKind = ArtifactKind(Cow::Borrowed("site"));
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BrowserStageConfig {
     /// Title of the site (default: the pipeline's stage id and the SAE's hook).
-    #[serde(default)]
     pub title: Option<String>,
     /// Features per data file; a feature page loads one such file.
-    #[serde(default = "default_chunk_size")]
     pub chunk_size: usize,
 }
 
-fn default_chunk_size() -> usize {
-    32
+impl Default for BrowserStageConfig {
+    fn default() -> Self {
+        BrowserStageConfig {
+            title: Default::default(),
+            chunk_size: 32,
+        }
+    }
 }
 
 impl StageConfig for BrowserStageConfig {

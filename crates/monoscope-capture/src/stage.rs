@@ -38,96 +38,66 @@ impl From<StoreDtype> for Dtype {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CaptureConfig {
     /// Model when the `model` input is not connected: a path or a known name.
-    #[serde(default = "default_model")]
     pub model: String,
     /// Corpus when the `corpus` input is not connected: a path or a known name.
-    #[serde(default = "default_corpus")]
     pub corpus: String,
-    #[serde(default = "default_format")]
     pub corpus_format: CorpusFormat,
     /// Field holding the text in JSON corpora (default: `extract` for a JSON object, as in the
     /// Wikipedia summaries; `text` for JSONL).
-    #[serde(default)]
     pub text_field: Option<String>,
     /// What one document of a text file is.
-    #[serde(default = "default_split")]
     pub split: ParagraphSplit,
     /// Hook points to record, TransformerLens names (e.g. `blocks.15.hook_resid_post`).
-    #[serde(default = "default_hooks")]
     pub hooks: Vec<String>,
     /// Tokens per context window.
-    #[serde(default = "default_context")]
     pub context_length: usize,
     /// Windows per forward pass.
-    #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// Stop after this many tokens (whole windows); the whole corpus when unset.
-    #[serde(default)]
     pub max_tokens: Option<u64>,
     /// Prepend the model's BOS token to each document.
-    #[serde(default = "yes")]
     pub prepend_bos: bool,
     /// Do not store BOS/EOS positions (their activations are huge outliers).
-    #[serde(default = "yes")]
     pub skip_special: bool,
     /// Seed for the document order (default: the pipeline seed).
-    #[serde(default)]
     pub seed: Option<u64>,
     /// `i/N`: capture the i-th of N disjoint parts of the corpus (for cluster job arrays).
-    #[serde(default = "default_shard")]
     pub shard: String,
     /// Write an activation store (otherwise only stream downstream).
-    #[serde(default = "yes")]
     pub write_store: bool,
-    #[serde(default = "default_dtype")]
     pub dtype: StoreDtype,
-    #[serde(default = "default_zstd")]
     pub zstd_level: i32,
-    #[serde(default = "default_rows_per_shard")]
     pub rows_per_shard: usize,
     /// Arithmetic of the model's linear layers: `f32` (the reference) or `int8`.
-    #[serde(default)]
     pub matmul: MatmulKind,
 }
 
-fn default_model() -> String {
-    "smollm2".into()
-}
-fn default_corpus() -> String {
-    "wiki".into()
-}
-fn default_format() -> CorpusFormat {
-    CorpusFormat::Auto
-}
-fn default_split() -> ParagraphSplit {
-    ParagraphSplit::File
-}
-fn default_hooks() -> Vec<String> {
-    vec!["blocks.15.hook_resid_post".into()]
-}
-fn default_context() -> usize {
-    128
-}
-fn default_batch() -> usize {
-    16
-}
-fn yes() -> bool {
-    true
-}
-fn default_shard() -> String {
-    "0/1".into()
-}
-fn default_dtype() -> StoreDtype {
-    StoreDtype::F16
-}
-fn default_zstd() -> i32 {
-    3
-}
-fn default_rows_per_shard() -> usize {
-    8192
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            model: "smollm2".into(),
+            corpus: "wiki".into(),
+            corpus_format: CorpusFormat::Auto,
+            text_field: Default::default(),
+            split: ParagraphSplit::File,
+            hooks: vec!["blocks.15.hook_resid_post".into()],
+            context_length: 128,
+            batch_size: 16,
+            max_tokens: Default::default(),
+            prepend_bos: true,
+            skip_special: true,
+            seed: Default::default(),
+            shard: "0/1".into(),
+            write_store: true,
+            dtype: StoreDtype::F16,
+            zstd_level: 3,
+            rows_per_shard: 8192,
+            matmul: Default::default(),
+        }
+    }
 }
 
 impl StageConfig for CaptureConfig {

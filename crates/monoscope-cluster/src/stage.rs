@@ -33,94 +33,61 @@ const TOP_WORDS: usize = 5;
 const LEGEND_CLUSTERS: usize = 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClusterStageConfig {
     /// Neighbours per feature written to `neighbours.jsonl` (and `cross_neighbours.jsonl`).
-    #[serde(default = "default_k")]
     pub k: usize,
     /// `exact`, `approximate` (inverted file), or `auto`: exact up to `exact_max` features.
-    #[serde(default = "default_method")]
     pub method: SearchMethod,
     /// Largest dictionary searched exactly under `method = "auto"`.
-    #[serde(default = "default_exact_max")]
     pub exact_max: usize,
     /// Rows per block of the exact search; its scratch memory is `block² × 4` bytes.
-    #[serde(default = "default_block")]
     pub block: usize,
     /// Cells of the approximate search's partition (default: 4·√features).
-    #[serde(default)]
     pub nlist: Option<usize>,
     /// Cells the approximate search scans per feature: more gives better recall, and the
     /// scan's time grows in proportion.
-    #[serde(default = "default_nprobe")]
     pub nprobe: usize,
     /// Queries on which the approximate search's recall@k is measured against exact (0: none).
-    #[serde(default = "default_recall_queries")]
     pub recall_queries: usize,
     /// Neighbours per feature in the graph that is clustered and laid out.
-    #[serde(default = "default_graph_k")]
     pub graph_k: usize,
     /// Louvain resolution: larger gives more, smaller clusters.
-    #[serde(default = "default_resolution")]
     pub resolution: f64,
     /// Layout optimiser passes (default: 500 up to 10,000 features, else 200).
-    #[serde(default)]
     pub map_epochs: Option<usize>,
     /// How tightly neighbours may pack on the map (as umap-learn's `min_dist`).
-    #[serde(default = "default_min_dist")]
     pub min_dist: f32,
     /// Repelling samples per attracting one in the layout.
-    #[serde(default = "default_negative_samples")]
     pub negative_samples: usize,
     /// Width and height of `map.png` and `map.svg`, in pixels.
-    #[serde(default = "default_picture_size")]
     pub picture_size: u32,
     /// `map.svg` is written only up to this many features (one element per feature).
-    #[serde(default = "default_svg_max_points")]
     pub svg_max_points: usize,
     /// Seed of the index, clustering and layout (default: the pipeline seed).
-    #[serde(default)]
     pub seed: Option<u64>,
 }
 
-fn default_k() -> usize {
-    10
-}
-fn default_method() -> SearchMethod {
-    SearchMethod::Auto
-}
-/// Measured on a loaded 2-core machine (BENCHMARKS.md): exact top-10 of 65,536 × 576 took
-/// 102 s and grows with the square of the size (~27 min at 262,144), where the approximate
-/// search of 262,144 took 115 s at recall@10 0.98. Up to 65,536, exactness is worth the wait.
-fn default_exact_max() -> usize {
-    65_536
-}
-fn default_block() -> usize {
-    2048
-}
-fn default_nprobe() -> usize {
-    DEFAULT_NPROBE
-}
-fn default_recall_queries() -> usize {
-    1000
-}
-fn default_graph_k() -> usize {
-    15
-}
-fn default_resolution() -> f64 {
-    1.0
-}
-fn default_min_dist() -> f32 {
-    0.1
-}
-fn default_negative_samples() -> usize {
-    5
-}
-fn default_picture_size() -> u32 {
-    1024
-}
-fn default_svg_max_points() -> usize {
-    20_000
+impl Default for ClusterStageConfig {
+    fn default() -> Self {
+        ClusterStageConfig {
+            k: 10,
+            method: SearchMethod::Auto,
+            exact_max: 65_536,
+            block: 2048,
+            nlist: Default::default(),
+            nprobe: DEFAULT_NPROBE,
+            recall_queries: 1000,
+            graph_k: 15,
+            resolution: 1.0,
+            map_epochs: Default::default(),
+            min_dist: 0.1,
+            negative_samples: 5,
+            picture_size: 1024,
+            svg_max_points: 20_000,
+            seed: Default::default(),
+        }
+    }
 }
 
 impl StageConfig for ClusterStageConfig {

@@ -43,15 +43,18 @@ fn input_or(
 pub struct FetchModel;
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FetchModelConfig {
     /// A GGUF file, a Hugging Face model directory, or a known name (`smollm2`).
-    #[serde(default = "default_model")]
     pub model: String,
 }
 
-fn default_model() -> String {
-    "smollm2".into()
+impl Default for FetchModelConfig {
+    fn default() -> Self {
+        FetchModelConfig {
+            model: "smollm2".into(),
+        }
+    }
 }
 
 impl StageConfig for FetchModelConfig {}
@@ -88,15 +91,18 @@ impl Stage for FetchModel {
 pub struct FetchCorpus;
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FetchCorpusConfig {
     /// A text file, a directory, a JSONL file, or a known name (`wiki`, `shakespeare`).
-    #[serde(default = "default_corpus")]
     pub corpus: String,
 }
 
-fn default_corpus() -> String {
-    "wiki".into()
+impl Default for FetchCorpusConfig {
+    fn default() -> Self {
+        FetchCorpusConfig {
+            corpus: "wiki".into(),
+        }
+    }
 }
 
 impl StageConfig for FetchCorpusConfig {}

@@ -19,194 +19,125 @@ pub enum ExplainerKind {
 
 /// An OpenAI-compatible endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Base URL (`http://127.0.0.1:8080/v1`) or the full `.../chat/completions` URL.
-    #[serde(default = "default_url")]
     pub url: String,
     /// The `model` field of each request.
-    #[serde(default = "default_http_model")]
     pub model: String,
     /// Name of the environment variable holding the API key (the key is never written to
     /// run files). No key is sent when unset.
-    #[serde(default)]
     pub api_key_env: Option<String>,
     /// Seconds one request may take, connection to last byte.
-    #[serde(default = "default_timeout")]
     pub timeout_s: f64,
     /// Retries after a timeout, connection error, HTTP 408/429/5xx or malformed answer.
-    #[serde(default = "default_retries")]
     pub max_retries: u32,
     /// Milliseconds before the first retry (doubling each time).
-    #[serde(default = "default_backoff")]
     pub backoff_ms: u64,
     /// Requests in flight at once.
-    #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Answer length limit of an explanation, in tokens.
-    #[serde(default = "default_http_max_tokens")]
     pub max_tokens: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        serde_json::from_value(serde_json::json!({})).expect("every field has a default")
+        HttpConfig {
+            url: "http://127.0.0.1:8080/v1".into(),
+            model: "default".into(),
+            api_key_env: Default::default(),
+            timeout_s: 60.0,
+            max_retries: 3,
+            backoff_ms: 500,
+            concurrency: 4,
+            max_tokens: 120,
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LabelConfig {
-    #[serde(default = "default_explainer")]
     pub explainer: ExplainerKind,
     /// The model the store was captured from, when the `model` input is not connected: a path
     /// or a known name. Its tokenizer decodes the contexts and its unembedding gives the logit
     /// effects; it is also the local explainer unless `explainer_model` is set.
-    #[serde(default = "default_model")]
     pub model: String,
     /// A different model (path or known name) for the local explainer.
-    #[serde(default)]
     pub explainer_model: Option<String>,
     /// Hook of the store to read (default: the SAE's `hook_name`, else the store's only hook).
-    #[serde(default)]
     pub hook: Option<String>,
     /// How many live features a model explainer labels: a seeded random sample, so that the
     /// scores describe a typical feature. The statistical explainer labels every live one.
-    #[serde(default = "default_max_features")]
     pub max_features: usize,
     /// Highest-activation contexts kept per feature.
-    #[serde(default = "default_top_n")]
     pub top_n: usize,
     /// Tokens kept on each side of a selected token.
-    #[serde(default = "default_window")]
     pub window: usize,
     /// Activation quantiles sampled per feature.
-    #[serde(default = "default_quantiles")]
     pub quantiles: usize,
     /// Contexts kept per quantile.
-    #[serde(default = "default_quantile_examples")]
     pub quantile_examples: usize,
     /// Random contexts where the feature does not fire, kept per feature.
-    #[serde(default = "default_random")]
     pub random_examples: usize,
-    #[serde(default = "default_bins")]
     pub histogram_bins: usize,
     /// Promoted and suppressed tokens kept per feature.
-    #[serde(default = "default_logit_tokens")]
     pub logit_tokens: usize,
     /// Top contexts shown to the explainer.
-    #[serde(default = "default_explain_examples")]
     pub explain_examples: usize,
     /// Run the detection and fuzzing scorers.
-    #[serde(default = "yes")]
     pub score: bool,
     /// Contexts per class (firing, not firing) for each scorer.
-    #[serde(default = "default_score_examples")]
     pub score_examples: usize,
     /// With a model explainer, also label with the statistical labeller and score it with
     /// the same judge.
-    #[serde(default = "yes")]
     pub baseline: bool,
     /// With a model explainer, give every live feature outside its sample a statistical
     /// label (scored by the statistical judge), so that every live feature can be searched.
     /// Their records say `"explainer": "statistical"`; `summary.json` counts them apart.
-    #[serde(default = "yes")]
     pub statistical_rest: bool,
     /// Arithmetic of the local model's linear layers: `int8` (the default here: labelling runs
     /// many generations) or `f32` (the reference).
-    #[serde(default = "int8")]
     pub matmul: MatmulKind,
     /// Features whose labels the local explainer writes as one batch (their shared prompt
     /// prefix runs once; generation steps serve every row).
-    #[serde(default = "default_explain_batch")]
     pub explain_batch: usize,
     /// Answer length limit of the local explainer, in tokens.
-    #[serde(default = "default_max_new_tokens")]
     pub max_new_tokens: usize,
     /// Keep model answers in the response cache (`<monoscope cache>/label-responses`).
-    #[serde(default = "yes")]
     pub cache: bool,
     /// Seed of every sample (default: the pipeline seed).
-    #[serde(default)]
     pub seed: Option<u64>,
-    #[serde(default)]
     pub http: HttpConfig,
-}
-
-fn default_explainer() -> ExplainerKind {
-    ExplainerKind::Local
-}
-fn default_model() -> String {
-    "smollm2".into()
-}
-fn default_max_features() -> usize {
-    200
-}
-fn default_top_n() -> usize {
-    10
-}
-fn default_window() -> usize {
-    8
-}
-fn default_quantiles() -> usize {
-    5
-}
-fn default_quantile_examples() -> usize {
-    4
-}
-fn default_random() -> usize {
-    10
-}
-fn default_bins() -> usize {
-    20
-}
-fn default_logit_tokens() -> usize {
-    10
-}
-fn default_explain_examples() -> usize {
-    8
-}
-fn default_score_examples() -> usize {
-    5
-}
-fn default_explain_batch() -> usize {
-    8
-}
-fn default_max_new_tokens() -> usize {
-    40
-}
-fn int8() -> MatmulKind {
-    MatmulKind::Int8
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_url() -> String {
-    "http://127.0.0.1:8080/v1".into()
-}
-fn default_http_model() -> String {
-    "default".into()
-}
-fn default_timeout() -> f64 {
-    60.0
-}
-fn default_retries() -> u32 {
-    3
-}
-fn default_backoff() -> u64 {
-    500
-}
-fn default_concurrency() -> usize {
-    4
-}
-fn default_http_max_tokens() -> usize {
-    120
 }
 
 impl Default for LabelConfig {
     fn default() -> Self {
-        serde_json::from_value(serde_json::json!({})).expect("every field has a default")
+        LabelConfig {
+            explainer: ExplainerKind::Local,
+            model: "smollm2".into(),
+            explainer_model: Default::default(),
+            hook: Default::default(),
+            max_features: 200,
+            top_n: 10,
+            window: 8,
+            quantiles: 5,
+            quantile_examples: 4,
+            random_examples: 10,
+            histogram_bins: 20,
+            logit_tokens: 10,
+            explain_examples: 8,
+            score: true,
+            score_examples: 5,
+            baseline: true,
+            statistical_rest: true,
+            matmul: MatmulKind::Int8,
+            explain_batch: 8,
+            max_new_tokens: 40,
+            cache: true,
+            seed: Default::default(),
+            http: Default::default(),
+        }
     }
 }
 

@@ -441,6 +441,11 @@ fn directories_written_by_saelens_load_with_their_hook_model_and_context() {
         );
         assert_eq!(m.context_size, want["context_size"].as_u64(), "{name}");
         assert_eq!(m.prepend_bos, want["prepend_bos"].as_bool(), "{name}");
+        // Its cfg.json alone says the same, without the weights.
+        let info = monoscope_sae::read_sae_info(&dir).unwrap();
+        assert_eq!((info.d_in, info.d_sae), (sae.d_in, sae.d_sae), "{name}");
+        assert_eq!(info.architecture, sae.architecture.saelens_name(), "{name}");
+        assert_eq!(&info.metadata, m, "{name}");
         // Saved back, the file is the one SAELens wrote (its version marker included).
         let out = tempfile::tempdir().unwrap();
         save_saelens(&sae, out.path()).unwrap();

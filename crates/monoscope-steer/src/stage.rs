@@ -18,31 +18,34 @@ use crate::steerer::Steerer;
 
 /// One experiment: features, how they are edited, the sweep and the words to watch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExperimentConfig {
     /// One feature: an id, `"label:<words>"` (search the labels) or `"text:<text>"` (the
     /// feature that fires most on the text).
-    #[serde(default)]
     pub feature: Option<FeatureRef>,
     /// Several features edited together (same forms as `feature`).
-    #[serde(default)]
     pub features: Vec<FeatureRef>,
-    #[serde(default = "default_mode")]
     pub mode: Mode,
     /// Strengths as multiples of each feature's maximum activation (train's `eval.json`).
-    #[serde(default)]
     pub multiples: Option<Vec<f32>>,
     /// Strengths in the SAE's raw units instead of `multiples`.
-    #[serde(default)]
     pub values: Option<Vec<f32>>,
     /// Words whose probability after each prompt is measured (default: the features' most
     /// promoted tokens).
-    #[serde(default)]
     pub targets: Vec<String>,
 }
 
-fn default_mode() -> Mode {
-    Mode::Clamp
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        ExperimentConfig {
+            feature: Default::default(),
+            features: Default::default(),
+            mode: Mode::Clamp,
+            multiples: Default::default(),
+            values: Default::default(),
+            targets: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]

@@ -65,145 +65,109 @@ impl From<InputScaleName> for monoscope_sae::InputScale {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainStageConfig {
     /// Hook to train on (default: the store's only hook).
-    #[serde(default)]
     pub hook: Option<String>,
-    #[serde(default = "default_arch")]
     pub architecture: ArchitectureName,
     /// Dictionary size (latents).
-    #[serde(default = "default_d_sae")]
     pub d_sae: usize,
     /// Active latents per token (topk, batchtopk).
-    #[serde(default = "default_k")]
     pub k: usize,
     /// L1 coefficient (relu-l1) or L0 coefficient (jumprelu); the library default when unset.
-    #[serde(default)]
     pub sparsity_coeff: Option<f32>,
     /// The update rule; the library default when unset (`signum`).
-    #[serde(default)]
     pub optimizer: Option<OptimizerName>,
     /// Peak learning rate; when unset, the optimizer's default for batches of 4,096 rows and
     /// 2¹⁴ latents, scaled by √(batch_size / 4096) and 1/√(d_sae / 2¹⁴).
-    #[serde(default)]
     pub lr: Option<f32>,
     /// Norm of the initial encoder rows; when unset, the library default (√(1/3) for topk and
     /// batchtopk, whose decoder rows are kept at unit norm; else the decoder rows' norm).
-    #[serde(default)]
     pub encoder_init_norm: Option<f32>,
     /// How the input scale is estimated.
-    #[serde(default = "default_input_scale")]
     pub input_scale: InputScaleName,
     /// Rows with a norm above this multiple of the median norm are *massive*: evaluation and
     /// training metrics are also reported without them.
-    #[serde(default = "default_massive_factor")]
     pub massive_norm_factor: f32,
     /// Leave the massive rows out of training (measured better on held-out rows, which then
     /// report their FVU with and without such rows).
-    #[serde(default = "default_exclude_massive")]
     pub exclude_massive: bool,
     /// A latent that has not fired for this many tokens is dead (AuxK revives dead latents).
     /// Default: 10M tokens, or a tenth of the run when that is shorter.
-    #[serde(default)]
     pub dead_after_tokens: Option<u64>,
     /// AuxK coefficient (topk, batchtopk); 0 turns AuxK off. Default 1/32.
-    #[serde(default)]
     pub aux_coeff: Option<f32>,
     /// Dead latents AuxK reconstructs with. Default: min(d_in / 2, 256).
-    #[serde(default)]
     pub aux_k: Option<usize>,
     /// Rows (tokens) per step.
-    #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// Passes over the training shards.
-    #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Shards at the end of the store kept for evaluation.
-    #[serde(default = "default_holdout")]
     pub holdout_shards: usize,
     /// Training from the `activations` stream: rows to train on (required there; a stream's
     /// length is not known in advance). Training ends earlier if the stream does.
-    #[serde(default)]
     pub training_tokens: Option<u64>,
     /// Training from the stream: its first rows, kept for evaluation (with the capture's
     /// `store` connected, the store's first rows, which the CE-loss splice reads).
-    #[serde(default = "default_holdout_rows")]
     pub holdout_rows: usize,
     /// Training from the stream: rows of the mixing buffer (filled, shuffled, half handed out
     /// as batches, refilled). Memory: `buffer_rows × d_in × 4` bytes.
-    #[serde(default = "default_buffer_rows")]
     pub buffer_rows: usize,
     /// Steps between metric lines in `metrics.jsonl`.
-    #[serde(default = "default_metrics_every")]
     pub metrics_every: u64,
     /// Rows used to estimate the input scale.
-    #[serde(default = "default_scale_rows")]
     pub scale_rows: usize,
     /// Seed of initialisation and data order (default: the pipeline seed).
-    #[serde(default)]
     pub seed: Option<u64>,
     /// Held-out next-token predictions for the CE-loss splice (`ce_loss_score`, KL); 0 skips
     /// it. Needs the model: the `model` input, else the cached default the store was captured
     /// with.
-    #[serde(default = "default_splice_tokens")]
     pub splice_tokens: usize,
     /// Arithmetic of the model's linear layers in the CE-loss splice: `f32` (the reference)
     /// or `int8`.
-    #[serde(default)]
     pub matmul: MatmulKind,
     /// Steps between checkpoints in `checkpoint/` (0: none). A rerun finding a checkpoint of
     /// the same configuration and store continues from it; it is removed once the SAE is saved.
-    #[serde(default)]
     pub checkpoint_every: u64,
     /// More SAEs trained on the same batches, each overriding some of the settings above:
     /// `sweep = [{ name = "k64", k = 64 }, { name = "wide", d_sae = 9216 }]`. Saved under
     /// `sweep/<name>/`; `sweep.json` compares them with the main SAE.
-    #[serde(default)]
     pub sweep: Vec<SweepMember>,
 }
 
-fn default_arch() -> ArchitectureName {
-    ArchitectureName::Topk
-}
-fn default_input_scale() -> InputScaleName {
-    InputScaleName::Median
-}
-fn default_exclude_massive() -> bool {
-    true
-}
-fn default_massive_factor() -> f32 {
-    10.0
-}
-fn default_d_sae() -> usize {
-    4608
-}
-fn default_k() -> usize {
-    32
-}
-fn default_batch() -> usize {
-    2048
-}
-fn default_epochs() -> usize {
-    1
-}
-fn default_holdout() -> usize {
-    1
-}
-fn default_holdout_rows() -> usize {
-    8192
-}
-fn default_buffer_rows() -> usize {
-    65_536
-}
-fn default_metrics_every() -> u64 {
-    20
-}
-fn default_scale_rows() -> usize {
-    16_384
-}
-fn default_splice_tokens() -> usize {
-    2048
+impl Default for TrainStageConfig {
+    fn default() -> Self {
+        TrainStageConfig {
+            hook: Default::default(),
+            architecture: ArchitectureName::Topk,
+            d_sae: 4608,
+            k: 32,
+            sparsity_coeff: Default::default(),
+            optimizer: Default::default(),
+            lr: Default::default(),
+            encoder_init_norm: Default::default(),
+            input_scale: InputScaleName::Median,
+            massive_norm_factor: 10.0,
+            exclude_massive: true,
+            dead_after_tokens: Default::default(),
+            aux_coeff: Default::default(),
+            aux_k: Default::default(),
+            batch_size: 2048,
+            epochs: 1,
+            holdout_shards: 1,
+            training_tokens: Default::default(),
+            holdout_rows: 8192,
+            buffer_rows: 65_536,
+            metrics_every: 20,
+            scale_rows: 16_384,
+            seed: Default::default(),
+            splice_tokens: 2048,
+            matmul: Default::default(),
+            checkpoint_every: Default::default(),
+            sweep: Default::default(),
+        }
+    }
 }
 
 impl StageConfig for TrainStageConfig {

@@ -132,25 +132,35 @@ pub fn read_sae_info(dir: &Path) -> Result<SaeInfo, SaeError> {
             metadata: sae.metadata,
         });
     }
-    let Value::Object(mut cfg) = read_json(&cfg_path)? else {
-        return Err(unsupported(
-            &cfg_path,
-            "cfg.json",
-            "not an object",
-            "expected a JSON object",
-        ));
-    };
+    let mut cfg = read_cfg(&cfg_path)?;
     Ok(SaeInfo {
         d_in: usize_key(&cfg, "d_in", &cfg_path)?,
         d_sae: usize_key(&cfg, "d_sae", &cfg_path)?,
-        architecture: cfg
-            .get("architecture")
-            .and_then(Value::as_str)
-            .unwrap_or("standard")
-            .to_owned(),
+        architecture: architecture_name(&cfg),
         k: cfg.get("k").and_then(Value::as_u64).map(|k| k as usize),
         metadata: take_metadata(&mut cfg, &cfg_path)?,
     })
+}
+
+/// A `cfg.json` as its object of keys.
+fn read_cfg(cfg_path: &Path) -> Result<Map<String, Value>, SaeError> {
+    match read_json(cfg_path)? {
+        Value::Object(cfg) => Ok(cfg),
+        _ => Err(unsupported(
+            cfg_path,
+            "cfg.json",
+            "not an object",
+            "expected a JSON object",
+        )),
+    }
+}
+
+/// `architecture`, which SAELens leaves out for its standard (ReLU) SAEs.
+fn architecture_name(cfg: &Map<String, Value>) -> String {
+    cfg.get("architecture")
+        .and_then(Value::as_str)
+        .unwrap_or("standard")
+        .to_owned()
 }
 
 /// Loads a SAELens directory (v6, and the pre-v6 flat `cfg.json`). Half-precision weights are
@@ -158,21 +168,10 @@ pub fn read_sae_info(dir: &Path) -> Result<SaeInfo, SaeError> {
 /// decoder norms folded in (same outputs, plain TopK).
 pub fn load_saelens(dir: &Path) -> Result<Sae, SaeError> {
     let cfg_path = dir.join(SAELENS_CFG);
-    let Value::Object(mut cfg) = read_json(&cfg_path)? else {
-        return Err(unsupported(
-            &cfg_path,
-            "cfg.json",
-            "not an object",
-            "expected a JSON object",
-        ));
-    };
+    let mut cfg = read_cfg(&cfg_path)?;
     let d_in = usize_key(&cfg, "d_in", &cfg_path)?;
     let d_sae = usize_key(&cfg, "d_sae", &cfg_path)?;
-    let arch_name = cfg
-        .get("architecture")
-        .and_then(Value::as_str)
-        .unwrap_or("standard")
-        .to_owned();
+    let arch_name = architecture_name(&cfg);
     match cfg.get("normalize_activations") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
         Some(Value::String(s)) if s == "none" => {}
