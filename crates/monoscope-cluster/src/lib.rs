@@ -7,8 +7,8 @@
 //! # Contract with other stages
 //!
 //! Stage kind `cluster`. Inputs: `sae` (artifact `sae`, required: an SAE directory, SAELens or
-//! sparsify layout); `labels` (artifact `labels`, optional: a directory holding `labels.jsonl`,
-//! one object per line with at least `"feature": u32, "label": str`); `other_sae` (artifact
+//! sparsify layout); `labels` (artifact `labels`, optional: an autointerp-label stage
+//! directory, whose label words name the clusters); `other_sae` (artifact
 //! `sae`, optional: a second SAE on the same hook, e.g. a larger one, for cross-SAE neighbours
 //! that show feature splitting). Output `clusters` (artifact `clusters`): the stage directory,
 //! holding
@@ -47,7 +47,7 @@
 //!   neighbourhood preservation.
 //! - [`labels`]: reading `labels.jsonl`; a cluster's most common label words.
 //! - [`picture`]: the map as PNG and SVG.
-//! - [`output`]: the files above, written atomically, and their readers.
+//! - The files above are written and read through `monoscope_artifacts::cluster`.
 //! - [`stage`]: the stage kind, its parameters and the order of work.
 //! - [`rng`]: a small seeded generator; planted dictionaries for tests and benchmarks.
 //!

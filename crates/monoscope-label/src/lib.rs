@@ -13,8 +13,9 @@
 //! - [`score`]: detection and fuzzing, as balanced accuracy.
 //! - [`labelling`]: labelling a set of features, concurrently, turning failures into counted
 //!   skip reasons.
-//! - [`format`]: the files the stage writes, as types (read by the browser, the cluster stage
-//!   and `monoscope labels show`); [`summary`]: their statistics.
+//! - [`format`]: the files the stage writes, as types: `monoscope_artifacts::label`, which
+//!   every reader (the browser, the cluster and steer stages, `monoscope labels show`) goes
+//!   through; [`summary`]: their statistics.
 //! - [`AutointerpLabel`] ([`stage`]) and [`LabelConfig`] ([`config`]): the stage itself.
 //!
 //! # Contract with the other stages

@@ -60,7 +60,7 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, SaeError> {
 
 /// Builds directory `dir` atomically: `fill` writes into a temporary sibling, which replaces
 /// `dir` only once complete, so an interrupted save never leaves a half-written SAE under the
-/// real name (same scheme as `monoscope_core::atomic::write_dir`, with our error type).
+/// real name (same scheme as `monoscope_artifacts::atomic::write_dir`, with our error type).
 pub(crate) fn write_dir_atomic(
     dir: &Path,
     fill: impl FnOnce(&Path) -> Result<(), SaeError>,
