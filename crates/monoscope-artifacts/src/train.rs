@@ -7,11 +7,12 @@
 //! - with a sweep, `sweep/<name>/` holding the same files for each member, and `sweep.json`
 //!   comparing them all.
 
+use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{ArtifactError, Result};
 use crate::json;
 
 /// The stage kinds whose directory has this layout.
@@ -250,5 +251,54 @@ impl StepMetrics {
     /// One JSON line (the stage appends it to its `metrics.jsonl`).
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).expect("metrics are plain numbers")
+    }
+}
+
+/// `metrics.jsonl` open for a training run to append its reports to.
+#[derive(Debug)]
+pub struct MetricsLog {
+    path: PathBuf,
+    writer: BufWriter<std::fs::File>,
+}
+
+impl MetricsLog {
+    /// A new log at `path`; or, when a run resumes at step `resumed_at`, the log it had, cut
+    /// after the reports up to that step (an interrupted run may have logged past its last
+    /// checkpoint).
+    pub fn open(path: &Path, resumed_at: Option<u64>) -> Result<Self> {
+        let io = ArtifactError::io(path);
+        let kept: Vec<String> = match (resumed_at, std::fs::File::open(path)) {
+            (None, _) => Vec::new(),
+            (Some(step), Ok(file)) => std::io::BufReader::new(file)
+                .lines()
+                .map_while(std::result::Result::ok)
+                .take_while(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s <= step)
+                })
+                .collect(),
+            (Some(_), Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            (Some(_), Err(e)) => return Err(io(e)),
+        };
+        let file = std::fs::File::create(path).map_err(ArtifactError::io(path))?;
+        let mut log = MetricsLog {
+            path: path.to_path_buf(),
+            writer: BufWriter::new(file),
+        };
+        for line in kept {
+            writeln!(log.writer, "{line}").map_err(ArtifactError::io(path))?;
+        }
+        Ok(log)
+    }
+
+    pub fn append(&mut self, metrics: &StepMetrics) -> Result<()> {
+        writeln!(self.writer, "{}", metrics.to_json_line()).map_err(ArtifactError::io(&self.path))
+    }
+
+    /// Puts every report appended so far on disk (before a checkpoint claims their step).
+    pub fn flush(&mut self) -> Result<()> {
+        self.writer.flush().map_err(ArtifactError::io(&self.path))
     }
 }

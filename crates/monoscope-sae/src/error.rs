@@ -71,6 +71,8 @@ pub enum SaeError {
     /// The caller asked a fit to stop.
     #[error("cancelled")]
     Cancelled,
+    #[error(transparent)]
+    Artifact(#[from] monoscope_artifacts::ArtifactError),
     /// A [`crate::SpliceEvaluator`] failed (the language model's error, as text).
     #[error("splice evaluation: {0}")]
     Splice(String),

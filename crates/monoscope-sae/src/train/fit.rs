@@ -11,9 +11,9 @@
 //! its fingerprint, all at the same position, continues from them; otherwise it starts over and
 //! removes them.
 
-use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use monoscope_artifacts::train::MetricsLog;
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
@@ -100,10 +100,11 @@ pub fn fit<E: From<SaeError>>(
         trainers[0].config().total_steps,
         resumed.map(|step| (members[0].checkpoint_dir.as_path(), step)),
     );
-    let mut metrics: Vec<BufWriter<std::fs::File>> = members
+    let mut metrics: Vec<MetricsLog> = members
         .iter()
-        .map(|m| open_metrics(&m.metrics_path, resumed).map(BufWriter::new))
-        .collect::<Result<_, _>>()?;
+        .map(|m| MetricsLog::open(&m.metrics_path, resumed))
+        .collect::<Result<_, _>>()
+        .map_err(SaeError::from)?;
     let mut last_checkpoint = resumed.map(|step| (members[0].checkpoint_dir.clone(), step));
     for e in start.epoch..options.epochs {
         let skip = if e == start.epoch { start.batches } else { 0 };
@@ -129,8 +130,7 @@ pub fn fit<E: From<SaeError>>(
                     other => other,
                 })?;
                 let Some(line) = reported else { continue };
-                let path = &members[m].metrics_path;
-                writeln!(metrics[m], "{}", line.to_json_line()).map_err(SaeError::io(path))?;
+                metrics[m].append(&line).map_err(SaeError::from)?;
                 if m == 0 {
                     main_report = Some(line);
                 }
@@ -146,17 +146,17 @@ pub fn fit<E: From<SaeError>>(
                     epoch: e,
                     batches: index + 1,
                 };
-                for ((member, trainer), writer) in members.iter().zip(&trainers).zip(&mut metrics) {
+                for ((member, trainer), log) in members.iter().zip(&trainers).zip(&mut metrics) {
                     // The metrics up to the checkpoint must be on disk before it claims the step.
-                    writer.flush().map_err(SaeError::io(&member.metrics_path))?;
+                    log.flush().map_err(SaeError::from)?;
                     save(&member.checkpoint_dir, trainer, &position)?;
                 }
                 last_checkpoint = Some((members[0].checkpoint_dir.clone(), step));
             }
         }
     }
-    for (member, writer) in members.iter().zip(&mut metrics) {
-        writer.flush().map_err(SaeError::io(&member.metrics_path))?;
+    for log in &mut metrics {
+        log.flush().map_err(SaeError::from)?;
     }
     Ok(Fitted {
         trainers,
@@ -238,32 +238,4 @@ fn diverged(error: SaeError, last: Option<&(PathBuf, u64)>) -> SaeError {
         None => "no checkpoint was written (set `checkpoint_every` to keep some)".into(),
     };
     SaeError::Diverged(format!("{error}; {recovery}"))
-}
-
-/// `metrics.jsonl` for writing: new, or — when resuming at `step` — keeping the lines up to
-/// that step (an interrupted run may have logged past its last checkpoint).
-fn open_metrics(path: &Path, resumed: Option<u64>) -> Result<std::fs::File, SaeError> {
-    let io = SaeError::io(path);
-    let Some(step) = resumed else {
-        return std::fs::File::create(path).map_err(io);
-    };
-    let kept: Vec<String> = match std::fs::File::open(path) {
-        Ok(file) => std::io::BufReader::new(file)
-            .lines()
-            .map_while(Result::ok)
-            .take_while(|line| {
-                serde_json::from_str::<serde_json::Value>(line)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64())
-                    .is_some_and(|s| s <= step)
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io(e)),
-    };
-    let mut file = std::fs::File::create(path).map_err(SaeError::io(path))?;
-    for line in kept {
-        writeln!(file, "{line}").map_err(SaeError::io(path))?;
-    }
-    Ok(file)
 }
