@@ -6,7 +6,7 @@
 //! - `map.json`: [`MapFile`]; `map.png` always and `map.svg` up to a size: the map drawn;
 //! - `summary.json`: [`ClusterSummary`].
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -226,33 +226,21 @@ impl ClusterOutputs {
 
 /// The neighbours of one feature from a neighbours file, reading no further than its line.
 fn read_neighbours_of(path: &Path, feature: u32) -> Result<Vec<Neighbour>> {
-    let file = std::fs::File::open(path).map_err(ArtifactError::io(path))?;
-    let mut lines = 0usize;
-    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(ArtifactError::io(path))?;
-        lines += 1;
-        if index != feature as usize {
-            continue;
-        }
-        let parsed: NeighbourLine =
-            serde_json::from_str(&line).map_err(|e| ArtifactError::Parse {
-                path: path.to_path_buf(),
-                line: index + 1,
-                message: e.to_string(),
-            })?;
-        if parsed.feature != feature {
-            return Err(ArtifactError::Parse {
-                path: path.to_path_buf(),
-                line: index + 1,
-                message: format!("holds feature {}, expected {feature}", parsed.feature),
-            });
-        }
-        return Ok(parsed.neighbours);
+    match json::read_line_at::<NeighbourLine>(path, feature as usize)? {
+        Some(line) if line.feature == feature => Ok(line.neighbours),
+        Some(line) => Err(ArtifactError::Parse {
+            path: path.to_path_buf(),
+            line: feature as usize + 1,
+            message: format!("holds feature {}, expected {feature}", line.feature),
+        }),
+        None => Err(ArtifactError::invalid(
+            path,
+            format!(
+                "feature {feature} is out of range (the file lists {} features)",
+                json::count_lines(path)?
+            ),
+        )),
     }
-    Err(ArtifactError::invalid(
-        path,
-        format!("feature {feature} is out of range (the file lists {lines} features)"),
-    ))
 }
 
 #[cfg(test)]

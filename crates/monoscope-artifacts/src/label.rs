@@ -221,34 +221,13 @@ impl LabelOutputs {
         json::read_lines(&self.evidence_path())
     }
 
-    /// The evidence file read one feature at a time.
-    pub fn evidence_reader(&self) -> Result<json::LineReader<FeatureEvidence>> {
-        json::LineReader::open(&self.evidence_path())
-    }
-
-    /// Calls `each` with each feature's evidence in feature order, checking the order and
-    /// that no feature is at or past `d_sae`.
-    pub fn for_each_evidence(
-        &self,
-        d_sae: usize,
-        mut each: impl FnMut(FeatureEvidence) -> Result<()>,
-    ) -> Result<()> {
-        let path = self.evidence_path();
-        let mut next = 0u64;
-        json::for_each_line(&path, |evidence: FeatureEvidence| {
-            check_feature(&path, evidence.feature, d_sae)?;
-            if u64::from(evidence.feature) < next {
-                return Err(ArtifactError::invalid(
-                    &path,
-                    format!(
-                        "feature {} comes after feature {}; the file must be in feature order",
-                        evidence.feature,
-                        next - 1
-                    ),
-                ));
-            }
-            next = u64::from(evidence.feature) + 1;
-            each(evidence)
+    /// The evidence file read one feature at a time, each record checked to be below `d_sae`
+    /// and after the one before it.
+    pub fn evidence_reader(&self, d_sae: usize) -> Result<EvidenceReader> {
+        Ok(EvidenceReader {
+            lines: json::LineReader::open(&self.evidence_path())?,
+            d_sae,
+            next: 0,
         })
     }
 
@@ -312,6 +291,43 @@ impl LabelOutputs {
     }
 }
 
+/// [`LabelOutputs::evidence_reader`].
+#[derive(Debug)]
+pub struct EvidenceReader {
+    lines: json::LineReader<FeatureEvidence>,
+    d_sae: usize,
+    /// The lowest feature the next record may hold.
+    next: u64,
+}
+
+impl Iterator for EvidenceReader {
+    type Item = Result<FeatureEvidence>;
+
+    fn next(&mut self) -> Option<Result<FeatureEvidence>> {
+        let evidence = match self.lines.next()? {
+            Ok(evidence) => evidence,
+            Err(e) => return Some(Err(e)),
+        };
+        let path = self.lines.path();
+        if let Err(e) = check_feature(path, evidence.feature, self.d_sae) {
+            return Some(Err(e));
+        }
+        if u64::from(evidence.feature) < self.next {
+            return Some(Err(ArtifactError::invalid(
+                path,
+                format!(
+                    "line {}: feature {} comes after feature {}; the file must be in feature order",
+                    self.lines.line(),
+                    evidence.feature,
+                    self.next - 1
+                ),
+            )));
+        }
+        self.next = u64::from(evidence.feature) + 1;
+        Some(Ok(evidence))
+    }
+}
+
 /// An error naming `path` when `feature` is not below `d_sae`.
 pub(crate) fn check_feature(path: &Path, feature: u32, d_sae: usize) -> Result<()> {
     if feature as usize >= d_sae {
@@ -321,4 +337,54 @@ pub(crate) fn check_feature(path: &Path, feature: u32, d_sae: usize) -> Result<(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evidence(feature: u32) -> FeatureEvidence {
+        FeatureEvidence {
+            feature,
+            fires: 0,
+            frequency: 0.0,
+            max_activation: 0.0,
+            mean_activation: 0.0,
+            histogram: Histogram::default(),
+            top: vec![],
+            quantiles: vec![],
+            random: vec![],
+            logits: LogitEffects::default(),
+        }
+    }
+
+    fn read_all(outputs: &LabelOutputs, d_sae: usize) -> Result<Vec<u32>> {
+        outputs
+            .evidence_reader(d_sae)?
+            .map(|e| e.map(|e| e.feature))
+            .collect()
+    }
+
+    #[test]
+    fn the_evidence_reader_refuses_features_out_of_order_or_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let outputs = LabelOutputs::new(dir.path());
+        outputs
+            .write_evidence(&[evidence(0), evidence(2), evidence(3)])
+            .unwrap();
+        assert_eq!(read_all(&outputs, 4).unwrap(), [0, 2, 3]);
+        let err = read_all(&outputs, 3).unwrap_err().to_string();
+        assert!(
+            err.contains("feature 3 is out of range for an SAE with d_sae = 3"),
+            "{err}"
+        );
+        outputs.write_evidence(&[evidence(2), evidence(2)]).unwrap();
+        let err = read_all(&outputs, 4).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "line 2: feature 2 comes after feature 2; the file must be in feature order"
+            ),
+            "{err}"
+        );
+    }
 }

@@ -20,8 +20,7 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use monoscope_artifacts::cluster::ClustersFile;
-use monoscope_artifacts::json::LineReader;
-use monoscope_artifacts::label::{FeatureEvidence, LabelRecord};
+use monoscope_artifacts::label::{EvidenceReader, FeatureEvidence, LabelRecord};
 use monoscope_artifacts::train::EvalReport;
 
 use crate::error::{BrowserError, Result};
@@ -360,58 +359,38 @@ fn examples(
 
 /// Reads the evidence one feature at a time, in feature order.
 struct EvidenceStream {
-    reader: Option<LineReader<FeatureEvidence>>,
-    d_sae: usize,
+    reader: Option<EvidenceReader>,
+    /// The record read ahead: the next feature that has evidence.
     pending: Option<FeatureEvidence>,
 }
 
 impl EvidenceStream {
     fn open(files: &RunFiles, d_sae: usize) -> Result<EvidenceStream> {
-        let reader = files.evidence().map(|l| l.evidence_reader()).transpose()?;
+        let reader = files
+            .evidence()
+            .map(|l| l.evidence_reader(d_sae))
+            .transpose()?;
         Ok(EvidenceStream {
             reader,
-            d_sae,
             pending: None,
         })
     }
 
-    /// The evidence of feature `id`, if the file has it; ids must come in increasing order.
+    /// The evidence of feature `id`, if the file has it. Called for every id in increasing
+    /// order; the reader checks that the file's features increase and stay below `d_sae`, so a
+    /// record read ahead is never behind `id`.
     fn take(&mut self, id: usize) -> Result<Option<FeatureEvidence>> {
-        loop {
-            if let Some(next) = &self.pending {
-                let next = next.feature as usize;
-                if next > id {
-                    return Ok(None);
-                }
-                let evidence = self.pending.take().expect("checked");
-                if next == id {
-                    return Ok(Some(evidence));
-                }
-                let reader = self.reader.as_ref().expect("a pending record came from it");
-                return Err(BrowserError::Invalid(format!(
-                    "{}, line {}: feature {next} comes after feature {id}; the file must be in feature order",
-                    reader.path().display(),
-                    reader.line()
-                )));
+        if self.pending.is_none()
+            && let Some(reader) = self.reader.as_mut()
+        {
+            match reader.next() {
+                Some(evidence) => self.pending = Some(evidence?),
+                None => self.reader = None,
             }
-            let Some(reader) = self.reader.as_mut() else {
-                return Ok(None);
-            };
-            let Some(evidence) = reader.next() else {
-                self.reader = None;
-                return Ok(None);
-            };
-            let evidence = evidence?;
-            if evidence.feature as usize >= self.d_sae {
-                return Err(BrowserError::Invalid(format!(
-                    "{}, line {}: feature = {} but the SAE has d_sae = {}",
-                    reader.path().display(),
-                    reader.line(),
-                    evidence.feature,
-                    self.d_sae
-                )));
-            }
-            self.pending = Some(evidence);
+        }
+        match &self.pending {
+            Some(evidence) if evidence.feature as usize == id => Ok(self.pending.take()),
+            _ => Ok(None),
         }
     }
 }
