@@ -143,10 +143,23 @@ pub fn write_lines<'a, T: Serialize + 'a>(
     path: &Path,
     values: impl IntoIterator<Item = &'a T>,
 ) -> Result<()> {
+    write_lines_past(path, values, None)
+}
+
+/// [`write_lines`], reaching fault point `point` (if any) once the first line is written.
+pub(crate) fn write_lines_past<'a, T: Serialize + 'a>(
+    path: &Path,
+    values: impl IntoIterator<Item = &'a T>,
+    point: Option<crate::fault::FaultPoint>,
+) -> Result<()> {
     atomic::write_with(path, |w| {
-        for value in values {
+        for (i, value) in values.into_iter().enumerate() {
             serde_json::to_writer(&mut *w, value).map_err(std::io::Error::other)?;
             w.write_all(b"\n")?;
+            if let (0, Some(point)) = (i, point) {
+                w.flush()?;
+                crate::fault::reach(point)?;
+            }
         }
         Ok(())
     })

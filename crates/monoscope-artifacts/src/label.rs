@@ -283,7 +283,8 @@ impl LabelOutputs {
     }
 
     pub fn write_labels(&self, labels: &[LabelRecord]) -> Result<()> {
-        json::write_lines(&self.labels_path(), labels)
+        let point = crate::fault::FaultPoint::LabelsWrite;
+        json::write_lines_past(&self.labels_path(), labels, Some(point))
     }
 
     pub fn write_summary(&self, summary: &Summary) -> Result<()> {

@@ -11,7 +11,9 @@
 //!   (also `import-sae`), [`label`] (`autointerp-label`), [`cluster`], [`steer`], [`browser`].
 //! - [`Artifact`], [`ArtifactKind`]: what an artifact port carries between stages.
 //! - [`json`]: JSON and JSON-lines reads that name the file and line of a bad record, and
-//!   atomic writes; [`atomic`]: write-to-temporary-then-rename.
+//!   atomic writes; [`atomic`]: write-to-temporary-then-rename, synced, with the recovery of
+//!   an interrupted directory swap; [`run::RunLock`]: one run at a time per run directory.
+//! - [`fault`]: the named points where the crash and full-disk tests inject a fault.
 //! - [`ArtifactError`]: every error names its file.
 
 mod artifact;
@@ -20,6 +22,7 @@ pub mod browser;
 pub mod capture;
 pub mod cluster;
 mod error;
+pub mod fault;
 pub mod json;
 pub mod label;
 pub mod run;

@@ -19,6 +19,8 @@ use crate::{Artifact, json};
 pub const RESOLVED_FILE: &str = "resolved.toml";
 pub const RUN_FILE: &str = "run.json";
 pub const MARKER_FILE: &str = ".monoscope-complete.json";
+/// Held (`flock`) by the process running a pipeline in the directory; holds its pid.
+pub const LOCK_FILE: &str = ".monoscope.lock";
 
 /// The version of the layout of a run directory and every stage file in it, recorded in
 /// `run.json` and in each completion marker. Files written before versions were recorded
@@ -96,6 +98,59 @@ pub struct CompletionMarker {
     pub seconds: f64,
     /// Artifacts announced, by output port, replayed downstream when the stage is skipped.
     pub artifacts: Vec<(String, Artifact)>,
+}
+
+/// One process at a time in a run directory: an exclusive `flock` on [`LOCK_FILE`], released
+/// when this is dropped or the process ends however it ends (a kill included), so a stale
+/// lock file never blocks a rerun.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock of `run_dir` (created if missing) or fails at once, naming the process
+    /// that holds it.
+    pub fn acquire(run_dir: &Path) -> Result<RunLock> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(run_dir).map_err(ArtifactError::io(run_dir))?;
+        let path = run_dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(ArtifactError::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim().parse::<u32>() {
+                    Ok(pid) => format!("another monoscope process (pid {pid})"),
+                    Err(_) => "another monoscope process".into(),
+                };
+                return Err(ArtifactError::invalid(
+                    run_dir,
+                    format!(
+                        "{holder} is running a pipeline in this run directory; wait for it to \
+                         finish or stop it (the lock is {})",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(ArtifactError::io(&path)(e)),
+        }
+        let pid = format!("{}\n", std::process::id());
+        (|| {
+            file.set_len(0)?;
+            file.rewind()?;
+            file.write_all(pid.as_bytes())
+        })()
+        .map_err(ArtifactError::io(&path))?;
+        Ok(RunLock { _file: file })
+    }
 }
 
 pub fn marker_path(stage_dir: &Path) -> PathBuf {
@@ -288,4 +343,20 @@ pub fn locate_stage(path: &Path, kinds: &[&str], id: Option<&str>, what: &str) -
             kinds.join(" or ")
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_a_run_directory_fails_naming_the_holder_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap();
+        let err = RunLock::acquire(dir.path()).unwrap_err().to_string();
+        let pid = format!("pid {}", std::process::id());
+        assert!(err.contains(&pid), "{err}");
+        drop(first);
+        let _again = RunLock::acquire(dir.path()).unwrap();
+    }
 }

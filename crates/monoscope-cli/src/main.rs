@@ -106,6 +106,10 @@ enum Command {
     Steer(steer_cmd::SteerArgs),
     /// Serve a run's feature browser on 127.0.0.1.
     Serve(serve_cmd::ServeArgs),
+    /// Runs one stage of a plugin with `isolation = "process"` for the `monoscope run` that
+    /// started it: a run request on stdin, JSON lines on stdout. Not for use by hand.
+    #[command(name = monoscope_plugins::isolate::HOST_SUBCOMMAND, hide = true)]
+    PluginHost { plugin: PathBuf, kind: String },
 }
 
 fn main() -> ExitCode {
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
         Command::Features(args) => steer_cmd::features(args),
         Command::Steer(args) => steer_cmd::steer(args),
         Command::Serve(args) => serve_cmd::serve(args),
+        Command::PluginHost { plugin, kind } => pipeline_cmds::plugin_host(&plugin, &kind),
     };
     match result {
         Ok(code) => code,
@@ -142,14 +147,16 @@ fn main() -> ExitCode {
             eprintln!("error: {}", monoscope_exec::error_chain(error.as_ref()));
             // A checkpoint that cannot be read as it says (a setting monoscope does not
             // implement, a missing tensor) is bad input, as with clap's usage errors.
-            let bad_model = error.chain().any(|e| {
+            // So is a file given as a plugin that is not one.
+            let bad_input = error.chain().any(|e| {
                 e.downcast_ref::<monoscope_formats::FormatError>().is_some()
+                    || e.downcast_ref::<monoscope_plugins::PluginError>().is_some()
                     || matches!(
                         e.downcast_ref::<monoscope_lm::LmError>(),
                         Some(monoscope_lm::LmError::Format(_))
                     )
             });
-            if bad_model {
+            if bad_input {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

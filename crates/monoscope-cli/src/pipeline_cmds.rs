@@ -2,12 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use monoscope_artifacts::browser::{self, BrowserOutputs};
 use monoscope_config::{CommandLineOverride, ConfigErrors, Pipeline, parse_override};
 use monoscope_core::{CancelToken, Registry};
 use monoscope_exec::{ExecError, ProgressMode, RunOptions, StageStatus};
+use monoscope_plugins::Isolation;
 
 use crate::{EXIT_CANCELLED, EXIT_INVALID};
 
@@ -20,19 +22,31 @@ pub fn registry_with_plugins(plugins: &[PathBuf]) -> anyhow::Result<Registry> {
     Ok(registry)
 }
 
-/// Loads a pipeline with the plugins it names and those given with `--plugin`.
+/// Loads a pipeline with the plugins it names (isolated as their entries say) and those given
+/// with `--plugin` (in this process).
 fn load(
     path: &Path,
     set: &[String],
     run_dir: Option<PathBuf>,
     extra_plugins: &[PathBuf],
 ) -> anyhow::Result<Result<Pipeline, ConfigErrors>> {
-    let mut plugins = match monoscope_config::plugin_paths(path) {
+    let entries = match monoscope_config::plugin_entries(path) {
         Ok(p) => p,
         Err(errors) => return Ok(Err(errors)),
     };
-    plugins.extend(extra_plugins.iter().cloned());
-    let registry = registry_with_plugins(&plugins)?;
+    let mut registry = Registry::builtin();
+    for entry in &entries {
+        let isolation = match entry.isolation {
+            monoscope_config::Isolation::None => Isolation::None,
+            monoscope_config::Isolation::Process => Isolation::Process {
+                timeout: entry.timeout_s.map(Duration::from_secs),
+            },
+        };
+        monoscope_plugins::load_plugin_with(&entry.path, &isolation, &mut registry)?;
+    }
+    for plugin in extra_plugins {
+        monoscope_plugins::load_plugin(plugin, &mut registry)?;
+    }
     Ok(load_with(path, set, run_dir, &registry))
 }
 
@@ -153,6 +167,18 @@ fn install_ctrl_c(cancel: CancelToken) {
     if let Err(e) = result {
         tracing::warn!("cannot install the Ctrl-C handler: {e}");
     }
+}
+
+/// The child's side of a process-isolated plugin stage (`isolation = "process"`).
+pub fn plugin_host(plugin: &Path, kind: &str) -> anyhow::Result<ExitCode> {
+    let cancel = CancelToken::new();
+    // The host asks for a stop with SIGTERM; the plugin sees it as a cancellation.
+    let on_signal = cancel.clone();
+    if let Err(e) = ctrlc::set_handler(move || on_signal.cancel()) {
+        tracing::warn!("cannot install the signal handler: {e}");
+    }
+    monoscope_plugins::serve_child(plugin, kind, &cancel)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn fetch(names: &[String]) -> anyhow::Result<ExitCode> {

@@ -15,7 +15,9 @@ pub struct ServeArgs {
     /// The browser stage's id, when the run has several.
     #[arg(long)]
     pub stage: Option<String>,
-    /// Port on 127.0.0.1 (0: any free port).
+    /// Port on 127.0.0.1 (0: any free port). Requests must name the server as localhost,
+    /// 127.x.y.z or [::1], as a guard against DNS rebinding: through an SSH tunnel, open
+    /// http://localhost:<port>/.
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
     /// Rebuild the site from the run's outputs first (into `<run>/site` when the run has no

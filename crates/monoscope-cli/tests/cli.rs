@@ -130,9 +130,9 @@ fn stages_lists_plugin_kinds_with_their_origin() {
 }
 
 #[test]
-fn a_file_that_is_not_a_plugin_is_refused_with_its_path() {
+fn a_file_that_is_not_a_plugin_is_refused_with_its_path_and_code_2() {
     let out = monoscope(&["stages", "--plugin", "Cargo.toml"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("plugin Cargo.toml: not a dynamic library"),

@@ -36,6 +36,9 @@ mod source;
 mod spec;
 
 pub use layers::{CommandLineOverride, parse_override};
-pub use pipeline::{Pipeline, PipelineSettings, load, load_with_env, plugin_paths};
+pub use pipeline::{
+    Isolation, Pipeline, PipelineSettings, PluginEntry, load, load_with_env, plugin_entries,
+    plugin_paths,
+};
 pub use problems::{ConfigErrors, Problem};
 pub use spec::{Endpoint, StageSpec};

@@ -43,8 +43,45 @@ fn default_capacity() -> usize {
 /// An `[[plugins]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PluginEntry {
-    path: PathBuf,
+pub struct PluginEntry {
+    /// The plugin library. Relative to the pipeline file's directory as written; absolute once
+    /// read.
+    pub path: PathBuf,
+    /// Where the plugin's stages run.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// With `isolation = "process"`: seconds a stage of this plugin may run before its process
+    /// is stopped (unset: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+}
+
+/// `isolation` of an `[[plugins]]` entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// In the monoscope process: a plugin that aborts or crashes ends the whole run.
+    #[default]
+    None,
+    /// Each stage run in a child process: a plugin that aborts, crashes, hangs past
+    /// `timeout_s` or writes outside its stage directory fails that stage alone.
+    Process,
+}
+
+impl PluginEntry {
+    /// Problems no type can express, as `(key under plugins.<i>, message)`.
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        match (self.isolation, self.timeout_s) {
+            (_, Some(0)) => vec![("timeout_s", "= 0: expected at least 1".into())],
+            (Isolation::None, Some(_)) => vec![(
+                "timeout_s",
+                "needs `isolation = \"process\"`: a plugin in the monoscope process cannot be \
+                 stopped"
+                    .into(),
+            )],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The `plugins` key alone, read from the whole file (other keys are the stages').
@@ -60,7 +97,7 @@ pub struct Pipeline {
     /// The file it was read from.
     pub file: PathBuf,
     pub settings: PipelineSettings,
-    pub plugins: Vec<PathBuf>,
+    pub plugins: Vec<PluginEntry>,
     /// Stages in an order where every stage comes after the stages it reads from.
     pub stages: Vec<StageSpec>,
     /// Dotted key (`train.lr`) to where its value came from (file, environment variable,
@@ -92,11 +129,8 @@ impl Pipeline {
             let plugins = self
                 .plugins
                 .iter()
-                .map(|p| {
-                    let mut t = toml::Table::new();
-                    t.insert("path".into(), toml::Value::String(p.display().to_string()));
-                    toml::Value::Table(t)
-                })
+                .filter_map(|p| toml::Table::try_from(p).ok())
+                .map(toml::Value::Table)
                 .collect();
             root.insert(PLUGINS_KEY.into(), toml::Value::Array(plugins));
         }
@@ -121,9 +155,15 @@ impl Pipeline {
 }
 
 /// The `[[plugins]]` paths of a pipeline file, read before the rest so that the plugins' stage
-/// kinds can be registered before the stages are validated. Relative paths are relative to the
-/// working directory, like `run_dir`.
+/// kinds can be registered before the stages are validated. A relative path is relative to
+/// the pipeline file's directory (the file and its plugins travel together), and is returned
+/// absolute, so that `resolved.toml` in a run directory names the same files.
 pub fn plugin_paths(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
+    Ok(plugin_entries(path)?.into_iter().map(|e| e.path).collect())
+}
+
+/// As [`plugin_paths`], with each entry's isolation settings.
+pub fn plugin_entries(path: &Path) -> Result<Vec<PluginEntry>, ConfigErrors> {
     let (_, table) = source::read(path)?;
     let Some(plugins) = table.get(PLUGINS_KEY) else {
         return Ok(Vec::new());
@@ -139,7 +179,36 @@ pub fn plugin_paths(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
             e.message()
         ))
     })?;
-    Ok(entries.into_iter().map(|e| e.path).collect())
+    let problems: Vec<Problem> = entries
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
+            e.problems().into_iter().map(move |(key, message)| Problem {
+                source: path.display().to_string(),
+                key: Some(format!("{PLUGINS_KEY}.{i}.{key}")),
+                message,
+            })
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(ConfigErrors { problems });
+    }
+    Ok(entries
+        .into_iter()
+        .map(|e| PluginEntry {
+            path: beside_file(path, e.path),
+            ..e
+        })
+        .collect())
+}
+
+/// `plugin` as named in the pipeline file at `file`: relative to the file's directory.
+fn beside_file(file: &Path, plugin: PathBuf) -> PathBuf {
+    if plugin.is_absolute() {
+        return plugin;
+    }
+    let joined = file.parent().unwrap_or(Path::new("")).join(plugin);
+    std::path::absolute(&joined).unwrap_or(joined)
 }
 
 /// Reads, layers and validates a pipeline file, taking `MONOSCOPE_*__*` variables from the
@@ -209,7 +278,25 @@ pub fn load_with_env(
     let plugins = match root.get(PLUGINS_KEY) {
         None => Vec::new(),
         Some(_) => match figment.extract::<PluginsOnly>() {
-            Ok(only) => only.plugins.into_iter().map(|e| e.path).collect(),
+            Ok(only) => {
+                for (i, entry) in only.plugins.iter().enumerate() {
+                    for (key, message) in entry.problems() {
+                        let key = format!("{PLUGINS_KEY}.{i}.{key}");
+                        problems.push(Problem {
+                            source: at(&key),
+                            key: Some(key),
+                            message,
+                        });
+                    }
+                }
+                only.plugins
+                    .into_iter()
+                    .map(|e| PluginEntry {
+                        path: beside_file(path, e.path),
+                        ..e
+                    })
+                    .collect()
+            }
             Err(e) => {
                 problems.extend(figment_problems(e, "", None, &figment, overrides, &file));
                 Vec::new()
@@ -554,4 +641,65 @@ fn describe_property(schema: &serde_json::Value, field: &str) -> Option<String> 
         (None, Some(doc)) => format!(" ({doc})"),
         (None, None) => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: plugin paths resolved against the working directory, so a pipeline
+    /// naming a plugin beside it loaded nothing (or another file) when run from elsewhere.
+    #[test]
+    fn plugin_paths_are_relative_to_the_pipeline_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("pipelines");
+        std::fs::create_dir(&sub).unwrap();
+        let file = sub.join("p.toml");
+        let absolute = dir.path().join("elsewhere/b.so");
+        std::fs::write(
+            &file,
+            format!(
+                "[[plugins]]\npath = \"lib/a.so\"\n[[plugins]]\npath = {:?}\n",
+                absolute.display().to_string()
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            plugin_paths(&file).unwrap(),
+            vec![sub.join("lib/a.so"), absolute]
+        );
+    }
+
+    #[test]
+    fn plugin_entries_carry_their_isolation_and_refuse_a_timeout_they_cannot_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "[[plugins]]\npath = \"a.so\"\n[[plugins]]\npath = \"b.so\"\nisolation = \"process\"\ntimeout_s = 5\n",
+        )
+        .unwrap();
+        let entries = plugin_entries(&file).unwrap();
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| (e.isolation, e.timeout_s))
+                .collect::<Vec<_>>(),
+            [(Isolation::None, None), (Isolation::Process, Some(5))]
+        );
+        assert_eq!(entries[1].path, dir.path().join("b.so"));
+
+        for (body, expected) in [
+            (
+                "isolation = \"process\"\ntimeout_s = 0\n",
+                "`plugins.0.timeout_s`: = 0: expected at least 1",
+            ),
+            ("timeout_s = 3\n", "needs `isolation = \"process\"`"),
+            ("isolation = \"proces\"\n", "proces"),
+        ] {
+            std::fs::write(&file, format!("[[plugins]]\npath = \"a.so\"\n{body}")).unwrap();
+            let err = plugin_entries(&file).unwrap_err().to_string();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+    }
 }

@@ -15,10 +15,11 @@
 //! - [`StageError`]: the one error type a stage returns.
 //! - [`port_names`]: the port names of the built-in stages.
 //! - [`atomic`]: write-to-temporary-then-rename helpers; every artifact is written through them.
+//! - [`fault`]: the fault points of the crash and full-disk tests.
 //! - [`fingerprint`]: stable hashes of configs, used to decide whether a stage can be skipped.
 //! - [`retain_freed_memory`]: the binaries' allocator setting (freed memory kept for reuse).
 
-pub use monoscope_artifacts::atomic;
+pub use monoscope_artifacts::{atomic, fault};
 mod cancel;
 mod context;
 mod error;

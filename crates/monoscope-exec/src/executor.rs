@@ -90,6 +90,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
 pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, ExecError> {
     let run_dir = pipeline.run_dir();
     std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
+    // Held to the end of the run: a second run in this directory would remove this one's
+    // markers and outputs as it prepared its own stages.
+    let _lock = monoscope_artifacts::run::RunLock::acquire(&run_dir)?;
+    atomic::recover_tree(&run_dir, false).map_err(io_err(&run_dir))?;
     let resolved_path = run_dir.join(record::RESOLVED_FILE);
     atomic::write(&resolved_path, pipeline.resolved_toml().as_bytes())
         .map_err(io_err(&resolved_path))?;
@@ -300,6 +304,8 @@ fn fail(
 
 fn prepare_dir(stage_dir: &Path) -> Result<(), StageError> {
     std::fs::create_dir_all(stage_dir).map_err(|e| StageError::io(stage_dir, e))?;
+    // A killed earlier run may have left temporaries, or a directory swap half done.
+    atomic::recover_tree(stage_dir, true).map_err(|e| StageError::io(stage_dir, e))?;
     let marker = record::marker_path(stage_dir);
     match std::fs::remove_file(&marker) {
         Ok(()) => Ok(()),
@@ -309,6 +315,9 @@ fn prepare_dir(stage_dir: &Path) -> Result<(), StageError> {
 }
 
 fn write_marker(stage_dir: &Path, marker: &CompletionMarker) -> Result<(), StageError> {
+    use monoscope_artifacts::fault::{FaultPoint, reach};
+    reach(FaultPoint::BeforeMarker)
+        .map_err(|e| StageError::io(record::marker_path(stage_dir), e))?;
     Ok(monoscope_artifacts::run::write_marker(stage_dir, marker)?)
 }
 

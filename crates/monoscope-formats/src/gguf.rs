@@ -138,6 +138,19 @@ impl GgufTensorInfo {
     }
 }
 
+/// The fewest bytes a metadata value of type `ty` takes in the file (a string: its length; an
+/// array: its element type and length); `None` for an unknown type.
+fn min_value_bytes(ty: u32) -> Option<u64> {
+    Some(match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 | 10..=12 => 8,
+        9 => 4 + 8,
+        _ => return None,
+    })
+}
+
 /// An open, validated GGUF file.
 #[derive(Debug)]
 pub struct GgufFile {
@@ -471,13 +484,12 @@ impl Reader<'_> {
                 }
                 let elem = self.u32(key)?;
                 let len = self.u64(key)?;
-                // Every element takes at least one byte: reject absurd lengths before allocating.
-                let left = self.buf.len() as u64 - self.pos;
-                if len > left {
-                    return Err(self.err(format!(
-                        "`{key}`: array of {len} elements cannot fit in the {left} bytes left"
-                    )));
-                }
+                // The file must hold every element: a length it cannot back is refused before
+                // anything is allocated for it.
+                let min = min_value_bytes(elem).ok_or_else(|| {
+                    self.err(format!("`{key}`: unknown array element type {elem}"))
+                })?;
+                self.count_fits(len, min, &format!("`{key}`"), "array elements")?;
                 let mut items = Vec::with_capacity(len as usize);
                 for _ in 0..len {
                     items.push(self.value(elem, key, depth + 1)?);
@@ -489,6 +501,20 @@ impl Reader<'_> {
             12 => V::F64(f64::from_le_bytes(self.array(key)?)),
             t => return Err(self.err(format!("`{key}`: unknown metadata value type {t}"))),
         })
+    }
+
+    /// Refuses a `count` of items of at least `min_bytes` each that the rest of the file cannot
+    /// hold, so that no count read from the file sizes an allocation or a loop beyond it.
+    fn count_fits(&self, count: u64, min_bytes: u64, field: &str, items: &str) -> Result<()> {
+        let left = (self.buf.len() as u64).saturating_sub(self.pos);
+        if count.checked_mul(min_bytes).is_none_or(|need| need > left) {
+            return Err(self.err(format!(
+                "{field} {count} is impossible: {count} {items} of at least {min_bytes} bytes \
+                 each cannot fit in the {left} bytes left at byte {}",
+                self.pos
+            )));
+        }
+        Ok(())
     }
 
     fn tensor_info(&mut self, i: u64) -> Result<GgufTensorInfo> {
@@ -516,6 +542,14 @@ impl Reader<'_> {
                 return Err(self.err(format!(
                     "tensor `{name}` row length {} is not a multiple of the {} block size {bl}",
                     dims[0],
+                    ggml_type.name()
+                )));
+            }
+            // Checked here so that every later size (bytes to map, values to dequantise into)
+            // is known to fit; the file length check at open then bounds them all.
+            Some(n) if ggml_type.byte_len(n).is_none() => {
+                return Err(self.err(format!(
+                    "tensor `{name}` dims {dims:?}: {n} {} values overflow a byte count",
                     ggml_type.name()
                 )));
             }

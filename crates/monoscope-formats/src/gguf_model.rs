@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::error::{FormatError, Result};
 use crate::gguf::{GgufFile, MetadataValue};
 use crate::gguf_tokenizer::tokenizer_from_gguf;
-use crate::loader::{TensorSink, sha256_files};
+use crate::loader::{TensorSink, check_sizes, sha256_files};
 use crate::model::{
     Architecture, BlockConfig, LoadedModel, MlpActivation, ModelConfig, NormPlacement, QkNorm,
     RopeLayout, RopeScaling,
@@ -53,6 +53,7 @@ pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
         }
     };
     let config = read_config(&g, &arch_name, architecture)?;
+    check_sizes(path, &config)?;
     let tokenizer = tokenizer_from_gguf(&g)?;
     let mut config = config;
     config.bos_token_id = tokenizer.bos_id();
@@ -111,6 +112,17 @@ fn usize_key(g: &GgufFile, key: &str) -> Result<usize> {
 fn read_config(g: &GgufFile, arch: &str, architecture: Architecture) -> Result<ModelConfig> {
     let k = |s: &str| format!("{arch}.{s}");
     let n_layers = usize_key(g, &k("block_count"))?;
+    // Every block has weights of its own, so the file cannot have fewer tensors than blocks;
+    // checked before anything is sized by the block count.
+    if n_layers > g.tensors().len() {
+        return Err(g.bad_value(
+            &k("block_count"),
+            format!(
+                "{n_layers} blocks, but the file holds only {} tensors",
+                g.tensors().len()
+            ),
+        ));
+    }
     let d_model = usize_key(g, &k("embedding_length"))?;
     let d_ff = usize_key(g, &k("feed_forward_length"))?;
     let n_heads = usize_key(g, &k("attention.head_count"))?;

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::error::{FormatError, Result};
 use crate::hf_config::parse_config;
-use crate::loader::{TensorSink, sha256_files, transpose};
+use crate::loader::{TensorSink, check_sizes, sha256_files, transpose};
 use crate::model::{
     Architecture, HostData, HostTensor, LoadedModel, ModelConfig, NormPlacement, QkNorm,
 };
@@ -32,6 +32,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel> {
     }
     let cfg = read_json(&cfg_path)?;
     let mut config = parse_config(&cfg_path, &cfg)?;
+    check_sizes(&cfg_path, &config)?;
     let shards = shard_paths(dir)?;
     let maps = shards
         .iter()

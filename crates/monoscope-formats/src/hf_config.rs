@@ -152,6 +152,22 @@ impl<'a> Cfg<'a> {
     }
 }
 
+/// More layers than any model has; a count read from a file is held to it before it sizes the
+/// per-layer tables built ahead of the weights (the weights themselves bound it only later).
+const MAX_LAYERS: usize = 1 << 16;
+
+/// A layer count under `key`, at most [`MAX_LAYERS`].
+fn layer_count(c: &Cfg, key: &str) -> Result<usize> {
+    let n = c.usize(key)?;
+    if n > MAX_LAYERS {
+        return Err(c.bad(
+            key,
+            format!("{n} layers is more than the {MAX_LAYERS} this reader accepts"),
+        ));
+    }
+    Ok(n)
+}
+
 /// The `ModelConfig` of a `config.json`.
 pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
     let c = Cfg::new(path, v);
@@ -260,7 +276,8 @@ pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
     if qwen && c.opt_bool("use_sliding_window")? == Some(true) {
         // Qwen: layers from `max_window_layers` on attend through the window.
         block.sliding_window = Some(c.usize("sliding_window")?);
-        block.sliding_layers = sliding_layers(&c, architecture, c.usize("num_hidden_layers")?)?;
+        block.sliding_layers =
+            sliding_layers(&c, architecture, layer_count(&c, "num_hidden_layers")?)?;
     }
     match architecture {
         // Llama's modeling code never reads `sliding_window`; Mistral's defaults to 4096.
@@ -288,7 +305,8 @@ pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
             let scalar = c.opt_f64("query_pre_attn_scalar")?.unwrap_or(256.0);
             block.attn_scale = Some(1.0 / c.positive("query_pre_attn_scalar", scalar)?.sqrt());
             block.sliding_window = window_or(&c, Some(4096))?;
-            block.sliding_layers = sliding_layers(&c, architecture, c.usize("num_hidden_layers")?)?;
+            block.sliding_layers =
+                sliding_layers(&c, architecture, layer_count(&c, "num_hidden_layers")?)?;
             if architecture == Architecture::Gemma3 {
                 block.qk_norm = QkNorm::PerHead;
             }
@@ -371,7 +389,7 @@ pub(crate) fn parse_config(path: &Path, v: &Value) -> Result<ModelConfig> {
     };
     Ok(ModelConfig {
         architecture,
-        n_layers: c.usize("num_hidden_layers")?,
+        n_layers: layer_count(&c, "num_hidden_layers")?,
         d_model,
         n_heads,
         n_kv_heads,
@@ -426,12 +444,17 @@ fn gpt2(c: &Cfg) -> Result<ModelConfig> {
     }
     Ok(ModelConfig {
         architecture: Architecture::Gpt2,
-        n_layers: c.usize("n_layer")?,
+        n_layers: layer_count(c, "n_layer")?,
         d_model,
         n_heads,
         n_kv_heads: n_heads,
         head_dim: d_model / n_heads,
-        d_ff: c.opt_usize("n_inner")?.unwrap_or(4 * d_model),
+        d_ff: match c.opt_usize("n_inner")? {
+            Some(ff) => ff,
+            None => d_model
+                .checked_mul(4)
+                .ok_or_else(|| c.bad("n_embd", format!("4 × {d_model} overflows")))?,
+        },
         vocab_size: c.usize("vocab_size")?,
         max_positions: c.usize("n_positions")?,
         norm_eps: c.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),

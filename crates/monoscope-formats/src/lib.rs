@@ -11,8 +11,9 @@
 //!   format.
 //! - [`gguf_model`], [`hf`]: the two loaders.
 //! - [`tokenizer`], [`gguf_tokenizer`], [`chat`]: text ⇄ ids and chat templates.
-//! - `testing` (feature `testing`): tiny random-weight GGUF models and the real-model test rule,
-//!   for tests across the workspace.
+//! - `testing` (feature `testing`): tiny random-weight GGUF models, the real-model test rule
+//!   and the fuzz tests' support (counting allocator, file mutations), for tests across the
+//!   workspace.
 //! - [`error`]: the crate's one error type, [`FormatError`].
 
 pub mod chat;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{FormatError, Result};
-use crate::model::HostTensor;
+use crate::model::{HostTensor, ModelConfig};
 
 /// Canonical tensors being assembled from one source file (or directory).
 #[derive(Debug)]
@@ -102,6 +102,47 @@ impl TensorSink {
         }
         Ok(())
     }
+}
+
+/// Checks the sizes of `c`, read from `path`, before any loader computes with them: each width
+/// positive, so that every weight holds values and its bytes in the file bound its dims; and
+/// every row count a loader derives (heads × head_dim, fused projections) free of overflow,
+/// which would panic or, wrapped, let a wrong tensor pass the shape check.
+pub(crate) fn check_sizes(path: &Path, c: &ModelConfig) -> Result<()> {
+    let bad = |key: &str, detail: String| FormatError::BadValue {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        detail,
+    };
+    for (key, v) in [
+        ("d_model", c.d_model),
+        ("n_heads", c.n_heads),
+        ("n_kv_heads", c.n_kv_heads),
+        ("head_dim", c.head_dim),
+        ("d_ff", c.d_ff),
+    ] {
+        if v == 0 {
+            return Err(bad(key, "0 is not a usable size".into()));
+        }
+    }
+    let mul = |key: &str, a: usize, b: usize| {
+        a.checked_mul(b)
+            .ok_or_else(|| bad(key, format!("{a} × {b} overflows")))
+    };
+    let q_rows = mul("n_heads × head_dim", c.n_heads, c.head_dim)?;
+    let kv_rows = mul("n_kv_heads × head_dim", c.n_kv_heads, c.head_dim)?;
+    mul("3 × n_heads × head_dim", q_rows, 3)?;
+    mul("fused q/k/v rows", kv_rows, 2)?
+        .checked_add(q_rows)
+        .ok_or_else(|| {
+            bad(
+                "fused q/k/v rows",
+                format!("{q_rows} + 2 × {kv_rows} overflows"),
+            )
+        })?;
+    mul("2 × d_ff", c.d_ff, 2)?;
+    mul("3 × d_model", c.d_model, 3)?;
+    Ok(())
 }
 
 /// Transpose a row-major 2-D tensor (GPT-2's Conv1D `[in, out]` → `[out, in]`).

@@ -115,11 +115,14 @@ impl GgmlType {
         }
     }
 
-    /// Bytes needed for `n` values, or `None` when `n` is not a whole number of blocks.
+    /// Bytes needed for `n` values, or `None` when `n` is not a whole number of blocks or the
+    /// byte count does not fit in a u64 (a count read from a file can be anything).
     pub fn byte_len(self, n: u64) -> Option<u64> {
         let bl = self.block_len() as u64;
-        n.is_multiple_of(bl)
-            .then(|| n / bl * self.block_bytes() as u64)
+        if !n.is_multiple_of(bl) {
+            return None;
+        }
+        (n / bl).checked_mul(self.block_bytes() as u64)
     }
 }
 

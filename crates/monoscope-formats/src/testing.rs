@@ -1,6 +1,10 @@
 //! Test support: tiny random-weight models written in the real GGUF format, so that tests in
-//! every crate exercise the same loader as real checkpoints, without downloading anything; and
-//! [`real_file_present`], the one rule for tests that need the real default model.
+//! every crate exercise the same loader as real checkpoints, without downloading anything;
+//! [`real_file_present`], the one rule for tests that need the real default model; and
+//! [`fuzz`], what the workspace's `fuzz_*` tests share (case count, counting allocator,
+//! mutations of valid files).
+
+pub mod fuzz;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -396,3 +396,172 @@ fn gguf_partial_rotary_is_refused_outside_gpt_neox() {
     assert!(msg.contains("llama.rope.dimension_count"), "{msg}");
     assert!(msg.contains("partial rotary"), "{msg}");
 }
+
+// Sizes read from a file are checked before anything is computed or allocated from them:
+// each test below is a crafted file that made the loader panic on an overflow, abort on an
+// allocation it could not make, or accept sizes no bytes of the file back.
+
+/// Regression: an f32 tensor of 2^62 values overflowed its byte count (a panic; wrapped in a
+/// release build, it passed the length check and the values were then allocated).
+#[test]
+fn gguf_tensor_whose_byte_count_overflows_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny(dir.path(), "huge.gguf", |w| {
+        w.add_raw_tensor("huge.weight", &[1 << 62], GgmlType::F32.id(), vec![0; 4]);
+    });
+    for msg in [
+        message(load_model(&p)),
+        message(monoscope_formats::GgufFile::open(&p)),
+    ] {
+        assert!(msg.contains("huge.gguf"), "{msg}");
+        assert!(
+            msg.contains("tensor `huge.weight` dims [4611686018427387904]")
+                && msg.contains("overflow a byte count"),
+            "{msg}"
+        );
+    }
+}
+
+/// Regression: an array length was checked at one byte an element, so an array of u64 could
+/// claim eight times what the file holds and have it reserved.
+#[test]
+fn gguf_array_longer_than_the_file_is_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = GgufWriter::new();
+    w.add_metadata("a", V::Array(vec![V::U64(1); 4]));
+    let mut bytes = w.to_bytes().unwrap();
+    // Magic, version, two counts, the key's length and name, its type, the element type.
+    let len_at = 4 + 4 + 8 + 8 + 8 + 1 + 4 + 4;
+    let claimed = (bytes.len() - len_at - 8) as u64 / 2;
+    bytes[len_at..len_at + 8].copy_from_slice(&claimed.to_le_bytes());
+    let p = dir.path().join("long.gguf");
+    std::fs::write(&p, bytes).unwrap();
+    let msg = message(monoscope_formats::GgufFile::open(&p));
+    assert!(msg.contains("long.gguf: malformed GGUF"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "`a` {claimed} is impossible: {claimed} array elements of at least 8 bytes"
+        )),
+        "{msg}"
+    );
+}
+
+/// Regression: a block count of 2^40 sized the per-layer attention table before any tensor
+/// was looked at: an allocation of a terabyte, and the process aborted.
+#[test]
+fn gguf_block_count_beyond_the_tensors_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny_gemma3(dir.path(), "layers.gguf", |w| {
+        w.add_metadata("gemma3.block_count", V::U64(1 << 40));
+    });
+    let msg = message(load_model(&p));
+    assert!(
+        msg.contains("layers.gguf: bad value for `gemma3.block_count`: 1099511627776 blocks, but the file holds only"),
+        "{msg}"
+    );
+}
+
+/// Regression: heads × head_dim overflowed (a panic) when the head width was huge.
+#[test]
+fn gguf_head_sizes_that_overflow_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny(dir.path(), "heads.gguf", |w| {
+        w.add_metadata("llama.attention.key_length", V::U64(1 << 62));
+        w.add_metadata("llama.rope.dimension_count", V::U64(1 << 62));
+    });
+    let msg = message(load_model(&p));
+    assert!(
+        msg.contains(
+            "heads.gguf: bad value for `n_heads × head_dim`: 4 × 4611686018427387904 overflows"
+        ),
+        "{msg}"
+    );
+}
+
+/// Regression: in `config.json`, a head width of 2^62 overflowed heads × head_dim (a panic).
+#[test]
+fn hf_head_sizes_that_overflow_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = llama_config_dir(dir.path(), serde_json::json!({"head_dim": 1u64 << 62}));
+    let empty: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
+    safetensors::serialize_to_file(empty, None, &d.join("model.safetensors")).unwrap();
+    let msg = message(load_model(&d));
+    assert!(
+        msg.contains(
+            "config.json: bad value for `n_heads × head_dim`: 4 × 4611686018427387904 overflows"
+        ),
+        "{msg}"
+    );
+}
+
+/// Regression: GPT-2's default MLP width, four times `n_embd`, overflowed (a panic).
+#[test]
+fn hf_gpt2_width_that_overflows_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = llama_config_dir(
+        dir.path(),
+        serde_json::json!({"model_type": "gpt2", "n_embd": 1u64 << 62, "n_head": 1,
+            "n_layer": 1, "n_positions": 8}),
+    );
+    let msg = message(load_model(&d));
+    assert!(
+        msg.contains("config.json: bad value for `n_embd`: 4 × 4611686018427387904 overflows"),
+        "{msg}"
+    );
+}
+
+/// Regression: a layer count of 2^50 sized Gemma 2's per-layer attention table (an
+/// allocation of a petabyte: the process aborted).
+#[test]
+fn hf_layer_count_beyond_any_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = llama_config_dir(
+        dir.path(),
+        serde_json::json!({"model_type": "gemma2", "num_hidden_layers": 1u64 << 50}),
+    );
+    let msg = message(load_model(&d));
+    assert!(
+        msg.contains("config.json: bad value for `num_hidden_layers`: 1125899906842624 layers"),
+        "{msg}"
+    );
+}
+
+/// Regression: with `hidden_size` 0 every weight is empty, so a model of any MLP width loaded
+/// from a file of a few bytes, and whatever ran it sized its buffers by that width.
+#[test]
+fn hf_zero_width_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = llama_config_dir(
+        dir.path(),
+        serde_json::json!({"hidden_size": 0, "num_attention_heads": 1,
+            "intermediate_size": 1u64 << 40, "num_hidden_layers": 1, "vocab_size": 8}),
+    );
+    let huge = 1usize << 40;
+    let shapes: [(&str, Vec<usize>); 11] = [
+        ("model.embed_tokens.weight", vec![8, 0]),
+        ("model.layers.0.input_layernorm.weight", vec![0]),
+        ("model.layers.0.post_attention_layernorm.weight", vec![0]),
+        ("model.layers.0.self_attn.q_proj.weight", vec![0, 0]),
+        ("model.layers.0.self_attn.k_proj.weight", vec![0, 0]),
+        ("model.layers.0.self_attn.v_proj.weight", vec![0, 0]),
+        ("model.layers.0.self_attn.o_proj.weight", vec![0, 0]),
+        ("model.layers.0.mlp.gate_proj.weight", vec![huge, 0]),
+        ("model.layers.0.mlp.up_proj.weight", vec![huge, 0]),
+        ("model.layers.0.mlp.down_proj.weight", vec![0, huge]),
+        ("model.norm.weight", vec![0]),
+    ];
+    let views: Vec<_> = shapes
+        .iter()
+        .map(|(name, shape)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), &[]);
+            (name.to_string(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &d.join("model.safetensors")).unwrap();
+    let msg = message(load_model(&d));
+    assert!(
+        msg.contains("config.json: bad value for `d_model`: 0 is not a usable size"),
+        "{msg}"
+    );
+}

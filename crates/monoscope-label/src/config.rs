@@ -108,6 +108,11 @@ pub struct LabelConfig {
     pub cache: bool,
     /// Seed of every sample (default: the pipeline seed).
     pub seed: Option<u64>,
+    /// The fraction of the features asked of a model explainer that may fail (a request that
+    /// failed after its retries, an unusable answer) with the stage still succeeding. Beyond
+    /// it the stage fails without its completion marker, keeping the labels obtained, and
+    /// a rerun asks only for the missing ones (the others are in the response cache).
+    pub max_failed_fraction: f64,
     pub http: HttpConfig,
 }
 
@@ -136,6 +141,7 @@ impl Default for LabelConfig {
             max_new_tokens: 40,
             cache: true,
             seed: Default::default(),
+            max_failed_fraction: 0.1,
             http: Default::default(),
         }
     }
@@ -177,6 +183,15 @@ impl StageConfig for LabelConfig {
             problems.push((
                 "window".into(),
                 format!("= {}: expected at most 256", self.window),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.max_failed_fraction) {
+            problems.push((
+                "max_failed_fraction".into(),
+                format!(
+                    "= {}: expected a fraction from 0 to 1",
+                    self.max_failed_fraction
+                ),
             ));
         }
         if !(self.http.timeout_s.is_finite() && self.http.timeout_s > 0.0) {

@@ -24,6 +24,24 @@ pub enum LabelError {
     /// The explainer answered, but with nothing usable.
     #[error("explainer answer unusable: {0}")]
     Answer(String),
+    /// The explainer failed for more of the requested features than the stage allows.
+    #[error(
+        "the explainer failed for {failed} of {requested} features, more than \
+         max_failed_fraction = {allowed} allows ({reasons}); the {obtained} labels obtained are \
+         in {}{cache}",
+        labels.display(),
+        cache = if *cached { " and in the response cache, so a rerun asks only for the missing ones" } else { "; set cache = true so that a rerun asks only for the missing ones" }
+    )]
+    ExplainerFailed {
+        failed: usize,
+        requested: usize,
+        obtained: usize,
+        allowed: f64,
+        /// Each skip reason with its count.
+        reasons: String,
+        labels: std::path::PathBuf,
+        cached: bool,
+    },
     #[error("cancelled")]
     Cancelled,
 }

@@ -112,14 +112,10 @@ pub fn parse_explanation(answer: &str) -> Result<Explanation, LabelError> {
     let mut explanation = None;
     let mut rest = Vec::new();
     for line in answer.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let lower = line.to_lowercase();
-        let lower = lower.trim_start_matches(['*', '#', ' ']);
-        if let Some(i) = lower.find("label:").filter(|&i| i < 4) {
-            let at = line.len() - lower.len() + i + "label:".len();
-            label.get_or_insert_with(|| clean(&line[at..]));
-        } else if let Some(i) = lower.find("explanation:").filter(|&i| i < 4) {
-            let at = line.len() - lower.len() + i + "explanation:".len();
-            explanation.get_or_insert_with(|| clean(&line[at..]));
+        if let Some(value) = field_value(line, "label:") {
+            label.get_or_insert_with(|| clean(value));
+        } else if let Some(value) = field_value(line, "explanation:") {
+            explanation.get_or_insert_with(|| clean(value));
         } else {
             rest.push(clean(line));
         }
@@ -137,6 +133,24 @@ pub fn parse_explanation(answer: &str) -> Result<Explanation, LabelError> {
         explanation: truncate_chars(&explanation, 400),
         keywords: Vec::new(),
     })
+}
+
+/// What follows `key` (ASCII, lower case) when the line starts with it in any case, after
+/// markdown marks and up to three more characters (a list number such as "1. ").
+///
+/// Matching is on the line itself, never on a lowercased copy: lowercasing changes byte
+/// lengths ("İ", the Kelvin sign), so offsets into a copy do not fall on the line's characters.
+fn field_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.trim_start_matches(['*', '#', ' ']);
+    start
+        .char_indices()
+        .take(4)
+        .map(|(i, _)| &start[i..])
+        .find(|rest| {
+            rest.get(..key.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(key))
+        })
+        .map(|rest| &rest[key.len()..])
 }
 
 fn truncate_chars(s: &str, n: usize) -> String {
@@ -236,6 +250,27 @@ mod tests {
         assert_eq!(p.label, "dates and years");
         assert!(parse_explanation(" \n ").is_err());
         assert!(parse_explanation("Label:\nExplanation:").is_err());
+    }
+
+    /// Regression: the label was found in a lowercased copy of the line and sliced out of the
+    /// line at the copy's offsets, which panicked or cut the wrong text when lowercasing
+    /// changed a character's byte length.
+    #[test]
+    fn answers_whose_lowercase_has_other_byte_lengths_parse_on_characters() {
+        let p = parse_explanation("Label: İzmir\nExplanation: A city.").unwrap();
+        assert_eq!(p.label, "İzmir");
+        let p = parse_explanation("LABEL: \u{212A}elvin scale\nexplanation: temperatures").unwrap();
+        assert_eq!(p.label, "\u{212A}elvin scale");
+        assert_eq!(p.explanation, "temperatures");
+        let p = parse_explanation("İİİLabel: x").unwrap();
+        assert_eq!(p.label, "x");
+        let p = parse_explanation("1. label: numbered").unwrap();
+        assert_eq!(p.label, "numbered");
+        let p = parse_explanation("\u{212A}\u{212A}\u{212A}\u{212A}\u{212A} label: far").unwrap();
+        assert_eq!(
+            p.label,
+            "\u{212A}\u{212A}\u{212A}\u{212A}\u{212A} label: far"
+        );
     }
 
     #[test]

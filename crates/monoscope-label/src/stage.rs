@@ -268,6 +268,28 @@ pub fn run_label(
         &|_| progress.inc(1),
         &|| cancel.is_cancelled(),
     )?;
+    let failed = chosen.len() - labelled.records.len();
+    if config.explainer != ExplainerKind::Statistical
+        && failed as f64 > config.max_failed_fraction * chosen.len() as f64
+    {
+        // The labels obtained are kept (their answers are cached too); without a completion
+        // marker the next run of the pipeline runs this stage again.
+        outputs.write_labels(&labelled.records)?;
+        let reasons: Vec<String> = labelled
+            .skipped
+            .iter()
+            .map(|(reason, n)| format!("{n}: {reason}"))
+            .collect();
+        return Err(LabelError::ExplainerFailed {
+            failed,
+            requested: chosen.len(),
+            obtained: labelled.records.len(),
+            allowed: config.max_failed_fraction,
+            reasons: reasons.join("; "),
+            labels: outputs.labels_path(),
+            cached: config.cache,
+        });
+    }
     let (scores, baseline_scores) = summary::summarise(&labelled.records);
     let mut records = labelled.records;
     let rest = match config.statistical_rest && config.explainer != ExplainerKind::Statistical {

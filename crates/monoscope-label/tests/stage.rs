@@ -238,3 +238,37 @@ fn the_rest_of_the_live_features_get_statistical_labels() {
             .any(|k| k.contains("not in the sample"))
     );
 }
+
+/// Regression: with its server down, an HTTP explainer's stage logged one warning per feature,
+/// exited successfully and was marked complete, so the labels asked for were never obtained.
+#[test]
+fn an_explainer_outage_fails_the_stage_and_keeps_what_was_obtained() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = setup(dir.path());
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = config(ExplainerKind::Http);
+    config.http.url = format!("http://127.0.0.1:{port}/v1");
+    config.http.max_retries = 0;
+    config.max_features = 5;
+    let out = dir.path().join("label");
+    let err = run(&inputs, &config, &out).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("the explainer failed for 5 of 5 features")
+            && text.contains("max_failed_fraction = 0.1")
+            && text.contains("labels.jsonl"),
+        "{text}"
+    );
+    assert!(LabelOutputs::new(&out).labels().unwrap().is_empty());
+    assert!(LabelOutputs::new(&out).summary().unwrap().is_none());
+
+    // Within the stated tolerance the same outage is a stage that succeeds with skips.
+    config.max_failed_fraction = 1.0;
+    let summary = run(&inputs, &config, &out).unwrap();
+    assert_eq!(summary.skipped.values().sum::<usize>(), 5);
+}

@@ -13,6 +13,8 @@ use monoscope_plugin_abi::wire::{
     ArtifactRef, Failure, PluginDescription, RunRequest, RunResult, StageDecl,
 };
 
+use crate::isolate::{self, Isolation};
+
 /// A plugin's entry points, resolved once at load time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entrypoints {
@@ -41,6 +43,22 @@ impl Entrypoints {
         self.take(owned)
     }
 
+    /// Runs a stage; `host` must stay valid until this returns.
+    pub fn call_run(&self, kind: &str, request: &[u8], host: &Host) -> (i32, Vec<u8>) {
+        self.call(|out| {
+            // SAFETY: valid buffers and host for the duration of the call; signature checked
+            // at load.
+            unsafe {
+                (self.run)(
+                    Bytes::from_slice(kind.as_bytes()),
+                    Bytes::from_slice(request),
+                    host,
+                    out,
+                )
+            }
+        })
+    }
+
     fn call(&self, f: impl FnOnce(*mut OwnedBytes) -> i32) -> (i32, Vec<u8>) {
         let mut out = OwnedBytes::EMPTY;
         let code = f(&mut out);
@@ -54,6 +72,8 @@ pub(crate) struct PluginFactory {
     entrypoints: Entrypoints,
     /// "name version (path)", for messages.
     origin: String,
+    path: PathBuf,
+    isolation: Isolation,
 }
 
 impl PluginFactory {
@@ -62,6 +82,7 @@ impl PluginFactory {
         entrypoints: Entrypoints,
         plugin: &PluginDescription,
         path: &Path,
+        isolation: Isolation,
     ) -> Self {
         let origin = format!(
             "plugin {} {} ({})",
@@ -73,6 +94,8 @@ impl PluginFactory {
             decl,
             entrypoints,
             origin,
+            path: path.to_path_buf(),
+            isolation,
         }
     }
 }
@@ -132,12 +155,16 @@ impl StageFactory for PluginFactory {
             return Err(ConfigureError::Invalid(problems));
         }
         let resolved: serde_json::Value = serde_json::from_slice(&out).unwrap_or(config);
-        let decl = self.decl.clone();
-        let entrypoints = self.entrypoints;
-        let origin = self.origin.clone();
+        let plugin = Configured {
+            decl: self.decl.clone(),
+            entrypoints: self.entrypoints,
+            origin: self.origin.clone(),
+            path: self.path.clone(),
+            isolation: self.isolation.clone(),
+        };
         let config = resolved.clone();
         Ok(ConfiguredStage::new(resolved, move |ctx| {
-            run(&decl, entrypoints, &origin, config, ctx)
+            plugin.run(config, ctx)
         }))
     }
 }
@@ -175,36 +202,135 @@ extern "C" fn log(ctx: *mut c_void, level: u32, message: Bytes) {
     }
 }
 
-fn run(
-    decl: &StageDecl,
+/// What a configured plugin stage needs to run.
+struct Configured {
+    decl: StageDecl,
     entrypoints: Entrypoints,
-    origin: &str,
-    config: serde_json::Value,
-    ctx: &mut StageContext<'_>,
-) -> Result<(), StageError> {
-    let mut inputs = std::collections::BTreeMap::new();
-    for port in &decl.inputs {
-        if ctx.has_input(&port.name) {
-            let artifact = ctx.recv_artifact(&port.name)?;
-            inputs.insert(
-                port.name.clone(),
-                ArtifactRef {
-                    kind: artifact.kind.0.to_string(),
-                    path: artifact.path,
-                    metadata: artifact.metadata,
+    origin: String,
+    path: PathBuf,
+    isolation: Isolation,
+}
+
+impl Configured {
+    fn run(&self, config: serde_json::Value, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let mut inputs = std::collections::BTreeMap::new();
+        for port in &self.decl.inputs {
+            if ctx.has_input(&port.name) {
+                let artifact = ctx.recv_artifact(&port.name)?;
+                inputs.insert(
+                    port.name.clone(),
+                    ArtifactRef {
+                        kind: artifact.kind.0.to_string(),
+                        path: artifact.path,
+                        metadata: artifact.metadata,
+                    },
+                );
+            }
+        }
+        let request = RunRequest {
+            config,
+            stage_id: ctx.stage_id.to_string(),
+            run_dir: ctx.run_dir.to_path_buf(),
+            stage_dir: ctx.stage_dir.clone(),
+            seed: ctx.seed,
+            inputs,
+        };
+        let returned = match &self.isolation {
+            Isolation::None => {
+                let request = serde_json::to_vec(&request).map_err(StageError::other)?;
+                run_in_process(self.entrypoints, &self.decl.kind, &request, ctx)
+            }
+            Isolation::Process { timeout } => {
+                let child = isolate::ChildRun {
+                    plugin: &self.path,
+                    kind: &self.decl.kind,
+                    origin: &self.origin,
+                    timeout: *timeout,
+                    request: &request,
+                };
+                isolate::run_in_child(&child, ctx)?
+            }
+        };
+        self.finish(returned, ctx)
+    }
+
+    /// Turns what the plugin returned into the stage's outcome, emitting its outputs.
+    fn finish(&self, returned: Returned, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let origin = &self.origin;
+        let result = match returned {
+            Returned::Ran(result) => result,
+            Returned::Failed { code, failure } => {
+                return Err(match Status::from_code(code) {
+                    Some(Status::Cancelled) => StageError::Cancelled,
+                    Some(Status::Panicked) => {
+                        StageError::Panicked(format!("{origin}: {}", failure.message))
+                    }
+                    Some(_) => StageError::Invalid(format!("{origin}: {}", failure.message)),
+                    None => StageError::Invalid(format!(
+                        "{origin}: returned unknown status code {code}"
+                    )),
+                });
+            }
+        };
+        for port in &self.decl.outputs {
+            match result.outputs.get(&port.name) {
+                Some(a) => {
+                    let artifact =
+                        Artifact::new(ArtifactKind::new(a.kind.clone()), PathBuf::from(&a.path))
+                            .with_metadata(a.metadata.clone());
+                    ctx.emit_artifact(&port.name, artifact)?;
+                }
+                None if port.required => {
+                    return Err(StageError::Invalid(format!(
+                        "{origin}: produced nothing on output `{}`",
+                        port.name
+                    )));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a plugin's `run` entry point came back with, wherever it ran.
+#[derive(Debug)]
+pub(crate) enum Returned {
+    Ran(RunResult),
+    /// `code` is the entry point's status code, kept raw so that an unknown one can be named.
+    Failed {
+        code: i32,
+        failure: Failure,
+    },
+}
+
+impl Returned {
+    pub(crate) fn from_call(code: i32, out: &[u8]) -> Returned {
+        if Status::from_code(code) != Some(Status::Ok) {
+            return Returned::Failed {
+                code,
+                failure: parse_failure(out),
+            };
+        }
+        match serde_json::from_slice(out) {
+            Ok(result) => Returned::Ran(result),
+            Err(e) => Returned::Failed {
+                code: Status::Error as i32,
+                failure: Failure {
+                    message: format!("malformed run result: {e}"),
+                    problems: Vec::new(),
                 },
-            );
+            },
         }
     }
-    let request = RunRequest {
-        config,
-        stage_id: ctx.stage_id.to_string(),
-        run_dir: ctx.run_dir.to_path_buf(),
-        stage_dir: ctx.stage_dir.clone(),
-        seed: ctx.seed,
-        inputs,
-    };
-    let request = serde_json::to_vec(&request).map_err(StageError::other)?;
+}
+
+fn run_in_process(
+    entrypoints: Entrypoints,
+    kind: &str,
+    request: &[u8],
+    ctx: &StageContext<'_>,
+) -> Returned {
     let state = HostState {
         cancel: ctx.cancel.clone(),
         progress: ctx.progress.clone(),
@@ -216,59 +342,8 @@ fn run(
         progress,
         log,
     };
-    let kind = decl.kind.as_bytes();
-    let (code, out) = entrypoints.call(|out| {
-        // SAFETY: valid buffers and host for the duration of the call; signature checked at load.
-        unsafe {
-            (entrypoints.run)(
-                Bytes::from_slice(kind),
-                Bytes::from_slice(&request),
-                &host,
-                out,
-            )
-        }
-    });
-    match Status::from_code(code) {
-        Some(Status::Ok) => {}
-        Some(Status::Cancelled) => return Err(StageError::Cancelled),
-        Some(Status::Panicked) => {
-            return Err(StageError::Panicked(format!(
-                "{origin}: {}",
-                parse_failure(&out).message
-            )));
-        }
-        Some(_) => {
-            return Err(StageError::Invalid(format!(
-                "{origin}: {}",
-                parse_failure(&out).message
-            )));
-        }
-        None => {
-            return Err(StageError::Invalid(format!(
-                "{origin}: returned unknown status code {code}"
-            )));
-        }
-    }
-    let result: RunResult = serde_json::from_slice(&out)
-        .map_err(|e| StageError::Invalid(format!("{origin}: malformed run result: {e}")))?;
-    for port in &decl.outputs {
-        match result.outputs.get(&port.name) {
-            Some(a) => {
-                let artifact =
-                    Artifact::new(ArtifactKind::new(a.kind.clone()), PathBuf::from(&a.path))
-                        .with_metadata(a.metadata.clone());
-                ctx.emit_artifact(&port.name, artifact)?;
-            }
-            None if port.required => {
-                return Err(StageError::Invalid(format!(
-                    "{origin}: produced nothing on output `{}`",
-                    port.name
-                )));
-            }
-            None => {}
-        }
-    }
-    Ok(())
+    let (code, out) = entrypoints.call_run(kind, request, &host);
+    Returned::from_call(code, &out)
 }
 
 fn parse_failure(bytes: &[u8]) -> Failure {

@@ -9,8 +9,18 @@
 //!
 //! Libraries are never unloaded: a plugin's code may run on any stage thread until the process
 //! exits, and unloading a library whose threads or callbacks are still alive is unsound.
+//!
+//! With [`Isolation::Process`] ([`load_plugin_with`]; `isolation = "process"` on a
+//! `[[plugins]]` entry), only `run` leaves the host: describing the plugin and validating its
+//! stages' configs stay in this process (they are quick, and come after the ABI checks), while
+//! each stage run happens in a child process ([`isolate`]), so that an abort, a crash or a hang
+//! fails that stage alone. Writes outside the stage's directory are detected afterwards, not
+//! prevented (the `watch` module says exactly what is checked).
 
 mod factory;
+pub mod isolate;
 mod load;
+mod watch;
 
-pub use load::{LoadedPlugin, PluginError, load_plugin};
+pub use isolate::{Isolation, serve_child};
+pub use load::{LoadedPlugin, PluginError, load_plugin, load_plugin_with};

@@ -7,6 +7,7 @@ use monoscope_plugin_abi::abi::{self, DescribeFn, FreeFn, RunFn, ValidateFn};
 use monoscope_plugin_abi::wire::PluginDescription;
 
 use crate::factory::{Entrypoints, PluginFactory};
+use crate::isolate::Isolation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -33,6 +34,13 @@ pub enum PluginError {
         #[source]
         source: monoscope_core::RegistryError,
     },
+    /// In the child process of an isolated run: talking to the host failed.
+    #[error("isolated plugin process: {what}: {source}")]
+    Child {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A plugin that was loaded and registered.
@@ -44,8 +52,55 @@ pub struct LoadedPlugin {
     pub kinds: Vec<String>,
 }
 
-/// Loads the dylib at `path` and registers its stage kinds in `registry`.
+/// Loads the dylib at `path` and registers its stage kinds in `registry`; its stages run in
+/// this process.
 pub fn load_plugin(path: &Path, registry: &mut Registry) -> Result<LoadedPlugin, PluginError> {
+    load_plugin_with(path, &Isolation::None, registry)
+}
+
+/// As [`load_plugin`], with the plugin's stages run as `isolation` says. Describing the plugin
+/// and validating its stages' configs happen in this process either way.
+pub fn load_plugin_with(
+    path: &Path,
+    isolation: &Isolation,
+    registry: &mut Registry,
+) -> Result<LoadedPlugin, PluginError> {
+    let path_buf = path.to_path_buf();
+    let (entrypoints, description) = open(path)?;
+    let origin = StageOrigin::Plugin {
+        path: path_buf.clone(),
+        name: description.name.clone(),
+        version: description.version.clone(),
+    };
+    let mut kinds = Vec::new();
+    for decl in &description.stages {
+        let factory = PluginFactory::new(
+            decl.clone(),
+            entrypoints,
+            &description,
+            &path_buf,
+            isolation.clone(),
+        );
+        registry
+            .register(Arc::new(factory), origin.clone())
+            .map_err(|source| PluginError::Collision {
+                path: path_buf.clone(),
+                source,
+            })?;
+        kinds.push(decl.kind.clone());
+    }
+    tracing::debug!(plugin = %description.name, version = %description.version, ?kinds, ?isolation, "plugin loaded");
+    Ok(LoadedPlugin {
+        path: path_buf,
+        name: description.name,
+        version: description.version,
+        kinds,
+    })
+}
+
+/// Checks and loads the library and asks it to describe itself: everything short of
+/// registering its kinds.
+pub(crate) fn open(path: &Path) -> Result<(Entrypoints, PluginDescription), PluginError> {
     let path_buf = path.to_path_buf();
     check_header(path)?;
     // SAFETY: loading a library runs its initialisers. That is inherent to plugins; the header
@@ -97,29 +152,7 @@ pub fn load_plugin(path: &Path, registry: &mut Registry) -> Result<LoadedPlugin,
             path: path_buf.clone(),
             reason: format!("invalid JSON ({e})"),
         })?;
-    let origin = StageOrigin::Plugin {
-        path: path_buf.clone(),
-        name: description.name.clone(),
-        version: description.version.clone(),
-    };
-    let mut kinds = Vec::new();
-    for decl in &description.stages {
-        let factory = PluginFactory::new(decl.clone(), entrypoints, &description, &path_buf);
-        registry
-            .register(Arc::new(factory), origin.clone())
-            .map_err(|source| PluginError::Collision {
-                path: path_buf.clone(),
-                source,
-            })?;
-        kinds.push(decl.kind.clone());
-    }
-    tracing::debug!(plugin = %description.name, version = %description.version, ?kinds, "plugin loaded");
-    Ok(LoadedPlugin {
-        path: path_buf,
-        name: description.name,
-        version: description.version,
-        kinds,
-    })
+    Ok((entrypoints, description))
 }
 
 /// Refuses files that are plainly not shared libraries, before the system loader sees them.

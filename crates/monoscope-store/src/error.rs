@@ -66,6 +66,11 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// Decoding a shard panicked on a worker thread; caught there so that a reader reports it
+    /// like any unreadable shard instead of the process aborting.
+    #[error("shard {shard}: decoding failed: it panicked: {message}")]
+    DecodePanicked { shard: String, message: String },
+
     #[error("batch does not fit the store: {what}: store has {expected}, batch has {found}")]
     BatchMismatch {
         what: String,

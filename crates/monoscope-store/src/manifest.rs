@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
+use crate::shard::{ID_COLUMNS, ZSTD_MAX_EXPANSION};
 use crate::spec::{Dtype, ModelIdentity, StoreSpec};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -68,7 +69,11 @@ impl Manifest {
             d_model: spec.d_model,
             dtype: spec.dtype,
             context_length: spec.context_length,
-            rows: shards.iter().map(|s| s.rows).sum(),
+            // Saturating: the shards may come from a progress file, which `problem` then
+            // refuses when they overflow.
+            rows: shards
+                .iter()
+                .fold(0u64, |sum, s| sum.saturating_add(s.rows)),
             shards,
             metadata: spec.metadata.clone(),
         }
@@ -103,7 +108,12 @@ impl Manifest {
     }
 
     /// Why this manifest cannot describe a store, if it cannot.
-    fn problem(&self) -> Option<String> {
+    ///
+    /// Besides consistency, every size is checked against the bytes that must back it: rows of
+    /// a shard decode from its file, and zstd cannot expand a file more than
+    /// [`ZSTD_MAX_EXPANSION`] times, so a row count or width no file could hold is refused
+    /// here, before any reader sizes a buffer or a loop by it.
+    pub(crate) fn problem(&self) -> Option<String> {
         if self.format != FORMAT_NAME {
             return Some(format!(
                 "format is `{}`, expected `{FORMAT_NAME}`",
@@ -122,12 +132,45 @@ impl Manifest {
         if self.d_model == 0 {
             return Some("d_model is 0".into());
         }
-        let sum: u64 = self.shards.iter().map(|s| s.rows).sum();
+        let Some(row_bytes) = self.row_bytes() else {
+            return Some(format!(
+                "d_model {} × {} hooks overflows the size of a row",
+                self.d_model,
+                self.hooks.len()
+            ));
+        };
+        let total = |field: fn(&ShardEntry) -> u64| {
+            self.shards
+                .iter()
+                .try_fold(0u64, |sum, s| sum.checked_add(field(s)))
+        };
+        for (name, sum) in [
+            ("rows", total(|s| s.rows)),
+            ("compressed_bytes", total(|s| s.compressed_bytes)),
+            ("uncompressed_bytes", total(|s| s.uncompressed_bytes)),
+        ] {
+            if sum.is_none() {
+                return Some(format!("the shards' {name} add up past 2^64"));
+            }
+        }
+        let sum = total(|s| s.rows).unwrap_or_default();
         if sum != self.rows {
             return Some(format!("rows is {} but the shards hold {sum}", self.rows));
         }
         let mut seen = HashSet::new();
         for shard in &self.shards {
+            let can_decode = shard.compressed_bytes.saturating_mul(ZSTD_MAX_EXPANSION);
+            if shard
+                .rows
+                .checked_mul(row_bytes)
+                .is_none_or(|need| need > can_decode)
+            {
+                return Some(format!(
+                    "shard {}: rows {} of {row_bytes} bytes each cannot decode from its \
+                     compressed_bytes {} (zstd expands at most {ZSTD_MAX_EXPANSION}×)",
+                    shard.file, shard.rows, shard.compressed_bytes
+                ));
+            }
             if shard.file.is_empty()
                 || shard.file.contains(['/', '\\'])
                 || shard.file.starts_with('.')
@@ -148,5 +191,13 @@ impl Manifest {
             }
         }
         None
+    }
+
+    /// Decoded bytes per row: the id columns and every hook's values; `None` on overflow.
+    fn row_bytes(&self) -> Option<u64> {
+        let hook_bytes = (self.hooks.len() as u64)
+            .checked_mul(self.d_model as u64)?
+            .checked_mul(self.dtype.size() as u64)?;
+        hook_bytes.checked_add(4 * ID_COLUMNS.len() as u64)
     }
 }

@@ -11,9 +11,10 @@
 //! per shard: a fresh 10–20 MB buffer is thousands of page faults, each with a page to zero.
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::store::Store;
 
 /// One shard decompressed for one hook.
@@ -72,9 +73,9 @@ impl Prefetch {
             let (k, shard) = (self.submitted, self.order[self.submitted]);
             let (store, tx) = (self.store.clone(), self.tx.clone());
             let (hook, with_tokens) = (self.hook, self.with_tokens);
-            rayon::spawn(move || {
-                // The receiver is gone only when the reader was dropped: nothing to report to.
-                let _ = tx.send((k, decode(&store, shard, hook, with_tokens)));
+            let name = store.manifest().shards[shard].file.clone();
+            spawn_caught(tx, k, name, move || {
+                decode(&store, shard, hook, with_tokens)
             });
             self.submitted += 1;
         }
@@ -108,6 +109,29 @@ impl Drop for Prefetch {
     }
 }
 
+/// Runs `work` on rayon's pool and sends its result as item `k`. A panic in it is caught and
+/// sent as an error naming `shard`: on a rayon thread an uncaught panic aborts the process.
+fn spawn_caught(
+    tx: mpsc::Sender<Done>,
+    k: usize,
+    shard: String,
+    work: impl FnOnce() -> Result<Decoded> + Send + 'static,
+) {
+    rayon::spawn(move || {
+        // Nothing `work` touches is observed after a panic: its buffers are dropped with it.
+        let done = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(StoreError::DecodePanicked { shard, message })
+        });
+        // The receiver is gone only when the reader was dropped: nothing to report to.
+        let _ = tx.send((k, done));
+    });
+}
+
 fn decode(store: &Store, shard: usize, hook: usize, with_tokens: bool) -> Result<Decoded> {
     let pool = store.recycled();
     let mut reader = store.open_shard(shard)?;
@@ -128,4 +152,27 @@ fn decode(store: &Store, shard: usize, hook: usize, with_tokens: bool) -> Result
         planes,
         token_ids,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a panic while decoding on rayon's pool aborted the whole process; it must
+    /// arrive as an error naming the shard.
+    #[test]
+    fn a_panic_while_decoding_arrives_as_an_error() {
+        let (tx, rx) = mpsc::channel();
+        spawn_caught(tx, 3, "shard-000007.mss".into(), || {
+            panic!("planted: block count mismatch")
+        });
+        let (k, done) = rx.recv().unwrap();
+        assert_eq!(k, 3);
+        let message = done.unwrap_err().to_string();
+        assert!(
+            message.contains("shard shard-000007.mss")
+                && message.contains("planted: block count mismatch"),
+            "{message}"
+        );
+    }
 }

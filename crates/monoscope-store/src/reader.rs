@@ -264,6 +264,7 @@ impl BatchReader {
         let d = self.d_model;
         let mut batch = self.empty_batch();
         while batch.rows < self.batch_size && self.input.ready()? {
+            self.reserve(&mut batch);
             let (shard, cursor) = (
                 self.input.current.as_ref().expect("ready"),
                 self.input.cursor,
@@ -294,6 +295,9 @@ impl BatchReader {
             let (shard, r) = input.take_row();
             s.push(shard, r);
         }
+        if !s.is_empty() {
+            reserve(&mut batch, self.batch_size, self.d_model);
+        }
         while batch.rows < self.batch_size && !s.is_empty() {
             let j = s.draw();
             s.emit(j, &mut batch);
@@ -307,15 +311,31 @@ impl BatchReader {
         Ok((batch.rows > 0).then_some(batch))
     }
 
+    fn reserve(&self, batch: &mut Batch) {
+        reserve(batch, self.batch_size, self.d_model);
+    }
+
+    /// A batch with no room yet: see [`reserve`].
     fn empty_batch(&self) -> Batch {
         Batch {
             rows: 0,
             d_model: self.d_model,
-            activations: Vec::with_capacity(self.batch_size * self.d_model),
+            activations: Vec::new(),
             token_ids: self
                 .with_tokens
                 .then(|| Vec::with_capacity(self.batch_size)),
         }
+    }
+}
+
+/// Room for a whole batch in `batch`, once. Called only when a decoded shard has rows: the
+/// manifest alone can claim any width, but a shard's decoded planes hold `d_model` values per
+/// row, so only then is the width known to be real.
+fn reserve(batch: &mut Batch, batch_size: usize, d_model: usize) {
+    if batch.activations.capacity() == 0 {
+        batch
+            .activations
+            .reserve(batch_size.saturating_mul(d_model));
     }
 }
 

@@ -17,6 +17,10 @@ pub const MAGIC: &[u8; 8] = b"MONOSHRD";
 pub const SHARD_VERSION: u32 = 1;
 const FIXED: usize = 32;
 const ENTRY: usize = 40;
+/// The most a zstd frame can decode to per byte of it: a block decodes to at most 128 KiB and
+/// takes at least 4 bytes (its 3-byte header and, run-length coded, one byte of content). A
+/// decoded size claimed beyond this cannot be true, so nothing is allocated for it.
+pub(crate) const ZSTD_MAX_EXPANSION: u64 = 128 * 1024 / 4;
 /// The id columns, in file order, before the hook columns.
 pub const ID_COLUMNS: [&str; 3] = ["token_ids", "doc_ids", "positions"];
 
@@ -110,6 +114,8 @@ pub fn write(dir: &Path, file: &str, spec: &StoreSpec, rows: &ShardRows<'_>) -> 
     monoscope_core::atomic::write_with(&path, |w| {
         use std::io::Write;
         w.write_all(&header)?;
+        w.flush()?;
+        monoscope_core::fault::reach(monoscope_core::fault::FaultPoint::ShardWrite)?;
         frames.iter().try_for_each(|f| w.write_all(f))
     })
     .map_err(|e| StoreError::io(&path, e))?;
@@ -283,14 +289,30 @@ impl ShardReader {
             } else {
                 (self.dtype.size() as u64, self.d_model as u64)
             };
-            let want = self.rows as u64 * width * elem;
-            if c.elem_size as u64 != elem || c.uncompressed != want {
+            let want = (self.rows as u64)
+                .checked_mul(width)
+                .and_then(|n| n.checked_mul(elem));
+            if c.elem_size as u64 != elem || Some(c.uncompressed) != want {
                 return Err(StoreError::mismatch(
                     &self.name,
                     &format!("decoded size of column `{}`", c.name),
-                    format!("{want} bytes"),
+                    want.map_or_else(
+                        || format!("{} rows × {width} × {elem} bytes (overflows)", self.rows),
+                        |w| format!("{w} bytes"),
+                    ),
                     format!("{} bytes of {}-byte values", c.uncompressed, c.elem_size),
                 ));
+            }
+            if c.uncompressed > c.compressed.saturating_mul(ZSTD_MAX_EXPANSION) {
+                return Err(StoreError::ShardUnreadable {
+                    shard: self.name.clone(),
+                    part: format!("column `{}`", c.name),
+                    reason: format!(
+                        "{} decoded bytes cannot come from a frame of {} bytes (zstd expands \
+                         at most {ZSTD_MAX_EXPANSION}×)",
+                        c.uncompressed, c.compressed
+                    ),
+                });
             }
             if c.offset
                 .checked_add(c.compressed)

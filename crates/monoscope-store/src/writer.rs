@@ -78,6 +78,9 @@ impl StoreWriter {
         // Every completed shard must still be intact: resuming on top of a damaged one would
         // produce a store that fails later, far from the cause.
         let manifest = Manifest::from_spec(&spec, progress.shards.clone());
+        if let Some(reason) = manifest.problem() {
+            return Err(StoreError::ManifestInvalid { path, reason });
+        }
         for entry in &progress.shards {
             ShardReader::open(dir, entry, &manifest)?;
         }

@@ -264,3 +264,138 @@ fn creating_over_an_existing_store_is_refused() {
         StoreWriter::create(dir.path(), common::spec(&[HOOK], 4, Dtype::F16, 20)).unwrap_err();
     assert_contains(&err.to_string(), &["already holds a store or other files"]);
 }
+
+// Sizes read from a store are checked against the bytes that back them before anything is
+// allocated or computed from them: each test below is a crafted store that made a reader
+// panic on an overflow or abort on an allocation it could not make.
+
+/// Rewrites the header of shard `SHARD` with `edit`, then records the header's new checksum in
+/// the manifest, so that the edit reaches the checks behind the checksum.
+fn edit_header(dir: &Path, edit: impl FnOnce(&mut [u8])) {
+    let path = dir.join(SHARD);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    edit(&mut bytes[..header_len]);
+    let checksum = xxhash_rust::xxh3::xxh3_64(&bytes[..header_len]);
+    std::fs::write(&path, &bytes).unwrap();
+    edit_manifest(dir, |m| {
+        m["shards"][1]["checksum"] = format!("{checksum:016x}").into()
+    });
+}
+
+/// Shard `SHARD` claims `rows` rows, in its header and in the manifest, with every column's
+/// decoded size to match (the test store: one hook of 4 f16 values a row).
+fn claim_rows(dir: &Path, rows: u64) {
+    edit_header(dir, |h| {
+        h[16..24].copy_from_slice(&rows.to_le_bytes());
+        for (c, per_row) in [4u64, 4, 4, 8].into_iter().enumerate() {
+            let at = 32 + 40 * c + 16;
+            h[at..at + 8].copy_from_slice(&(rows * per_row).to_le_bytes());
+        }
+    });
+    edit_manifest(dir, |m| {
+        m["shards"][1]["rows"] = rows.into();
+        m["rows"] = (rows + 30).into();
+    });
+}
+
+/// Regression: the shards' row counts were summed unchecked (a panic on overflow).
+#[test]
+fn row_counts_that_overflow_are_refused() {
+    let dir = store();
+    edit_manifest(dir.path(), |m| {
+        m["shards"][0]["rows"] = u64::MAX.into();
+        m["rows"] = 3.into();
+    });
+    assert_contains(
+        &read_error(dir.path()),
+        &["manifest.json: inconsistent manifest: the shards' rows add up past 2^64"],
+    );
+}
+
+/// Regression: a shard claiming 2^40 rows, consistently in its header and the manifest, had
+/// a buffer of that many rows reserved before decoding (the process aborted).
+#[test]
+fn more_rows_than_a_shard_can_decode_to_are_refused() {
+    let dir = store();
+    claim_rows(dir.path(), 1 << 40);
+    assert_contains(
+        &read_error(dir.path()),
+        &[
+            "manifest.json: inconsistent manifest: shard shard-000001.mss: rows 1099511627776 of 20 bytes each cannot decode",
+            "zstd expands at most 32768×",
+        ],
+    );
+}
+
+/// Regression: a column claiming more decoded bytes than its frame can hold had them reserved
+/// before zstd found the frame short. The claim here passes the manifest's bound for the whole
+/// shard but not the token column's own.
+#[test]
+fn a_column_claiming_more_than_its_frame_can_decode_to_is_refused() {
+    let dir = store();
+    let bytes = std::fs::read(dir.path().join(SHARD)).unwrap();
+    let token_frame = u64_at(&bytes, 32 + 8) as u64;
+    let rows = token_frame * 32768 / 4 + 1;
+    assert!(
+        rows * 20 <= bytes.len() as u64 * 32768,
+        "the shard bound must pass"
+    );
+    claim_rows(dir.path(), rows);
+    assert_contains(
+        &read_error(dir.path()),
+        &[
+            "shard shard-000001.mss: unreadable column `token_ids`",
+            "cannot come from a frame of",
+        ],
+    );
+}
+
+/// Regression: an empty store claiming rows of 2^40 values had a batch of that width reserved
+/// before any shard vouched for it (the process aborted); it reads as the empty store it is.
+#[test]
+fn an_empty_store_of_any_width_reads_nothing() {
+    let dir = store();
+    edit_manifest(dir.path(), |m| {
+        m["shards"] = serde_json::json!([]);
+        m["rows"] = 0.into();
+        m["d_model"] = (1u64 << 40).into();
+    });
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store
+            .sequential(SequentialOptions::new(HOOK, 7))
+            .unwrap()
+            .count(),
+        0
+    );
+    let shuffled = monoscope_store::ShuffleOptions::new(HOOK, 7, 1);
+    assert_eq!(store.shuffled(shuffled).unwrap().count(), 0);
+}
+
+/// Regression: resuming summed the row counts of `progress.json` unchecked (a panic).
+#[test]
+fn resuming_from_progress_whose_rows_overflow_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::spec(&[HOOK], 4, Dtype::F16, 20);
+    drop(StoreWriter::create(dir.path(), spec.clone()).unwrap());
+    let path = dir.path().join("progress.json");
+    let mut progress: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let entry = |file: &str, rows: u64| {
+        serde_json::json!({"file": file, "rows": rows, "compressed_bytes": 1,
+            "uncompressed_bytes": 1, "checksum": "0000000000000000"})
+    };
+    progress["shards"] = serde_json::json!([
+        entry("shard-000000.mss", u64::MAX),
+        entry("shard-000001.mss", 2)
+    ]);
+    std::fs::write(&path, progress.to_string()).unwrap();
+    let msg = StoreWriter::resume(dir.path(), spec)
+        .unwrap_err()
+        .to_string();
+    assert_contains(
+        &msg,
+        &["progress.json: inconsistent manifest: the shards' rows add up past 2^64"],
+    );
+}

@@ -162,8 +162,7 @@ impl HttpExplainer {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .map(str::to_string);
         let text = match response.body_mut().read_to_string() {
             Ok(t) => t,
             Err(ureq::Error::Timeout(t)) => {
@@ -174,32 +173,62 @@ impl HttpExplainer {
             }
             Err(e) => return Err(Attempt::Retry(format!("reading the answer: {e}"), None)),
         };
-        if !(200..300).contains(&status) {
-            let message = format!("HTTP {status}: {}", excerpt(&text));
-            return Err(match status {
-                408 | 429 | 500..=599 => Attempt::Retry(message, retry_after),
-                _ => Attempt::Fail(message),
-            });
-        }
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Attempt::Retry(format!("malformed JSON ({e}): {}", excerpt(&text)), None)
-        })?;
-        let content = value
-            .pointer("/choices/0/message/content")
-            .and_then(|c| c.as_str())
-            .ok_or_else(|| {
-                Attempt::Retry(
-                    format!("no choices[0].message.content in {}", excerpt(&text)),
-                    None,
-                )
-            })?;
-        let count = |p: &str| value.pointer(p).and_then(|v| v.as_u64()).unwrap_or(0);
-        self.usage.add(
-            count("/usage/prompt_tokens"),
-            count("/usage/completion_tokens"),
-        );
-        Ok(content.to_string())
+        let (content, usage) = read_reply(status, retry_after.as_deref(), &text)?;
+        self.usage.add(usage.tokens_in, usage.tokens_out);
+        Ok(content)
     }
+
+    /// What one reply of the endpoint says: the assistant's text and the tokens the reply
+    /// reports, from its HTTP `status`, `Retry-After` header and `body`; or the error this
+    /// explainer gives for it, which names the endpoint. Nothing is sent: this is the parsing
+    /// every reply to [`HttpExplainer::complete`] goes through, for tests to feed any reply.
+    pub fn parse_reply(
+        &self,
+        status: u16,
+        retry_after: Option<&str>,
+        body: &str,
+    ) -> Result<(String, Usage), LabelError> {
+        read_reply(status, retry_after, body).map_err(|e| match e {
+            Attempt::Retry(message, _) | Attempt::Fail(message) => self.error(message),
+        })
+    }
+}
+
+/// The assistant's text and reported usage in a reply, or why the reply is unusable and
+/// whether asking again may help.
+fn read_reply(
+    status: u16,
+    retry_after: Option<&str>,
+    text: &str,
+) -> Result<(String, Usage), Attempt> {
+    if !(200..300).contains(&status) {
+        let message = format!("HTTP {status}: {}", excerpt(text));
+        let wait = retry_after
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Err(match status {
+            408 | 429 | 500..=599 => Attempt::Retry(message, wait),
+            _ => Attempt::Fail(message),
+        });
+    }
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Attempt::Retry(format!("malformed JSON ({e}): {}", excerpt(text)), None))?;
+    let content = value
+        .pointer("/choices/0/message/content")
+        .and_then(|c| c.as_str())
+        .ok_or_else(|| {
+            Attempt::Retry(
+                format!("no choices[0].message.content in {}", excerpt(text)),
+                None,
+            )
+        })?;
+    let count = |p: &str| value.pointer(p).and_then(|v| v.as_u64()).unwrap_or(0);
+    let usage = Usage {
+        tokens_in: count("/usage/prompt_tokens"),
+        tokens_out: count("/usage/completion_tokens"),
+        cache_hits: 0,
+    };
+    Ok((content.to_string(), usage))
 }
 
 fn excerpt(text: &str) -> String {

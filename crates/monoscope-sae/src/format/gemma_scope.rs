@@ -75,7 +75,7 @@ pub fn load_gemma_scope(path: &Path) -> Result<Sae, SaeError> {
         metadata,
         extra_cfg: Default::default(),
     };
-    sae.validate()?;
+    super::saelens::validate_from(&sae, &file)?;
     Ok(sae)
 }
 

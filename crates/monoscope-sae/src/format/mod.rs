@@ -59,38 +59,11 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, SaeError> {
 }
 
 /// Builds directory `dir` atomically: `fill` writes into a temporary sibling, which replaces
-/// `dir` only once complete, so an interrupted save never leaves a half-written SAE under the
-/// real name (same scheme as `monoscope_artifacts::atomic::write_dir`, with our error type).
+/// `dir` only once complete and synced, so an interrupted save never leaves a half-written
+/// SAE under the real name (`monoscope_artifacts::atomic::write_dir_with`).
 pub(crate) fn write_dir_atomic(
     dir: &Path,
     fill: impl FnOnce(&Path) -> Result<(), SaeError>,
 ) -> Result<(), SaeError> {
-    let sibling = |tag: &str| {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-        dir.with_file_name(format!(
-            ".{}.{tag}-{}",
-            name.unwrap_or_default(),
-            std::process::id()
-        ))
-    };
-    let (tmp, old) = (sibling("tmp"), sibling("old"));
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(SaeError::io(parent))?;
-    }
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(SaeError::io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(SaeError::io(&tmp))?;
-    if let Err(e) = fill(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(SaeError::io(dir))?;
-        std::fs::rename(&tmp, dir).map_err(SaeError::io(dir))?;
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
-    } else {
-        std::fs::rename(&tmp, dir).map_err(SaeError::io(dir))
-    }
+    monoscope_artifacts::atomic::write_dir_with(dir, fill, |path, e| SaeError::io(path)(e))
 }

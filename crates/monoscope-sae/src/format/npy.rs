@@ -24,9 +24,14 @@ fn bad(path: &Path, member: &str, reason: impl Into<String>) -> SaeError {
     }
 }
 
+/// The most deflate can expand, as zlib documents it (longest matches in the fewest bits): a
+/// member claiming more than this per compressed byte is lying about its size.
+const DEFLATE_MAX_EXPANSION: u64 = 1032;
+
 /// Every member of the `.npz` archive at `path`, by name without the `.npy` suffix.
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, NpyArray>, SaeError> {
     let file = std::fs::File::open(path).map_err(SaeError::io(path))?;
+    let file_len = file.metadata().map_err(SaeError::io(path))?.len();
     let mut archive = zip::ZipArchive::new(file)
         .map_err(|e| bad(path, "(archive)", format!("not a zip: {e}")))?;
     let mut out = BTreeMap::new();
@@ -38,7 +43,20 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, NpyArray>, SaeError> {
         let Some(key) = name.strip_suffix(".npy") else {
             continue;
         };
-        let mut bytes = Vec::with_capacity(member.size() as usize);
+        // The sizes come from the archive's directory: both are checked against what the file
+        // can hold before the claimed size reserves anything.
+        let (size, packed) = (member.size(), member.compressed_size());
+        if packed > file_len || size > packed.saturating_mul(DEFLATE_MAX_EXPANSION) {
+            return Err(bad(
+                path,
+                &name,
+                format!(
+                    "claims {size} bytes from {packed} compressed bytes, which a file of \
+                     {file_len} bytes cannot hold"
+                ),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
         member
             .read_to_end(&mut bytes)
             .map_err(|e| bad(path, &name, format!("cannot read: {e}")))?;

@@ -133,9 +133,14 @@ pub fn read_sae_info(dir: &Path) -> Result<SaeInfo, SaeError> {
         });
     }
     let mut cfg = read_cfg(&cfg_path)?;
+    let (d_in, d_sae) = (
+        usize_key(&cfg, "d_in", &cfg_path)?,
+        usize_key(&cfg, "d_sae", &cfg_path)?,
+    );
+    check_dims_fit(dir, &cfg_path, d_in, d_sae)?;
     Ok(SaeInfo {
-        d_in: usize_key(&cfg, "d_in", &cfg_path)?,
-        d_sae: usize_key(&cfg, "d_sae", &cfg_path)?,
+        d_in,
+        d_sae,
         architecture: architecture_name(&cfg),
         k: cfg.get("k").and_then(Value::as_u64).map(|k| k as usize),
         metadata: take_metadata(&mut cfg, &cfg_path)?,
@@ -171,6 +176,7 @@ pub fn load_saelens(dir: &Path) -> Result<Sae, SaeError> {
     let mut cfg = read_cfg(&cfg_path)?;
     let d_in = usize_key(&cfg, "d_in", &cfg_path)?;
     let d_sae = usize_key(&cfg, "d_sae", &cfg_path)?;
+    check_dims_fit(dir, &cfg_path, d_in, d_sae)?;
     let arch_name = architecture_name(&cfg);
     match cfg.get("normalize_activations") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
@@ -251,8 +257,64 @@ pub fn load_saelens(dir: &Path) -> Result<Sae, SaeError> {
     if rescale {
         sae.fold_decoder_norm();
     }
-    sae.validate()?;
+    validate_from(&sae, &cfg_path)?;
     Ok(sae)
+}
+
+/// [`Sae::validate`], its error naming `path`: whatever it finds wrong was read from there.
+pub(super) fn validate_from(sae: &Sae, path: &Path) -> Result<(), SaeError> {
+    sae.validate().map_err(|e| match e {
+        SaeError::Config { key, value, reason } => SaeError::Unsupported {
+            path: path.to_path_buf(),
+            key,
+            value,
+            reason,
+        },
+        other => other,
+    })
+}
+
+/// Refuses `d_in` and `d_sae` (from `cfg_path`) that the weights file beside it cannot hold:
+/// it has `W_enc`, `W_dec`, `b_enc` and `b_dec`, at two bytes a value at the least. Readers of
+/// [`SaeInfo`] size tables and loops by these numbers without loading the weights. A directory
+/// with a `cfg.json` alone (a summary of an SAE kept elsewhere) is held to feature ids fitting
+/// the u32 that every file downstream stores them in.
+fn check_dims_fit(dir: &Path, cfg_path: &Path, d_in: usize, d_sae: usize) -> Result<(), SaeError> {
+    let weights = dir.join(SAELENS_WEIGHTS);
+    let file_len = match std::fs::metadata(&weights) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if u32::try_from(d_sae).is_err() || u32::try_from(d_in).is_err() {
+                return Err(unsupported(
+                    cfg_path,
+                    "d_sae",
+                    &d_sae.to_string(),
+                    &format!("with d_in = {d_in}: feature ids and widths must fit in a u32"),
+                ));
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(SaeError::io(&weights)(e)),
+    };
+    let (d, s) = (d_in as u64, d_sae as u64);
+    let need = d
+        .checked_mul(s)
+        .and_then(|n| n.checked_mul(2))
+        .and_then(|n| n.checked_add(d))
+        .and_then(|n| n.checked_add(s))
+        .and_then(|n| n.checked_mul(2));
+    if need.is_none_or(|need| need > file_len) {
+        return Err(unsupported(
+            cfg_path,
+            "d_sae",
+            &d_sae.to_string(),
+            &format!(
+                "with d_in = {d_in}, the weights need more than the {file_len} bytes of {}",
+                weights.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn take_metadata(cfg: &mut Map<String, Value>, path: &Path) -> Result<SaeMetadata, SaeError> {

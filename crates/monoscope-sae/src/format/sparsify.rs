@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::read_json;
-use super::saelens::{unsupported, usize_key};
+use super::saelens::{unsupported, usize_key, validate_from};
 use super::tensors::TensorFile;
 use crate::{Architecture, Sae, SaeError, SaeMetadata};
 
@@ -33,7 +33,15 @@ pub fn load_sparsify(dir: &Path) -> Result<Sae, SaeError> {
     let d_sae = if num_latents > 0 {
         num_latents
     } else {
-        d_in * usize_key(&cfg, "expansion_factor", &cfg_path)?
+        let factor = usize_key(&cfg, "expansion_factor", &cfg_path)?;
+        d_in.checked_mul(factor).ok_or_else(|| {
+            unsupported(
+                &cfg_path,
+                "expansion_factor",
+                &factor.to_string(),
+                &format!("d_in {d_in} × {factor} latents overflows"),
+            )
+        })?
     };
     if let Some(act) = cfg.get("activation").and_then(Value::as_str)
         && act != "topk"
@@ -91,7 +99,7 @@ pub fn load_sparsify(dir: &Path) -> Result<Sae, SaeError> {
         metadata,
         extra_cfg: Default::default(),
     };
-    sae.validate()?;
+    validate_from(&sae, &cfg_path)?;
     Ok(sae)
 }
 

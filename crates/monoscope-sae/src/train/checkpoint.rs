@@ -15,6 +15,7 @@ use super::params::{NAMES, Params};
 use super::trainer::{Trainer, Window};
 use crate::SaeError;
 use crate::format::{TensorFile, write_dir_atomic, write_tensors};
+use monoscope_artifacts::fault::FaultPoint;
 
 const STATE: &str = "state.safetensors";
 const META: &str = "trainer.json";
@@ -77,6 +78,8 @@ impl Trainer {
             entries.push(u64_entry("since_fired", &self.since_fired));
             entries.push(u64_entry("window_fired", &self.window.fired));
             write_tensors(&tmp.join(STATE), &entries)?;
+            let reached = monoscope_artifacts::fault::reach(FaultPoint::CheckpointSave);
+            reached.map_err(SaeError::io(&tmp.join(META)))?;
             let path = tmp.join(META);
             let text = serde_json::to_vec_pretty(&meta).map_err(|source| SaeError::Json {
                 path: path.clone(),

@@ -206,6 +206,8 @@ fn resume(
     fingerprint: &str,
     observer: &mut dyn FitObserver,
 ) -> Result<Option<(Trainer, Position)>, SaeError> {
+    // A save killed between its two renames leaves the previous checkpoint beside its name.
+    monoscope_artifacts::atomic::recover_dir(dir).map_err(SaeError::io(dir))?;
     if !dir.exists() {
         return Ok(None);
     }
