@@ -1,6 +1,6 @@
 //! `monoscope features <run-or-sae> --text ...` and `monoscope steer <run-or-sae> ...`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -38,8 +38,16 @@ pub struct FeaturesArgs {
     #[command(flatten)]
     pub source: SourceArgs,
     /// The text to run through the model.
-    #[arg(long)]
-    pub text: String,
+    #[arg(
+        long,
+        required_unless_present = "contrast",
+        conflicts_with = "contrast"
+    )]
+    pub text: Option<String>,
+    /// Two files of texts, one per line: list the features that fire more on the first set
+    /// than on the second, with the difference of their mean peaks and its standard error.
+    #[arg(long, num_args = 2, value_names = ["POSITIVE", "NEGATIVE"])]
+    pub contrast: Vec<PathBuf>,
     /// How many features to list.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
@@ -130,24 +138,32 @@ fn load_model(source: &SourceArgs) -> anyhow::Result<monoscope_lm::Model> {
 }
 
 pub fn features(args: FeaturesArgs) -> anyhow::Result<ExitCode> {
+    // Bad text files are reported before the model is loaded.
+    let contrast_texts = match args.contrast.as_slice() {
+        [positive, negative] => Some((read_texts(positive)?, read_texts(negative)?)),
+        _ => None,
+    };
     let (sae_dir, labels) = locate(&args.source)?;
     let sae = monoscope_sae::load_sae(&sae_dir)?;
     let table = FeatureTable::load(&sae_dir, sae.d_sae, labels.as_deref())?;
     let model = load_model(&args.source)?;
     let steerer = Steerer::new(&model, sae, args.source.hook.as_deref(), table)?;
-    let hits = steerer.top_features(&args.text, args.top)?;
+    let text = match (&args.text, contrast_texts) {
+        (_, Some(texts)) => {
+            let files = (&args.contrast[0], &args.contrast[1]);
+            return contrast(&steerer, &sae_dir, files, texts, args.top, args.json);
+        }
+        (Some(text), None) => text,
+        (None, None) => bail!("give --text or --contrast"),
+    };
+    let hits = steerer.top_features(text, args.top)?;
     if args.json {
         for hit in &hits {
             println!("{}", serde_json::to_string(hit)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{} on {:?} at {}",
-        sae_dir.display(),
-        args.text,
-        steerer.hook()
-    );
+    println!("{} on {:?} at {}", sae_dir.display(), text, steerer.hook());
     println!(
         "{:>7}  {:>10}  {:>8}  {:>9}  {:<16} label",
         "feature", "activation", "× max", "frequency", "peak token"
@@ -251,6 +267,71 @@ pub fn steer(args: SteerArgs) -> anyhow::Result<ExitCode> {
         let outputs = SteerOutputs::new(out.clone());
         outputs.write_report(&report)?;
         eprintln!("wrote {}", outputs.report_path().display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The texts of a contrast file, at least two (one per line).
+fn read_texts(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the texts", path.display()))?;
+    let texts = monoscope_steer::contrast::read_texts(&text);
+    if texts.len() < 2 {
+        bail!(
+            "{}: {} text(s); a contrast needs at least 2 per side (one per line) for a standard error",
+            path.display(),
+            texts.len()
+        );
+    }
+    Ok(texts)
+}
+
+/// `monoscope features --contrast POSITIVE NEGATIVE`.
+fn contrast(
+    steerer: &Steerer<'_>,
+    sae_dir: &Path,
+    (positive, negative): (&PathBuf, &PathBuf),
+    (pos, neg): (Vec<String>, Vec<String>),
+    top: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let hits = steerer.contrast(&pos, &neg, top)?;
+    if json {
+        for hit in &hits {
+            println!("{}", serde_json::to_string(hit)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} at {}: {} texts of {} against {} of {}",
+        sae_dir.display(),
+        steerer.hook(),
+        pos.len(),
+        positive.display(),
+        neg.len(),
+        negative.display()
+    );
+    println!(
+        "{:>7}  {:>19}  {:>8}  {:>8}  {:>13}  label",
+        "feature", "difference ± 1.96 SE", "pos mean", "neg mean", "fires pos/neg"
+    );
+    for hit in &hits {
+        println!(
+            "{:>7}  {:>8.3} ± {:<8.3}  {:>8.3}  {:>8.3}  {:>6.2}/{:<6.2}  {}{}",
+            hit.feature,
+            hit.difference,
+            1.96 * hit.standard_error,
+            hit.positive_mean,
+            hit.negative_mean,
+            hit.positive_firing,
+            hit.negative_firing,
+            hit.label.as_deref().unwrap_or(""),
+            if hit.scaled {
+                ""
+            } else {
+                " (raw peaks: no reliable training maximum)"
+            }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

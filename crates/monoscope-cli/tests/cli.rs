@@ -320,3 +320,32 @@ fn sae_info_describes_a_saelens_directory() {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
 }
+
+#[test]
+fn contrast_files_are_checked_before_anything_loads_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.txt");
+    std::fs::write(&one, "a single text\n\n").unwrap();
+    let (one, missing) = (one.to_str().unwrap(), "no/such/texts.txt");
+    let out = monoscope(&["features", "no/such/run", "--contrast", "Cargo.toml", one]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("one.txt: 1 text(s); a contrast needs at least 2"),
+        "{stderr}"
+    );
+    let out = monoscope(&[
+        "features",
+        "no/such/run",
+        "--contrast",
+        missing,
+        "Cargo.toml",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no/such/texts.txt: cannot read the texts"),
+        "{stderr}"
+    );
+    let out = monoscope(&["features", "no/such/run", "--contrast", "Cargo.toml"]);
+    assert_eq!(out.status.code(), Some(2), "one file is a usage error");
+}

@@ -11,6 +11,9 @@
 //!   (`123`, `label:<words>`, `text:<text>`).
 //! - [`steerer`] — [`Steerer`]: a model with an SAE at its hook; the features that fire most
 //!   on a text (`monoscope features --text`), feature selection, prompts as token ids.
+//! - [`contrast`] — contrastive search (`monoscope features --contrast POS NEG`): features
+//!   ranked by how much more they fire on one set of texts than another, with the difference's
+//!   standard error.
 //! - [`measure`] — effects without sampling: target log-probabilities, next-token KL on neutral
 //!   text.
 //! - [`experiment`] — one experiment: the sweep of strengths, generations with and without the
@@ -41,6 +44,7 @@
 //! `neutral_text`, `max_new_tokens`, `temperature` (0: greedy), `top_p`, `seed`,
 //! `matmul = "f32"|"int8"`, `steer_first_position`.
 
+pub mod contrast;
 pub mod edit;
 mod error;
 pub mod experiment;
@@ -50,6 +54,7 @@ pub use monoscope_artifacts::steer as report;
 pub mod stage;
 pub mod steerer;
 
+pub use contrast::ContrastHit;
 pub use edit::{FeatureEdit, Mode, SaeSteering};
 pub use error::SteerError;
 pub use experiment::{ExperimentSpec, RunSettings};

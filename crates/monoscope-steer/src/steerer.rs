@@ -1,6 +1,7 @@
 //! [`Steerer`]: a model and an SAE at its hook, ready to find features on a text, choose
 //! features, and build the interventions that steer them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use monoscope_formats::ChatMessage;
@@ -9,6 +10,7 @@ use monoscope_sae::Sae;
 use serde::{Deserialize, Serialize};
 
 use crate::SteerError;
+use crate::contrast::ContrastHit;
 use crate::edit::{FeatureEdit, SaeSteering};
 use crate::features::{FeatureSpec, FeatureTable};
 
@@ -208,6 +210,49 @@ impl<'m> Steerer<'m> {
             .collect();
         rank(&mut hits);
         hits.truncate(n);
+        Ok(hits)
+    }
+
+    /// Each feature's peak activation on `text`, over the positions [`Steerer::top_features`]
+    /// searches.
+    pub fn text_peaks(&self, text: &str) -> Result<BTreeMap<u32, f32>, SteerError> {
+        let codes = self.encode_ids(&self.text_ids(text)?)?;
+        let first = if codes.n_rows() > 2 { 2 } else { 1 };
+        let mut peaks = BTreeMap::new();
+        for pos in first..codes.n_rows() {
+            let (idx, val) = codes.row(pos);
+            for (&f, &v) in idx.iter().zip(val) {
+                let peak = peaks.entry(f).or_insert(v);
+                *peak = peak.max(v);
+            }
+        }
+        Ok(peaks)
+    }
+
+    /// The features that fire more on `positive` texts than on `negative` ones, with their
+    /// labels, ranked as [`crate::contrast::contrast`] ranks them; `n` at most.
+    pub fn contrast(
+        &self,
+        positive: &[String],
+        negative: &[String],
+        n: usize,
+    ) -> Result<Vec<ContrastHit>, SteerError> {
+        let peaks = |texts: &[String]| -> Result<Vec<_>, SteerError> {
+            texts.iter().map(|t| self.text_peaks(t)).collect()
+        };
+        let reliable_max = |f: u32| {
+            let reliable = self
+                .table
+                .firings(f)
+                .is_some_and(|n| n >= MIN_FIRINGS_FOR_MAX);
+            self.table.max_activation(f).filter(|_| reliable)
+        };
+        let mut hits =
+            crate::contrast::contrast(&peaks(positive)?, &peaks(negative)?, reliable_max);
+        hits.truncate(n);
+        for hit in &mut hits {
+            hit.label = self.table.label(hit.feature).map(str::to_owned);
+        }
         Ok(hits)
     }
 
