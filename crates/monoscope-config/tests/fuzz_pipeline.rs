@@ -14,10 +14,9 @@ use monoscope_core::{
     StageError, StreamKind, register_stage,
 };
 use monoscope_formats::testing::fuzz::{
-    ALLOCATION_BOUND, CountingAllocator, cases, largest_allocation, serial,
+    self, ALLOCATION_BOUND, CountingAllocator, largest_allocation, serial,
 };
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use serde::{Deserialize, Serialize};
 
 #[global_allocator]
@@ -344,12 +343,7 @@ fn pipeline_toml_edits() {
     // The unedited pipeline is valid: the edits start from one that loads.
     load_with_env(&path, &[], &registry, false).unwrap();
 
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        max_shrink_iters: 256,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = fuzz::runner(256);
     let edits = proptest::collection::vec(text_edit(), 1..5);
     runner
         .run(&edits, |edits| {

@@ -14,12 +14,12 @@ use std::path::Path;
 use half::bf16;
 use monoscope_formats::testing::TinyLlama;
 use monoscope_formats::testing::fuzz::{
-    ALLOCATION_BOUND, ByteEdit, CountingAllocator, EXTREMES, Field, JsonEdit, cases, gguf_fields,
+    self, ALLOCATION_BOUND, ByteEdit, CountingAllocator, EXTREMES, Field, JsonEdit, gguf_fields,
     largest_allocation, safetensors_header, serial, with_safetensors_header,
 };
 use monoscope_formats::{GgufFile, load_model};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use safetensors::{Dtype, tensor::TensorView};
 use serde_json::{Value, json};
 
@@ -27,13 +27,7 @@ use serde_json::{Value, json};
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn runner() -> TestRunner {
-    TestRunner::new(Config {
-        cases: cases(),
-        // Shrinking a file-sized input takes long and the failing edits are already small.
-        max_shrink_iters: 256,
-        failure_persistence: None,
-        ..Config::default()
-    })
+    fuzz::runner(256)
 }
 
 fn extreme() -> impl Strategy<Value = u64> {

@@ -12,24 +12,19 @@
 use std::time::Duration;
 
 use monoscope_formats::testing::fuzz::{
-    ALLOCATION_BOUND, CountingAllocator, EXTREMES, JsonEdit, cases, largest_allocation, serial,
+    self, ALLOCATION_BOUND, CountingAllocator, EXTREMES, JsonEdit, largest_allocation, serial,
 };
 use monoscope_label::explainer::{HttpExplainer, HttpSettings, ResponseCache};
 use monoscope_label::prompt::{parse_explanation, parse_yes_no};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::{Value, json};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn runner() -> TestRunner {
-    TestRunner::new(Config {
-        cases: cases(),
-        max_shrink_iters: 1024,
-        failure_persistence: None,
-        ..Config::default()
-    })
+    fuzz::runner(1024)
 }
 
 /// Characters that trip text handling: lowercase of another byte length (`İ`, the Kelvin

@@ -9,12 +9,11 @@
 //! `monoscope_formats::testing::fuzz::DEFAULT_CASES`.
 
 use monoscope_formats::testing::fuzz::{
-    ALLOCATION_BOUND, ByteEdit, CountingAllocator, EXTREMES, Field, JsonEdit, cases,
+    self, ALLOCATION_BOUND, ByteEdit, CountingAllocator, EXTREMES, Field, JsonEdit,
     largest_allocation, safetensors_header, serial, with_safetensors_header,
 };
 use monoscope_sae::{Architecture, Sae, SaeError, load_sae, read_sae_info, save_saelens};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 
 #[global_allocator]
@@ -144,12 +143,7 @@ fn saelens_dirs() {
             1 => proptest::collection::vec(byte_edit(weights_len), 1..3),
         ],
     );
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        max_shrink_iters: 256,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = fuzz::runner(256);
     runner
         .run(&strategy, |(base, cfg_edits, header_edits, byte_edits)| {
             let (cfg, weights) = &valid[base];

@@ -16,12 +16,11 @@ use std::path::Path;
 
 use common::write_store;
 use monoscope_formats::testing::fuzz::{
-    ALLOCATION_BOUND, ByteEdit, CountingAllocator, EXTREMES, JsonEdit, cases, largest_allocation,
+    self, ALLOCATION_BOUND, ByteEdit, CountingAllocator, EXTREMES, JsonEdit, largest_allocation,
     serial,
 };
 use monoscope_store::{Dtype, SequentialOptions, ShuffleOptions, Store, StoreError, info, verify};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -323,12 +322,7 @@ fn shards_and_manifests() {
     let dir = tmp.path().join("case");
     let dir_name = dir.display().to_string();
     let edits = proptest::collection::vec(store_edit(columns, shard_len), 1..5);
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        max_shrink_iters: 256,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = fuzz::runner(256);
     runner
         .run(&edits, |edits| {
             let mut files = valid.clone();

@@ -31,6 +31,18 @@ pub fn cases() -> u32 {
         .unwrap_or(DEFAULT_CASES)
 }
 
+/// The runner of every fuzz target: [`cases`] cases, no regression files written, and
+/// shrinking capped at `max_shrink_iters` (shrinking a file-sized input takes long, and the
+/// failing edits are already small).
+pub fn runner(max_shrink_iters: u32) -> proptest::test_runner::TestRunner {
+    proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: cases(),
+        max_shrink_iters,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })
+}
+
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
 static SERIAL: Mutex<()> = Mutex::new(());
 
