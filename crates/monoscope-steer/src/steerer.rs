@@ -177,21 +177,8 @@ impl<'m> Steerer<'m> {
     /// for "Paris…" and "Photosynthesis…").
     pub fn top_features(&self, text: &str, n: usize) -> Result<Vec<FeatureHit>, SteerError> {
         let ids = self.text_ids(text)?;
-        let codes = self.encode_ids(&ids)?;
-        let first = if codes.n_rows() > 2 { 2 } else { 1 };
-        // feature -> (peak, position, active positions)
-        let mut peaks = std::collections::BTreeMap::<u32, (f32, usize, usize)>::new();
-        for pos in first..codes.n_rows() {
-            let (idx, val) = codes.row(pos);
-            for (&f, &v) in idx.iter().zip(val) {
-                let e = peaks.entry(f).or_insert((v, pos, 0));
-                if v > e.0 {
-                    (e.0, e.1) = (v, pos);
-                }
-                e.2 += 1;
-            }
-        }
-        let mut hits: Vec<FeatureHit> = peaks
+        let mut hits: Vec<FeatureHit> = self
+            .peaks(&ids)?
             .into_iter()
             .map(|(feature, (activation, position, active))| FeatureHit {
                 feature,
@@ -216,14 +203,28 @@ impl<'m> Steerer<'m> {
     /// Each feature's peak activation on `text`, over the positions [`Steerer::top_features`]
     /// searches.
     pub fn text_peaks(&self, text: &str) -> Result<BTreeMap<u32, f32>, SteerError> {
-        let codes = self.encode_ids(&self.text_ids(text)?)?;
+        let peaks = self.peaks(&self.text_ids(text)?)?;
+        Ok(peaks
+            .into_iter()
+            .map(|(f, (peak, _, _))| (f, peak))
+            .collect())
+    }
+
+    /// Feature → (peak, its position, positions where it fires) over the positions of `ids`
+    /// that are searched: BOS and the first token after it are skipped unless the text is one
+    /// token.
+    fn peaks(&self, ids: &[u32]) -> Result<BTreeMap<u32, (f32, usize, usize)>, SteerError> {
+        let codes = self.encode_ids(ids)?;
         let first = if codes.n_rows() > 2 { 2 } else { 1 };
-        let mut peaks = BTreeMap::new();
+        let mut peaks = BTreeMap::<u32, (f32, usize, usize)>::new();
         for pos in first..codes.n_rows() {
             let (idx, val) = codes.row(pos);
             for (&f, &v) in idx.iter().zip(val) {
-                let peak = peaks.entry(f).or_insert(v);
-                *peak = peak.max(v);
+                let e = peaks.entry(f).or_insert((v, pos, 0));
+                if v > e.0 {
+                    (e.0, e.1) = (v, pos);
+                }
+                e.2 += 1;
             }
         }
         Ok(peaks)
