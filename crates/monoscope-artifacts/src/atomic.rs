@@ -133,17 +133,11 @@ pub fn recover_dir(path: &Path) -> io::Result<()> {
     for entry in entries {
         let entry = entry?;
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        for tag in [TMP, OLD] {
-            let prefix = format!(".{name}.{tag}-");
-            let Some(pid) = file_name.strip_prefix(&prefix) else {
-                continue;
-            };
-            let Ok(pid) = pid.parse::<u32>() else {
-                continue;
-            };
-            if pid == std::process::id() || !process_runs(pid) {
-                stale.push((tag, entry.path()));
-            }
+        let Some(sibling) = Interrupted::parse(&file_name).filter(|s| s.name == name) else {
+            continue;
+        };
+        if sibling.pid == std::process::id() || !process_runs(sibling.pid) {
+            stale.push((sibling.tag, entry.path()));
         }
     }
     if !path.exists()
@@ -174,9 +168,9 @@ pub fn recover_tree(dir: &Path, recursive: bool) -> io::Result<()> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        match interrupted_name(&name) {
-            Some(original) => {
-                interrupted.insert(original.to_string());
+        match Interrupted::parse(&name) {
+            Some(sibling) => {
+                interrupted.insert(sibling.name.to_string());
             }
             None if recursive && entry.file_type()?.is_dir() => subdirs.push(entry.path()),
             None => {}
@@ -191,14 +185,23 @@ pub fn recover_tree(dir: &Path, recursive: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// `NAME` of a `.NAME.tmp-PID` or `.NAME.old-PID` entry.
-fn interrupted_name(entry: &str) -> Option<&str> {
-    let rest = entry.strip_prefix('.')?;
-    let (stem, pid) = rest.rsplit_once('-')?;
-    pid.parse::<u32>().ok()?;
-    stem.strip_suffix(".tmp")
-        .or_else(|| stem.strip_suffix(".old"))
-        .filter(|name| !name.is_empty())
+/// A `.NAME.tmp-PID` or `.NAME.old-PID` entry: what an interrupted write of `NAME` left.
+#[derive(Debug, PartialEq)]
+struct Interrupted<'a> {
+    name: &'a str,
+    tag: &'static str,
+    pid: u32,
+}
+
+impl<'a> Interrupted<'a> {
+    fn parse(entry: &'a str) -> Option<Interrupted<'a>> {
+        let (stem, pid) = entry.strip_prefix('.')?.rsplit_once('-')?;
+        let pid = pid.parse().ok()?;
+        let (name, tag) = [TMP, OLD]
+            .into_iter()
+            .find_map(|tag| Some((stem.strip_suffix(&format!(".{tag}"))?, tag)))?;
+        (!name.is_empty()).then_some(Interrupted { name, tag, pid })
+    }
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {
@@ -336,9 +339,15 @@ mod tests {
             b"old"
         );
         assert_eq!(fs::read_dir(&sae).unwrap().count(), 1);
-        assert_eq!(interrupted_name(".a.b.tmp-12"), Some("a.b"));
-        assert_eq!(interrupted_name(".a.tmp-x"), None);
-        assert_eq!(interrupted_name("a.tmp-1"), None);
+        let parsed = Interrupted::parse(".a.b.tmp-12");
+        let expected = Interrupted {
+            name: "a.b",
+            tag: TMP,
+            pid: 12,
+        };
+        assert_eq!(parsed, Some(expected));
+        assert_eq!(Interrupted::parse(".a.tmp-x"), None);
+        assert_eq!(Interrupted::parse("a.tmp-1"), None);
     }
 
     #[test]
