@@ -55,6 +55,8 @@ fn the_site_works_in_headless_chromium() {
         .args(["--site".as_ref(), site.as_os_str()])
         .args(["--query", "golden", "--script-feature", "7"])
         .args(["--script-text", SCRIPT_TOKEN])
+        // The synthetic run has every analysis: a page that goes missing must fail, not skip.
+        .args(["--analyses", "families,coverage,attribution,contrast"])
         .args(["--shots".as_ref(), shots.as_os_str()])
         .output()
         .unwrap();

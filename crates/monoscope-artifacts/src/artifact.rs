@@ -24,6 +24,10 @@ impl ArtifactKind {
     pub const CLUSTERS: ArtifactKind = ArtifactKind(Cow::Borrowed("clusters"));
     /// A steering report.
     pub const STEERING_REPORT: ArtifactKind = ArtifactKind(Cow::Borrowed("steering-report"));
+    /// Feature splitting across a family of SAEs (`split.json`).
+    pub const SPLIT: ArtifactKind = ArtifactKind(Cow::Borrowed("split"));
+    /// Concept coverage against frequency (`coverage.json` and its plot).
+    pub const COVERAGE: ArtifactKind = ArtifactKind(Cow::Borrowed("coverage"));
 
     pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
         ArtifactKind(name.into())

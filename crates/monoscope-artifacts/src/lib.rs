@@ -8,7 +8,9 @@
 //!   and [`Run::open`], which finds a stage's directory by the kind `run.json` records for it.
 //! - One module per stage kind, each with the kind's name, its file names, its records and an
 //!   `…Outputs` type over a stage directory that reads and writes them: [`capture`], [`train`]
-//!   (also `import-sae`), [`label`] (`autointerp-label`), [`cluster`], [`steer`], [`browser`].
+//!   (also `import-sae`), [`label`] (`autointerp-label`), [`cluster`], [`steer`], [`browser`],
+//!   and the analyses [`split`] (feature splitting across sizes) and [`coverage`]
+//!   (completeness against frequency).
 //! - [`Artifact`], [`ArtifactKind`]: what an artifact port carries between stages.
 //! - [`json`]: JSON and JSON-lines reads that name the file and line of a bad record, and
 //!   atomic writes; [`atomic`]: write-to-temporary-then-rename, synced, with the recovery of
@@ -21,11 +23,13 @@ pub mod atomic;
 pub mod browser;
 pub mod capture;
 pub mod cluster;
+pub mod coverage;
 mod error;
 pub mod fault;
 pub mod json;
 pub mod label;
 pub mod run;
+pub mod split;
 pub mod steer;
 pub mod train;
 

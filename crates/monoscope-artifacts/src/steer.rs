@@ -1,5 +1,9 @@
 //! The files of a steer stage directory: the steering report, `report.json` (the shape below)
-//! and `report.md` (the same, for people), both written atomically.
+//! and `report.md` (the same, for people), both written atomically; and, when the stage was
+//! asked for attributions, `attributions.json` ([`Attribution`] per prompt: each feature's
+//! attribution to a target's log-probability at each position, beside its real ablation
+//! effect); and, when asked for contrastive searches, `contrasts.json` ([`Contrast`] per pair
+//! of text sets).
 //!
 //! ```text
 //! {"model": str, "hook": str, "seed": u64, "sae": str, "settings": {...},
@@ -27,6 +31,8 @@ use crate::{atomic, json};
 pub const KIND: &str = "steer";
 pub const REPORT_FILE: &str = "report.json";
 pub const REPORT_MARKDOWN_FILE: &str = "report.md";
+pub const ATTRIBUTIONS_FILE: &str = "attributions.json";
+pub const CONTRASTS_FILE: &str = "contrasts.json";
 
 /// How an edit changes one feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -77,6 +83,32 @@ impl SteerOutputs {
 
     pub fn report(&self) -> Result<Option<Report>> {
         json::read_optional(&self.report_path())
+    }
+
+    pub fn attributions_path(&self) -> PathBuf {
+        self.dir.join(ATTRIBUTIONS_FILE)
+    }
+
+    pub fn attributions(&self) -> Result<Option<Vec<Attribution>>> {
+        json::read_optional(&self.attributions_path())
+    }
+
+    /// Writes `attributions.json` atomically.
+    pub fn write_attributions(&self, attributions: &[Attribution]) -> Result<()> {
+        json::write_pretty(&self.attributions_path(), &attributions)
+    }
+
+    pub fn contrasts_path(&self) -> PathBuf {
+        self.dir.join(CONTRASTS_FILE)
+    }
+
+    pub fn contrasts(&self) -> Result<Option<Vec<Contrast>>> {
+        json::read_optional(&self.contrasts_path())
+    }
+
+    /// Writes `contrasts.json` atomically.
+    pub fn write_contrasts(&self, contrasts: &[Contrast]) -> Result<()> {
+        json::write_pretty(&self.contrasts_path(), &contrasts)
     }
 
     /// Writes `report.json` and `report.md` (the directory created if needed), each atomically.
@@ -294,4 +326,80 @@ fn cell(text: &str) -> String {
         .replace('\\', "\\\\")
         .replace('|', "\\|")
         .replace(['\n', '\r'], " ⏎ ")
+}
+
+/// Which features a target's log-probability rests on, for one prompt: each active feature's
+/// attribution at each position (activation × the gradient of the target's log-probability
+/// along its decoder direction, the SAE's error term kept), and for the strongest, the real
+/// effect of ablating it there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    pub prompt: String,
+    /// The continuation whose log-probability is explained (one or more tokens).
+    pub target: String,
+    pub hook: String,
+    /// The tokens of prompt and target, as the model saw them (BOS first when it has one).
+    pub tokens: Vec<String>,
+    /// Index of the first target token in `tokens`.
+    pub target_start: usize,
+    /// `log p(target | prompt)`: the sum over the target's tokens.
+    pub target_logprob: f64,
+    /// Per position, the attribution of the SAE's error term (what the features miss).
+    pub error_attribution: Vec<f64>,
+    /// The strongest (feature, position) pairs by |attribution|, strongest first.
+    pub entries: Vec<AttributionEntry>,
+    /// Of the ablated entries, how many changed the log-probability the way the attribution
+    /// predicted (ablation effect of the opposite sign to the attribution).
+    pub ablated: usize,
+    pub sign_agreements: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributionEntry {
+    pub feature: u32,
+    pub position: usize,
+    pub activation: f32,
+    /// First-order effect of the feature on `target_logprob`: ablating it is predicted to
+    /// change the log-probability by minus this.
+    pub attribution: f64,
+    /// The real change of `target_logprob` when the feature is clamped to 0 at this position
+    /// (the rest of the activation, error term included, kept); `None` when not ablated.
+    pub ablation_effect: Option<f64>,
+    pub label: Option<String>,
+}
+
+/// A contrastive search: the features that fire more on one set of texts than on another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contrast {
+    /// What the search looks for, in words (e.g. "France").
+    pub name: String,
+    /// The files the texts came from, one text per line.
+    pub positive: String,
+    pub negative: String,
+    pub positive_texts: usize,
+    pub negative_texts: usize,
+    /// Ranked by the lower end of the difference's 95% interval, best first.
+    pub hits: Vec<ContrastHit>,
+}
+
+/// One feature's contrast between the positive and the negative texts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContrastHit {
+    pub feature: u32,
+    /// Mean over the positive texts of the per-text peak (a multiple of the training maximum
+    /// when `scaled`).
+    pub positive_mean: f64,
+    pub negative_mean: f64,
+    /// `positive_mean - negative_mean`.
+    pub difference: f64,
+    /// Welch's standard error of the difference.
+    pub standard_error: f64,
+    /// `difference - 1.96 · standard_error`: what the ranking sorts by.
+    pub lower_bound: f64,
+    /// Fraction of the positive (negative) texts on which the feature fires at all.
+    pub positive_firing: f64,
+    pub negative_firing: f64,
+    /// Whether the peaks are multiples of the feature's training maximum.
+    pub scaled: bool,
+    pub label: Option<String>,
 }

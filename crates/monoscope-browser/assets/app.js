@@ -50,7 +50,7 @@ function el(tag, attrs, ...children) {
 }
 
 function append(node, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     node.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -134,6 +134,35 @@ document.addEventListener("mouseout", (event) => {
 
 // ---------------------------------------------------------------- pages
 
+// Labels made only of digits and punctuation (a feature for "0" or ",") are real but say
+// little about what a dictionary found; the overview lists labels with a letter in them.
+function hasWords(label) {
+  return /\p{L}/u.test(String(label || ""));
+}
+
+function analysisData(idx, name) {
+  return idx.has[name] ? monoscope.load(name, "data/" + name + ".js") : Promise.resolve(null);
+}
+
+function memberName(split, member) {
+  const m = split.members[member] || {};
+  return String(m.name) + " (" + m.d_sae + ")";
+}
+
+function tokenList(tokens, limit = 4) {
+  return (tokens || []).slice(0, limit).map((t) => el("span", { class: "tokens-inline" }, visibleToken(t)));
+}
+
+// The features of the site's SAE in a family tree, the most frequent first.
+function mainFeaturesIn(tree, main) {
+  const found = [];
+  (function walk(node) {
+    if (node.member === main) found.push(node);
+    else if (node.member < main) (node.children || []).forEach(walk);
+  })(tree);
+  return found.sort((a, b) => b.firings - a.firings);
+}
+
 async function renderHome() {
   const idx = await index();
   const m = idx.metrics || {};
@@ -147,13 +176,26 @@ async function renderHome() {
   const labelled = idx.columns.label.filter((l) => l !== null && l !== "").length;
   const summary = idx.label_summary || {};
   const scored = [];
-  idx.columns.score.forEach((s, id) => { if (typeof s === "number") scored.push([s, id]); });
+  idx.columns.score.forEach((s, id) => { if (typeof s === "number" && hasWords(labelOf(idx, id))) scored.push([s, id]); });
   scored.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  const [families, coverage, attribution, contrast, steering] = await Promise.all(
+    ["families", "coverage", "attribution", "contrast", "steering"].map((name) => analysisData(idx, name)));
+  const findings = [
+    families && familiesFinding(idx, families),
+    coverage && coverageFinding(coverage),
+    attribution && attributionFinding(idx, attribution),
+    contrast && contrastFinding(idx, contrast),
+  ].filter(Boolean);
+  const recognisable = recognisableFeatures(idx, families, contrast, steering);
   show(
     el("h1", {}, idx.title),
     el("p", { class: "muted" },
       [idx.model, idx.hook, idx.architecture, idx.d_in && idx.d_in + " → " + idx.d_sae, idx.k && "k = " + idx.k]
         .filter(Boolean).join(" · ")),
+    findings.length ? el("section", { id: "findings" }, el("h2", {}, "What this run found"), el("div", { class: "findings" }, findings)) : "",
+    recognisable.length ? el("section", { id: "recognisable" }, el("h2", {}, "Features to start with"),
+      el("ul", { class: "recognisable" }, recognisable)) : "",
+    findings.length || recognisable.length ? el("h2", {}, "The dictionary") : "",
     el("div", { class: "cards" }, cards.map(([name, value]) =>
       el("div", { class: "card" }, el("div", { class: "value" }, String(value)), el("div", { class: "name" }, name)))),
     el("p", {}, labelled + " labelled features",
@@ -162,10 +204,94 @@ async function renderHome() {
       idx.has.map ? [" · ", el("a", { href: "#/map" }, "the map")] : "",
       idx.has.steering ? [" · ", el("a", { href: "#/steering" }, "steering")] : ""),
     scored.length ? [
-      el("h2", {}, "Best-scored labels"),
+      el("h2", { id: "best-labels" }, "Best-scored labels"),
       featureTable(idx, scored.slice(0, 10).map(([, id]) => id)),
     ] : "",
   );
+}
+
+function familiesFinding(idx, families) {
+  const split = idx.split;
+  const sizes = split.members.map((mb) => String(mb.name) + " (" + mb.d_sae + ")").join(" → ");
+  return el("div", { class: "finding", id: "finding-families" },
+    el("h3", {}, el("a", { href: "#/families" }, "Feature splitting")),
+    el("p", {}, families.split + " of " + families.roots + " features of the smallest SAE split into more than one feature of the largest (" + sizes + "). The largest families:"),
+    el("ul", {}, families.families.slice(0, 5).map((f) => {
+      const mains = mainFeaturesIn(f.tree, split.main).slice(0, 3);
+      return el("li", {},
+        el("a", { href: "#/families?root=" + f.root }, "family " + f.root), " ", tokenList(f.tree.top_tokens, 2),
+        " " + f.sizes.join(" → ") + ": ",
+        mains.map((n, i) => [i ? ", " : "", featureLink(n.feature), " " + (labelOf(idx, n.feature) || "")]));
+    })));
+}
+
+function coveredCounts(coverage) {
+  return coverage.members.map((mb, i) => coverage.concepts.filter((c) => c.best[i] && c.best[i].covered).length);
+}
+
+function coverageFinding(coverage) {
+  const counts = coveredCounts(coverage);
+  const total = coverage.concepts.length;
+  return el("div", { class: "finding", id: "finding-coverage" },
+    el("h3", {}, el("a", { href: "#/coverage" }, "Coverage of " + total + " concepts")),
+    el("ul", {}, coverage.members.map((mb, i) => el("li", {},
+      String(mb.name) + " (" + mb.d_sae + " features): " + counts[i] + " of " + total + " covered (" + percent(total ? counts[i] / total : 0) + ")"))));
+}
+
+function attributionFinding(idx, attribution) {
+  return el("div", { class: "finding", id: "finding-attribution" },
+    el("h3", {}, el("a", { href: "#/attribution" }, "Attribution")),
+    el("ul", {}, attribution.map((a) => el("li", {},
+      "“" + String(a.prompt) + "” → “" + String(a.target) + "”: ",
+      (a.entries || []).slice(0, 3).map((e, i) => [i ? ", " : "", featureLink(e.feature), " " + entryLabel(idx, e)]),
+      a.ablated ? el("span", { class: "muted" }, " · ablation agreed in sign for " + a.sign_agreements + " of " + a.ablated) : ""))));
+}
+
+function contrastFinding(idx, contrast) {
+  return el("div", { class: "finding", id: "finding-contrast" },
+    el("h3", {}, el("a", { href: "#/contrast" }, "Contrastive searches")),
+    el("ul", {}, contrast.map((c) => el("li", {},
+      String(c.name) + ": ",
+      (c.hits || []).slice(0, 3).map((h, i) => [i ? ", " : "", featureLink(h.feature), " " + entryLabel(idx, h) +
+        " (" + fmt(h.difference, 2) + " ± " + fmt(h.standard_error, 2) + ")"])))));
+}
+
+// The label an analysis recorded, else the site's.
+function entryLabel(idx, entry) {
+  return entry.label === null || entry.label === undefined ? labelOf(idx, entry.feature) : String(entry.label);
+}
+
+// Features a reader can recognise: what the steering experiments chose by a text, the
+// contrastive searches' best hits, and the site's SAE's features in the largest families.
+function recognisableFeatures(idx, families, contrast, steering) {
+  const seen = new Set();
+  const items = [];
+  const add = (id, label, why) => {
+    if (seen.has(id) || !(id >= 0 && id < idx.d_sae)) return;
+    seen.add(id);
+    items.push(el("li", { class: "recognisable-feature", "data-feature": id },
+      featureLink(id), " ", el("b", {}, label || labelOf(idx, id) || "(no label)"), el("span", { class: "muted" }, " — ", why)));
+  };
+  for (const x of (steering && steering.experiments) || []) {
+    for (const f of x.features || []) {
+      const by = String(f.selected_by || "");
+      if (!by.startsWith("text:")) continue;
+      add(f.id, f.label, ["chosen by the text “" + by.slice("text:".length) + "”",
+        f.token ? " (peaks on " + JSON.stringify(String(f.token)) + ")" : "", " for ",
+        el("a", { href: "#/steering" }, "steering")]);
+    }
+  }
+  for (const c of contrast || []) {
+    for (const h of (c.hits || []).slice(0, 2)) {
+      add(h.feature, h.label, ["top hit of the contrastive search “" + String(c.name) + "”"]);
+    }
+  }
+  for (const f of ((families && families.families) || []).slice(0, 5)) {
+    const [first] = mainFeaturesIn(f.tree, idx.split.main);
+    if (first) add(first.feature, null, ["in ", el("a", { href: "#/families?root=" + f.root }, "family " + f.root),
+      ", which splits into " + f.sizes[f.sizes.length - 1]]);
+  }
+  return items;
 }
 
 function featureTable(idx, ids) {
@@ -353,8 +479,49 @@ async function renderFeature(id) {
       el("div", { class: "contexts" }, (q.examples || []).map((c) => renderContext(c, scale))))),
     (ev.random || []).length ? [el("h2", {}, "Random contexts where it does not fire"),
       el("div", { class: "contexts" }, ev.random.map((c) => renderContext(c, scale)))] : "",
+    f.split && idx.split ? splitSection(idx, f.split) : "",
     el("h2", {}, "Nearest features (decoder cosine)"), neighbours,
   );
+}
+
+// A link measure's value, and which feature it points to when that is not the chosen parent.
+function linkValue(value, to, parent) {
+  return fmt(value, 2) + (to !== null && to !== undefined && to !== parent ? " (to #" + to + ")" : "");
+}
+
+function splitSection(idx, split) {
+  const s = idx.split;
+  const memberTag = (member) => el("span", { class: "member-tag", style: "background:" + clusterColour(member * 3) }, memberName(s, member));
+  const head = (...names) => el("thead", {}, el("tr", {}, names.map(([name, cls]) => el("th", { class: cls }, name))));
+  const parents = split.parents || [];
+  const children = split.children || [];
+  return [
+    el("h2", {}, "Feature splitting"),
+    el("p", { class: "muted" }, "Across SAEs of " + s.members.map((m) => m.d_sae).join(", ") + " features: parents by " + String(s.criterion) + "." +
+      (split.family !== null && split.family !== undefined ? " Family " + split.family + " (" : ""),
+      split.family !== null && split.family !== undefined ? [el("a", { href: "#/families?root=" + split.family }, "its tree"), ")."] : ""),
+    el("h3", {}, "Parents in the smaller SAEs"),
+    parents.length ? el("table", { id: "split-parents" },
+      head(["Parent in"], ["Feature"], ["Top tokens"], ["Firings", "num"], ["Cosine", "num"], ["Co-activation", "num"]),
+      el("tbody", {}, parents.map((p) => el("tr", { class: "split-parent" },
+        el("td", {}, memberTag(p.member)), el("td", {}, "#" + p.feature), el("td", {}, tokenList(p.top_tokens)),
+        el("td", { class: "num" }, p.firings), el("td", { class: "num" }, linkValue(p.cosine, p.cosine_to, p.feature)),
+        el("td", { class: "num" }, linkValue(p.coactivation, p.coactivation_to, p.feature)))))) :
+      el("p", { class: "muted" }, s.main > 0 ? "No parent in the smaller SAEs." : "This is the smallest SAE of the family."),
+    el("h3", {}, "Children in the larger SAEs"),
+    children.length ? el("table", { id: "split-children" },
+      head(["Child in"], ["Feature"], ["Parent"], ["Top tokens"], ["Firings", "num"], ["Cosine", "num"], ["Co-activation", "num"]),
+      el("tbody", {}, children.map((level) => [
+        level.features.map((c) => el("tr", { class: "split-child" },
+          el("td", {}, memberTag(c.member)), el("td", {}, "#" + c.feature), el("td", {}, "#" + c.link.parent),
+          el("td", {}, tokenList(c.top_tokens)), el("td", { class: "num" }, c.firings),
+          el("td", { class: "num" }, linkValue(c.link.cosine, c.link.cosine_to, c.link.parent)),
+          el("td", { class: "num" }, linkValue(c.link.coactivation, c.link.coactivation_to, c.link.parent)))),
+        level.total > level.features.length ? el("tr", {}, el("td", { colspan: 7, class: "muted" },
+          "… and " + (level.total - level.features.length) + " more in " + memberName(s, level.member))) : "",
+      ]))) :
+      el("p", { class: "muted" }, s.main + 1 < s.members.length ? "No children in the larger SAEs." : "This is the largest SAE of the family."),
+  ];
 }
 
 function clusterColour(cluster) {
@@ -375,18 +542,49 @@ async function renderMap(params) {
     oninput: () => { highlight = search.value.trim().toLowerCase(); draw(); } });
   let highlight = "";
   let picked = null;
+  // Points are coloured by cluster, or by family (their ancestor in the smallest SAE of a
+  // split family) when the run has one.
+  let colourBy = params.get("colour") === "family" && map.family ? "family" : "cluster";
+  const groupOf = (i) => {
+    const groups = colourBy === "family" ? map.family : map.cluster;
+    return groups ? groups[i] : null;
+  };
+  const families = map.family ? await analysisData(idx, "families") : null;
+  const rootTokens = new Map(((families && families.families) || []).map((f) => [f.root, f.tree.top_tokens || []]));
   const clusters = (idx.clusters && idx.clusters.clusters) || [];
-  const legend = el("div", { class: "legend" }, clusters.slice(0, 16).map((c) =>
-    el("a", { onclick: () => { picked = picked === c.id ? null : c.id; draw(); } },
-      el("span", { class: "swatch", style: "background:" + clusterColour(c.id) }),
-      "#" + c.id + " (" + c.size + "): " + (c.top_words || []).slice(0, 4).join(", "))));
+  const legend = el("div", { class: "legend", id: "map-legend" });
+  function legendEntries() {
+    if (colourBy === "cluster") {
+      return clusters.slice(0, 16).map((c) => [c.id, "#" + c.id + " (" + c.size + "): " + (c.top_words || []).slice(0, 4).join(", ")]);
+    }
+    const sizes = new Map();
+    for (const f of map.family) if (f !== null && f !== undefined) sizes.set(f, (sizes.get(f) || 0) + 1);
+    return [...sizes].sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, 16)
+      .map(([f, n]) => [f, "family " + f + " (" + n + "): " + (rootTokens.get(f) || []).slice(0, 3).map(visibleToken).join(", ")]);
+  }
+  function drawLegend() {
+    legend.replaceChildren(...legendEntries().map(([group, text]) =>
+      el("a", { onclick: () => { picked = picked === group ? null : group; draw(); } },
+        el("span", { class: "swatch", style: "background:" + clusterColour(group) }), text)));
+  }
+  const colourSelect = map.family ? el("select", { id: "map-colour", onchange: () => {
+    colourBy = colourSelect.value;
+    picked = null;
+    caption.textContent = captionText();
+    drawLegend();
+    draw();
+  } }, [["cluster", "colour by cluster"], ["family", "colour by family"]].map(([value, text]) =>
+    el("option", { value, selected: value === colourBy }, text))) : "";
+  const captionText = () => (map.method || "layout") + " of decoder directions, coloured by " + colourBy +
+    (map.neighbourhood_preservation !== undefined && map.neighbourhood_preservation !== null
+      ? " · neighbourhood preservation " + fmt(map.neighbourhood_preservation, 3) : "") +
+    ". Scroll to zoom, drag to pan, click a point to open its feature.";
+  const caption = el("p", { class: "muted", id: "map-caption" }, captionText());
+  drawLegend();
   show(
     el("h1", {}, "Map of features"),
-    el("p", { class: "muted" }, (map.method || "layout") + " of decoder directions, coloured by cluster" +
-      (map.neighbourhood_preservation !== undefined && map.neighbourhood_preservation !== null
-        ? " · neighbourhood preservation " + fmt(map.neighbourhood_preservation, 3) : "") +
-      ". Scroll to zoom, drag to pan, click a point to open its feature."),
-    el("div", { class: "toolbar" }, search),
+    caption,
+    el("div", { class: "toolbar" }, search, colourSelect),
     el("div", { class: "map-wrap" }, canvas),
     legend,
   );
@@ -411,13 +609,13 @@ async function renderMap(params) {
     const radius = Math.min(5, 1.6 + view.scale * 0.6);
     const emphasised = [];
     for (let i = 0; i < map.x.length; i++) {
-      const cluster = map.cluster ? map.cluster[i] : null;
-      const hit = (highlight && labelOf(idx, i).toLowerCase().includes(highlight)) || (picked !== null && cluster === picked);
+      const group = groupOf(i);
+      const hit = (highlight && labelOf(idx, i).toLowerCase().includes(highlight)) || (picked !== null && group === picked);
       if (hit) { emphasised.push(i); continue; }
       const [sx, sy] = screen(i);
       if (sx < -5 || sy < -5 || sx > size.w + 5 || sy > size.h + 5) continue;
       ctx.globalAlpha = highlight || picked !== null ? 0.15 : 0.8;
-      ctx.fillStyle = clusterColour(cluster);
+      ctx.fillStyle = clusterColour(group);
       ctx.beginPath();
       ctx.arc(sx, sy, radius, 0, 2 * Math.PI);
       ctx.fill();
@@ -425,7 +623,7 @@ async function renderMap(params) {
     ctx.globalAlpha = 1;
     for (const i of emphasised) {
       const [sx, sy] = screen(i);
-      ctx.fillStyle = clusterColour(map.cluster ? map.cluster[i] : null);
+      ctx.fillStyle = clusterColour(groupOf(i));
       ctx.beginPath();
       ctx.arc(sx, sy, radius + 2, 0, 2 * Math.PI);
       ctx.fill();
@@ -523,7 +721,188 @@ async function renderSteering() {
   );
 }
 
+// ---------------------------------------------------------------- analyses
+
+function missing(title, what) {
+  show(el("h1", {}, title), el("p", { class: "muted" }, "This run has no " + what + "."));
+}
+
+async function renderFamilies(params) {
+  const idx = await index();
+  if (!idx.has.families) return missing("Families", "family of SAEs of different sizes (add a split stage)");
+  const data = await analysisData(idx, "families");
+  const s = idx.split;
+  const only = params.has("root") ? Number(params.get("root")) : null;
+  const shown = data.families.filter((f) => only === null || f.root === only);
+  const memberTag = (member) => el("span", { class: "member-tag", style: "background:" + clusterColour(member * 3) }, memberName(s, member));
+  function node(n) {
+    const isMain = n.member === s.main;
+    const link = n.link;
+    return el("li", { class: "node", "data-member": n.member, "data-feature": n.feature },
+      memberTag(n.member),
+      isMain ? featureLink(n.feature) : "#" + n.feature, " ",
+      isMain && labelOf(idx, n.feature) ? el("b", {}, labelOf(idx, n.feature)) : tokenList(n.top_tokens),
+      el("span", { class: "muted" }, " · " + n.firings + " firings" +
+        (link ? " · cosine " + linkValue(link.cosine, link.cosine_to, link.parent) + " · co-activation " +
+          linkValue(link.coactivation, link.coactivation_to, link.parent) : "")),
+      (n.children || []).length || n.more ? el("ul", { class: "tree" }, (n.children || []).map(node),
+        n.more ? el("li", { class: "muted" }, "… and " + n.more + " more") : "") : "");
+  }
+  show(
+    el("h1", {}, "Families"),
+    el("p", {}, "SAEs of " + s.members.map((m) => String(m.name) + " (" + m.d_sae + ")").join(" → ") +
+      " features, trained on the same activations. Each feature's parent is a feature of the next smaller SAE, by " +
+      String(data.criterion) + " (co-activations counted on " + data.tokens + " tokens). " +
+      data.split + " of " + data.roots + " features of the smallest SAE split into more than one feature of the largest; " +
+      (only === null ? "the largest " + shown.length + " are below." : "")),
+    only !== null ? el("p", {}, el("a", { href: "#/families" }, "← all families")) : "",
+    only !== null && !shown.length ? el("p", { class: "muted" }, "Family " + only + " is not among the largest families listed here.") : "",
+    shown.map((f) => el("section", { class: "family", id: "family-" + f.root },
+      el("h2", {}, el("a", { href: "#/families?root=" + f.root }, "Family " + f.root), " ", tokenList(f.tree.top_tokens),
+        el("span", { class: "muted" }, " " + f.sizes.join(" → ") + " features")),
+      el("ul", { class: "tree root" }, node(f.tree)))),
+  );
+}
+
+// Covered fraction against concept frequency, one line per dictionary size, drawn from the
+// JSON as an SVG (the stage's own coverage.svg is not needed).
+function coveragePlot(coverage) {
+  const w = 640, h = 300, left = 48, right = 16, top = 12, bottom = 36;
+  const bins = (coverage.bins || []).filter((b) => b.high > 0);
+  const centre = (b) => Math.log10(b.low > 0 ? Math.sqrt(b.low * b.high) : b.high / 10);
+  const xs = bins.map(centre);
+  const lo = Math.floor(Math.min(...xs, 0)), hi = Math.ceil(Math.max(...xs, lo + 1));
+  const px = (x) => left + ((x - lo) / (hi - lo || 1)) * (w - left - right);
+  const py = (y) => top + (1 - y) * (h - top - bottom);
+  const chart = svg("svg", { class: "plot", id: "coverage-plot", width: w, height: h, viewBox: "0 0 " + w + " " + h });
+  const text = (x, y, anchor, value) => {
+    const t = svg("text", { x, y, "text-anchor": anchor });
+    t.textContent = value;
+    chart.appendChild(t);
+  };
+  for (const y of [0, 0.25, 0.5, 0.75, 1]) {
+    chart.appendChild(svg("line", { class: "grid", x1: left, x2: w - right, y1: py(y), y2: py(y) }));
+    text(left - 6, py(y) + 4, "end", (100 * y).toFixed(0) + "%");
+  }
+  for (let e = lo; e <= hi; e++) {
+    chart.appendChild(svg("line", { class: "axis", x1: px(e), x2: px(e), y1: h - bottom, y2: h - bottom + 4 }));
+    text(px(e), h - bottom + 16, "middle", e >= 0 ? String(10 ** e) : (10 ** e).toPrecision(1));
+  }
+  chart.appendChild(svg("line", { class: "axis", x1: left, x2: w - right, y1: h - bottom, y2: h - bottom }));
+  text((left + w - right) / 2, h - 4, "middle", "concept frequency (occurrences per million tokens)");
+  coverage.members.forEach((mb, m) => {
+    const colour = clusterColour(m * 3);
+    const points = bins.map((b, i) => [px(xs[i]), py(b.covered_fraction[m])]);
+    chart.appendChild(svg("polyline", { class: "coverage-line", fill: "none", stroke: colour, "stroke-width": 2,
+      points: points.map((p) => p.join(",")).join(" ") }));
+    bins.forEach((b, i) => {
+      const dot = svg("circle", { cx: points[i][0], cy: points[i][1], r: 3.5, fill: colour });
+      const title = svg("title", {});
+      title.textContent = String(mb.name) + ": " + percent(b.covered_fraction[m]) + " of " + b.concepts + " concepts from " + fmt(b.low, 2) + " to " + fmt(b.high, 2) + " per million";
+      dot.appendChild(title);
+      chart.appendChild(dot);
+    });
+  });
+  return el("div", {}, chart, el("div", { class: "plot-legend" }, coverage.members.map((mb, m) =>
+    el("span", {}, el("span", { class: "member-tag", style: "background:" + clusterColour(m * 3) }, String(mb.name)), mb.d_sae + " features"))));
+}
+
+async function renderCoverage() {
+  const idx = await index();
+  if (!idx.has.coverage) return missing("Coverage", "concept coverage (add a coverage stage)");
+  const coverage = await analysisData(idx, "coverage");
+  const counts = coveredCounts(coverage);
+  const total = coverage.concepts.length;
+  const concepts = [...coverage.concepts].sort((a, b) => b.frequency_per_million - a.frequency_per_million || String(a.term).localeCompare(String(b.term)));
+  show(
+    el("h1", {}, "Coverage"),
+    el("p", {}, "Which of " + total + " concepts some feature is specific to, per dictionary size, against how often the concept occurs (" +
+      coverage.tokens + " tokens scanned). A concept is covered when " + String(coverage.criterion) + "."),
+    el("ul", { id: "coverage-headline" }, coverage.members.map((mb, i) => el("li", {},
+      String(mb.name) + " (" + mb.d_sae + " features): " + counts[i] + " of " + total + " concepts covered"))),
+    coveragePlot(coverage),
+    el("h2", {}, "Concepts"),
+    el("table", { id: "coverage-table" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Concept"), el("th", {}, "Category"), el("th", { class: "num" }, "per million"),
+        coverage.members.map((mb) => el("th", {}, String(mb.name) + " (" + mb.d_sae + ")")))),
+      el("tbody", {}, concepts.map((c) => el("tr", { class: "concept" },
+        el("td", {}, String(c.term)), el("td", {}, String(c.category)), el("td", { class: "num" }, fmt(c.frequency_per_million, 2)),
+        c.best.map((b, m) => el("td", { title: "recall " + fmt(b.recall, 2) + " · precision " + fmt(b.precision, 2) },
+          b.feature === null || b.feature === undefined ? el("span", { class: "muted" }, "none fires") :
+            [m === coverage.main_member ? featureLink(b.feature) : "#" + b.feature, " ",
+              b.covered ? el("span", { class: "yes" }, "✓ covered") : el("span", { class: "no" }, "✗")])))))),
+  );
+}
+
+async function renderAttribution() {
+  const idx = await index();
+  if (!idx.has.attribution) return missing("Attribution", "attributions (ask the steer stage for them)");
+  const data = await analysisData(idx, "attribution");
+  show(
+    el("h1", {}, "Attribution"),
+    el("p", {}, "For each prompt, the (feature, position) pairs the target's log-probability rests on: attribution is the activation times the gradient " +
+      "of the log-probability along the feature's decoder direction, so ablating the feature there is predicted to change the log-probability by minus it. " +
+      "Beside it, the real change when the feature was clamped to 0 at that position."),
+    data.map((a, n) => el("section", { class: "attribution", id: "attribution-" + n },
+      el("h2", {}, "“" + String(a.prompt) + "” → “" + String(a.target) + "”"),
+      el("p", {}, "log p(target | prompt) = " + fmt(a.target_logprob, 3) + " · ",
+        el("span", { class: "sign-agreement" }, a.ablated ? "ablation agreed in sign for " + a.sign_agreements + " of " + a.ablated : "nothing was ablated")),
+      el("div", { class: "tokens-strip" }, (a.tokens || []).map((t, i) => el("span", {
+        class: "tok" + (i >= a.target_start ? " target" : ""),
+        "data-tip": "position " + i + " · " + JSON.stringify(String(t)) + " · error-term attribution " + fmt((a.error_attribution || [])[i], 3),
+      }, visibleToken(t)))),
+      el("table", { class: "attribution-table" },
+        el("thead", {}, el("tr", {}, ["#", "Feature", "Label", "Position", "Token"].map((x) => el("th", {}, x)),
+          ["Activation", "Attribution", "Predicted ablation", "Real ablation"].map((x) => el("th", { class: "num" }, x)), el("th", {}, "Sign"))),
+        el("tbody", {}, (a.entries || []).map((e, i) => {
+          const real = e.ablation_effect;
+          const ablated = real !== null && real !== undefined;
+          const agrees = ablated && Math.sign(real) === -Math.sign(e.attribution);
+          return el("tr", { class: "attribution-row" },
+            el("td", {}, String(i + 1)), el("td", {}, featureLink(e.feature)), el("td", {}, entryLabel(idx, e)),
+            el("td", { class: "num" }, String(e.position)), el("td", {}, el("span", { class: "tokens-inline" }, visibleToken((a.tokens || [])[e.position] ?? "?"))),
+            el("td", { class: "num" }, fmt(e.activation, 2)), el("td", { class: "num" }, fmt(e.attribution, 3)),
+            el("td", { class: "num" }, fmt(-e.attribution, 3)),
+            el("td", { class: "num" }, ablated ? fmt(real, 3) : el("span", { class: "muted" }, "not ablated")),
+            el("td", {}, ablated ? (agrees ? el("span", { class: "yes" }, "agrees") : el("span", { class: "no" }, "differs")) : ""));
+        }))),
+      el("h3", {}, "What the features miss: the error term's attribution per position"),
+      el("table", { class: "error-table" },
+        el("thead", {}, el("tr", {}, el("th", { class: "num" }, "Position"), el("th", {}, "Token"), el("th", { class: "num" }, "Error-term attribution"))),
+        el("tbody", {}, (a.error_attribution || []).map((v, i) => el("tr", { class: "error-row" },
+          el("td", { class: "num" }, String(i)), el("td", {}, el("span", { class: "tokens-inline" }, visibleToken((a.tokens || [])[i] ?? ""))),
+          el("td", { class: "num" }, fmt(v, 3)))))))),
+  );
+}
+
+async function renderContrast() {
+  const idx = await index();
+  if (!idx.has.contrast) return missing("Contrast", "contrastive searches (ask the steer stage for them)");
+  const data = await analysisData(idx, "contrast");
+  show(
+    el("h1", {}, "Contrastive searches"),
+    el("p", {}, "Features that fire more on one set of texts than on another: per feature, the mean over texts of its peak activation on each set, " +
+      "their difference ± Welch's standard error, ranked by the lower end of the 95% interval."),
+    data.map((c, n) => el("section", { class: "contrast", id: "contrast-" + n },
+      el("h2", {}, String(c.name)),
+      el("p", { class: "muted" }, "positive: " + String(c.positive) + " (" + c.positive_texts + " texts) · negative: " +
+        String(c.negative) + " (" + c.negative_texts + " texts)" +
+        ((c.hits || []).some((h) => h.scaled) ? " · peaks as multiples of each feature's training maximum" : "")),
+      el("table", { class: "contrast-table" },
+        el("thead", {}, el("tr", {}, ["#", "Feature", "Label"].map((x) => el("th", {}, x)),
+          ["Difference ± s.e.", "Lower bound", "Positive mean", "Negative mean", "Fires on positive", "Fires on negative"].map((x) => el("th", { class: "num" }, x)))),
+        el("tbody", {}, (c.hits || []).map((h, i) => el("tr", { class: "contrast-hit" },
+          el("td", {}, String(i + 1)), el("td", {}, featureLink(h.feature)), el("td", {}, entryLabel(idx, h)),
+          el("td", { class: "num diff" }, fmt(h.difference, 3) + " ± " + fmt(h.standard_error, 3)),
+          el("td", { class: "num" }, fmt(h.lower_bound, 3)), el("td", { class: "num" }, fmt(h.positive_mean, 3)),
+          el("td", { class: "num" }, fmt(h.negative_mean, 3)), el("td", { class: "num" }, percent(h.positive_firing)),
+          el("td", { class: "num" }, percent(h.negative_firing)))))))),
+  );
+}
+
 // ---------------------------------------------------------------- router
+
+const PAGES = ["features", "map", "steering", "families", "coverage", "attribution", "contrast"];
 
 async function route() {
   delete document.body.dataset.ready;
@@ -531,14 +910,20 @@ async function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query] = hash.split("?");
   const params = new URLSearchParams(query || "");
-  for (const name of ["features", "map", "steering"]) {
+  for (const name of PAGES) {
     document.getElementById("nav-" + name).classList.toggle("active", path.startsWith("/" + name) || (name === "features" && path.startsWith("/feature/")));
   }
   try {
+    const idx = await index();
+    for (const name of ["families", "coverage", "attribution", "contrast"]) document.getElementById("nav-" + name).hidden = !idx.has[name];
     if (path.startsWith("/feature/")) await renderFeature(Number(path.slice("/feature/".length)));
     else if (path.startsWith("/features")) await renderList(params);
     else if (path.startsWith("/map")) await renderMap(params);
     else if (path.startsWith("/steering")) await renderSteering();
+    else if (path.startsWith("/families")) await renderFamilies(params);
+    else if (path.startsWith("/coverage")) await renderCoverage();
+    else if (path.startsWith("/attribution")) await renderAttribution();
+    else if (path.startsWith("/contrast")) await renderContrast();
     else await renderHome();
     window.scrollTo(0, 0);
   } catch (error) {

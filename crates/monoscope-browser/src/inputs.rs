@@ -1,12 +1,15 @@
 //! The outputs of a run that the site shows: the SAE (required) and, when the run has them,
-//! the train stage's evaluation, the labels, the clusters and the steering report, each read
-//! through its typed record in `monoscope-artifacts`.
+//! the train stage's evaluation, the labels, the clusters, the steering report (with its
+//! attributions and contrastive searches) and the analyses (feature splitting across sizes,
+//! concept coverage), each read through its typed record in `monoscope-artifacts`.
 
 use std::path::{Path, PathBuf};
 
 use monoscope_artifacts::cluster::{self, ClusterOutputs};
+use monoscope_artifacts::coverage::{self, CoverageFile, CoverageOutputs};
 use monoscope_artifacts::label::{self, LabelOutputs};
-use monoscope_artifacts::steer::{self, SteerOutputs};
+use monoscope_artifacts::split::{self, SplitFile, SplitOutputs};
+use monoscope_artifacts::steer::{self, Attribution, Contrast, SteerOutputs};
 use monoscope_artifacts::train::{self, EvalReport, TrainOutputs};
 use monoscope_artifacts::{CompletedStage, Run};
 use monoscope_sae::SaeInfo;
@@ -20,7 +23,12 @@ pub struct RunFiles {
     pub sae_dir: PathBuf,
     pub labels: Option<LabelOutputs>,
     pub clusters: Option<ClusterOutputs>,
+    /// The steer stage's directory: the report, and attributions and contrastive searches when
+    /// the stage was asked for them.
     pub steering: Option<SteerOutputs>,
+    /// Feature splitting across a family of SAEs, one of which is the SAE above.
+    pub split: Option<SplitOutputs>,
+    pub coverage: Option<CoverageOutputs>,
 }
 
 impl RunFiles {
@@ -36,6 +44,9 @@ impl RunFiles {
             clusters: dir(run.find(&[cluster::KIND], None, "clusters")?).map(ClusterOutputs::new),
             steering: dir(run.find(&[steer::KIND], None, "a steering report")?)
                 .map(SteerOutputs::new),
+            split: dir(run.find(&[split::KIND], None, "feature splitting")?).map(SplitOutputs::new),
+            coverage: dir(run.find(&[coverage::KIND], None, "concept coverage")?)
+                .map(CoverageOutputs::new),
         })
     }
 
@@ -69,6 +80,36 @@ impl RunFiles {
     pub fn steering_report(&self) -> Result<Option<steer::Report>> {
         match &self.steering {
             Some(outputs) => Ok(outputs.report()?),
+            None => Ok(None),
+        }
+    }
+
+    /// The attribution of each prompt's target to features, when the steer stage made them.
+    pub fn attributions(&self) -> Result<Option<Vec<Attribution>>> {
+        match &self.steering {
+            Some(outputs) => Ok(outputs.attributions()?),
+            None => Ok(None),
+        }
+    }
+
+    /// The contrastive searches, when the steer stage ran them.
+    pub fn contrasts(&self) -> Result<Option<Vec<Contrast>>> {
+        match &self.steering {
+            Some(outputs) => Ok(outputs.contrasts()?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn split_file(&self) -> Result<Option<SplitFile>> {
+        match &self.split {
+            Some(outputs) => Ok(outputs.split()?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn coverage_file(&self) -> Result<Option<CoverageFile>> {
+        match &self.coverage {
+            Some(outputs) => Ok(outputs.coverage()?),
             None => Ok(None),
         }
     }

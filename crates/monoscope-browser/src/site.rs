@@ -2,12 +2,18 @@
 //!
 //! Layout of a site directory:
 //! - `index.html`, `app.js`, `style.css`: the page (hash routes `#/`, `#/features`,
-//!   `#/feature/N`, `#/map`, `#/steering`), embedded in this crate;
+//!   `#/feature/N`, `#/map`, `#/steering`, and for the analyses a run has `#/families`,
+//!   `#/coverage`, `#/attribution`, `#/contrast`), embedded in this crate;
 //! - `data/index.js`: run facts, headline metrics and one column per field of the feature list
 //!   (label, frequency, max activation, cluster, score), for search and sorting;
 //! - `data/features/NNNN.js`: features `NNNN·chunk .. (NNNN+1)·chunk`, each with its evidence,
-//!   label and scores, neighbours (with their labels) and cluster;
-//! - `data/map.js`, `data/steering.js`: the 2-D map and the steering report, when present.
+//!   label and scores, neighbours (with their labels), cluster and, with a split stage, its
+//!   parents in the smaller SAEs of its family and its children in the larger ones;
+//! - `data/map.js`, `data/steering.js`: the 2-D map (with each feature's family when there is a
+//!   split stage) and the steering report, when present;
+//! - `data/families.js`, `data/coverage.js`, `data/attribution.js`, `data/contrast.js`: the
+//!   largest families as trees, concept coverage, the steer stage's attributions and its
+//!   contrastive searches, each only when the run has it.
 //!
 //! Each data file is one call `monoscope.loaded(name, json)`: a script, not a JSON document,
 //! so that the site works when opened from disk.
@@ -23,6 +29,7 @@ use monoscope_artifacts::cluster::ClustersFile;
 use monoscope_artifacts::label::{EvidenceReader, FeatureEvidence, LabelRecord};
 use monoscope_artifacts::train::EvalReport;
 
+use crate::analyses::{self, SplitView, to_value};
 use crate::error::{BrowserError, Result};
 use crate::inputs::RunFiles;
 
@@ -95,6 +102,11 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
         None => None,
     };
     let assignment = clusters.as_ref().map(|c| cluster_assignment(c, d_sae));
+    let split = match (files.split_file()?, &files.split) {
+        (Some(file), Some(outputs)) => Some(SplitView::new(file, d_sae, &outputs.split_path())?),
+        _ => None,
+    };
+    let analyses = read_analyses(files, split.as_ref(), d_sae)?;
     let cluster_words: HashMap<u32, &[String]> = clusters
         .iter()
         .flat_map(|c| &c.clusters)
@@ -162,6 +174,9 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
                     .collect();
                 record.insert("neighbours".into(), Value::Array(with_labels));
             }
+            if let Some(view) = split.as_ref().filter(|v| v.has_family()) {
+                record.insert("split".into(), view.feature(id));
+            }
             if let Some(c) = assignment.as_ref().and_then(|a| a[id]) {
                 record.insert(
                     "cluster".into(),
@@ -191,7 +206,14 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
         "cluster": assignment,
         "score": score_column,
     });
-    let has_map = write_map(files, assignment.as_deref(), dir)?;
+    let family = split
+        .as_ref()
+        .filter(|v| v.has_family())
+        .map(SplitView::main_family);
+    let has_map = write_map(files, assignment.as_deref(), family, dir)?;
+    for (file, name, data) in &analyses.scripts {
+        write_script(&dir.join("data").join(file), name, data)?;
+    }
     let steering = files.steering_report()?;
     if let Some(report) = &steering {
         write_script(
@@ -222,7 +244,12 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
             "neighbours": files.neighbours().is_some(),
             "map": has_map,
             "steering": steering.is_some(),
+            "families": analyses.has("families"),
+            "coverage": analyses.has("coverage"),
+            "attribution": analyses.has("attribution"),
+            "contrast": analyses.has("contrast"),
         },
+        "split": split.as_ref().filter(|v| v.has_family()).map(SplitView::summary),
         "columns": columns,
     });
     write_script(&dir.join("data/index.js"), "index", &index)?;
@@ -235,11 +262,6 @@ fn fill(files: &RunFiles, options: &SiteOptions, dir: &Path) -> Result<SiteSumma
         metrics,
         examples: examples(&labels, &frequency),
     })
-}
-
-fn to_value(value: &impl serde::Serialize) -> Result<Value> {
-    serde_json::to_value(value)
-        .map_err(|e| BrowserError::Invalid(format!("cannot serialise site data: {e}")))
 }
 
 /// Each feature's label record, when it has one.
@@ -274,7 +296,52 @@ fn cluster_list(clusters: &ClustersFile) -> Value {
     })
 }
 
-fn write_map(files: &RunFiles, assignment: Option<&[Option<u32>]>, dir: &Path) -> Result<bool> {
+/// The data scripts of the analyses a run has: (file under `data/`, script name, data).
+struct Analyses {
+    scripts: Vec<(&'static str, &'static str, Value)>,
+}
+
+impl Analyses {
+    fn has(&self, name: &str) -> bool {
+        self.scripts.iter().any(|(_, n, _)| *n == name)
+    }
+}
+
+/// Reads the analyses; one with nothing in it (no family to split, no prompts, no searches)
+/// gets no page, so that a run without it shows the same site as before.
+fn read_analyses(files: &RunFiles, split: Option<&SplitView>, d_sae: usize) -> Result<Analyses> {
+    let mut scripts = Vec::new();
+    if let Some(view) = split.filter(|v| v.has_family()) {
+        scripts.push(("families.js", "families", view.families()));
+    }
+    if let (Some(file), Some(outputs)) = (files.coverage_file()?, &files.coverage)
+        && !file.concepts.is_empty()
+    {
+        let main_name = split.map(SplitView::main_name);
+        let data = analyses::coverage(&file, main_name, d_sae, &outputs.coverage_path())?;
+        scripts.push(("coverage.js", "coverage", data));
+    }
+    if let (Some(list), Some(outputs)) = (files.attributions()?, &files.steering)
+        && !list.is_empty()
+    {
+        let data = analyses::attributions(&list, d_sae, &outputs.attributions_path())?;
+        scripts.push(("attribution.js", "attribution", data));
+    }
+    if let (Some(list), Some(outputs)) = (files.contrasts()?, &files.steering)
+        && !list.is_empty()
+    {
+        let data = analyses::contrasts(&list, d_sae, &outputs.contrasts_path())?;
+        scripts.push(("contrast.js", "contrast", data));
+    }
+    Ok(Analyses { scripts })
+}
+
+fn write_map(
+    files: &RunFiles,
+    assignment: Option<&[Option<u32>]>,
+    family: Option<&[Option<u32>]>,
+    dir: &Path,
+) -> Result<bool> {
     let Some(map) = files
         .clusters
         .as_ref()
@@ -290,6 +357,7 @@ fn write_map(files: &RunFiles, assignment: Option<&[Option<u32>]>, dir: &Path) -
         "x": map.x,
         "y": map.y,
         "cluster": assignment,
+        "family": family,
     });
     write_script(&dir.join("data/map.js"), "map", &data)?;
     Ok(true)
@@ -325,8 +393,8 @@ fn headline_metrics(eval: Option<&EvalReport>) -> Map<String, Value> {
     metrics
 }
 
-/// Three labelled features for the run summary: the best-scored labels, a model's before the
-/// statistical labeller's.
+/// Three labelled features for the run summary: the best-scored labels with words in them, a
+/// model's before the statistical labeller's.
 fn examples(
     labels: &[Option<LabelRecord>],
     frequency: &[Option<f64>],
@@ -337,7 +405,9 @@ fn examples(
         .filter_map(|(id, l)| {
             let l = l.as_ref()?;
             let label = l.label.trim().to_string();
-            if label.is_empty() {
+            // A label of digits or punctuation (a feature for "0" or ",") says little about
+            // what the dictionary found.
+            if !label.chars().any(char::is_alphabetic) {
                 return None;
             }
             let score = headline_score(l);

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use monoscope_artifacts::browser::BrowserOutputs;
 use monoscope_artifacts::cluster::ClusterOutputs;
+use monoscope_artifacts::coverage::CoverageOutputs;
 use monoscope_artifacts::label::LabelOutputs;
+use monoscope_artifacts::split::SplitOutputs;
 use monoscope_artifacts::steer::SteerOutputs;
 
 use crate::inputs::RunFiles;
@@ -59,12 +61,14 @@ impl Stage for Browser {
     fn description() -> StageDescription {
         StageDescription {
             kind: "browser".into(),
-            doc: "Writes the feature browser: a static site over the SAE, labels, clusters and steering reports".into(),
+            doc: "Writes the feature browser: a static site over the SAE, labels, clusters, steering reports and analyses".into(),
             inputs: vec![
                 PortSpec::artifact(port_names::SAE, ArtifactKind::SAE, "the SAE directory (eval.json beside it)"),
                 PortSpec::artifact(port_names::LABELS, ArtifactKind::LABELS, "evidence and labels").optional(),
                 PortSpec::artifact(port_names::CLUSTERS, ArtifactKind::CLUSTERS, "neighbours, clusters and the map").optional(),
-                PortSpec::artifact(port_names::STEERING, ArtifactKind::STEERING_REPORT, "steering report").optional(),
+                PortSpec::artifact(port_names::STEERING, ArtifactKind::STEERING_REPORT, "steering report, attributions and contrastive searches").optional(),
+                PortSpec::artifact(port_names::SPLIT, ArtifactKind::SPLIT, "feature splitting across a family of SAEs").optional(),
+                PortSpec::artifact(port_names::COVERAGE, ArtifactKind::COVERAGE, "concept coverage against frequency").optional(),
             ],
             outputs: vec![PortSpec::artifact(port_names::SITE, SITE, "the site directory (open index.html)")],
         }
@@ -82,6 +86,12 @@ impl Stage for Browser {
             steering: ctx
                 .optional_artifact(port_names::STEERING)?
                 .map(|a| SteerOutputs::new(a.path)),
+            split: ctx
+                .optional_artifact(port_names::SPLIT)?
+                .map(|a| SplitOutputs::new(a.path)),
+            coverage: ctx
+                .optional_artifact(port_names::COVERAGE)?
+                .map(|a| CoverageOutputs::new(a.path)),
         };
         let hook = files.sae_info().ok().and_then(|i| i.metadata.hook_name);
         let options = SiteOptions {

@@ -2,7 +2,10 @@
 
 use monoscope_artifacts::ArtifactKind;
 use monoscope_browser::site::SiteOptions;
-use monoscope_browser::testing::{SCRIPT_TOKEN, write_demo_run, write_run_record};
+use monoscope_browser::testing::{
+    ATTRIBUTION_PROMPTS, CONTRAST_NAME, CONTRAST_TOP_FEATURE, FIRST_PROMPT_AGREED,
+    FIRST_PROMPT_ENTRIES, SCRIPT_TOKEN, family_sizes, write_demo_run, write_run_record,
+};
 use monoscope_browser::{RunFiles, write_site};
 use serde_json::Value;
 
@@ -92,6 +95,163 @@ fn a_site_needs_only_the_sae() {
     assert_eq!(index["has"]["map"], false);
     assert_eq!(index["columns"]["max_activation"][2], 3.0, "from eval.json");
     assert!(!out.join("data/map.js").exists());
+    for analysis in ["families", "coverage", "attribution", "contrast"] {
+        assert_eq!(index["has"][analysis], false, "{analysis}");
+        assert!(
+            !out.join(format!("data/{analysis}.js")).exists(),
+            "{analysis}"
+        );
+    }
+    assert_eq!(index["split"], Value::Null);
+    let (_, chunk) = read_script(&out.join("data/features/0000.js"));
+    assert!(chunk["features"][3].get("split").is_none());
+}
+
+#[test]
+fn the_analyses_each_get_their_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let d_sae = 70;
+    let files = write_demo_run(dir.path(), d_sae).unwrap();
+    let out = dir.path().join("site");
+    write_site(&files, &SiteOptions::default(), &out).unwrap();
+    let (_, index) = read_script(&out.join("data/index.js"));
+    for analysis in ["families", "coverage", "attribution", "contrast"] {
+        assert_eq!(index["has"][analysis], true, "{analysis}");
+    }
+    assert_eq!(index["split"]["main"], 1);
+    assert_eq!(index["split"]["members"][2]["d_sae"], 2 * d_sae);
+
+    // Feature 7 of the SAE: split from feature 1 of the smallest, into 14 and 15 of the largest.
+    let (_, chunk) = read_script(&out.join("data/features/0000.js"));
+    let split = &chunk["features"][7]["split"];
+    assert_eq!(split["family"], 1);
+    assert_eq!(split["parents"].as_array().unwrap().len(), 1);
+    assert_eq!(split["parents"][0]["member"], 0);
+    assert_eq!(split["parents"][0]["feature"], 1);
+    assert_eq!(split["parents"][0]["top_tokens"][0], " root1");
+    assert_eq!(split["parents"][0]["coactivation"], 0.75);
+    let children = &split["children"][0];
+    assert_eq!(children["member"], 2);
+    assert_eq!(children["total"], 2);
+    let ids: Vec<u64> = children["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["feature"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [14, 15]);
+    assert_eq!(children["features"][0]["top_tokens"][0], SCRIPT_TOKEN);
+    assert_eq!(children["features"][0]["link"]["parent"], 7);
+    let dead = &chunk["features"][9]["split"];
+    assert_eq!(dead["family"], Value::Null);
+    assert_eq!(dead["parents"].as_array().unwrap().len(), 0);
+    assert_eq!(dead["children"].as_array().unwrap().len(), 0);
+
+    // Families: every root whose largest-member features number more than one, the largest
+    // first; root 0 has no dead feature under it, so it splits into all eight.
+    let (name, families) = read_script(&out.join("data/families.js"));
+    assert_eq!(name, "families");
+    assert_eq!(families["roots"], family_sizes(d_sae)[0]);
+    let first = &families["families"][0];
+    assert_eq!(first["root"], 0);
+    assert_eq!(first["sizes"], serde_json::json!([1, 4, 8]));
+    let tree = &first["tree"];
+    assert_eq!(tree["member"], 0);
+    assert_eq!(tree["children"].as_array().unwrap().len(), 4);
+    assert_eq!(tree["children"][0]["member"], 1);
+    assert_eq!(tree["children"][0]["children"].as_array().unwrap().len(), 2);
+    let (_, map) = read_script(&out.join("data/map.js"));
+    assert_eq!(map["family"][6], 1);
+    assert_eq!(map["family"][9], Value::Null);
+
+    let (_, coverage) = read_script(&out.join("data/coverage.js"));
+    assert_eq!(coverage["main_member"], 1);
+    assert_eq!(coverage["concepts"][1]["best"][1]["feature"], 3);
+    assert_eq!(coverage["bins"][2]["covered_fraction"][1], 1.0);
+
+    let (_, attribution) = read_script(&out.join("data/attribution.js"));
+    let prompts = attribution.as_array().unwrap();
+    assert_eq!(prompts.len(), ATTRIBUTION_PROMPTS);
+    assert_eq!(
+        prompts[0]["entries"].as_array().unwrap().len(),
+        FIRST_PROMPT_ENTRIES
+    );
+    assert_eq!(prompts[0]["sign_agreements"], FIRST_PROMPT_AGREED);
+    assert_eq!(prompts[0]["entries"][3]["ablation_effect"], Value::Null);
+
+    let (_, contrast) = read_script(&out.join("data/contrast.js"));
+    assert_eq!(contrast[0]["name"], CONTRAST_NAME);
+    assert_eq!(contrast[0]["hits"][0]["feature"], CONTRAST_TOP_FEATURE);
+}
+
+#[test]
+fn a_family_of_one_size_has_no_families_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_demo_run(dir.path(), 16).unwrap();
+    let outputs = files.split.clone().unwrap();
+    let mut split = outputs.split().unwrap().unwrap();
+    split.members.retain(|m| m.main);
+    split.levels.clear();
+    outputs.write_split(&split).unwrap();
+    let out = dir.path().join("site");
+    write_site(&files, &SiteOptions::default(), &out).unwrap();
+    let (_, index) = read_script(&out.join("data/index.js"));
+    assert_eq!(index["has"]["families"], false);
+    assert!(!out.join("data/families.js").exists());
+    let (_, map) = read_script(&out.join("data/map.js"));
+    assert_eq!(map["family"], Value::Null);
+}
+
+#[test]
+fn analyses_that_do_not_fit_the_sae_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_demo_run(dir.path(), 16).unwrap();
+    let out = dir.path().join("site");
+    let build = || {
+        write_site(&files, &SiteOptions::default(), &out)
+            .unwrap_err()
+            .to_string()
+    };
+
+    let split_outputs = files.split.clone().unwrap();
+    let good_split = split_outputs.split().unwrap().unwrap();
+    let mut split = good_split.clone();
+    split.members[1].d_sae = 32;
+    split_outputs.write_split(&split).unwrap();
+    let error = build();
+    assert!(
+        error.contains("split.json")
+            && error.contains("the main member `main` has 32 features but the site's SAE has 16"),
+        "{error}"
+    );
+    let mut split = good_split.clone();
+    split.levels[1].parent[3] = Some(99);
+    split_outputs.write_split(&split).unwrap();
+    let error = build();
+    assert!(
+        error.contains("level 2 → 1: parent 99 is out of range"),
+        "{error}"
+    );
+    split_outputs.write_split(&good_split).unwrap();
+
+    let steer = files.steering.clone().unwrap();
+    let mut attributions = steer.attributions().unwrap().unwrap();
+    attributions[1].entries[0].feature = 16;
+    steer.write_attributions(&attributions).unwrap();
+    let error = build();
+    assert!(
+        error.contains("attributions.json")
+            && error.contains("feature 16 is out of range (the SAE has 16 features)"),
+        "{error}"
+    );
+    attributions[1].entries[0].feature = 0;
+    attributions[1].entries[0].position = 50;
+    steer.write_attributions(&attributions).unwrap();
+    let error = build();
+    assert!(
+        error.contains("position 50 is past the 7 tokens"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -152,6 +312,8 @@ fn from_run_finds_each_stage_by_the_kind_run_json_records() {
     assert!(files.labels.unwrap().dir.ends_with("label"));
     assert!(files.clusters.unwrap().dir.ends_with("cluster"));
     assert!(files.steering.unwrap().dir.ends_with("steer"));
+    assert!(files.split.unwrap().dir.ends_with("split"));
+    assert!(files.coverage.unwrap().dir.ends_with("coverage"));
 }
 
 #[test]

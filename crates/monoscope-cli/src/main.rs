@@ -1,5 +1,6 @@
 //! `monoscope`: the command line over the monoscope library crates.
 
+mod analyses_cmd;
 mod cluster_cmd;
 mod labels_cmd;
 mod model_cmd;
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 // Built-in stages register themselves at link time; naming each stage crate here keeps the
 // linker from dropping a crate whose only use is its registrations.
+use monoscope_analyses as _;
 use monoscope_browser as _;
 use monoscope_capture as _;
 use monoscope_cluster as _;
@@ -104,6 +106,13 @@ enum Command {
     Features(steer_cmd::FeaturesArgs),
     /// Generate with and without clamping, adding or ablating features, side by side.
     Steer(steer_cmd::SteerArgs),
+    /// Which features a target's log-probability rests on: each feature's attribution at each
+    /// position by a backward pass (SAE error term kept), beside the real effect of ablating it.
+    Attribute(steer_cmd::AttributeArgs),
+    /// How features split across a sweep's SAE sizes: a summary, or one feature's descendants.
+    Split(analyses_cmd::SplitArgs),
+    /// Which concepts each SAE size has a specific feature for, against concept frequency.
+    Coverage(analyses_cmd::CoverageArgs),
     /// Serve a run's feature browser on 127.0.0.1.
     Serve(serve_cmd::ServeArgs),
     /// Runs one stage of a plugin with `isolation = "process"` for the `monoscope run` that
@@ -138,6 +147,9 @@ fn main() -> ExitCode {
         Command::Neighbours(args) => cluster_cmd::neighbours(args),
         Command::Features(args) => steer_cmd::features(args),
         Command::Steer(args) => steer_cmd::steer(args),
+        Command::Attribute(args) => steer_cmd::attribute(args),
+        Command::Split(args) => analyses_cmd::split(args),
+        Command::Coverage(args) => analyses_cmd::coverage(args),
         Command::Serve(args) => serve_cmd::serve(args),
         Command::PluginHost { plugin, kind } => pipeline_cmds::plugin_host(&plugin, &kind),
     };

@@ -1,4 +1,5 @@
-//! `monoscope features <run-or-sae> --text ...` and `monoscope steer <run-or-sae> ...`.
+//! `monoscope features <run-or-sae> --text ...`, `monoscope steer <run-or-sae> ...` and
+//! `monoscope attribute <run-or-sae> --prompt ... --target ...`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -102,6 +103,33 @@ pub struct SteerArgs {
     pub out: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct AttributeArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The text before the target (plain text after BOS unless --chat).
+    #[arg(long)]
+    pub prompt: String,
+    /// The continuation whose log-probability is explained, e.g. " Paris" (mind the space).
+    #[arg(long)]
+    pub target: String,
+    /// Put the prompt in the model's chat template as a user message.
+    #[arg(long)]
+    pub chat: bool,
+    /// How many (feature, position) entries to list, strongest attribution first.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// How many of them to ablate for real (one forward pass each).
+    #[arg(long, default_value_t = 10)]
+    pub ablate: usize,
+    /// Print the attribution as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write attributions.json into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 /// The SAE directory and the labels of a run-or-SAE argument.
 fn locate(source: &SourceArgs) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
     let path = &source.run;
@@ -184,6 +212,36 @@ pub fn features(args: FeaturesArgs) -> anyhow::Result<ExitCode> {
             hit.label.as_deref().unwrap_or("")
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn attribute(args: AttributeArgs) -> anyhow::Result<ExitCode> {
+    if args.source.matmul == MatmulKind::Int8 {
+        bail!(
+            "--matmul int8: attribution needs a gradient, which the int8 kernels do not give; use f32"
+        );
+    }
+    let (sae_dir, labels) = locate(&args.source)?;
+    let sae = monoscope_sae::load_sae(&sae_dir)?;
+    let table = FeatureTable::load(&sae_dir, sae.d_sae, labels.as_deref())?;
+    let model = load_model(&args.source)?;
+    let steerer = Steerer::new(&model, sae, args.source.hook.as_deref(), table)?;
+    let options = monoscope_steer::AttributionOptions {
+        top: args.top,
+        ablate: args.ablate.min(args.top),
+        ..Default::default()
+    };
+    let result = steerer.attribute(&args.prompt, &args.target, args.chat, options)?;
+    if let Some(out) = &args.out {
+        let outputs = SteerOutputs::new(out.clone());
+        outputs.write_attributions(std::slice::from_ref(&result))?;
+        eprintln!("wrote {}", outputs.attributions_path().display());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", monoscope_steer::attribute::to_table(&result));
     Ok(ExitCode::SUCCESS)
 }
 

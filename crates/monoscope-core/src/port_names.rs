@@ -24,3 +24,7 @@ pub const REPORT: &str = "report";
 pub const STEERING: &str = "steering";
 /// A feature browser site (artifact `site`).
 pub const SITE: &str = "site";
+/// A split stage's outputs: feature splitting across a family of SAEs (artifact `split`).
+pub const SPLIT: &str = "split";
+/// A coverage stage's outputs: concept coverage against frequency (artifact `coverage`).
+pub const COVERAGE: &str = "coverage";

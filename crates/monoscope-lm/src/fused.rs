@@ -9,9 +9,12 @@
 use burn::prelude::*;
 use rayon::prelude::*;
 
-/// Whether `t` lives on the CPU device, whose tensors the host kernels may read directly.
+/// Whether `t` lives on the CPU device, whose tensors the host kernels may read directly. A
+/// tensor that autodiff tracks is not: a kernel on host buffers would cut it from the graph
+/// (burn's device equality ignores autodiff, hence the second test).
 pub(crate) fn on_host<const D: usize>(t: &Tensor<D>) -> bool {
-    t.device() == Device::flex()
+    let device = t.device();
+    device == Device::flex() && !device.is_autodiff()
 }
 
 /// A float tensor's values on the host as f32. Taking the tensor by value lets burn hand over

@@ -235,6 +235,19 @@ pub(crate) fn attention_generic(
             v: v.clone(),
         });
     }
+    // Under autodiff, burn's attention is its generic decomposition, whose matmuls do not
+    // broadcast `kv` key heads over `h` query heads: each key head is repeated for its group.
+    if h != kv && q.device().is_autodiff() {
+        let group = h / kv;
+        let repeat = |x: Tensor<4>| {
+            let [b, _, keys, hd] = x.dims();
+            x.unsqueeze_dim::<5>(2)
+                .repeat_dim(2, group)
+                .reshape([b, h, keys, hd])
+        };
+        k = repeat(k);
+        v = repeat(v);
+    }
     let options = AttentionModuleOptions {
         scale: extras.scale,
         softcap: extras.softcap,

@@ -12,32 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+pub use monoscope_artifacts::steer::ContrastHit;
 
 /// The normal quantile of a two-sided 95% interval.
 const Z_95: f64 = 1.96;
-
-/// One feature's contrast between the positive and the negative texts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ContrastHit {
-    pub feature: u32,
-    /// Mean over the positive texts of the per-text peak (a multiple of the training maximum
-    /// when `scaled`).
-    pub positive_mean: f64,
-    pub negative_mean: f64,
-    /// `positive_mean - negative_mean`.
-    pub difference: f64,
-    /// Welch's standard error of the difference.
-    pub standard_error: f64,
-    /// `difference - 1.96 · standard_error`: what the ranking sorts by.
-    pub lower_bound: f64,
-    /// Fraction of the positive (negative) texts on which the feature fires at all.
-    pub positive_firing: f64,
-    pub negative_firing: f64,
-    /// Whether the peaks are multiples of the feature's training maximum.
-    pub scaled: bool,
-    pub label: Option<String>,
-}
 
 /// Per-text peaks: for each text, feature → its peak on that text (features that do not fire
 /// are absent).

@@ -14,6 +14,10 @@
 //! - [`contrast`] — contrastive search (`monoscope features --contrast POS NEG`): features
 //!   ranked by how much more they fire on one set of texts than another, with the difference's
 //!   standard error.
+//! - [`attribute`] — features as computational intermediates (`monoscope attribute`): each
+//!   feature's attribution to a target's log-probability at each position, by a real backward
+//!   pass through the rest of the model (the SAE's error term kept), beside the real effect of
+//!   ablating the strongest.
 //! - [`measure`] — effects without sampling: target log-probabilities, next-token KL on neutral
 //!   text.
 //! - [`experiment`] — one experiment: the sweep of strengths, generations with and without the
@@ -42,8 +46,12 @@
 //! Config keys ([`SteerConfig`]): `model`, `hook`, `experiments = [{ feature | features,
 //! mode = "clamp"|"add"|"ablate", multiples | values, targets }]`, `prompts`, `chat`,
 //! `neutral_text`, `max_new_tokens`, `temperature` (0: greedy), `top_p`, `seed`,
-//! `matmul = "f32"|"int8"`, `steer_first_position`.
+//! `matmul = "f32"|"int8"`, `steer_first_position`; `attributions = [{ prompt, target, chat }]`
+//! with `attribution_top` and `attribution_ablate` (written to `attributions.json`, computed on
+//! the `f32` arithmetic), and `contrasts = [{ name, positive, negative }]` with `contrast_top`
+//! (files of texts, one per line; written to `contrasts.json`).
 
+pub mod attribute;
 pub mod contrast;
 pub mod edit;
 mod error;
@@ -54,6 +62,7 @@ pub use monoscope_artifacts::steer as report;
 pub mod stage;
 pub mod steerer;
 
+pub use attribute::{Attribution, AttributionEntry, AttributionOptions};
 pub use contrast::ContrastHit;
 pub use edit::{FeatureEdit, Mode, SaeSteering};
 pub use error::SteerError;

@@ -10,11 +10,13 @@ use monoscope_lm::{MatmulKind, Model, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::SteerError;
+use crate::attribute::{Attribution, AttributionOptions};
 use crate::edit::Mode;
 use crate::experiment::{ExperimentSpec, RunSettings};
 use crate::features::{FeatureRef, FeatureSpec, FeatureTable};
 use crate::report::{Report, Scale, Settings};
 use crate::steerer::Steerer;
+use monoscope_artifacts::steer::Contrast;
 
 /// One experiment: features, how they are edited, the sweep and the words to watch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -87,6 +89,88 @@ pub struct SteerConfig {
     /// Also edit the first position (the attention sink, which the SAE never saw in training).
     #[serde(default)]
     pub steer_first_position: bool,
+    /// Attributions to compute into `attributions.json`: `[{ prompt = "The capital of France
+    /// is", target = " Paris" }]`. Each feature's attribution to the target's log-probability
+    /// at each position by a backward pass, beside the real effect of ablating the strongest.
+    /// They run on the `f32` arithmetic whatever `matmul` says.
+    #[serde(default)]
+    pub attributions: Vec<AttributionConfig>,
+    /// (feature, position) entries kept per attribution.
+    #[serde(default = "default_attribution_top")]
+    pub attribution_top: usize,
+    /// Of those, how many are ablated for real.
+    #[serde(default = "default_attribution_ablate")]
+    pub attribution_ablate: usize,
+    /// Contrastive searches into `contrasts.json`: `[{ name = "France", positive =
+    /// "texts/france.txt", negative = "texts/other.txt" }]`, one text per line, paths relative
+    /// to the working directory.
+    #[serde(default)]
+    pub contrasts: Vec<ContrastConfig>,
+    /// Features kept per contrastive search.
+    #[serde(default = "default_contrast_top")]
+    pub contrast_top: usize,
+}
+
+/// One attribution: a prompt and the continuation whose log-probability is explained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionConfig {
+    pub prompt: String,
+    /// The continuation, e.g. `" Paris"` (mind the leading space).
+    pub target: String,
+    /// Put the prompt in the model's chat template as a user message.
+    #[serde(default)]
+    pub chat: bool,
+}
+
+/// One contrastive search between two files of texts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContrastConfig {
+    /// What the search looks for, in words.
+    pub name: String,
+    pub positive: PathBuf,
+    pub negative: PathBuf,
+}
+
+impl ContrastConfig {
+    /// Both files' texts, or the problem with one, naming the key and file.
+    fn texts(&self, key: &str) -> Result<(Vec<String>, Vec<String>), (String, String)> {
+        let read = |side: &str, path: &Path| {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                (
+                    format!("{key}.{side}"),
+                    format!("= {:?}: cannot read it: {e}", path.display().to_string()),
+                )
+            })?;
+            let texts = crate::contrast::read_texts(&text);
+            if texts.len() < 2 {
+                return Err((
+                    format!("{key}.{side}"),
+                    format!(
+                        "= {:?}: {} text(s); a contrast needs at least 2 per side (one per line)",
+                        path.display().to_string(),
+                        texts.len()
+                    ),
+                ));
+            }
+            Ok(texts)
+        };
+        Ok((
+            read("positive", &self.positive)?,
+            read("negative", &self.negative)?,
+        ))
+    }
+}
+
+fn default_attribution_top() -> usize {
+    20
+}
+fn default_attribution_ablate() -> usize {
+    10
+}
+fn default_contrast_top() -> usize {
+    20
 }
 
 fn default_model() -> String {
@@ -215,6 +299,37 @@ impl StageConfig for SteerConfig {
                 format!("= {}: expected 0 < top_p <= 1", self.top_p),
             ));
         }
+        for (n, a) in self.attributions.iter().enumerate() {
+            for (key, value) in [("prompt", &a.prompt), ("target", &a.target)] {
+                if value.is_empty() {
+                    problems.push((format!("attributions[{n}].{key}"), "is empty".into()));
+                }
+            }
+        }
+        if self.attribution_top == 0 {
+            problems.push(("attribution_top".into(), "= 0: expected at least 1".into()));
+        }
+        if self.attribution_ablate > self.attribution_top {
+            problems.push((
+                "attribution_ablate".into(),
+                format!(
+                    "= {}: expected at most attribution_top = {}",
+                    self.attribution_ablate, self.attribution_top
+                ),
+            ));
+        }
+        for (n, c) in self.contrasts.iter().enumerate() {
+            let key = format!("contrasts[{n}]");
+            if c.name.trim().is_empty() {
+                problems.push((format!("{key}.name"), "is empty".into()));
+            }
+            if let Err(problem) = c.texts(&key) {
+                problems.push(problem);
+            }
+        }
+        if self.contrast_top == 0 {
+            problems.push(("contrast_top".into(), "= 0: expected at least 1".into()));
+        }
         problems
     }
 }
@@ -250,7 +365,7 @@ impl Stage for Steer {
         let labels_dir = ctx.optional_artifact(port_names::LABELS)?.map(|a| a.path);
         ctx.progress
             .set_message(format!("loading {}", model_path.display()));
-        let model = ModelSpec::new(model_path)
+        let model = ModelSpec::new(model_path.clone())
             .with_matmul(config.matmul)
             .load()
             .map_err(SteerError::from)?;
@@ -279,8 +394,31 @@ impl Stage for Steer {
             Err(SteerError::Cancelled) => return Err(StageError::Cancelled),
             other => other?,
         };
-        monoscope_artifacts::steer::SteerOutputs::new(ctx.stage_dir.clone())
-            .write_report(&report)?;
+        let outputs = monoscope_artifacts::steer::SteerOutputs::new(ctx.stage_dir.clone());
+        outputs.write_report(&report)?;
+        if !config.attributions.is_empty() || !config.contrasts.is_empty() {
+            // Gradients need the f32 arithmetic; contrasts use it too, as the CLI does.
+            let f32_model;
+            let model = if model.matmul_kind() == MatmulKind::F32 {
+                &model
+            } else {
+                ctx.progress
+                    .set_message("loading the f32 model for attributions");
+                f32_model = ModelSpec::new(model_path.clone())
+                    .with_matmul(MatmulKind::F32)
+                    .load()
+                    .map_err(SteerError::from)?;
+                &f32_model
+            };
+            let (attributions, contrasts) =
+                run_analyses(model, &sae_dir, labels_dir.as_deref(), &config, &ctx.cancel)?;
+            if !config.attributions.is_empty() {
+                outputs.write_attributions(&attributions)?;
+            }
+            if !config.contrasts.is_empty() {
+                outputs.write_contrasts(&contrasts)?;
+            }
+        }
         let summary = serde_json::json!({
             "model": report.model, "hook": report.hook, "experiments": report.experiments.len(),
         });
@@ -293,6 +431,50 @@ impl Stage for Steer {
 }
 
 register_stage!(Steer);
+
+/// The stage's attributions and contrastive searches, on `model` (which runs `f32`).
+pub fn run_analyses(
+    model: &Model,
+    sae_dir: &Path,
+    labels_dir: Option<&Path>,
+    config: &SteerConfig,
+    cancel: &monoscope_core::CancelToken,
+) -> Result<(Vec<Attribution>, Vec<Contrast>), SteerError> {
+    let sae = monoscope_sae::load_sae(sae_dir)?;
+    let table = FeatureTable::load(sae_dir, sae.d_sae, labels_dir)?;
+    let steerer = Steerer::new(model, sae, config.hook.as_deref(), table)?
+        .steer_first_position(config.steer_first_position);
+    let options = AttributionOptions {
+        top: config.attribution_top,
+        ablate: config.attribution_ablate,
+        ..AttributionOptions::default()
+    };
+    let mut attributions = Vec::with_capacity(config.attributions.len());
+    for a in &config.attributions {
+        if cancel.is_cancelled() {
+            return Err(SteerError::Cancelled);
+        }
+        attributions.push(steerer.attribute(&a.prompt, &a.target, a.chat, options)?);
+    }
+    let mut contrasts = Vec::with_capacity(config.contrasts.len());
+    for (n, c) in config.contrasts.iter().enumerate() {
+        if cancel.is_cancelled() {
+            return Err(SteerError::Cancelled);
+        }
+        let (positive, negative) = c
+            .texts(&format!("contrasts[{n}]"))
+            .map_err(|(key, reason)| SteerError::config(&key, "", reason))?;
+        contrasts.push(Contrast {
+            name: c.name.clone(),
+            positive: display(&c.positive),
+            negative: display(&c.negative),
+            positive_texts: positive.len(),
+            negative_texts: negative.len(),
+            hits: steerer.contrast(&positive, &negative, config.contrast_top)?,
+        });
+    }
+    Ok((attributions, contrasts))
+}
 
 impl From<SteerError> for StageError {
     fn from(e: SteerError) -> Self {

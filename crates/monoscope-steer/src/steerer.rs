@@ -10,6 +10,7 @@ use monoscope_sae::Sae;
 use serde::{Deserialize, Serialize};
 
 use crate::SteerError;
+use crate::attribute::{Attribution, AttributionInput, AttributionOptions};
 use crate::contrast::ContrastHit;
 use crate::edit::{FeatureEdit, SaeSteering};
 use crate::features::{FeatureSpec, FeatureTable};
@@ -255,6 +256,36 @@ impl<'m> Steerer<'m> {
             hit.label = self.table.label(hit.feature).map(str::to_owned);
         }
         Ok(hits)
+    }
+
+    /// Which features `target`'s log-probability after `prompt` rests on: see
+    /// [`crate::attribute`]. The model must run the `f32` arithmetic. Positions before the
+    /// first steered one are not attributed.
+    pub fn attribute(
+        &self,
+        prompt: &str,
+        target: &str,
+        chat: bool,
+        options: AttributionOptions,
+    ) -> Result<Attribution, SteerError> {
+        let options = AttributionOptions {
+            first_position: self.first_position,
+            ..options
+        };
+        let input = AttributionInput {
+            prompt,
+            target,
+            prompt_ids: self.prompt_ids(prompt, chat)?,
+            target_ids: self.model.tokenizer().encode(target, false)?,
+        };
+        crate::attribute::attribute(
+            self.model,
+            self.sae.clone(),
+            self.hook,
+            &self.table,
+            &input,
+            options,
+        )
     }
 
     /// Resolves a feature selection.

@@ -377,3 +377,96 @@ fn the_library_entry_point_checks_the_configuration_too() {
         "{err}"
     );
 }
+
+#[test]
+fn attributions_and_contrasts_are_written_beside_the_report() {
+    let f = fixture();
+    let stage_dir = f.dir.path().join("run").join("steer");
+    let texts = f.dir.path().join("texts");
+    std::fs::create_dir_all(&texts).unwrap();
+    std::fs::write(texts.join("pos.txt"), "hello hello\nthe hello\nhello the\n").unwrap();
+    std::fs::write(texts.join("neg.txt"), "the the\nin the\n").unwrap();
+    // Steering on int8: the stage loads the f32 model for the gradients.
+    let config = json!({
+        "experiments": [{"feature": 4, "mode": "ablate"}],
+        "prompts": ["hello"],
+        "chat": false,
+        "max_new_tokens": 2,
+        "matmul": "int8",
+        "attributions": [
+            {"prompt": "hello the", "target": " hello"},
+            {"prompt": "the", "target": " in the"},
+        ],
+        "attribution_top": 6,
+        "attribution_ablate": 4,
+        "contrasts": [{"name": "hello", "positive": texts.join("pos.txt"), "negative": texts.join("neg.txt")}],
+        "contrast_top": 3,
+    });
+    run_stage(
+        config,
+        &[
+            ("sae", ArtifactKind::SAE, &f.sae),
+            ("model", ArtifactKind::MODEL, &f.model),
+            ("labels", ArtifactKind::LABELS, &f.labels),
+        ],
+        &stage_dir,
+    )
+    .unwrap();
+    let outputs = monoscope_artifacts::steer::SteerOutputs::new(&stage_dir);
+    let attributions = outputs.attributions().unwrap().unwrap();
+    assert_eq!(attributions.len(), 2);
+    assert_eq!(attributions[1].target, " in the");
+    for a in &attributions {
+        assert_eq!(a.entries.len(), 6);
+        assert_eq!(a.ablated, 4);
+        assert_eq!(
+            a.entries
+                .iter()
+                .filter(|e| e.ablation_effect.is_some())
+                .count(),
+            4
+        );
+        assert!(a.target_logprob < 0.0 && a.target_logprob.is_finite());
+    }
+    let contrasts = outputs.contrasts().unwrap().unwrap();
+    assert_eq!(contrasts.len(), 1);
+    assert_eq!(
+        (contrasts[0].positive_texts, contrasts[0].negative_texts),
+        (3, 2)
+    );
+    assert!(!contrasts[0].hits.is_empty() && contrasts[0].hits.len() <= 3);
+}
+
+#[test]
+fn attribution_and_contrast_settings_are_checked_naming_the_key() {
+    let problems = |extra: Value| -> String {
+        let mut config = json!({"experiments": [{"feature": 1}]});
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        match serde_json::from_value::<SteerConfig>(config) {
+            Err(e) => e.to_string(),
+            Ok(c) => format!("{:?}", c.validate()),
+        }
+    };
+    let p = problems(json!({"attributions": [{"prompt": "a", "target": ""}]}));
+    assert!(
+        p.contains("attributions[0].target") && p.contains("empty"),
+        "{p}"
+    );
+    let p = problems(json!({"attribution_top": 2, "attribution_ablate": 3}));
+    assert!(
+        p.contains("attribution_ablate") && p.contains("at most"),
+        "{p}"
+    );
+    let p = problems(
+        json!({"contrasts": [{"name": "x", "positive": "/no/such/pos.txt", "negative": "/no/such/neg.txt"}]}),
+    );
+    assert!(
+        p.contains("contrasts[0].positive") && p.contains("/no/such/pos.txt"),
+        "{p}"
+    );
+    let p = problems(json!({"attributions": [{"prompt": "a", "target": "b", "targets": []}]}));
+    assert!(p.contains("unknown field `targets`"), "{p}");
+}
