@@ -285,6 +285,25 @@ mod tests {
         c
     }
 
+    proptest::proptest! {
+        /// Any text, a list or not, parses or is refused naming the source; every concept
+        /// parsed has a term and a category without tabs.
+        #[test]
+        fn any_text_parses_or_is_refused_by_name(text in "(?s).{0,400}", tabs in "[a-z\t#\n ]{0,80}") {
+            for input in [text, tabs] {
+                match parse_concepts(&input, "any.tsv") {
+                    Ok(list) => {
+                        for c in list {
+                            proptest::prop_assert!(!c.term.is_empty() && !c.term.contains('\t'));
+                            proptest::prop_assert!(!c.category.contains('\t'));
+                        }
+                    }
+                    Err(e) => proptest::prop_assert!(e.to_string().contains("any.tsv")),
+                }
+            }
+        }
+    }
+
     #[test]
     fn concept_lists_parse_with_comments_and_errors_name_the_line() {
         let list = parse_concepts(

@@ -213,7 +213,8 @@ pub fn run_coverage(
         .iter()
         .map(|s| MemberCounts::new(s.d_sae, concepts.len()))
         .collect();
-    scan(&store, &hook, &range, &saes, &mut |chunk| {
+    let massive_norm = family.massive_norm()?;
+    scan(&store, &hook, &range, &saes, massive_norm, &mut |chunk| {
         if ctx.cancel.is_cancelled() {
             return Err(AnalysisError::Cancelled);
         }

@@ -32,6 +32,13 @@ pub struct Family {
 }
 
 impl Family {
+    /// The raw norm above which the train stage counted a row as massive (its `eval.json`),
+    /// when it recorded one.
+    pub fn massive_norm(&self) -> Result<Option<f32>, AnalysisError> {
+        let eval = monoscope_artifacts::train::TrainOutputs::new(&self.train_dir).eval()?;
+        Ok(eval.and_then(|e| e.massive).map(|m| m.norm_threshold))
+    }
+
     /// Orders `members` by dictionary size and checks that they can be compared.
     pub fn new(mut members: Vec<Member>, train_dir: PathBuf) -> Result<Self, AnalysisError> {
         members.sort_by_key(|m| m.sae.d_sae);

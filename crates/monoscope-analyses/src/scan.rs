@@ -96,13 +96,39 @@ pub fn read_ids(store: &Store, range: &Range<u64>) -> Result<RowIds, AnalysisErr
     Ok(ids)
 }
 
+/// Empties the codes of the rows that `drop` marks: they fire no feature.
+fn drop_rows(codes: &SparseCodes, drop: &[bool]) -> SparseCodes {
+    let mut out = SparseCodes {
+        d_sae: codes.d_sae,
+        row_ptr: Vec::with_capacity(codes.row_ptr.len()),
+        indices: Vec::with_capacity(codes.indices.len()),
+        values: Vec::with_capacity(codes.values.len()),
+    };
+    out.row_ptr.push(0);
+    for (r, &dropped) in drop.iter().enumerate().take(codes.n_rows()) {
+        if !dropped {
+            let (idx, val) = codes.row(r);
+            out.indices.extend_from_slice(idx);
+            out.values.extend_from_slice(val);
+        }
+        out.row_ptr.push(out.indices.len());
+    }
+    out
+}
+
 /// Reads `range` of `hook` shard by shard, encodes each piece with every SAE of `saes`, and
 /// hands it to `visit`; an error from `visit` (e.g. [`AnalysisError::Cancelled`]) stops the scan.
+///
+/// Rows whose norm is above `massive_norm` fire no feature. They are the attention sinks and
+/// their like, hundreds of times the usual norm and left out of training: encoded, they light
+/// up whatever features have a component along them, with activations that dwarf the rest, and
+/// every feature's top tokens would be theirs.
 pub fn scan(
     store: &Store,
     hook: &str,
     range: &Range<u64>,
     saes: &[&Sae],
+    massive_norm: Option<f32>,
     visit: &mut dyn FnMut(Chunk) -> Result<(), AnalysisError>,
 ) -> Result<(), AnalysisError> {
     if let Some(sae) = saes.iter().find(|s| s.d_in != store.d_model()) {
@@ -118,10 +144,20 @@ pub fn scan(
     for piece in shard_pieces(store, range) {
         let mut rows = store.rows_of(piece, &[hook])?;
         let activations = rows.hooks.remove(hook).unwrap_or_default();
-        let codes = saes
+        let mut codes = saes
             .iter()
             .map(|sae| sae.encode_sparse(&activations))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(limit) = massive_norm {
+            let d = store.d_model().max(1);
+            let massive: Vec<bool> = activations
+                .chunks(d)
+                .map(|row| row.iter().map(|v| v * v).sum::<f32>().sqrt() > limit)
+                .collect();
+            if massive.iter().any(|&m| m) {
+                codes = codes.iter().map(|c| drop_rows(c, &massive)).collect();
+            }
+        }
         drop(activations);
         let ids = RowIds {
             token_ids: rows.token_ids,
@@ -133,4 +169,24 @@ pub fn scan(
         first += len;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_rows_fire_nothing_and_the_others_keep_their_codes() {
+        let codes = SparseCodes {
+            d_sae: 4,
+            row_ptr: vec![0, 2, 3, 5],
+            indices: vec![0, 3, 1, 2, 3],
+            values: vec![1.0, 2.0, 3.0, 4.0, 5.0],
+        };
+        let out = drop_rows(&codes, &[false, true, false]);
+        assert_eq!(out.n_rows(), 3);
+        assert_eq!(out.row(0), (&[0u32, 3][..], &[1.0f32, 2.0][..]));
+        assert_eq!(out.row(1), (&[][..], &[][..]));
+        assert_eq!(out.row(2), (&[2u32, 3][..], &[4.0f32, 5.0][..]));
+    }
 }

@@ -180,7 +180,8 @@ pub fn run_split(
     let saes = family.saes();
     let mut codes = vec![SparseCodes::default(); saes.len()];
     let mut token_ids = Vec::new();
-    scan(&store, &hook, &range, &saes, &mut |chunk| {
+    let massive_norm = family.massive_norm()?;
+    scan(&store, &hook, &range, &saes, massive_norm, &mut |chunk| {
         if ctx.cancel.is_cancelled() {
             return Err(AnalysisError::Cancelled);
         }

@@ -170,10 +170,11 @@ fn print_split_summary(file: &SplitFile, summary: &serde_json::Value) {
             "{:<16} {:<16} {:>10} {:>10} {:>12.2} {:>10}",
             l["parent"].as_str().unwrap_or_default(),
             l["child"].as_str().unwrap_or_default(),
-            l["children_with_a_parent"],
-            l["children_without"],
+            // A JSON value's Display ignores the width: format it as a string first.
+            l["children_with_a_parent"].to_string(),
+            l["children_without"].to_string(),
             l["children_per_parent"].as_f64().unwrap_or_default(),
-            l["parents_split_in_two_or_more"],
+            l["parents_split_in_two_or_more"].to_string(),
         );
     }
     println!("\n{}", file.criterion);

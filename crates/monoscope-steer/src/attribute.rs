@@ -355,23 +355,23 @@ pub fn to_table(result: &Attribution) -> String {
             e.label.as_deref().unwrap_or("")
         );
     }
-    let (largest, position) = result
+    // The first position is the attention sink, whose error term dwarfs the rest.
+    let largest = result
         .error_attribution
         .iter()
         .enumerate()
-        .map(|(i, v)| (v.abs(), i))
-        .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+        .skip(1)
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()));
     let _ = writeln!(
         out,
-        "ablation moved log p the predicted way for {} of {} ablated; the SAE error term's largest attribution is {:.4} at position {}",
-        result.sign_agreements,
-        result.ablated,
-        result
-            .error_attribution
-            .get(position)
-            .copied()
-            .unwrap_or(largest),
-        position
+        "ablation moved log p the predicted way for {} of {} ablated",
+        result.sign_agreements, result.ablated
     );
+    if let Some((position, value)) = largest {
+        let _ = writeln!(
+            out,
+            "the SAE error term's largest attribution after the first position: {value:+.4} at position {position}"
+        );
+    }
     out
 }
