@@ -5,6 +5,7 @@ use std::path::Path;
 use monoscope_config::load_with_env;
 use monoscope_core::Registry;
 // The stage crates the `monoscope` binary links, so their kinds are registered here too.
+use monoscope_analyses as _;
 use monoscope_browser as _;
 use monoscope_capture as _;
 use monoscope_cluster as _;
@@ -15,7 +16,11 @@ use monoscope_train as _;
 
 #[test]
 fn every_shipped_pipeline_is_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Files a stage reads (the steer stage's contrast texts) are named relative to the working
+    // directory, which for the shipped pipelines is the repository's root.
+    std::env::set_current_dir(&root).unwrap();
+    let dir = root.join("pipelines");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
