@@ -8,19 +8,8 @@ use std::io::{self, Write};
 
 use monoscope_artifacts::coverage::FrequencyBin;
 
-/// Distinct colours for the members, smallest dictionary first (Tableau 10).
-const PALETTE: [[u8; 3]; 10] = [
-    [31, 119, 180],
-    [255, 127, 14],
-    [44, 160, 44],
-    [214, 39, 40],
-    [148, 103, 189],
-    [140, 86, 75],
-    [227, 119, 194],
-    [127, 127, 127],
-    [188, 189, 34],
-    [23, 190, 207],
-];
+/// Distinct colours for the members, smallest dictionary first: the map's ten strong ones.
+const PALETTE: &[[u8; 3]] = monoscope_cluster::picture::PALETTE.split_at(10).0;
 const AXIS: [u8; 3] = [60, 60, 60];
 
 /// What to draw.

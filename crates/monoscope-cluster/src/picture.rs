@@ -4,9 +4,9 @@
 
 use std::io::{self, Write};
 
-/// Twenty well-separated colours (Tableau 20), given to clusters in order of size and reused
-/// cyclically; dead features are drawn in light grey.
-const PALETTE: [[u8; 3]; 20] = [
+/// Twenty well-separated colours (Tableau 20: the ten strong ones first), given to clusters in
+/// order of size and reused cyclically; dead features are drawn in light grey.
+pub const PALETTE: [[u8; 3]; 20] = [
     [31, 119, 180],
     [255, 127, 14],
     [44, 160, 44],

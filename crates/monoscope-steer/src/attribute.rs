@@ -118,6 +118,34 @@ fn check_input(input: &AttributionInput<'_>) -> Result<(), SteerError> {
     Ok(())
 }
 
+/// `log p(target | prompt)` as a tensor, from one forward pass of prompt and target with
+/// `interventions` (tracked by autodiff when an intervention made the activation a leaf).
+fn forward_logprob(
+    model: &Model,
+    input: &AttributionInput<'_>,
+    interventions: Interventions,
+) -> Result<Tensor<1>, SteerError> {
+    check_input(input)?;
+    let ids: Vec<u32> = input
+        .prompt_ids
+        .iter()
+        .chain(&input.target_ids)
+        .copied()
+        .collect();
+    let out = model.forward(
+        &TokenBatch::single(&ids)?,
+        &ForwardOptions::logits(interventions),
+    )?;
+    let logits = out.logits.ok_or_else(|| {
+        SteerError::config("target", input.target, "the forward pass gave no logits")
+    })?;
+    Ok(target_logprob(
+        logits,
+        input.prompt_ids.len(),
+        &input.target_ids,
+    ))
+}
+
 /// The forward and backward pass: the hook's activation, the gradient of `log p(target)` at
 /// it, and `log p(target)`, with `interventions` applied first at the hook (none for the plain
 /// model).
@@ -134,19 +162,12 @@ pub fn hook_gradient(
             "attribution needs a gradient, which the int8 kernels do not give: use `f32`",
         ));
     }
-    let ids: Vec<u32> = input
-        .prompt_ids
-        .iter()
-        .chain(&input.target_ids)
-        .copied()
-        .collect();
     let leaf = Leaf::default();
-    let options = ForwardOptions::logits(Interventions::new().with(hook, leaf.intervention()));
-    let out = model.forward(&TokenBatch::single(&ids)?, &options)?;
-    let logits = out
-        .logits
-        .ok_or_else(|| SteerError::config("hook", hook, "the forward pass gave no logits"))?;
-    let loss = target_logprob(logits, input.prompt_ids.len(), &input.target_ids);
+    let loss = forward_logprob(
+        model,
+        input,
+        Interventions::new().with(hook, leaf.intervention()),
+    )?;
     let leaf = leaf.take().ok_or_else(|| {
         SteerError::config(
             "hook",
@@ -175,21 +196,7 @@ pub fn logprob_with(
     input: &AttributionInput<'_>,
     interventions: Interventions,
 ) -> Result<f64, SteerError> {
-    check_input(input)?;
-    let ids: Vec<u32> = input
-        .prompt_ids
-        .iter()
-        .chain(&input.target_ids)
-        .copied()
-        .collect();
-    let out = model.forward(
-        &TokenBatch::single(&ids)?,
-        &ForwardOptions::logits(interventions),
-    )?;
-    let logits = out.logits.ok_or_else(|| {
-        SteerError::config("target", input.target, "the forward pass gave no logits")
-    })?;
-    let loss = target_logprob(logits, input.prompt_ids.len(), &input.target_ids);
+    let loss = forward_logprob(model, input, interventions)?;
     Ok(f64::from(monoscope_lm::to_host(loss, "log p")?[0]))
 }
 
