@@ -50,6 +50,10 @@ broken! {
     input_and_inputs => "input_and_inputs.toml",
     unknown_input_port => "unknown_input_port.toml",
     zero_capacity => "zero_capacity.toml",
+    parts_where_none_can_run => "parts_where_none_can_run.toml",
+    slurm_settings => "slurm_settings.toml",
+    a_stream_between_slurm_jobs => "slurm_stream.toml",
+    unknown_backend => "unknown_backend.toml",
     several_problems_are_all_reported => "several_problems.toml",
     missing_file => "does_not_exist.toml",
 }

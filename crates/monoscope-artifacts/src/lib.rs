@@ -11,6 +11,7 @@
 //!   (also `import-sae`), [`label`] (`autointerp-label`), [`cluster`], [`steer`], [`browser`],
 //!   and the analyses [`split`] (feature splitting across sizes) and [`coverage`]
 //!   (completeness against frequency).
+//! - [`jobs`]: the Slurm backend's `slurm/jobs.json` (what it submitted) beside its scripts.
 //! - [`Artifact`], [`ArtifactKind`]: what an artifact port carries between stages.
 //! - [`json`]: JSON and JSON-lines reads that name the file and line of a bad record, and
 //!   atomic writes; [`atomic`]: write-to-temporary-then-rename, synced, with the recovery of
@@ -26,6 +27,7 @@ pub mod cluster;
 pub mod coverage;
 mod error;
 pub mod fault;
+pub mod jobs;
 pub mod json;
 pub mod label;
 pub mod run;

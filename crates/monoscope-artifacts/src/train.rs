@@ -23,6 +23,9 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub const SWEEP_DIR: &str = "sweep";
 pub const SWEEP_FILE: &str = "sweep.json";
+/// With `hooks = [...]`: the folder holding one directory per hook, each laid out as a
+/// stage directory of one hook.
+pub const HOOKS_DIR: &str = "hooks";
 
 /// The part of a `sweep.json` entry that names the SAE (each entry also has its settings and
 /// held-out metrics).

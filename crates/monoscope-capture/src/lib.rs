@@ -15,6 +15,7 @@
 
 pub mod corpus;
 mod error;
+mod parts;
 mod replay;
 pub mod stage;
 pub mod windows;

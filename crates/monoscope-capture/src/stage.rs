@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use monoscope_core::{
     ActivationBatch, Artifact, ArtifactKind, Message, PortSpec, Stage, StageConfig, StageContext,
-    StageDescription, StageError, StreamKind, port_names, register_stage,
+    StageDescription, StageError, StreamKind, Work, port_names, register_stage,
 };
 use monoscope_lm::{ForwardOptions, HookName, MatmulKind, Model, ModelSpec, TokenBatch};
 use monoscope_store::{
@@ -138,6 +138,9 @@ pub struct Capture;
 impl Stage for Capture {
     type Config = CaptureConfig;
 
+    const PARTS: Option<&'static str> =
+        Some("a contiguous range of the context windows (the whole capture's plan, cut in N)");
+
     fn description() -> StageDescription {
         StageDescription {
             kind: "capture".into(),
@@ -173,6 +176,10 @@ impl Stage for Capture {
     }
 
     fn run(config: CaptureConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        if let Work::Merge { parts } = &ctx.work {
+            let parts = parts.clone();
+            return crate::parts::merge(&config, &parts, ctx);
+        }
         let model_path =
             monoscope_fetch::stages::model_input(ctx, port_names::MODEL, &config.model)?;
         let corpus_path =
@@ -204,6 +211,18 @@ pub fn capture(
         .map_err(CaptureError::from)?;
     let width = hook_width(model, &hooks)?;
     let part: PartSpec = config.shard.parse().map_err(CaptureError::Invalid)?;
+    if ctx.work.part().is_some() && !config.write_store {
+        return Err(CaptureError::Invalid(
+            "`parts` joins the parts' stores: `write_store = false` leaves nothing to join".into(),
+        )
+        .into());
+    }
+    if ctx.work.part().is_some() && part != PartSpec::WHOLE {
+        return Err(CaptureError::Invalid(format!(
+            "`shard` = \"{part}\" and `parts` both split the corpus: use `parts` alone"
+        ))
+        .into());
+    }
     let text_field = config
         .text_field
         .clone()
@@ -239,11 +258,21 @@ pub fn capture(
             .encode(text, false)
             .map_err(|e| CaptureError::Invalid(e.to_string()))
     };
-    let plan = plan_windows(&documents, tokenize, &options)?;
+    let mut plan = plan_windows(&documents, tokenize, &options)?;
+    // A part takes its share of the whole capture's windows, so that its parts, joined in
+    // order, hold exactly the rows of a capture in one piece.
+    if let Some((index, count)) = ctx.work.part() {
+        let share = Work::share(index, count, plan.windows.len());
+        plan.windows = plan.windows.drain(share).collect();
+    }
     let total_tokens = (plan.windows.len() * config.context_length) as u64;
+    let share = match ctx.work.part() {
+        Some((index, count)) => format!("part {index} of {count} of the capture"),
+        None => format!("shard {part}"),
+    };
     tracing::info!(
         stage = ctx.stage_id,
-        "{} windows of {} tokens from {} of {} documents (part {part})",
+        "{} windows of {} tokens ({share}); the whole plan reads {} of {} documents",
         plan.windows.len(),
         config.context_length,
         plan.documents_used,
@@ -252,9 +281,13 @@ pub fn capture(
     ctx.progress.set_length(total_tokens);
 
     let dir = ctx.stage_dir.join(monoscope_artifacts::capture::STORE_DIR);
-    let spec = config
-        .write_store
-        .then(|| store_spec(model, width, config, part, corpus));
+    let spec = config.write_store.then(|| {
+        let mut spec = store_spec(model, width, config, part, corpus);
+        if let Some((index, count)) = ctx.work.part() {
+            spec.metadata[crate::parts::PART_KEY] = format!("{index}/{count}").into();
+        }
+        spec
+    });
     // A consumer of the stream must see every row. A rerun whose store is already finished
     // (the executor reruns a capture when a stream consumer runs again) reads it back.
     let streaming = ctx.has_consumers(port_names::ACTIVATIONS);
@@ -317,7 +350,7 @@ pub fn capture(
     Ok(())
 }
 
-fn announce_store(
+pub(crate) fn announce_store(
     ctx: &mut StageContext<'_>,
     dir: &Path,
     manifest: &Manifest,
@@ -367,7 +400,7 @@ fn store_spec(
 }
 
 /// Creates the store, or resumes one that an interrupted run left (same spec).
-fn open_store(spec: StoreSpec, dir: &Path) -> Result<StoreWriter, CaptureError> {
+pub(crate) fn open_store(spec: StoreSpec, dir: &Path) -> Result<StoreWriter, CaptureError> {
     let interrupted = dir.join(PROGRESS_FILE).exists() && !dir.join(MANIFEST_FILE).exists();
     if interrupted {
         match StoreWriter::resume(dir, spec.clone()) {

@@ -60,6 +60,48 @@ enum Command {
         /// Load a stage plugin (a dylib) besides those the pipeline names. Repeatable.
         #[arg(long = "plugin", value_name = "PATH")]
         plugins: Vec<PathBuf>,
+        /// Where stages and their parts run: `local` or `slurm` (sets `pipeline.backend`).
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// Run one stage of a run directory, one of its parts or its merge, from the run's
+    /// resolved.toml and its upstream stages' outputs: what each part's process and each
+    /// cluster job runs.
+    RunStage {
+        /// The run directory (holding resolved.toml).
+        run_dir: PathBuf,
+        /// The stage's id.
+        stage: String,
+        /// Run part I of a stage with `parts = N` (0 <= I < N).
+        #[arg(long, conflicts_with = "merge")]
+        part: Option<usize>,
+        /// Join the finished parts of a stage with `parts = N`.
+        #[arg(long)]
+        merge: bool,
+    },
+    /// Write a pipeline's stages as cluster jobs to submit yourself: `--k8s`, Kubernetes Jobs
+    /// (an Indexed Job per stage's parts) and apply.sh, into the run directory's k8s/.
+    ExportJobs {
+        pipeline: PathBuf,
+        /// Kubernetes Job manifests (the one format so far).
+        #[arg(long, required = true)]
+        k8s: bool,
+        /// The container image holding `monoscope`.
+        #[arg(long)]
+        image: String,
+        /// The `monoscope` executable inside the image.
+        #[arg(long, default_value = "monoscope")]
+        executable: String,
+        /// A PersistentVolumeClaim that holds the run directory, mounted in every pod.
+        #[arg(long)]
+        claim: Option<String>,
+        /// Where the claim is mounted (default: the run directory's parent).
+        #[arg(long)]
+        mount: Option<PathBuf>,
+        #[arg(long = "set", value_name = "STAGE.KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
     },
     /// Check a pipeline file without running it; prints the resolved configuration.
     Validate {
@@ -132,7 +174,24 @@ fn main() -> ExitCode {
             run_dir,
             force,
             plugins,
-        } => pipeline_cmds::run(&pipeline, &set, run_dir, force, &plugins),
+            backend,
+        } => pipeline_cmds::run(&pipeline, &set, run_dir, force, &plugins, backend),
+        Command::ExportJobs {
+            pipeline,
+            k8s: _,
+            image,
+            executable,
+            claim,
+            mount,
+            set,
+            run_dir,
+        } => pipeline_cmds::export_k8s(&pipeline, &set, run_dir, image, executable, claim, mount),
+        Command::RunStage {
+            run_dir,
+            stage,
+            part,
+            merge,
+        } => pipeline_cmds::run_stage(&run_dir, &stage, part, merge),
         Command::Validate {
             pipeline,
             set,

@@ -102,8 +102,17 @@ pub fn run(
     run_dir: Option<PathBuf>,
     force: bool,
     plugins: &[PathBuf],
+    backend: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let mut pipeline = match load(path, set, run_dir, plugins)? {
+    let mut set = set.to_vec();
+    if let Some(backend) = backend {
+        if let Err(e) = backend.parse::<monoscope_config::Backend>() {
+            eprintln!("error: --backend {e}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        set.push(format!("pipeline.backend=\"{backend}\""));
+    }
+    let mut pipeline = match load(path, &set, run_dir, plugins)? {
         Ok(p) => p,
         Err(errors) => {
             eprint!("{errors}");
@@ -140,6 +149,89 @@ pub fn run(
             Ok(ExitCode::from(EXIT_CANCELLED))
         }
         Err(e) => Err(e).context(format!("pipeline {}", path.display())),
+    }
+}
+
+/// `monoscope export-jobs --k8s`.
+pub fn export_k8s(
+    path: &Path,
+    set: &[String],
+    run_dir: Option<PathBuf>,
+    image: String,
+    executable: String,
+    claim: Option<String>,
+    mount: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = match load(path, set, run_dir, &[])? {
+        Ok(p) => p,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let run_dir = std::path::absolute(pipeline.run_dir())?;
+    let mount = match mount {
+        Some(m) => m,
+        None => run_dir.parent().unwrap_or(&run_dir).to_path_buf(),
+    };
+    let options = monoscope_exec::k8s::K8sOptions {
+        image,
+        executable,
+        claim,
+        mount,
+    };
+    for file in monoscope_exec::k8s::export(&pipeline, &options)? {
+        println!("{}", file.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One stage, part or merge from a run directory (`monoscope run-stage`).
+pub fn run_stage(
+    run_dir: &Path,
+    stage: &str,
+    part: Option<usize>,
+    merge: bool,
+) -> anyhow::Result<ExitCode> {
+    let resolved = run_dir.join(monoscope_exec::record::RESOLVED_FILE);
+    if !resolved.exists() {
+        anyhow::bail!(
+            "{}: not found; `monoscope run-stage` runs a stage of a run directory that \
+             `monoscope run` prepared",
+            resolved.display()
+        );
+    }
+    let mut pipeline = match load(&resolved, &[], Some(run_dir.to_path_buf()), &[])? {
+        Ok(p) => p,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let work = match (part, merge) {
+        (Some(i), _) => monoscope_exec::StageWork::Part(i),
+        (None, true) => monoscope_exec::StageWork::Merge,
+        (None, false) => monoscope_exec::StageWork::Whole,
+    };
+    let cancel = CancelToken::new();
+    // Slurm's scancel and a local parent's stop both send SIGTERM: a clean cancellation.
+    let on_signal = cancel.clone();
+    if let Err(e) = ctrlc::set_handler(move || on_signal.cancel()) {
+        tracing::warn!("cannot install the signal handler: {e}");
+    }
+    match monoscope_exec::run_stage(&mut pipeline, stage, work, &cancel) {
+        Ok(seconds) => {
+            eprintln!("{stage} ({work}): complete in {seconds:.1} s");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ExecError::Stage {
+            source: monoscope_core::StageError::Cancelled,
+            ..
+        }) => {
+            eprintln!("{stage} ({work}): cancelled");
+            Ok(ExitCode::from(EXIT_CANCELLED))
+        }
+        Err(e) => Err(e).context(format!("{} stage {stage}", run_dir.display())),
     }
 }
 

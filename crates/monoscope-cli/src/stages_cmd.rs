@@ -17,6 +17,7 @@ pub fn list(json: bool, plugins: &[PathBuf]) -> anyhow::Result<ExitCode> {
                     "description": factory.description(),
                     "origin": registry.origin(kind),
                     "schema": factory.schema(),
+                    "parts": factory.parts(),
                 }))
             })
             .collect();
@@ -57,6 +58,9 @@ pub fn list(json: bool, plugins: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
         for param in parameters(&factory.schema()) {
             println!("    param  {param}");
+        }
+        if let Some(part) = factory.parts() {
+            println!("    parts  `parts = N` runs it in N processes; one part is {part}");
         }
         println!();
     }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use monoscope_artifacts::fault::{FAULT_ENV, FaultPoint};
 
+mod common;
+use common::{files, replace, without_timings};
+
 const HOOK: &str = "blocks.1.hook_resid_post";
 
 /// A tiny model, a corpus and the pipeline, shared by every run of one test.
@@ -133,27 +136,6 @@ fn run_to_completion(pipeline: &Path, after: &str) {
     );
 }
 
-/// Every file of `dir`, by its path below `dir`.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let name = path.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(name, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    out
-}
-
 /// What must not change with interruptions: the store, the SAE, the held-out metrics and
 /// the labels. Timings (`seconds`, `tokens_per_second`) are left out of `eval.json`, and the
 /// run directory's own path (recorded as the SAE's dataset) reads as `<run>`.
@@ -163,21 +145,6 @@ fn results(run_dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .into_iter()
         .map(|(name, bytes)| (name, replace(&bytes, own_path.as_bytes(), b"<run>")))
         .collect()
-}
-
-fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 fn raw_results(run_dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -199,18 +166,6 @@ fn raw_results(run_dir: &Path) -> BTreeMap<String, Vec<u8>> {
         std::fs::read(run_dir.join("label/labels.jsonl")).unwrap(),
     );
     out
-}
-
-fn without_timings(value: serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => map
-            .into_iter()
-            .filter(|(k, _)| !(k.contains("seconds") || k.contains("per_second")))
-            .map(|(k, v)| (k, without_timings(v)))
-            .collect(),
-        serde_json::Value::Array(values) => values.into_iter().map(without_timings).collect(),
-        other => other,
-    }
 }
 
 fn assert_same_results(run_dir: &Path, reference: &BTreeMap<String, Vec<u8>>, after: &str) {

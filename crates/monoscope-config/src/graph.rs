@@ -312,3 +312,52 @@ fn order(
         current = next;
     }
 }
+
+/// A stream only flows between stages of one process: refuses a stream connection into or out
+/// of a stage run in parts, and any stream connection under a backend that runs each stage as
+/// its own job.
+pub(crate) fn check_process_boundaries(
+    stages: &[StageSpec],
+    backend: crate::scale::Backend,
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Vec<Problem>,
+) {
+    let parts: BTreeMap<&str, usize> = stages.iter().map(|s| (s.id.as_str(), s.parts)).collect();
+    for stage in stages {
+        for (port, from) in &stage.inputs {
+            let is_stream = stage
+                .description
+                .input(port)
+                .is_some_and(|spec| matches!(spec.ty, monoscope_core::PortType::Stream(_)));
+            if !is_stream {
+                continue;
+            }
+            let key = format!("{}.inputs.{port}", stage.id);
+            let why = if backend == crate::scale::Backend::Slurm {
+                Some("under backend = \"slurm\" every stage is a job of its own".to_string())
+            } else if stage.parts > 1 {
+                Some(format!("`{}` runs in {} parts", stage.id, stage.parts))
+            } else if parts.get(from.stage.as_str()).is_some_and(|&n| n > 1) {
+                Some(format!(
+                    "`{}` runs in {} parts",
+                    from.stage,
+                    parts[from.stage.as_str()]
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                problems.push(problem(
+                    at,
+                    &key,
+                    format!(
+                        "= \"{from}\": a stream flows only within one process, and {why}; \
+                         connect a stored artifact of `{}` instead (a capture's \
+                         activations: its `store`)",
+                        from.stage
+                    ),
+                ));
+            }
+        }
+    }
+}

@@ -26,12 +26,14 @@
 //! - [`source`]: reading the file and reporting syntax errors with line and column.
 //! - [`layers`]: the figment stack and where each value came from.
 //! - [`graph`]: stage ids, kinds, inputs, port types and cycles.
+//! - `scale`: [`Backend`], and the [`SlurmResources`] of a stage's jobs.
 //! - `spec`: [`StageSpec`], a validated stage, and [`Endpoint`], where an input comes from.
 
 mod graph;
 mod layers;
 mod pipeline;
 mod problems;
+mod scale;
 mod source;
 mod spec;
 
@@ -41,4 +43,5 @@ pub use pipeline::{
     plugin_paths,
 };
 pub use problems::{ConfigErrors, Problem};
+pub use scale::{Backend, SlurmResources};
 pub use spec::{Endpoint, StageSpec};

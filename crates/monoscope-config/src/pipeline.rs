@@ -10,6 +10,7 @@ use crate::graph;
 use crate::layers::{self, CommandLineOverride};
 use crate::problems::show;
 use crate::problems::{ConfigErrors, Problem};
+use crate::scale::{Backend, SlurmResources};
 use crate::source;
 use crate::spec::StageSpec;
 
@@ -17,7 +18,9 @@ use crate::spec::StageSpec;
 const PIPELINE_TABLE: &str = "pipeline";
 const PLUGINS_KEY: &str = "plugins";
 /// Keys of a stage table that belong to the pipeline, not to the stage's parameters.
-pub(crate) const STRUCTURAL_KEYS: [&str; 3] = ["kind", "input", "inputs"];
+pub(crate) const STRUCTURAL_KEYS: [&str; 5] = ["kind", "input", "inputs", PARTS_KEY, SLURM_KEY];
+const PARTS_KEY: &str = "parts";
+const SLURM_KEY: &str = "slurm";
 
 /// The `[pipeline]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -34,6 +37,13 @@ pub struct PipelineSettings {
     /// Items in flight per channel between two stages: the bound on memory between them.
     #[serde(default = "default_capacity")]
     pub channel_capacity: usize,
+    /// Where stages and their parts run: `local` (this machine) or `slurm` (cluster jobs).
+    #[serde(default)]
+    pub backend: Backend,
+    /// Local backend: parts (child processes) running at once, over all stages (default: the
+    /// number of CPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
 }
 
 fn default_capacity() -> usize {
@@ -144,6 +154,14 @@ impl Pipeline {
                     .map(|(port, from)| (port.clone(), toml::Value::String(from.to_string())))
                     .collect();
                 table.insert("inputs".into(), toml::Value::Table(inputs));
+            }
+            if stage.parts > 1 {
+                table.insert(PARTS_KEY.into(), toml::Value::Integer(stage.parts as i64));
+            }
+            if stage.slurm != SlurmResources::default()
+                && let Ok(slurm) = toml::Table::try_from(&stage.slurm)
+            {
+                table.insert(SLURM_KEY.into(), toml::Value::Table(slurm));
             }
             if let Some(toml::Value::Table(params)) = json_to_toml(&stage.params) {
                 table.extend(params);
@@ -259,6 +277,14 @@ pub fn load_with_env(
                 });
                 None
             }
+            Ok(settings) if settings.max_parallel == Some(0) => {
+                problems.push(Problem {
+                    source: at("pipeline.max_parallel"),
+                    key: Some("pipeline.max_parallel".into()),
+                    message: "= 0: expected at least 1".into(),
+                });
+                None
+            }
             Ok(settings) => Some(settings),
             Err(e) => {
                 let schema = schemars::schema_for!(PipelineSettings).to_value();
@@ -361,6 +387,39 @@ pub fn load_with_env(
             (table.get("input").cloned(), table.get("inputs").cloned()),
         );
 
+        let parts = stage_parts(id, table, factory.parts(), &kind, &at, &mut problems);
+        let slurm = match table.get(SLURM_KEY) {
+            None => SlurmResources::default(),
+            Some(_) => match figment
+                .focus(&format!("{id}.{SLURM_KEY}"))
+                .extract::<SlurmResources>()
+            {
+                Ok(slurm) => {
+                    for (key, message) in slurm.problems() {
+                        let key = format!("{id}.{SLURM_KEY}.{key}");
+                        problems.push(Problem {
+                            source: at(&key),
+                            key: Some(key),
+                            message,
+                        });
+                    }
+                    slurm
+                }
+                Err(e) => {
+                    let schema = schemars::schema_for!(SlurmResources).to_value();
+                    problems.extend(figment_problems(
+                        e,
+                        &format!("{id}.{SLURM_KEY}"),
+                        Some(&schema),
+                        &figment,
+                        overrides,
+                        &file,
+                    ));
+                    SlurmResources::default()
+                }
+            },
+        };
+
         let params = Figment::from(StageParams {
             figment: figment.focus(id),
         });
@@ -379,6 +438,8 @@ pub fn load_with_env(
                     description: factory.description(),
                     inputs: BTreeMap::new(),
                     params: configured.resolved.clone(),
+                    parts,
+                    slurm,
                     configured: Some(configured),
                 });
             }
@@ -411,7 +472,14 @@ pub fn load_with_env(
     }
 
     if let Some(settings) = &settings {
-        for key in ["name", "seed", "run_dir", "channel_capacity"] {
+        for key in [
+            "name",
+            "seed",
+            "run_dir",
+            "channel_capacity",
+            "backend",
+            "max_parallel",
+        ] {
             let full = format!("pipeline.{key}");
             provenance.insert(full.clone(), layers::provenance(&figment, &full, overrides));
         }
@@ -430,6 +498,10 @@ pub fn load_with_env(
         .cloned()
         .collect();
     let ordered = graph::connect(&mut stages, &raw_inputs, &all_ids, &at, &mut problems);
+    if problems.is_empty() {
+        let backend = settings.as_ref().map(|s| s.backend).unwrap_or_default();
+        graph::check_process_boundaries(&stages, backend, &at, &mut problems);
+    }
     match settings {
         Some(settings) if problems.is_empty() => Ok(Pipeline {
             file: path.to_path_buf(),
@@ -447,6 +519,49 @@ pub fn load_with_env(
         }),
         _ => Err(ConfigErrors { problems }),
     }
+}
+
+/// A stage's `parts`: 1 when unset; more only for a kind that can run in parts.
+fn stage_parts(
+    id: &str,
+    table: &Dict,
+    splits: Option<&'static str>,
+    kind: &str,
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Vec<Problem>,
+) -> usize {
+    let key = format!("{id}.{PARTS_KEY}");
+    let parts = match table.get(PARTS_KEY) {
+        None => return 1,
+        Some(value) => match value.to_i128() {
+            Some(n) if (1..=1 << 20).contains(&n) => n as usize,
+            _ => {
+                problems.push(Problem {
+                    source: at(&key),
+                    key: Some(key),
+                    message: format!(
+                        "= {}: expected a whole number from 1 to 1048576",
+                        value
+                            .to_i128()
+                            .map_or_else(|| show(value), |n| n.to_string())
+                    ),
+                });
+                return 1;
+            }
+        },
+    };
+    if parts > 1 && splits.is_none() {
+        problems.push(Problem {
+            source: at(&key),
+            key: Some(key),
+            message: format!(
+                "= {parts}: stages of kind `{kind}` cannot run in parts (kinds that can: \
+                 capture, train, autointerp-label; `monoscope stages` says what a part is)"
+            ),
+        });
+        return 1;
+    }
+    parts
 }
 
 /// TOML has no null: an unset optional parameter is left out, which reads back as unset.

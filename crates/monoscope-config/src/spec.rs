@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use monoscope_core::{ConfiguredStage, StageDescription};
 
+use crate::scale::SlurmResources;
+
 /// Where an input port's data comes from: `stage.port`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Endpoint {
@@ -27,6 +29,10 @@ pub struct StageSpec {
     pub inputs: BTreeMap<String, Endpoint>,
     /// Every parameter's final value, defaults included.
     pub params: serde_json::Value,
+    /// `parts = N`: disjoint parts the stage's work runs in, each its own process (1: whole).
+    pub parts: usize,
+    /// `[<stage>.slurm]`: what each of the stage's jobs asks for under the Slurm backend.
+    pub slurm: SlurmResources,
     /// Taken by the executor when the stage runs.
     pub configured: Option<ConfiguredStage>,
 }

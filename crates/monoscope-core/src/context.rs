@@ -8,6 +8,7 @@ use crate::cancel::CancelToken;
 use crate::error::StageError;
 use crate::message::{Artifact, Message};
 use crate::progress::Progress;
+use crate::work::Work;
 
 /// How often a port blocked on a channel looks at the cancellation flag.
 const CANCEL_POLL: Duration = Duration::from_millis(25);
@@ -25,6 +26,9 @@ pub struct StageContext<'a> {
     pub seed: u64,
     pub cancel: CancelToken,
     pub progress: Progress,
+    /// Which share of the stage's work this run does: the whole unless the pipeline gives the
+    /// stage `parts = N` (only for kinds that declare [`crate::Stage::PARTS`]).
+    pub work: Work,
     inputs: BTreeMap<String, InputPort>,
     outputs: BTreeMap<String, OutputPort>,
     emitted: Vec<(String, Artifact)>,
@@ -50,6 +54,7 @@ impl<'a> StageContext<'a> {
             seed,
             cancel,
             progress,
+            work: Work::Whole,
             inputs: inputs.into_iter().map(|p| (p.name.clone(), p)).collect(),
             outputs: outputs.into_iter().map(|p| (p.name.clone(), p)).collect(),
             emitted: Vec::new(),

@@ -17,6 +17,7 @@
 //! - [`atomic`]: write-to-temporary-then-rename helpers; every artifact is written through them.
 //! - [`fault`]: the fault points of the crash and full-disk tests.
 //! - [`fingerprint`]: stable hashes of configs, used to decide whether a stage can be skipped.
+//! - [`Work`]: which share of its work a run does (`parts = N`: one part, or the merge of them).
 //! - [`retain_freed_memory`]: the binaries' allocator setting (freed memory kept for reuse).
 
 pub use monoscope_artifacts::{atomic, fault};
@@ -31,6 +32,7 @@ mod ports;
 mod progress;
 mod registry;
 mod stage;
+mod work;
 
 pub use cancel::CancelToken;
 pub use context::{InputPort, OutputPort, StageContext};
@@ -44,6 +46,7 @@ pub use stage::{
     ConfigureError, ConfiguredStage, Stage, StageConfig, StageDescription, StageFactory,
     TypedFactory,
 };
+pub use work::{PARTS_DIR, Work, part_dir};
 
 // Re-exported so that `register_stage!` works in crates that do not depend on inventory.
 #[doc(hidden)]

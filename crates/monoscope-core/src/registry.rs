@@ -78,6 +78,9 @@ impl StageFactory for Static {
     fn schema(&self) -> serde_json::Value {
         self.0.schema()
     }
+    fn parts(&self) -> Option<&'static str> {
+        self.0.parts()
+    }
     fn configure(
         &self,
         params: &figment::Figment,

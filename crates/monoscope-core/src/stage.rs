@@ -28,6 +28,12 @@ pub trait Stage: 'static {
     /// Kind name, one-line doc and ports.
     fn description() -> StageDescription;
 
+    /// What one of `parts = N` parts is (e.g. "documents"), for a kind whose work splits into
+    /// disjoint parts; `None` (the default) for a kind that always runs whole. A kind that
+    /// sets it handles [`crate::Work::Part`] and [`crate::Work::Merge`] in `run`
+    /// (`ctx.work`).
+    const PARTS: Option<&'static str> = None;
+
     /// Does the work. Must return `Err(StageError::Cancelled)` promptly once
     /// `ctx.cancel.is_cancelled()`, and must write every artifact atomically
     /// (see [`crate::atomic`]) before announcing it on an output port.
@@ -74,6 +80,11 @@ pub trait StageFactory: Send + Sync {
 
     /// JSON Schema of the parameters: names, types, defaults and docs.
     fn schema(&self) -> serde_json::Value;
+
+    /// What one of `parts = N` parts is, when the kind can run in parts ([`Stage::PARTS`]).
+    fn parts(&self) -> Option<&'static str> {
+        None
+    }
 
     /// Deserialises and checks the parameters. `params` holds exactly the stage's parameter
     /// keys (the pipeline-level keys `kind`, `input` and `inputs` are removed), with their
@@ -140,6 +151,10 @@ impl<S: Stage> StageFactory for TypedFactory<S> {
 
     fn schema(&self) -> serde_json::Value {
         schemars::schema_for!(S::Config).to_value()
+    }
+
+    fn parts(&self) -> Option<&'static str> {
+        S::PARTS
     }
 
     fn configure(&self, params: &Figment) -> Result<ConfiguredStage, ConfigureError> {

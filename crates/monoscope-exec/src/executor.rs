@@ -76,9 +76,15 @@ pub enum ExecError {
     Artifact(#[from] monoscope_artifacts::ArtifactError),
     #[error("stage `{0}` was already run from this pipeline value; load the pipeline again")]
     AlreadyRun(String),
+    /// `run-stage` was asked for something the run directory cannot give.
+    #[error("{0}")]
+    Standalone(String),
+    /// The Slurm backend: a command failed, or jobs did not complete.
+    #[error("{0}")]
+    Slurm(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
     move |source| ExecError::Io {
         path: path.to_path_buf(),
         source,
@@ -88,35 +94,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
 /// Runs every stage of `pipeline`, skipping those whose outputs are complete and whose
 /// fingerprint (config, seed, inputs) is unchanged, unless `options.force`.
 pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, ExecError> {
-    let run_dir = pipeline.run_dir();
-    std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
-    // Held to the end of the run: a second run in this directory would remove this one's
-    // markers and outputs as it prepared its own stages.
-    let _lock = monoscope_artifacts::run::RunLock::acquire(&run_dir)?;
-    atomic::recover_tree(&run_dir, false).map_err(io_err(&run_dir))?;
-    let resolved_path = run_dir.join(record::RESOLVED_FILE);
-    atomic::write(&resolved_path, pipeline.resolved_toml().as_bytes())
-        .map_err(io_err(&resolved_path))?;
+    if pipeline.settings.backend == monoscope_config::Backend::Slurm {
+        return crate::slurm::run(pipeline, options);
+    }
+    let (run_dir, _lock) = open_run_dir(pipeline)?;
 
     let fingerprints = fingerprints(pipeline);
     let skipped = skippable(pipeline, &run_dir, &fingerprints, options.force);
-    let mut record = RunRecord {
-        format_version: record::FORMAT_VERSION,
-        tool: "monoscope".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: env!("MONOSCOPE_GIT_COMMIT").into(),
-        pipeline: pipeline.settings.name.clone(),
-        pipeline_file: pipeline.file.clone(),
-        seed: pipeline.settings.seed,
-        overrides: pipeline.overrides.clone(),
-        provenance: pipeline.provenance.clone(),
-        started_at: record::now_rfc3339(),
-        finished_at: None,
-        status: "running".into(),
-        error: None,
-        peak_rss_bytes: None,
-        stages: Vec::new(),
-    };
+    let mut record = new_record(pipeline);
     write_record(&run_dir, &record)?;
 
     let (mut senders, mut receivers) = channels(pipeline, &skipped);
@@ -126,6 +111,12 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
     let cancel = &options.cancel;
     let seed = pipeline.settings.seed;
     let sampler = &RssSampler::start(RSS_SAMPLE_INTERVAL);
+    let slots = &crate::parts::Slots::new(
+        pipeline
+            .settings
+            .max_parallel
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    );
 
     let mut jobs = Vec::new();
     for stage in &mut pipeline.stages {
@@ -159,9 +150,13 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
                     .ok_or_else(|| ExecError::AlreadyRun(id.clone()))?,
             )
         };
+        let upstream: Vec<(String, String)> = stage
+            .inputs
+            .values()
+            .map(|from| (from.stage.clone(), fingerprints[&from.stage].clone()))
+            .collect();
         jobs.push((
-            stage.id.clone(),
-            stage.kind.clone(),
+            (stage.id.clone(), stage.kind.clone(), stage.parts, upstream),
             configured,
             inputs,
             outputs,
@@ -171,7 +166,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
     drop(receivers);
 
     std::thread::scope(|scope| {
-        for (id, kind, configured, inputs, outputs) in jobs {
+        for ((id, kind, parts, upstream), configured, inputs, outputs) in jobs {
             let fingerprint = fingerprints[&id].clone();
             let stage_dir = run_dir.join(&id);
             let (run_dir, progress, first_error, reports) =
@@ -193,8 +188,18 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
                         &id, run_dir, stage_dir.clone(), seed, cancel.clone(),
                         progress.bar(&id), inputs, outputs,
                     );
-                    let result = catch_unwind(AssertUnwindSafe(|| configured.run(&mut ctx)))
-                        .unwrap_or_else(|payload| Err(StageError::Panicked(panic_message(&*payload))));
+                    let parts_done = match parts {
+                        1 => Ok(()),
+                        count => crate::parts::LocalParts {
+                            run_dir, stage: &id, count, fingerprint: &fingerprint, upstream, slots,
+                        }
+                        .run(&mut ctx)
+                        .map(|announced| ctx.work = monoscope_core::Work::Merge { parts: announced }),
+                    };
+                    let result = parts_done.and_then(|()| {
+                        catch_unwind(AssertUnwindSafe(|| configured.run(&mut ctx)))
+                            .unwrap_or_else(|payload| Err(StageError::Panicked(panic_message(&*payload))))
+                    });
                     // Cancel before closing the ports: a consumer that sees its input end must
                     // already see the cancellation, or it would take a cut stream as complete.
                     if result.as_ref().is_err_and(|e| !matches!(e, StageError::Cancelled)) {
@@ -272,6 +277,44 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
     result
 }
 
+/// `run.json` as a run starts.
+pub(crate) fn new_record(pipeline: &Pipeline) -> RunRecord {
+    RunRecord {
+        format_version: record::FORMAT_VERSION,
+        tool: "monoscope".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: env!("MONOSCOPE_GIT_COMMIT").into(),
+        pipeline: pipeline.settings.name.clone(),
+        pipeline_file: pipeline.file.clone(),
+        seed: pipeline.settings.seed,
+        overrides: pipeline.overrides.clone(),
+        provenance: pipeline.provenance.clone(),
+        started_at: record::now_rfc3339(),
+        finished_at: None,
+        status: "running".into(),
+        error: None,
+        peak_rss_bytes: None,
+        stages: Vec::new(),
+    }
+}
+
+/// Prepares a run directory as every backend does: creates it, takes its lock, recovers what an
+/// interrupted run left, and writes `resolved.toml`. The lock is held while the guard lives.
+pub(crate) fn open_run_dir(
+    pipeline: &Pipeline,
+) -> Result<(PathBuf, monoscope_artifacts::run::RunLock), ExecError> {
+    let run_dir = pipeline.run_dir();
+    std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
+    // Held to the end of the run: a second run in this directory would remove this one's
+    // markers and outputs as it prepared its own stages.
+    let lock = monoscope_artifacts::run::RunLock::acquire(&run_dir)?;
+    atomic::recover_tree(&run_dir, false).map_err(io_err(&run_dir))?;
+    let resolved_path = run_dir.join(record::RESOLVED_FILE);
+    atomic::write(&resolved_path, pipeline.resolved_toml().as_bytes())
+        .map_err(io_err(&resolved_path))?;
+    Ok((run_dir, lock))
+}
+
 /// The error and all its sources, joined: what `run.json` and the CLI show.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -302,7 +345,7 @@ fn fail(
     cancel.cancel();
 }
 
-fn prepare_dir(stage_dir: &Path) -> Result<(), StageError> {
+pub(crate) fn prepare_dir(stage_dir: &Path) -> Result<(), StageError> {
     std::fs::create_dir_all(stage_dir).map_err(|e| StageError::io(stage_dir, e))?;
     // A killed earlier run may have left temporaries, or a directory swap half done.
     atomic::recover_tree(stage_dir, true).map_err(|e| StageError::io(stage_dir, e))?;
@@ -314,14 +357,14 @@ fn prepare_dir(stage_dir: &Path) -> Result<(), StageError> {
     }
 }
 
-fn write_marker(stage_dir: &Path, marker: &CompletionMarker) -> Result<(), StageError> {
+pub(crate) fn write_marker(stage_dir: &Path, marker: &CompletionMarker) -> Result<(), StageError> {
     use monoscope_artifacts::fault::{FaultPoint, reach};
     reach(FaultPoint::BeforeMarker)
         .map_err(|e| StageError::io(record::marker_path(stage_dir), e))?;
     Ok(monoscope_artifacts::run::write_marker(stage_dir, marker)?)
 }
 
-fn write_record(run_dir: &Path, record: &RunRecord) -> Result<(), ExecError> {
+pub(crate) fn write_record(run_dir: &Path, record: &RunRecord) -> Result<(), ExecError> {
     Ok(monoscope_artifacts::run::write_run_record(run_dir, record)?)
 }
 
@@ -340,7 +383,7 @@ fn replay(id: &str, stage_dir: &Path, outputs: Vec<OutputPort>) {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -352,7 +395,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Each stage's fingerprint: kind, parameters, seed, tool version and commit, and its inputs' fingerprints
 /// (so a change upstream invalidates everything downstream).
-fn fingerprints(pipeline: &Pipeline) -> BTreeMap<String, String> {
+pub(crate) fn fingerprints(pipeline: &Pipeline) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     for stage in &pipeline.stages {
         let inputs: BTreeMap<&String, String> = stage
@@ -370,6 +413,12 @@ fn fingerprints(pipeline: &Pipeline) -> BTreeMap<String, String> {
             "git_commit": env!("MONOSCOPE_GIT_COMMIT"),
             "inputs": inputs,
         });
+        // Parts change where the outputs are made, not what they are; a count change still
+        // makes the stage run again, as its parts' directories no longer fit.
+        let value = match stage.parts {
+            1 => value,
+            parts => serde_json::json!({ "stage": value, "parts": parts }),
+        };
         out.insert(stage.id.clone(), fingerprint::of_json(&value));
     }
     out
@@ -377,7 +426,7 @@ fn fingerprints(pipeline: &Pipeline) -> BTreeMap<String, String> {
 
 /// Stages that need not run: complete, same fingerprint, recorded artifacts still present, and
 /// every consumer of their streams is skipped too (a stream cannot be replayed).
-fn skippable(
+pub(crate) fn skippable(
     pipeline: &Pipeline,
     run_dir: &Path,
     fingerprints: &BTreeMap<String, String>,

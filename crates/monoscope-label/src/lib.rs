@@ -16,6 +16,7 @@
 //! - [`format`]: the files the stage writes, as types: `monoscope_artifacts::label`, which
 //!   every reader (the browser, the cluster and steer stages, `monoscope labels show`) goes
 //!   through; [`summary`]: their statistics.
+//! - `parts`: `parts = N`, contiguous feature ranges, and their merge.
 //! - [`AutointerpLabel`] ([`stage`]) and [`LabelConfig`] ([`config`]): the stage itself.
 //!
 //! # Contract with the other stages
@@ -42,6 +43,7 @@ pub mod evidence;
 pub mod explainer;
 pub use monoscope_artifacts::label as format;
 pub mod labelling;
+mod parts;
 pub mod prompt;
 pub mod score;
 pub mod stage;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use monoscope_core::{
     Artifact, ArtifactKind, CancelToken, PortSpec, Progress, Stage, StageContext, StageDescription,
-    StageError, port_names, register_stage,
+    StageError, Work, part_dir, port_names, register_stage,
 };
 use monoscope_lm::{MatmulKind, Model, ModelSpec};
 use monoscope_sae::Sae;
@@ -30,6 +30,9 @@ pub struct AutointerpLabel;
 impl Stage for AutointerpLabel {
     type Config = LabelConfig;
 
+    const PARTS: Option<&'static str> =
+        Some("a contiguous range of the features (evidence, sample and labels)");
+
     fn description() -> StageDescription {
         StageDescription {
             kind: "autointerp-label".into(),
@@ -48,18 +51,31 @@ impl Stage for AutointerpLabel {
     }
 
     fn run(config: LabelConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let sae = ctx.recv_artifact(port_names::SAE)?.path;
-        let store = ctx.recv_artifact(port_names::STORE)?.path;
-        let model = monoscope_fetch::stages::model_input(ctx, port_names::MODEL, &config.model)?;
-        let inputs = Inputs { sae, store, model };
-        let summary = run_label(
-            &config,
-            &inputs,
-            &ctx.stage_dir,
-            ctx.seed,
-            &ctx.progress,
-            &ctx.cancel,
-        )?;
+        let summary = match &ctx.work {
+            Work::Merge { parts } => {
+                let dirs: Vec<PathBuf> = (0..parts.len())
+                    .map(|i| part_dir(&ctx.stage_dir, i))
+                    .collect();
+                crate::parts::merge(&dirs, &ctx.stage_dir)?
+            }
+            work => {
+                let part = work.part();
+                let sae = ctx.recv_artifact(port_names::SAE)?.path;
+                let store = ctx.recv_artifact(port_names::STORE)?.path;
+                let model =
+                    monoscope_fetch::stages::model_input(ctx, port_names::MODEL, &config.model)?;
+                let inputs = Inputs { sae, store, model };
+                label(
+                    &config,
+                    &inputs,
+                    &ctx.stage_dir,
+                    ctx.seed,
+                    &ctx.progress,
+                    &ctx.cancel,
+                    part,
+                )?
+            }
+        };
         let metadata = serde_json::json!({
             "labelled": summary.labelled,
             "live": summary.live,
@@ -131,6 +147,29 @@ pub fn run_label(
     progress: &Progress,
     cancel: &CancelToken,
 ) -> Result<Summary, LabelError> {
+    label(
+        config,
+        inputs,
+        out_dir,
+        pipeline_seed,
+        progress,
+        cancel,
+        None,
+    )
+}
+
+/// As [`run_label`]; with `part = Some((i, N))`, keeps only the `i`-th of `N` contiguous
+/// feature ranges (evidence is gathered for every feature, as a TopK code depends on all of
+/// them, and the sample of features to label is the whole run's).
+fn label(
+    config: &LabelConfig,
+    inputs: &Inputs,
+    out_dir: &Path,
+    pipeline_seed: u64,
+    progress: &Progress,
+    cancel: &CancelToken,
+    part: Option<(usize, usize)>,
+) -> Result<Summary, LabelError> {
     let started = Instant::now();
     let outputs = LabelOutputs::new(out_dir);
     let seed = config.seed.unwrap_or(pipeline_seed);
@@ -171,6 +210,14 @@ pub fn run_label(
     let token_text = |id: u32| model.tokenizer().token_str(id);
     let observer = StageObserver { progress, cancel };
     let mut evidence = evidence::collect_evidence(&sae, &store, &options, &token_text, &observer)?;
+    let sample: std::collections::HashSet<u32> = choose_features(&evidence, config, seed)
+        .iter()
+        .map(|e| e.feature)
+        .collect();
+    if let Some((index, count)) = part {
+        let keep = Work::share(index, count, sae.d_sae);
+        evidence.retain(|e| keep.contains(&(e.feature as usize)));
+    }
     progress.set_message("logit effects");
     let hook_name = model
         .hook(&hook)
@@ -242,7 +289,10 @@ pub fn run_label(
         }
     };
 
-    let chosen = choose_features(&evidence, config, seed);
+    let chosen: Vec<&FeatureEvidence> = evidence
+        .iter()
+        .filter(|e| sample.contains(&e.feature))
+        .collect();
     let live = evidence.iter().filter(|e| !e.is_dead()).count();
     let labelling_started = Instant::now();
     progress.set_position(0);

@@ -69,6 +69,9 @@ impl From<InputScaleName> for monoscope_sae::InputScale {
 pub struct TrainStageConfig {
     /// Hook to train on (default: the store's only hook).
     pub hook: Option<String>,
+    /// Hooks to train one SAE each on (e.g. every layer), in `hooks/<hook>/`; the stage's `sae`
+    /// output is the first one's. With `parts = N`, each part trains a contiguous share.
+    pub hooks: Vec<String>,
     pub architecture: ArchitectureName,
     /// Dictionary size (latents).
     pub d_sae: usize,
@@ -140,6 +143,7 @@ impl Default for TrainStageConfig {
     fn default() -> Self {
         TrainStageConfig {
             hook: Default::default(),
+            hooks: Default::default(),
             architecture: ArchitectureName::Topk,
             d_sae: 4608,
             k: 32,
@@ -174,11 +178,39 @@ impl StageConfig for TrainStageConfig {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = self.own_problems();
         problems.extend(validate_sweep(self, Self::own_problems));
+        problems.extend(self.hooks_problems());
         problems
     }
 }
 
 impl TrainStageConfig {
+    /// `hooks`: with no `hook` beside it, each named once, each a directory name.
+    fn hooks_problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let (Some(hook), false) = (&self.hook, self.hooks.is_empty()) {
+            problems.push((
+                "hooks".into(),
+                format!("cannot be given with `hook` = {hook:?}: set one of them"),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, hook) in self.hooks.iter().enumerate() {
+            let usable = !hook.is_empty()
+                && hook != "."
+                && hook != ".."
+                && !hook.contains(['/', '\\', '\0']);
+            if !usable {
+                problems.push((
+                    format!("hooks[{i}]"),
+                    format!("= {hook:?}: expected a hook name (it names a directory)"),
+                ));
+            } else if !seen.insert(hook) {
+                problems.push((format!("hooks[{i}]"), format!("= {hook:?}: listed twice")));
+            }
+        }
+        problems
+    }
+
     /// Problems of the settings themselves, sweep aside.
     fn own_problems(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();

@@ -17,6 +17,8 @@
 //! - `ce_loss`: the stage's CE-loss scoring with [`splice`]: which model it splices into
 //!   (the `model` input, else the cached default the store was captured with), progress and
 //!   cancellation.
+//! - `hooks`: `hooks = [...]`, one SAE per hook in `hooks/<hook>/`, and the stage's
+//!   `parts = N`: each part trains a share of the hooks, the merge links them into the stage.
 //! - `import`: the `import-sae` stage ([`ImportSae`]): a published SAE (SAELens, sparsify,
 //!   Gemma Scope) saved in the SAELens layout, evaluated on a store when one is connected.
 //! - `config`: [`TrainStageConfig`], with [`SweepMember`]s: more SAEs trained on the same
@@ -26,6 +28,7 @@
 mod ce_loss;
 mod config;
 mod error;
+mod hooks;
 mod import;
 mod saes;
 pub mod splice;

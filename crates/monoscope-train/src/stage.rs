@@ -21,6 +21,8 @@ pub struct Train;
 impl Stage for Train {
     type Config = TrainStageConfig;
 
+    const PARTS: Option<&'static str> = Some("a contiguous share of `hooks`, one SAE per hook");
+
     fn description() -> StageDescription {
         StageDescription {
             kind: "train".into(),
@@ -52,6 +54,15 @@ impl Stage for Train {
     }
 
     fn run(config: TrainStageConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        if !config.hooks.is_empty() {
+            return crate::hooks::run(&config, ctx);
+        }
+        if ctx.work != monoscope_core::Work::Whole {
+            return Err(TrainStageError::Invalid(
+                "`parts` splits the hooks of `hooks`: list the hooks to train there".into(),
+            )
+            .into());
+        }
         let model_path = ctx.optional_artifact(port_names::MODEL)?.map(|a| a.path);
         match (
             ctx.take_input(port_names::ACTIVATIONS),
@@ -74,7 +85,7 @@ impl Stage for Train {
 
 register_stage!(Train);
 
-fn train(
+pub(crate) fn train(
     store_path: &Path,
     model_path: Option<PathBuf>,
     config: &TrainStageConfig,

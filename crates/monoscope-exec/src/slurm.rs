@@ -1,0 +1,558 @@
+//! The Slurm backend (`[pipeline] backend = "slurm"`, `monoscope run --backend slurm`).
+//!
+//! Every stage that is not complete becomes jobs: a stage with `parts = N` a job array of its
+//! missing parts (`sbatch --array`) and a merge job after it; any other stage one job. A job
+//! waits for its inputs' jobs (`--dependency=afterok:…`, `--kill-on-invalid-dep=yes`, so a
+//! failure removes what depends on it). Each job runs `monoscope run-stage RUN_DIR STAGE
+//! [--part I | --merge]`, which reads its inputs from the upstream stages' completion markers:
+//! the run directory, the pipeline's files and the `monoscope` executable must be on a file
+//! system that every node sees, at the same paths.
+//!
+//! The batch scripts are written to `<run_dir>/slurm/` (the job list, `jobs.json`, beside
+//! them, the jobs' output in `slurm/logs/`). `monoscope run` follows the jobs (`squeue`) until
+//! none is left, reports each part that did not complete with its job's state (`scontrol`),
+//! and, run again, submits only the parts and stages that are still missing. Ctrl-C cancels
+//! the submitted jobs (`scancel`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use monoscope_artifacts::jobs::{self, JobRole, Jobs, LOGS_DIR, Submission};
+use monoscope_config::{Pipeline, StageSpec};
+
+use crate::executor::{
+    ExecError, RunOptions, RunReport, StageReport, StageStatus, error_chain, fingerprints, io_err,
+    new_record, open_run_dir, skippable, write_record,
+};
+use crate::parts::{RUN_STAGE_SUBCOMMAND, completed_part, worker_executable};
+use crate::record;
+
+/// How often the follower asks `squeue`; override with `MONOSCOPE_SLURM_POLL_MS`.
+const POLL: Duration = Duration::from_secs(3);
+const POLL_ENV: &str = "MONOSCOPE_SLURM_POLL_MS";
+
+/// Submits the pipeline's incomplete stages as Slurm jobs, follows them to the end and reports
+/// as [`crate::run`] does.
+pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, ExecError> {
+    let (run_dir, _lock) = open_run_dir(pipeline)?;
+    let run_dir = std::path::absolute(&run_dir).map_err(io_err(&run_dir))?;
+    let mut record = new_record(pipeline);
+    write_record(&run_dir, &record)?;
+    let fingerprints = fingerprints(pipeline);
+    let skipped = skippable(pipeline, &run_dir, &fingerprints, options.force);
+    let exe = worker_executable()
+        .map_err(|e| ExecError::Slurm(format!("cannot find the monoscope executable: {e}")))?;
+    let cwd = std::env::current_dir().map_err(io_err(Path::new(".")))?;
+    let slurm_dir = jobs::slurm_dir(&run_dir);
+    let logs = slurm_dir.join(LOGS_DIR);
+    std::fs::create_dir_all(&logs).map_err(io_err(&logs))?;
+    for path in [&run_dir, &cwd, &exe] {
+        plain_path(path)?;
+    }
+    let mut jobs = jobs::read_jobs(&run_dir)?;
+    let context = ScriptContext {
+        pipeline: &pipeline.settings.name,
+        exe: &exe,
+        run_dir: &run_dir,
+        cwd: &cwd,
+        logs: &logs,
+    };
+
+    // The job whose success means the stage is complete, by stage id.
+    let mut last_job: BTreeMap<String, String> = BTreeMap::new();
+    let mut submitted: Vec<Submitted> = Vec::new();
+    for stage in &pipeline.stages {
+        if skipped.contains(&stage.id) {
+            continue;
+        }
+        let after: Vec<String> = stage
+            .inputs
+            .values()
+            .filter_map(|from| last_job.get(&from.stage).cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let fingerprint = &fingerprints[&stage.id];
+        let stage_dir = run_dir.join(&stage.id);
+        let mut waits = after.clone();
+        if stage.parts > 1 {
+            let missing_parts: Vec<usize> = (0..stage.parts)
+                .filter(|&i| completed_part(&stage_dir, fingerprint, i, stage.parts).is_none())
+                .collect();
+            if !missing_parts.is_empty() {
+                let array = array_spec(&missing_parts);
+                let script = context.write(stage, JobRole::Parts, &slurm_dir)?;
+                let id = sbatch(&script, Some(&array), &after)?;
+                record_submission(
+                    &run_dir,
+                    &mut jobs,
+                    stage,
+                    JobRole::Parts,
+                    &id,
+                    Some(array),
+                    &after,
+                    &script,
+                )?;
+                tracing::info!(stage = %stage.id, job = %id, "submitted {} part(s) as a job array", missing_parts.len());
+                waits = vec![id.clone()];
+                submitted.push(Submitted {
+                    stage: stage.id.clone(),
+                    role: JobRole::Parts,
+                    job_id: id,
+                });
+            }
+        }
+        let role = if stage.parts > 1 {
+            JobRole::Merge
+        } else {
+            JobRole::Whole
+        };
+        let script = context.write(stage, role, &slurm_dir)?;
+        let id = sbatch(&script, None, &waits)?;
+        record_submission(&run_dir, &mut jobs, stage, role, &id, None, &waits, &script)?;
+        tracing::info!(stage = %stage.id, job = %id, "submitted the {} job", match role { JobRole::Merge => "merge", _ => "stage" });
+        submitted.push(Submitted {
+            stage: stage.id.clone(),
+            role,
+            job_id: id.clone(),
+        });
+        last_job.insert(stage.id.clone(), id);
+    }
+
+    let started = Instant::now();
+    let outcome = follow(&submitted, pipeline, &run_dir, &fingerprints, options);
+    let seconds_waited = started.elapsed().as_secs_f64();
+
+    let mut stages = Vec::new();
+    let mut failures = Vec::new();
+    for stage in &pipeline.stages {
+        let fingerprint = fingerprints[&stage.id].clone();
+        let marker =
+            record::read_marker(&run_dir.join(&stage.id)).filter(|m| m.fingerprint == fingerprint);
+        let status = if skipped.contains(&stage.id) {
+            StageStatus::Skipped
+        } else if marker.is_some() {
+            StageStatus::Ran
+        } else if outcome.is_err() {
+            StageStatus::Cancelled
+        } else {
+            failures.push(describe_failure(stage, &submitted, &run_dir, &fingerprint));
+            StageStatus::Failed
+        };
+        stages.push(StageReport {
+            id: stage.id.clone(),
+            kind: stage.kind.clone(),
+            status,
+            seconds: marker.as_ref().map_or(0.0, |m| m.seconds),
+            waited_seconds: if status == StageStatus::Ran {
+                seconds_waited
+            } else {
+                0.0
+            },
+            peak_rss_bytes: None,
+            fingerprint,
+        });
+    }
+    record.finished_at = Some(record::now_rfc3339());
+    record.stages = stages.clone();
+    let result = match outcome {
+        Err(e) => Err(e),
+        Ok(()) if !failures.is_empty() => Err(ExecError::Slurm(format!(
+            "{}; run the same command again to resubmit only what is missing",
+            failures.join("; ")
+        ))),
+        Ok(()) => Ok(RunReport {
+            run_dir: run_dir.clone(),
+            stages,
+        }),
+    };
+    (record.status, record.error) = match &result {
+        Ok(_) => ("succeeded".into(), None),
+        Err(ExecError::Cancelled) => ("cancelled".into(), None),
+        Err(e) => ("failed".into(), Some(error_chain(e))),
+    };
+    write_record(&run_dir, &record)?;
+    result
+}
+
+/// One job this run submitted.
+#[derive(Debug, Clone)]
+struct Submitted {
+    stage: String,
+    role: JobRole,
+    job_id: String,
+}
+
+/// What every batch script of a run shares.
+struct ScriptContext<'a> {
+    pipeline: &'a str,
+    exe: &'a Path,
+    run_dir: &'a Path,
+    cwd: &'a Path,
+    logs: &'a Path,
+}
+
+impl ScriptContext<'_> {
+    /// The batch script of one stage's jobs of one role, written (atomically) into the Slurm
+    /// folder; returns its path.
+    fn write(&self, stage: &StageSpec, role: JobRole, dir: &Path) -> Result<PathBuf, ExecError> {
+        let text = self.script(stage, role);
+        let name = match role {
+            JobRole::Parts => format!("{}.parts.sbatch", stage.id),
+            JobRole::Merge => format!("{}.merge.sbatch", stage.id),
+            JobRole::Whole => format!("{}.sbatch", stage.id),
+        };
+        let path = dir.join(name);
+        monoscope_core::atomic::write(&path, text.as_bytes()).map_err(io_err(&path))?;
+        Ok(path)
+    }
+
+    /// The script's text: `#SBATCH` lines, then the one command.
+    pub(crate) fn script(&self, stage: &StageSpec, role: JobRole) -> String {
+        let (what, output, args) = match role {
+            JobRole::Parts => (
+                format!("part $SLURM_ARRAY_TASK_ID of the {} parts of", stage.parts),
+                self.logs.join(format!("{}-%a.out", stage.id)),
+                " --part \"$SLURM_ARRAY_TASK_ID\"".to_string(),
+            ),
+            JobRole::Merge => (
+                format!("the merge of the {} parts of", stage.parts),
+                self.logs.join(format!("{}-merge.out", stage.id)),
+                " --merge".to_string(),
+            ),
+            JobRole::Whole => (
+                String::new(),
+                self.logs.join(format!("{}.out", stage.id)),
+                String::new(),
+            ),
+        };
+        let mut lines = vec![
+            "#!/bin/bash".to_string(),
+            format!(
+                "# Written by `monoscope run --backend slurm`: {what} stage `{}` ({}) of pipeline `{}`.",
+                stage.id, stage.kind, self.pipeline
+            )
+            .replace(":  stage", ": stage"),
+        ];
+        if role == JobRole::Parts {
+            lines.push(format!(
+                "# Submit by hand: sbatch --array=0-{} {}.parts.sbatch",
+                stage.parts - 1,
+                stage.id
+            ));
+        }
+        lines.push(format!(
+            "#SBATCH --job-name=monoscope-{}-{}",
+            self.pipeline, stage.id
+        ));
+        lines.push(format!("#SBATCH --output={}", output.display()));
+        lines.push(format!("#SBATCH --chdir={}", self.cwd.display()));
+        lines.extend(
+            stage
+                .slurm
+                .sbatch_options()
+                .into_iter()
+                .map(|o| format!("#SBATCH {o}")),
+        );
+        lines.push("set -euo pipefail".to_string());
+        lines.push(format!(
+            "exec {} {RUN_STAGE_SUBCOMMAND} {} {}{args}",
+            self.exe.display(),
+            self.run_dir.display(),
+            stage.id
+        ));
+        lines.join("\n") + "\n"
+    }
+}
+
+/// Paths go into scripts and `#SBATCH` lines unquoted.
+fn plain_path(path: &Path) -> Result<(), ExecError> {
+    let text = path.display().to_string();
+    let bad = text
+        .chars()
+        .find(|c| c.is_whitespace() || "'\"`$\\;&|<>*?()[]{}!#%".contains(*c));
+    match bad {
+        None => Ok(()),
+        Some(c) => Err(ExecError::Slurm(format!(
+            "{text}: the Slurm backend writes this path into batch scripts; it must not \
+             contain {c:?}"
+        ))),
+    }
+}
+
+/// `--array` for these indices: ranges where they run on (`0-3,6`).
+pub fn array_spec(indices: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < indices.len() {
+        let start = indices[i];
+        let mut end = start;
+        while i + 1 < indices.len() && indices[i + 1] == end + 1 {
+            i += 1;
+            end = indices[i];
+        }
+        parts.push(match end > start {
+            true => format!("{start}-{end}"),
+            false => start.to_string(),
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+fn slurm_command(program: &str, args: &[String]) -> Result<String, ExecError> {
+    let out = Command::new(program).args(args).output().map_err(|e| {
+        ExecError::Slurm(format!(
+            "cannot run `{program}` ({e}): the Slurm backend needs Slurm's commands on PATH"
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(ExecError::Slurm(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Submits `script`; returns the job id.
+fn sbatch(script: &Path, array: Option<&str>, after: &[String]) -> Result<String, ExecError> {
+    let mut args = vec!["--parsable".to_string()];
+    if let Some(array) = array {
+        args.push(format!("--array={array}"));
+    }
+    if !after.is_empty() {
+        args.push(format!("--dependency=afterok:{}", after.join(":")));
+        args.push("--kill-on-invalid-dep=yes".into());
+    }
+    args.push(script.display().to_string());
+    let out = slurm_command("sbatch", &args)?;
+    // `--parsable` prints `id` or `id;cluster`.
+    let id = out.trim().split(';').next().unwrap_or_default().to_string();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(ExecError::Slurm(format!(
+            "sbatch {}: expected a job id, got {:?}",
+            script.display(),
+            out.trim()
+        )));
+    }
+    Ok(id)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_submission(
+    run_dir: &Path,
+    jobs: &mut Jobs,
+    stage: &StageSpec,
+    role: JobRole,
+    job_id: &str,
+    array: Option<String>,
+    after: &[String],
+    script: &Path,
+) -> Result<(), ExecError> {
+    jobs.format_version = record::FORMAT_VERSION;
+    jobs.submissions.push(Submission {
+        stage: stage.id.clone(),
+        role,
+        job_id: job_id.to_string(),
+        array,
+        after: after.to_vec(),
+        script: script.to_path_buf(),
+        submitted_at: record::now_rfc3339(),
+    });
+    Ok(jobs::write_jobs(run_dir, jobs)?)
+}
+
+/// Waits until none of `submitted` is queued or running, logging each stage's progress;
+/// cancels them all when the run is cancelled.
+fn follow(
+    submitted: &[Submitted],
+    pipeline: &Pipeline,
+    run_dir: &Path,
+    fingerprints: &BTreeMap<String, String>,
+    options: &RunOptions,
+) -> Result<(), ExecError> {
+    let poll = std::env::var(POLL_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(POLL, Duration::from_millis);
+    let ids: BTreeSet<&str> = submitted.iter().map(|s| s.job_id.as_str()).collect();
+    let user = current_user();
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        if options.cancel.is_cancelled() {
+            let mut args: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+            args.insert(0, "--quiet".into());
+            if let Err(e) = slurm_command("scancel", &args) {
+                tracing::warn!("cancelling the jobs: {e}");
+            }
+            return Err(ExecError::Cancelled);
+        }
+        let queue = slurm_command(
+            "squeue",
+            &[
+                "-h".into(),
+                "-u".into(),
+                user.clone(),
+                "-o".into(),
+                "%i %T".into(),
+            ],
+        )?;
+        let active = queue
+            .lines()
+            .filter(|line| {
+                let job = line.split(['_', ' ']).next().unwrap_or_default();
+                ids.contains(job)
+            })
+            .count();
+        for stage in &pipeline.stages {
+            if !submitted.iter().any(|s| s.stage == stage.id) {
+                continue;
+            }
+            let state = progress_of(stage, run_dir, &fingerprints[&stage.id]);
+            if shown.get(&stage.id) != Some(&state) {
+                tracing::info!(stage = %stage.id, "{state}");
+                shown.insert(stage.id.clone(), state);
+            }
+        }
+        if active == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+fn current_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            Command::new("id")
+                .arg("-un")
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        })
+        .unwrap_or_else(|| "root".into())
+}
+
+/// A stage's state as the run directory shows it.
+fn progress_of(stage: &StageSpec, run_dir: &Path, fingerprint: &str) -> String {
+    let dir = run_dir.join(&stage.id);
+    if record::read_marker(&dir).is_some_and(|m| m.fingerprint == fingerprint) {
+        return "complete".into();
+    }
+    match stage.parts {
+        1 => "waiting or running".into(),
+        n => {
+            let done = (0..n)
+                .filter(|&i| completed_part(&dir, fingerprint, i, n).is_some())
+                .count();
+            format!("{done} of {n} parts complete")
+        }
+    }
+}
+
+/// Why a submitted stage has no completion marker: its missing parts with their jobs' states
+/// and output files, or its own job's.
+fn describe_failure(
+    stage: &StageSpec,
+    submitted: &[Submitted],
+    run_dir: &Path,
+    fingerprint: &str,
+) -> String {
+    let logs = jobs::slurm_dir(run_dir).join(LOGS_DIR);
+    let job_of = |role: JobRole| {
+        submitted
+            .iter()
+            .rev()
+            .find(|s| s.stage == stage.id && s.role == role)
+            .map(|s| s.job_id.clone())
+    };
+    let dir = run_dir.join(&stage.id);
+    if stage.parts > 1 {
+        let missing: Vec<usize> = (0..stage.parts)
+            .filter(|&i| completed_part(&dir, fingerprint, i, stage.parts).is_none())
+            .collect();
+        if !missing.is_empty() {
+            let array = job_of(JobRole::Parts);
+            let each: Vec<String> = missing
+                .iter()
+                .map(|i| {
+                    let state = array
+                        .as_ref()
+                        .map(|id| job_state(&format!("{id}_{i}")))
+                        .unwrap_or_default();
+                    format!(
+                        "part {i} of {}{state} (output {})",
+                        stage.parts,
+                        logs.join(format!("{}-{i}.out", stage.id)).display()
+                    )
+                })
+                .collect();
+            return format!("stage `{}` ({}): {}", stage.id, stage.kind, each.join(", "));
+        }
+    }
+    let (role, output) = match stage.parts {
+        1 => (JobRole::Whole, format!("{}.out", stage.id)),
+        _ => (JobRole::Merge, format!("{}-merge.out", stage.id)),
+    };
+    let state = job_of(role)
+        .map(|id: String| job_state(&id))
+        .unwrap_or_default();
+    let log = logs.join(&output);
+    let last = match log.exists() {
+        true => format!(": {}", crate::parts::last_line(&log)),
+        false => " (it did not start: an input's job did not complete)".into(),
+    };
+    format!(
+        "stage `{}` ({}) did not complete{state}{last} (output {})",
+        stage.id,
+        stage.kind,
+        log.display()
+    )
+}
+
+/// `": job 12_3 CANCELLED, exit code 0:15"`, from `scontrol` (no accounting database needed).
+fn job_state(job: &str) -> String {
+    let Ok(text) = slurm_command(
+        "scontrol",
+        &["-o".into(), "show".into(), "job".into(), job.into()],
+    ) else {
+        // Slurm forgets an array task cancelled before it started.
+        return format!(": job {job} is no longer known to Slurm (cancelled before it started?)");
+    };
+    let field = |name: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_string))
+    };
+    match (field("JobState"), field("ExitCode")) {
+        (Some(state), Some(code)) => format!(": job {job} {state}, exit code {code}"),
+        (Some(state), None) => format!(": job {job} {state}"),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_specs_join_runs_of_indices() {
+        assert_eq!(array_spec(&[0, 1, 2, 3]), "0-3");
+        assert_eq!(array_spec(&[2]), "2");
+        assert_eq!(array_spec(&[0, 2, 3, 5]), "0,2-3,5");
+    }
+
+    #[test]
+    fn paths_with_shell_characters_are_refused() {
+        assert!(plain_path(Path::new("/shared/runs/a-b_c.1")).is_ok());
+        for bad in ["/a b", "/a$b", "/a'b", "/a;b"] {
+            assert!(plain_path(Path::new(bad)).is_err(), "{bad}");
+        }
+    }
+}
