@@ -5,6 +5,13 @@
 //! - `clusters.json`: [`ClustersFile`];
 //! - `map.json`: [`MapFile`]; `map.png` always and `map.svg` up to a size: the map drawn;
 //! - `summary.json`: [`ClusterSummary`].
+//!
+//! With `parts = N`, part `i` searches the neighbours of a contiguous range of the features;
+//! its directory (`parts/<i>/`) holds
+//!
+//! - `part_neighbours.jsonl`: one [`NeighbourLine`] per feature of its range, in feature order,
+//!   each with the full list the merge builds the graph from (`max(k, graph_k)` neighbours);
+//! - `part_summary.json`: [`ClusterPartSummary`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +30,8 @@ pub const MAP_FILE: &str = "map.json";
 pub const MAP_PNG_FILE: &str = "map.png";
 pub const MAP_SVG_FILE: &str = "map.svg";
 pub const SUMMARY_FILE: &str = "summary.json";
+pub const PART_NEIGHBOURS_FILE: &str = "part_neighbours.jsonl";
+pub const PART_SUMMARY_FILE: &str = "part_summary.json";
 
 /// One neighbour of a feature: its index and the cosine similarity of the two decoder directions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -108,6 +117,21 @@ pub struct MapSummary {
     pub svg: bool,
 }
 
+/// `part_summary.json`: what one part of a run in parts searched, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterPartSummary {
+    /// The features whose neighbours this part searched: `first..end`.
+    pub first: usize,
+    pub end: usize,
+    /// Features of the SAE (every one is a candidate neighbour).
+    pub features: usize,
+    /// Neighbours per list in `part_neighbours.jsonl`.
+    pub list_len: usize,
+    /// How the part's neighbours were found (as `neighbours` in [`ClusterSummary`], without a
+    /// recall: the merge measures that on the joined lists).
+    pub neighbours: serde_json::Value,
+}
+
 /// A cluster stage directory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterOutputs {
@@ -145,6 +169,14 @@ impl ClusterOutputs {
 
     pub fn summary_path(&self) -> PathBuf {
         self.dir.join(SUMMARY_FILE)
+    }
+
+    pub fn part_neighbours_path(&self) -> PathBuf {
+        self.dir.join(PART_NEIGHBOURS_FILE)
+    }
+
+    pub fn part_summary_path(&self) -> PathBuf {
+        self.dir.join(PART_SUMMARY_FILE)
     }
 
     pub fn has_neighbours(&self) -> bool {
@@ -189,6 +221,43 @@ impl ClusterOutputs {
         json::read_optional(&self.summary_path())
     }
 
+    /// A part's directory: its summary, `None` if the part did not finish.
+    pub fn part_summary(&self) -> Result<Option<ClusterPartSummary>> {
+        json::read_optional(&self.part_summary_path())
+    }
+
+    /// A part's directory: the lists of its features `first..end` (from its summary), in
+    /// feature order; an error names a line for another feature or a missing one.
+    pub fn part_neighbours(&self, first: usize, end: usize) -> Result<Vec<Vec<Neighbour>>> {
+        let path = self.part_neighbours_path();
+        let mut lists = Vec::with_capacity(end.saturating_sub(first));
+        json::for_each_line(&path, |line: NeighbourLine| {
+            let expected = first + lists.len();
+            if line.feature as usize != expected || expected >= end {
+                return Err(ArtifactError::invalid(
+                    &path,
+                    format!(
+                        "holds feature {} where feature {expected} of this part's {first}..{end} \
+                         was expected",
+                        line.feature
+                    ),
+                ));
+            }
+            lists.push(line.neighbours);
+            Ok(())
+        })?;
+        if first + lists.len() != end {
+            return Err(ArtifactError::invalid(
+                &path,
+                format!(
+                    "lists features {first}..{} of this part's {first}..{end}",
+                    first + lists.len()
+                ),
+            ));
+        }
+        Ok(lists)
+    }
+
     /// Writes one line per feature with its first `k` neighbours (`cross`: against the
     /// second SAE).
     pub fn write_neighbours(&self, lists: &[Vec<Neighbour>], k: usize, cross: bool) -> Result<()> {
@@ -197,18 +266,16 @@ impl ClusterOutputs {
         } else {
             self.neighbours_path()
         };
-        atomic::write_with(&path, |out| {
-            for (feature, list) in lists.iter().enumerate() {
-                let line = NeighbourLine {
-                    feature: feature as u32,
-                    neighbours: list.iter().take(k).copied().collect(),
-                };
-                serde_json::to_writer(&mut *out, &line)?;
-                out.write_all(b"\n")?;
-            }
-            Ok(())
-        })
-        .map_err(ArtifactError::io(&path))
+        write_neighbour_lines(&path, 0, lists, k)
+    }
+
+    /// A part's directory: the whole lists of its features, the first being feature `first`.
+    pub fn write_part_neighbours(&self, first: usize, lists: &[Vec<Neighbour>]) -> Result<()> {
+        write_neighbour_lines(&self.part_neighbours_path(), first, lists, usize::MAX)
+    }
+
+    pub fn write_part_summary(&self, summary: &ClusterPartSummary) -> Result<()> {
+        json::write_compact(&self.part_summary_path(), summary)
     }
 
     pub fn write_clusters(&self, clusters: &ClustersFile) -> Result<()> {
@@ -222,6 +289,27 @@ impl ClusterOutputs {
     pub fn write_summary(&self, summary: &ClusterSummary) -> Result<()> {
         json::write_compact(&self.summary_path(), summary)
     }
+}
+
+/// One line per list, for features `first..`, each with its first `k` neighbours.
+fn write_neighbour_lines(
+    path: &Path,
+    first: usize,
+    lists: &[Vec<Neighbour>],
+    k: usize,
+) -> Result<()> {
+    atomic::write_with(path, |out| {
+        for (feature, list) in (first..).zip(lists) {
+            let line = NeighbourLine {
+                feature: feature as u32,
+                neighbours: list.iter().take(k).copied().collect(),
+            };
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+    .map_err(ArtifactError::io(path))
 }
 
 /// The neighbours of one feature from a neighbours file, reading no further than its line.
@@ -273,5 +361,28 @@ mod tests {
             err.contains("out of range for an SAE with d_sae = 2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_parts_lists_round_trip_with_their_feature_numbers_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = ClusterOutputs::new(dir.path());
+        let n = |feature, cosine| Neighbour { feature, cosine };
+        let lists = vec![vec![n(0, 0.5), n(9, 0.25), n(1, 0.125)], vec![]];
+        part.write_part_neighbours(4, &lists).unwrap();
+        let text = std::fs::read_to_string(part.part_neighbours_path()).unwrap();
+        assert!(
+            text.starts_with(r#"{"feature":4,"neighbours":[{"feature":0,"#),
+            "{text}"
+        );
+        assert_eq!(part.part_neighbours(4, 6).unwrap(), lists);
+        let err = part.part_neighbours(3, 5).unwrap_err().to_string();
+        assert!(err.contains("holds feature 4 where feature 3"), "{err}");
+        let err = part.part_neighbours(4, 7).unwrap_err().to_string();
+        assert!(
+            err.contains("lists features 4..6 of this part's 4..7"),
+            "{err}"
+        );
+        assert_eq!(part.part_summary().unwrap(), None);
     }
 }

@@ -14,46 +14,11 @@ use std::time::{Duration, Instant};
 use monoscope_artifacts::fault::{FAULT_ENV, FaultPoint};
 
 mod common;
-use common::{files, replace, without_timings};
+use common::{Fixture, files, replace, without_timings};
 
 const HOOK: &str = "blocks.1.hook_resid_post";
 
-/// A tiny model, a corpus and the pipeline, shared by every run of one test.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    model: PathBuf,
-    corpus: PathBuf,
-}
-
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        let model = root.join("tiny.gguf");
-        monoscope_formats::testing::TinyLlama::default()
-            .write(&model)
-            .unwrap();
-        let corpus = root.join("corpus.txt");
-        let words = [
-            "river", "stone", "light", "north", "glass", "seven", "field",
-        ];
-        let text: Vec<String> = (0..160)
-            .map(|i| {
-                let a = words[i % words.len()];
-                let b = words[(i * 3 + 1) % words.len()];
-                format!("Paragraph {i}: the {a} and the {b} near {} {a}.", i * 7)
-            })
-            .collect();
-        std::fs::write(&corpus, text.join("\n\n")).unwrap();
-        Fixture {
-            _dir: dir,
-            root,
-            model,
-            corpus,
-        }
-    }
-
     /// A pipeline writing into its own run directory `name`.
     fn pipeline(&self, name: &str) -> (PathBuf, PathBuf) {
         let run_dir = self.root.join(name);

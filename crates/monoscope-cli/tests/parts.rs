@@ -13,17 +13,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{files, replace, without_timings};
+use common::{Fixture, files, replace, without_timings};
 
 const HOOKS: [&str; 2] = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"];
-
-/// A tiny model, a corpus, and pipelines over them.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    model: PathBuf,
-    corpus: PathBuf,
-}
 
 /// How a pipeline runs: the parts of capture, train and label, and extra `[pipeline]` and
 /// `[capture.slurm]` lines.
@@ -42,33 +34,6 @@ const WHOLE: Layout = Layout {
 };
 
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::path::absolute(dir.path()).unwrap();
-        let model = root.join("tiny.gguf");
-        monoscope_formats::testing::TinyLlama::default()
-            .write(&model)
-            .unwrap();
-        let corpus = root.join("corpus.txt");
-        let words = [
-            "amber", "delta", "forest", "harbor", "iron", "meadow", "quartz",
-        ];
-        let text: Vec<String> = (0..150)
-            .map(|i| {
-                let a = words[i % words.len()];
-                let b = words[(i * 5 + 2) % words.len()];
-                format!("Note {i}: {a} by the {b}, then {a} again at {}.", i * 11)
-            })
-            .collect();
-        std::fs::write(&corpus, text.join("\n\n")).unwrap();
-        Fixture {
-            _dir: dir,
-            root,
-            model,
-            corpus,
-        }
-    }
-
     /// The pipeline file and run directory `name`.
     fn pipeline(&self, name: &str, layout: &Layout) -> (PathBuf, PathBuf) {
         let run_dir = self.root.join(name);
@@ -331,18 +296,7 @@ fn slurm_jobs_give_the_local_files_and_a_cancelled_task_is_all_that_is_resubmitt
     let follower = monoscope(&["run", held.to_str().unwrap(), "--backend", "slurm"])
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let capture_jobs = loop {
-        let all = submissions(&held_dir);
-        if all.len() >= 6 {
-            break all;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no submissions in jobs.json"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let capture_jobs = wait_for_submissions(&held_dir, 6);
     let parts_job = capture_jobs[0]["job_id"].as_str().unwrap().to_string();
     let status = Command::new("scancel")
         .arg(format!("{parts_job}_3"))
@@ -369,6 +323,44 @@ fn slurm_jobs_give_the_local_files_and_a_cancelled_task_is_all_that_is_resubmitt
     assert_eq!(resubmitted[0]["stage"], "capture");
     assert_eq!(resubmitted[0]["array"], "3");
     assert_same(&results(&held_dir), &reference, "after resubmitting part 3");
+
+    // A follower killed while its jobs are queued: the next run refuses to submit beside them.
+    let (orphaned, orphaned_dir) = fixture.pipeline("orphaned", &HELD);
+    let mut follower = monoscope(&["run", orphaned.to_str().unwrap(), "--backend", "slurm"])
+        .spawn()
+        .unwrap();
+    let jobs: Vec<String> = wait_for_submissions(&orphaned_dir, 6)
+        .iter()
+        .map(|s| s["job_id"].as_str().unwrap().to_string())
+        .collect();
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    let out = run(&orphaned, &["--backend", "slurm"]);
+    let message = stderr(&out);
+    let _ = Command::new("scancel").args(&jobs).status();
+    assert!(
+        !out.status.success(),
+        "submitted beside queued jobs:\n{message}"
+    );
+    assert!(message.contains("still queued or running"), "{message}");
+    assert!(message.contains(&jobs[0]), "{message}");
+}
+
+/// The first `count` submissions of a run, once the Slurm backend has recorded them.
+fn wait_for_submissions(run_dir: &Path, count: usize) -> Vec<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let all = submissions(run_dir);
+        if all.len() >= count {
+            return all;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}: fewer than {count} submissions after a minute",
+            run_dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -450,4 +442,79 @@ fn kubernetes_jobs_are_written_per_stage_and_pass_the_schema() {
             eprintln!("{validator} cannot run ({e}): the manifests' schema is not checked here")
         }
     }
+}
+
+/// A capture, one SAE, and its map with the neighbour search in `cluster_parts` parts.
+fn cluster_pipeline(fixture: &Fixture, name: &str, cluster_parts: usize) -> (PathBuf, PathBuf) {
+    let run_dir = fixture.root.join(name);
+    let path = fixture.root.join(format!("{name}.toml"));
+    let text = format!(
+        r#"[pipeline]
+name = "cluster-parts"
+run_dir = {run_dir:?}
+seed = 5
+max_parallel = 2
+
+[capture]
+kind = "capture"
+model = {model:?}
+corpus = {corpus:?}
+split = "paragraph"
+hooks = ["{hook}"]
+context_length = 16
+batch_size = 4
+rows_per_shard = 256
+parts = 1
+
+[train]
+kind = "train"
+inputs = {{ store = "capture.store" }}
+hook = "{hook}"
+architecture = "topk"
+d_sae = 64
+k = 8
+batch_size = 64
+epochs = 2
+holdout_shards = 1
+splice_tokens = 0
+
+[cluster]
+kind = "cluster"
+inputs = {{ sae = "train.sae" }}
+method = "exact"
+parts = {cluster_parts}
+"#,
+        run_dir = run_dir.display().to_string(),
+        model = fixture.model.display().to_string(),
+        corpus = fixture.corpus.display().to_string(),
+        hook = HOOKS[1],
+    );
+    std::fs::write(&path, text).unwrap();
+    (path, run_dir)
+}
+
+#[test]
+fn cluster_parts_give_the_files_of_a_whole_run() {
+    let fixture = Fixture::new();
+    let (whole, whole_dir) = cluster_pipeline(&fixture, "cluster-whole", 1);
+    run_ok(&whole, &[]);
+    let (parts, parts_dir) = cluster_pipeline(&fixture, "cluster-parts", 3);
+    run_ok(&parts, &[]);
+    let want = files(&whole_dir.join("cluster"));
+    let got = files(&parts_dir.join("cluster"));
+    for name in ["neighbours.jsonl", "clusters.json", "map.json", "map.png"] {
+        let (got, want) = (&got[name], &want[name]);
+        assert!(
+            got == want,
+            "{name} differs:\n{}\n---- in one piece:\n{}",
+            String::from_utf8_lossy(&got[..got.len().min(1500)]),
+            String::from_utf8_lossy(&want[..want.len().min(1500)])
+        );
+    }
+    assert_eq!(part_times(&parts_dir, "cluster", 3).len(), 3);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(parts_dir.join("cluster/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["neighbours"]["parts"], 3);
+    assert_eq!(summary["features"], 64);
 }

@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::directions::Directions;
 use crate::error::ClusterError;
@@ -114,7 +114,7 @@ impl IvfParams {
 }
 
 /// What the approximate search did, besides its answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IvfReport {
     pub nlist: usize,
     /// Cells scanned per query (`nprobe`, at most `nlist`).
@@ -207,7 +207,50 @@ pub fn approximate_neighbours(
     block: usize,
     on_progress: &(dyn Fn(usize) -> Result<(), ClusterError> + Sync),
 ) -> Result<(Vec<Vec<Neighbour>>, IvfReport), ClusterError> {
+    approximate_neighbours_of(
+        queries,
+        0..queries.len(),
+        keys,
+        k,
+        same_set,
+        params,
+        block,
+        on_progress,
+    )
+}
+
+/// As [`approximate_neighbours`], for the queries `rows` only (one part of a search in
+/// parts): their lists, in order.
+///
+/// The index depends on the keys and the seed alone, so every part builds the one of the
+/// search of every query, and scores for each of its queries exactly the pairs that search
+/// scores for it (for a dictionary against itself: the pairs of every cell it probes, and
+/// those of every query probing its own cell). The pairs are gathered into other tiles than
+/// in that search, though, and `gemm`'s rounding depends on a tile's shape: a cosine may
+/// differ in its last bit, so two neighbours within that of each other may swap. A part scans
+/// about `2/N` of the whole scan for `N` parts of a dictionary against itself (its queries'
+/// cells, and its features as members of other queries' cells), `1/N` otherwise.
+/// `on_progress` receives the queries of `rows` done so far.
+#[allow(clippy::too_many_arguments)]
+pub fn approximate_neighbours_of(
+    queries: &Directions,
+    rows: std::ops::Range<usize>,
+    keys: &Directions,
+    k: usize,
+    same_set: bool,
+    params: &IvfParams,
+    block: usize,
+    on_progress: &(dyn Fn(usize) -> Result<(), ClusterError> + Sync),
+) -> Result<(Vec<Vec<Neighbour>>, IvfReport), ClusterError> {
     params.check()?;
+    if rows.start > rows.end || rows.end > queries.len() {
+        return Err(ClusterError::Invalid(format!(
+            "queries {}..{} of {}: out of range",
+            rows.start,
+            rows.end,
+            queries.len()
+        )));
+    }
     if queries.dim() != keys.dim() {
         return Err(ClusterError::Invalid(format!(
             "cannot compare directions of width {} with directions of width {}",
@@ -249,8 +292,8 @@ pub fn approximate_neighbours(
             rayon::current_num_threads(),
         ),
     };
-    if live.is_empty() || k == 0 {
-        return Ok((vec![Vec::new(); queries.len()], report));
+    if live.is_empty() || k == 0 || rows.is_empty() {
+        return Ok((vec![Vec::new(); rows.len()], report));
     }
     let mut check = || on_progress(0);
     let centroids = spherical_kmeans(
@@ -276,16 +319,15 @@ pub fn approximate_neighbours(
     } else {
         drop(table);
         report.build_seconds = started.elapsed().as_secs_f64();
-        let rows: Vec<usize> = (0..queries.len())
-            .filter(|&i| queries.is_alive(i))
-            .collect();
-        let table = nearest_centroids(queries, &rows, &centroids, nprobe, block, &mut check)?;
-        Cells::invert(&table, nprobe, nprobe, &rows, nlist)
+        let asking: Vec<usize> = rows.clone().filter(|&i| queries.is_alive(i)).collect();
+        let table = nearest_centroids(queries, &asking, &centroids, nprobe, block, &mut check)?;
+        Cells::invert(&table, nprobe, nprobe, &asking, nlist)
     };
     drop(centroids);
     report.largest_list = (0..nlist).map(|c| members.of(c).len()).max().unwrap_or(0);
     let lists = scan(
         queries,
+        rows,
         keys,
         &members,
         &askers,
@@ -308,14 +350,20 @@ struct Scratch {
     columns: Vec<Vec<Neighbour>>,
 }
 
-/// Scores every cell's askers against its members and keeps each query's best `k`.
+/// Scores every cell's askers against its members and keeps the best `k` of each query of
+/// `rows`.
 ///
 /// For a dictionary against itself the relation is symmetric, so every scored pair is offered
 /// to both sides: a member also gets the askers that its own probes missed. A pair is then
 /// found when either side probes the other's cell, which raises recall at no extra product.
+/// For `rows` short of every query, a cell's askers in `rows` are scored against all its
+/// members, and (against itself) its other askers against its members in `rows`: the pairs
+/// with a side in `rows`; every query of `rows` is offered what the search of every query
+/// offers it.
 #[allow(clippy::too_many_arguments)]
 fn scan(
     queries: &Directions,
+    rows: std::ops::Range<usize>,
     keys: &Directions,
     members: &Cells,
     askers: &Cells,
@@ -325,68 +373,124 @@ fn scan(
     on_progress: &(dyn Fn(usize) -> Result<(), ClusterError> + Sync),
 ) -> Result<Vec<Vec<Neighbour>>, ClusterError> {
     let dim = keys.dim();
-    let work = |c: usize| members.of(c).len() as u64 * askers.of(c).len() as u64;
+    let mine = |ids: &[u32]| {
+        let lo = ids.partition_point(|&i| (i as usize) < rows.start);
+        let hi = ids.partition_point(|&i| (i as usize) < rows.end);
+        lo..hi
+    };
+    // Cell c's (askers, members) products: all of them for every query, else those above.
+    let pairs = |c: usize| -> [(&[u32], &[u32]); 3] {
+        let (a, m) = (askers.of(c), members.of(c));
+        let (inside, member_inside) = (mine(a), mine(m));
+        let m_in = if same_set { &m[member_inside] } else { &[][..] };
+        [
+            (&a[inside.clone()], m),
+            (&a[..inside.start], m_in),
+            (&a[inside.end..], m_in),
+        ]
+    };
+    let work = |c: usize| -> u64 {
+        pairs(c)
+            .iter()
+            .map(|(a, m)| a.len() as u64 * m.len() as u64)
+            .sum()
+    };
     let total: u64 = (0..members.count()).map(work).sum();
     let mut order: Vec<usize> = (0..members.count()).filter(|&c| work(c) > 0).collect();
     // Biggest cells first, so that no worker is left alone with a big one at the end.
     order.sort_by_key(|&c| (Reverse(work(c)), c));
     // A list is touched by a few dozen cells only, so the locks are rarely contended.
-    let lists: Vec<Mutex<Vec<Neighbour>>> = (0..queries.len())
+    let lists: Vec<Mutex<Vec<Neighbour>>> = rows
+        .clone()
         .map(|_| Mutex::new(Vec::with_capacity(k + 1)))
         .collect();
+    // The list of feature `i`, if it is one of `rows`.
     let lock = |i: u32| {
-        lists[i as usize]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let i = i as usize;
+        rows.contains(&i).then(|| {
+            lists[i - rows.start]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        })
     };
     let done = AtomicU64::new(0);
     order
         .par_iter()
         .try_for_each_init(Scratch::default, |scratch, &c| {
-            for key_chunk in members.of(c).chunks(block) {
-                gather(&mut scratch.keys, keys, key_chunk);
-                for query_chunk in askers.of(c).chunks(block) {
-                    gather(&mut scratch.queries, queries, query_chunk);
-                    let width = key_chunk.len();
-                    scratch.tile.resize(query_chunk.len() * width, 0.0);
-                    let tile = &mut scratch.tile[..query_chunk.len() * width];
-                    let (q_rows, k_rows) = (&scratch.queries, &scratch.keys);
-                    similarities(tile, q_rows, k_rows, dim, Parallelism::None);
-                    for (sims, &q) in tile.chunks_exact(width).zip(query_chunk) {
-                        let mut list = lock(q);
-                        for (&cosine, &feature) in sims.iter().zip(key_chunk) {
-                            if !(same_set && feature == q) {
-                                offer(&mut list, k, Neighbour { feature, cosine });
-                            }
-                        }
-                    }
-                    if same_set {
-                        let columns = &mut scratch.columns;
-                        columns.resize_with(width.max(columns.len()), Vec::new);
-                        columns[..width].iter_mut().for_each(Vec::clear);
-                        for (sims, &q) in tile.chunks_exact(width).zip(query_chunk) {
-                            for ((&cosine, &m), best) in
-                                sims.iter().zip(key_chunk).zip(&mut *columns)
-                            {
-                                if m != q {
-                                    offer(best, k, Neighbour { feature: q, cosine });
-                                }
-                            }
-                        }
-                        for (best, &m) in columns.iter().zip(key_chunk) {
-                            let mut list = lock(m);
-                            best.iter().for_each(|&n| offer(&mut list, k, n));
-                        }
+            for (cell_askers, cell_members) in pairs(c) {
+                if cell_askers.is_empty() {
+                    continue;
+                }
+                for key_chunk in cell_members.chunks(block) {
+                    gather(&mut scratch.keys, keys, key_chunk);
+                    for query_chunk in cell_askers.chunks(block) {
+                        scan_tile(
+                            scratch,
+                            queries,
+                            key_chunk,
+                            query_chunk,
+                            dim,
+                            k,
+                            same_set,
+                            &lock,
+                        );
                     }
                 }
             }
             let so_far = done.fetch_add(work(c), Ordering::Relaxed) + work(c);
-            on_progress((queries.len() as u128 * u128::from(so_far) / u128::from(total)) as usize)
+            on_progress((rows.len() as u128 * u128::from(so_far) / u128::from(total)) as usize)
         })?;
     Ok(lists
         .into_iter()
         .map(|l| l.into_inner().unwrap_or_else(PoisonError::into_inner))
         .collect())
+}
+
+/// Scores one chunk of a cell's askers against one chunk of its members (already gathered
+/// into `scratch.keys`) and offers the pairs to the lists `lock` gives.
+#[allow(clippy::too_many_arguments)]
+fn scan_tile<'l>(
+    scratch: &mut Scratch,
+    queries: &Directions,
+    key_chunk: &[u32],
+    query_chunk: &[u32],
+    dim: usize,
+    k: usize,
+    same_set: bool,
+    lock: &(dyn Fn(u32) -> Option<std::sync::MutexGuard<'l, Vec<Neighbour>>> + Sync),
+) {
+    gather(&mut scratch.queries, queries, query_chunk);
+    let width = key_chunk.len();
+    scratch.tile.resize(query_chunk.len() * width, 0.0);
+    let tile = &mut scratch.tile[..query_chunk.len() * width];
+    let (q_rows, k_rows) = (&scratch.queries, &scratch.keys);
+    similarities(tile, q_rows, k_rows, dim, Parallelism::None);
+    for (sims, &q) in tile.chunks_exact(width).zip(query_chunk) {
+        if let Some(mut list) = lock(q) {
+            for (&cosine, &feature) in sims.iter().zip(key_chunk) {
+                if !(same_set && feature == q) {
+                    offer(&mut list, k, Neighbour { feature, cosine });
+                }
+            }
+        }
+    }
+    if same_set {
+        let columns = &mut scratch.columns;
+        columns.resize_with(width.max(columns.len()), Vec::new);
+        columns[..width].iter_mut().for_each(Vec::clear);
+        for (sims, &q) in tile.chunks_exact(width).zip(query_chunk) {
+            for ((&cosine, &m), best) in sims.iter().zip(key_chunk).zip(&mut *columns) {
+                if m != q {
+                    offer(best, k, Neighbour { feature: q, cosine });
+                }
+            }
+        }
+        for (best, &m) in columns.iter().zip(key_chunk) {
+            if let Some(mut list) = lock(m) {
+                best.iter().for_each(|&n| offer(&mut list, k, n));
+            }
+        }
+    }
 }
 
 fn gather(out: &mut Vec<f32>, dirs: &Directions, ids: &[u32]) {

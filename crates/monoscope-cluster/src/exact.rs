@@ -33,6 +33,34 @@ pub fn exact_neighbours(
     same_set: bool,
     on_block: &mut dyn FnMut(usize) -> Result<(), ClusterError>,
 ) -> Result<Vec<Vec<Neighbour>>, ClusterError> {
+    exact_neighbours_of(
+        queries,
+        0..queries.len(),
+        keys,
+        k,
+        block,
+        same_set,
+        on_block,
+    )
+}
+
+/// As [`exact_neighbours`], for the queries `rows` only (one part of a search in parts): their
+/// lists, in order, each bit for bit the one the search of every query gives.
+///
+/// For that the similarity tiles are those of the search of every query: query blocks start
+/// at multiples of `block` from query 0, and a block that `rows` cuts is computed whole (its
+/// other rows are not kept), because `gemm`'s rounding depends on the shape of the product.
+/// A range thus costs at most two blocks of rows more than its own length. `on_block`
+/// receives the queries of `rows` done so far.
+pub fn exact_neighbours_of(
+    queries: &Directions,
+    rows: std::ops::Range<usize>,
+    keys: &Directions,
+    k: usize,
+    block: usize,
+    same_set: bool,
+    on_block: &mut dyn FnMut(usize) -> Result<(), ClusterError>,
+) -> Result<Vec<Vec<Neighbour>>, ClusterError> {
     if queries.dim() != keys.dim() {
         return Err(ClusterError::Invalid(format!(
             "cannot compare directions of width {} with directions of width {}",
@@ -45,16 +73,25 @@ pub fn exact_neighbours(
             "block = 0: expected at least 1".into(),
         ));
     }
+    if rows.start > rows.end || rows.end > queries.len() {
+        return Err(ClusterError::Invalid(format!(
+            "queries {}..{} of {}: out of range",
+            rows.start,
+            rows.end,
+            queries.len()
+        )));
+    }
     let dim = queries.dim();
-    let mut lists: Vec<Vec<Neighbour>> = (0..queries.len())
-        .map(|_| Vec::with_capacity(k + 1))
-        .collect();
-    if k == 0 || keys.is_empty() {
+    let mut lists: Vec<Vec<Neighbour>> = rows.clone().map(|_| Vec::with_capacity(k + 1)).collect();
+    if k == 0 || keys.is_empty() || rows.is_empty() {
         return Ok(lists);
     }
     let mut tile = vec![0.0f32; block.min(queries.len()) * block.min(keys.len())];
-    for q_start in (0..queries.len()).step_by(block) {
+    let first_block = rows.start / block * block;
+    for q_start in (first_block..rows.end).step_by(block) {
         let q_end = (q_start + block).min(queries.len());
+        // The rows of this block that are kept.
+        let (lo, hi) = (q_start.max(rows.start), q_end.min(rows.end));
         for k_start in (0..keys.len()).step_by(block) {
             let k_end = (k_start + block).min(keys.len());
             let width = k_end - k_start;
@@ -67,18 +104,19 @@ pub fn exact_neighbours(
                 all_threads(),
             );
             let alive = &keys.alive_mask()[k_start..k_end];
-            tile.par_chunks(width)
-                .zip(lists[q_start..q_end].par_iter_mut())
+            tile[(lo - q_start) * width..(hi - q_start) * width]
+                .par_chunks(width)
+                .zip(lists[lo - rows.start..hi - rows.start].par_iter_mut())
                 .enumerate()
                 .for_each(|(r, (sims, list))| {
-                    let own = (same_set && (k_start..k_end).contains(&(q_start + r)))
-                        .then(|| q_start + r - k_start);
+                    let own = (same_set && (k_start..k_end).contains(&(lo + r)))
+                        .then(|| lo + r - k_start);
                     fold_into_top_k(list, k, sims, alive, own, k_start);
                 });
         }
-        on_block(q_end)?;
+        on_block(hi - rows.start)?;
     }
-    for (i, list) in lists.iter_mut().enumerate() {
+    for (i, list) in rows.clone().zip(lists.iter_mut()) {
         if !queries.is_alive(i) {
             list.clear();
         }
@@ -236,6 +274,60 @@ mod tests {
         assert!(exact_neighbours(&a, &b, 2, 4, false, &mut |_| Ok(())).is_err());
         let stopped = exact_neighbours(&a, &a, 2, 2, true, &mut |_| Err(ClusterError::Cancelled));
         assert!(matches!(stopped, Err(ClusterError::Cancelled)));
+    }
+
+    #[test]
+    fn ranges_of_queries_give_the_bits_of_the_whole_search() {
+        let mut rows = random_rows(203, 24, 11);
+        rows[40 * 24..41 * 24].fill(0.0); // a dead feature
+        let d = Directions::from_rows(&rows, 24, "random").unwrap();
+        for block in [7, 64, 1000] {
+            let whole = exact_neighbours(&d, &d, 6, block, true, &mut |_| Ok(())).unwrap();
+            for count in [1, 3, 5] {
+                let mut joined = Vec::new();
+                for index in 0..count {
+                    let range = 203 * index / count..203 * (index + 1) / count;
+                    let len = range.len();
+                    let mut done = 0;
+                    let part = exact_neighbours_of(&d, range, &d, 6, block, true, &mut |n| {
+                        done = n;
+                        Ok(())
+                    })
+                    .unwrap();
+                    assert_eq!((part.len(), done), (len, len));
+                    joined.extend(part);
+                }
+                let bits = |l: &[Vec<Neighbour>]| -> Vec<(u32, u32)> {
+                    l.iter()
+                        .flatten()
+                        .map(|n| (n.feature, n.cosine.to_bits()))
+                        .collect()
+                };
+                assert_eq!(bits(&joined), bits(&whole), "block {block}, {count} parts");
+                assert_eq!(
+                    joined.iter().map(Vec::len).collect::<Vec<_>>(),
+                    whole.iter().map(Vec::len).collect::<Vec<_>>()
+                );
+            }
+        }
+        assert!(exact_neighbours_of(&d, 200..204, &d, 6, 8, true, &mut |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn the_bits_do_not_depend_on_the_number_of_threads() {
+        // Parts may run with other thread counts than a run in one piece (e.g. Slurm jobs).
+        let d = Directions::from_rows(&random_rows(300, 40, 12), 40, "random").unwrap();
+        let with = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| exact_neighbours(&d, &d, 5, 128, true, &mut |_| Ok(())).unwrap())
+        };
+        let one = with(1);
+        for threads in [2, 3] {
+            assert!(one == with(threads), "{threads} threads");
+        }
     }
 
     #[test]

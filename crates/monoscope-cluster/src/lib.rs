@@ -30,6 +30,13 @@
 //! - `cross_neighbours.jsonl` when `other_sae` is given: each feature's `k` nearest features
 //!   of the other SAE, same line format (indices into the other SAE).
 //!
+//! With `parts = N` part `i` searches the neighbours of the features
+//! `Work::share(i, N, features)` among all of them and writes their full lists
+//! (`max(k, graph_k)` each) and its search report into `parts/<i>/`; the merge joins the lists
+//! in order and does the rest as a run in one piece (the recall of an approximate search
+//! included, measured on the joined lists). With the exact search the merged files are byte
+//! for byte those of `parts = 1`; see [`search::find_neighbours_of`].
+//!
 //! # Parts
 //!
 //! - [`directions`]: unit decoder rows, dead features marked.

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use monoscope_core::{
     Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
-    StageError, atomic, port_names, register_stage,
+    StageError, Work, atomic, port_names, register_stage,
 };
 use serde::{Deserialize, Serialize};
 
@@ -16,10 +16,12 @@ use crate::labels::top_words;
 use crate::layout::{LayoutParams, fuzzy_edges, layout, neighbourhood_preservation};
 use crate::louvain::{Graph, louvain};
 use crate::picture::MapPicture;
-use crate::search::{SearchMethod, SearchOptions, find_neighbours};
+use crate::search::{
+    SearchMethod, SearchOptions, SearchReport, find_neighbours, find_neighbours_of, measure_recall,
+};
 use monoscope_artifacts::cluster::{
-    ClusterEntry, ClusterOutputs, ClusterSummary, ClusteringSummary, ClustersFile, MapFile,
-    MapSummary,
+    ClusterEntry, ClusterOutputs, ClusterPartSummary, ClusterSummary, ClusteringSummary,
+    ClustersFile, MapFile, MapSummary,
 };
 use monoscope_artifacts::label::LabelOutputs;
 
@@ -142,6 +144,9 @@ pub struct Cluster;
 impl Stage for Cluster {
     type Config = ClusterStageConfig;
 
+    const PARTS: Option<&'static str> =
+        Some("a contiguous range of the features whose neighbours are searched");
+
     fn description() -> StageDescription {
         StageDescription {
             kind: "cluster".into(),
@@ -161,19 +166,31 @@ impl Stage for Cluster {
 
     fn run(config: ClusterStageConfig, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let sae_path = ctx.recv_artifact(port_names::SAE)?.path;
-        let labels_path = ctx.optional_artifact(port_names::LABELS)?.map(|a| a.path);
-        let other_path = ctx
-            .optional_artifact(port_names::OTHER_SAE)?
-            .map(|a| a.path);
-        let summary = cluster(
-            &sae_path,
-            labels_path.as_deref(),
-            other_path.as_deref(),
-            &config,
-            ctx,
-        )?;
+        let metadata = match ctx.work.clone() {
+            Work::Part { index, count } => {
+                // The merge clusters, draws and searches the other SAE: a part needs neither
+                // the labels nor that SAE.
+                let part = search_part(&sae_path, &config, ctx, index, count)?;
+                serde_json::to_value(&part).map_err(StageError::other)?
+            }
+            work => {
+                let labels_path = ctx.optional_artifact(port_names::LABELS)?.map(|a| a.path);
+                let other_path = ctx
+                    .optional_artifact(port_names::OTHER_SAE)?
+                    .map(|a| a.path);
+                let paths = Paths {
+                    sae: &sae_path,
+                    labels: labels_path.as_deref(),
+                    other: other_path.as_deref(),
+                };
+                let summary = match work {
+                    Work::Merge { parts } => merge(&paths, &parts, &config, ctx)?,
+                    _ => cluster(paths.sae, paths.labels, paths.other, &config, ctx)?,
+                };
+                serde_json::to_value(&summary).map_err(StageError::other)?
+            }
+        };
         let dir = ctx.stage_dir.clone();
-        let metadata = serde_json::to_value(&summary).map_err(StageError::other)?;
         ctx.emit_artifact(
             port_names::CLUSTERS,
             Artifact::new(ArtifactKind::CLUSTERS, dir).with_metadata(metadata),
@@ -188,6 +205,61 @@ fn load_directions(path: &Path) -> Result<Directions, ClusterError> {
     Directions::from_sae(&sae, &path.display().to_string())
 }
 
+/// The stage's inputs.
+struct Paths<'a> {
+    sae: &'a Path,
+    labels: Option<&'a Path>,
+    other: Option<&'a Path>,
+}
+
+/// The search settings of `config`, with `seed` for the index.
+fn search_options(config: &ClusterStageConfig, seed: u64) -> SearchOptions {
+    SearchOptions {
+        method: config.method,
+        exact_max: config.exact_max,
+        block: config.block,
+        ivf: IvfParams {
+            nlist: config.nlist,
+            ..IvfParams::new(config.nprobe, seed)
+        },
+        recall_queries: config.recall_queries,
+    }
+}
+
+/// Each labelled feature's label.
+type Labels = std::collections::BTreeMap<u32, String>;
+
+/// The labels of `labels_path` (none without one), for an SAE of `d_sae` features.
+fn load_labels(labels_path: Option<&Path>, d_sae: usize) -> Result<Labels, StageError> {
+    Ok(match labels_path {
+        Some(path) => LabelOutputs::new(path)
+            .labels_by_feature(d_sae)?
+            .into_iter()
+            .map(|(feature, record)| (feature, record.label))
+            .collect(),
+        None => Default::default(),
+    })
+}
+
+/// Neighbours kept per feature for the files and the graph.
+fn list_len(config: &ClusterStageConfig) -> usize {
+    config.k.max(config.graph_k)
+}
+
+/// Sets the progress bar at `done` queries, or stops the search if the stage is cancelled.
+fn progress_of(
+    ctx: &StageContext<'_>,
+) -> impl Fn(usize) -> Result<(), ClusterError> + Sync + use<> {
+    let (progress, cancel) = (ctx.progress.clone(), ctx.cancel.clone());
+    move |done: usize| {
+        if cancel.is_cancelled() {
+            return Err(ClusterError::Cancelled);
+        }
+        progress.set_position(done as u64);
+        Ok(())
+    }
+}
+
 /// Does the stage's work into `ctx.stage_dir`; returns the summary it also writes.
 pub fn cluster(
     sae_path: &Path,
@@ -197,47 +269,164 @@ pub fn cluster(
     ctx: &mut StageContext<'_>,
 ) -> Result<ClusterSummary, StageError> {
     let seed = config.seed.unwrap_or(ctx.seed);
-    let outputs = ClusterOutputs::new(ctx.stage_dir.clone());
     let directions = load_directions(sae_path)?;
-    let labels: std::collections::BTreeMap<u32, String> = match labels_path {
-        Some(path) => LabelOutputs::new(path)
-            .labels_by_feature(directions.len())?
-            .into_iter()
-            .map(|(feature, record)| (feature, record.label))
-            .collect(),
-        None => Default::default(),
-    };
     let n = directions.len();
-    let options = SearchOptions {
-        method: config.method,
-        exact_max: config.exact_max,
-        block: config.block,
-        ivf: IvfParams {
-            nlist: config.nlist,
-            ..IvfParams::new(config.nprobe, seed)
-        },
-        recall_queries: config.recall_queries,
-    };
-    let progress = ctx.progress.clone();
-    let cancel = ctx.cancel.clone();
-    let on_progress = |done: usize| {
-        if cancel.is_cancelled() {
-            return Err(ClusterError::Cancelled);
-        }
-        progress.set_position(done as u64);
-        Ok(())
-    };
-
-    progress.set_length(n as u64);
-    progress.set_message(format!("neighbours of {n} features"));
+    let labels = load_labels(labels_path, n)?;
+    let options = search_options(config, seed);
+    ctx.progress.set_length(n as u64);
+    ctx.progress
+        .set_message(format!("neighbours of {n} features"));
     let (lists, search) = find_neighbours(
         &directions,
         &directions,
-        config.k.max(config.graph_k),
+        list_len(config),
         true,
         &options,
-        &on_progress,
+        &progress_of(ctx),
     )?;
+    let paths = Paths {
+        sae: sae_path,
+        labels: labels_path,
+        other: other_path,
+    };
+    finish(&paths, &directions, labels, lists, search, config, ctx)
+}
+
+/// Part `index` of `count` (`parts = N`): the full neighbour lists of its share of the
+/// features, searched among all of them, into `ctx.stage_dir` (the part's directory).
+fn search_part(
+    sae_path: &Path,
+    config: &ClusterStageConfig,
+    ctx: &mut StageContext<'_>,
+    index: usize,
+    count: usize,
+) -> Result<ClusterPartSummary, StageError> {
+    let seed = config.seed.unwrap_or(ctx.seed);
+    let directions = load_directions(sae_path)?;
+    let n = directions.len();
+    let share = Work::share(index, count, n);
+    let options = search_options(config, seed);
+    ctx.progress.set_length(share.len() as u64);
+    ctx.progress.set_message(format!(
+        "neighbours of features {}..{} of {n}",
+        share.start, share.end
+    ));
+    let (lists, search) = find_neighbours_of(
+        &directions,
+        share.clone(),
+        &directions,
+        list_len(config),
+        true,
+        &options,
+        &progress_of(ctx),
+    )?;
+    let outputs = ClusterOutputs::new(ctx.stage_dir.clone());
+    outputs.write_part_neighbours(share.start, &lists)?;
+    let summary = ClusterPartSummary {
+        first: share.start,
+        end: share.end,
+        features: n,
+        list_len: list_len(config),
+        neighbours: serde_json::to_value(&search).map_err(StageError::other)?,
+    };
+    outputs.write_part_summary(&summary)?;
+    ctx.progress.finish();
+    Ok(summary)
+}
+
+/// Joins the parts' lists (announced on `clusters`, in part order) into the whole run's, and
+/// does the rest as a run in one piece: `neighbours.jsonl`, clusters, map, pictures,
+/// cross-SAE neighbours, summary. The recall of an approximate search is measured here, on
+/// the joined lists, with the queries a run in one piece samples: the figure is that of the
+/// lists written. The search's times in the summary are the parts' added up.
+fn merge(
+    paths: &Paths<'_>,
+    parts: &[Vec<(String, Artifact)>],
+    config: &ClusterStageConfig,
+    ctx: &mut StageContext<'_>,
+) -> Result<ClusterSummary, StageError> {
+    let seed = config.seed.unwrap_or(ctx.seed);
+    let directions = load_directions(paths.sae)?;
+    let n = directions.len();
+    let labels = load_labels(paths.labels, n)?;
+    let artifacts = Work::part_artifacts(parts, port_names::CLUSTERS)?;
+    ctx.progress.set_message(format!(
+        "joining the neighbours of {} parts",
+        artifacts.len()
+    ));
+    let mut lists = Vec::with_capacity(n);
+    let mut reports = Vec::with_capacity(artifacts.len());
+    for (i, artifact) in artifacts.iter().enumerate() {
+        let part = ClusterOutputs::new(artifact.path.clone());
+        let invalid = |message: String| {
+            StageError::from(ClusterError::Invalid(format!(
+                "{} (part {i} of {}): {message}",
+                artifact.path.display(),
+                artifacts.len()
+            )))
+        };
+        let summary = part
+            .part_summary()?
+            .ok_or_else(|| invalid("no part summary: this part did not finish".into()))?;
+        let expected = Work::share(i, artifacts.len(), n);
+        if summary.features != n
+            || (summary.first..summary.end) != expected
+            || summary.list_len != list_len(config)
+        {
+            return Err(invalid(format!(
+                "searched features {}..{} of {} with {} neighbours each, expected {}..{} of {n} \
+                 with {}",
+                summary.first,
+                summary.end,
+                summary.features,
+                summary.list_len,
+                expected.start,
+                expected.end,
+                list_len(config)
+            )));
+        }
+        lists.extend(part.part_neighbours(summary.first, summary.end)?);
+        reports.push(
+            serde_json::from_value::<SearchReport>(summary.neighbours)
+                .map_err(|e| invalid(format!("its search report: {e}")))?,
+        );
+        ctx.cancel.check()?;
+    }
+    let mut search = SearchReport::join(&reports)?;
+    let options = search_options(config, seed);
+    if search.index.is_some() && options.recall_queries > 0 {
+        ctx.progress
+            .set_message("measuring the recall of the search");
+    }
+    measure_recall(
+        &mut search,
+        &directions,
+        &directions,
+        &lists,
+        true,
+        &options,
+    )?;
+    finish(paths, &directions, labels, lists, search, config, ctx)
+}
+
+/// What follows the search, the same for a run in one piece and a merge of parts:
+/// `neighbours.jsonl` from `lists` (each `max(k, graph_k)` long, every feature's), clusters,
+/// map, pictures, cross-SAE neighbours and the summary.
+fn finish(
+    paths: &Paths<'_>,
+    directions: &Directions,
+    labels: Labels,
+    lists: Vec<Vec<crate::exact::Neighbour>>,
+    search: SearchReport,
+    config: &ClusterStageConfig,
+    ctx: &mut StageContext<'_>,
+) -> Result<ClusterSummary, StageError> {
+    let (sae_path, labels_path, other_path) = (paths.sae, paths.labels, paths.other);
+    let seed = config.seed.unwrap_or(ctx.seed);
+    let outputs = ClusterOutputs::new(ctx.stage_dir.clone());
+    let n = directions.len();
+    let options = search_options(config, seed);
+    let progress = ctx.progress.clone();
     outputs.write_neighbours(&lists, config.k, false)?;
 
     progress.set_message("clustering the neighbour graph");
@@ -336,8 +525,16 @@ pub fn cluster(
         Some(path) => {
             progress.set_message("neighbours in the other SAE");
             let other = load_directions(path)?;
-            let (cross_lists, report) =
-                find_neighbours(&directions, &other, config.k, false, &options, &on_progress)?;
+            progress.set_length(n as u64);
+            progress.set_position(0);
+            let (cross_lists, report) = find_neighbours(
+                directions,
+                &other,
+                config.k,
+                false,
+                &options,
+                &progress_of(ctx),
+            )?;
             outputs.write_neighbours(&cross_lists, config.k, true)?;
             Some(serde_json::json!({
                 "other_sae": path.display().to_string(),

@@ -10,7 +10,7 @@ use monoscope_cluster::rng::planted_dictionary;
 use monoscope_cluster::{Cluster, ClusterStageConfig};
 use monoscope_core::{
     Artifact, ArtifactKind, CancelToken, InputPort, Message, OutputPort, Progress, Stage,
-    StageConfig, StageContext,
+    StageConfig, StageContext, Work, part_dir,
 };
 use monoscope_sae::{Architecture, Sae, SaeMetadata, save_saelens};
 
@@ -326,6 +326,170 @@ fn bad_parameters_and_inputs_are_reported_by_name() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("no-such-sae"), "{err}");
+}
+
+/// Runs the stage with `parts = count` as the executor would: each part in its own directory
+/// (`cluster/parts/<i>/`), then the merge with the parts' announced artifacts; returns the
+/// stage directory.
+fn run_stage_in_parts(
+    run_dir: &Path,
+    inputs: &[(&str, ArtifactKind, &Path)],
+    config: ClusterStageConfig,
+    count: usize,
+) -> PathBuf {
+    let stage_dir = run_dir.join("cluster");
+    let cancel = CancelToken::new();
+    let ports = |names: &[&str]| -> Vec<InputPort> {
+        inputs
+            .iter()
+            .filter(|(name, _, _)| names.contains(name))
+            .map(|(name, kind, path)| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                tx.send(Message::Artifact(Artifact::new(
+                    kind.clone(),
+                    path.to_path_buf(),
+                )))
+                .unwrap();
+                InputPort::new(*name, rx, cancel.clone())
+            })
+            .collect()
+    };
+    let mut announced = Vec::new();
+    for index in 0..count {
+        let dir = part_dir(&stage_dir, index);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ctx = StageContext::new(
+            "cluster",
+            run_dir,
+            dir.clone(),
+            5,
+            cancel.clone(),
+            Progress::hidden("cluster"),
+            ports(&["sae"]),
+            vec![OutputPort::new("clusters", Vec::new(), cancel.clone())],
+        );
+        ctx.work = Work::Part { index, count };
+        Cluster::run(config.clone(), &mut ctx).unwrap();
+        assert_eq!(ctx.emitted().len(), 1);
+        assert_eq!(ctx.emitted()[0].1.path, dir);
+        announced.push(ctx.emitted().to_vec());
+    }
+    let mut ctx = StageContext::new(
+        "cluster",
+        run_dir,
+        stage_dir.clone(),
+        5,
+        cancel.clone(),
+        Progress::hidden("cluster"),
+        ports(&["sae", "labels", "other_sae"]),
+        vec![OutputPort::new("clusters", Vec::new(), cancel.clone())],
+    );
+    ctx.work = Work::Merge { parts: announced };
+    Cluster::run(config, &mut ctx).unwrap();
+    assert_eq!(ctx.emitted()[0].1.path, stage_dir);
+    stage_dir
+}
+
+#[test]
+fn parts_of_the_exact_search_give_the_files_of_a_run_in_one_piece() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (groups, per_group, dim) = (20, 9, 32);
+    let (mut rows, truth) = planted_dictionary(groups, per_group, dim, 0.6, 4);
+    rows[7 * dim..8 * dim].fill(0.0); // a dead feature
+    let sae = save_sae(&tmp.path().join("sae"), &rows, dim);
+    let (parents, _) = planted_dictionary(groups, 1, dim, 0.0, 4);
+    let other = save_sae(&tmp.path().join("parents"), &parents, dim);
+    let labels = tmp.path().join("labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    let records: Vec<LabelRecord> = truth
+        .iter()
+        .enumerate()
+        .map(|(f, g)| LabelRecord {
+            feature: f as u32,
+            label: format!("topic{g} word{}", f % 3),
+            explanation: String::new(),
+            explainer: "statistical".into(),
+            scores: Default::default(),
+            baseline: None,
+        })
+        .collect();
+    LabelOutputs::new(&labels).write_labels(&records).unwrap();
+    let inputs = [
+        ("sae", ArtifactKind::SAE, sae.as_path()),
+        ("labels", ArtifactKind::LABELS, labels.as_path()),
+        ("other_sae", ArtifactKind::SAE, other.as_path()),
+    ];
+    // A block that the parts' ranges cut, and graph_k > k: the parts keep the longer lists.
+    let settings =
+        || config(serde_json::json!({ "method": "exact", "k": 4, "graph_k": 7, "block": 16 }));
+    let whole_dir = tmp.path().join("whole");
+    let whole = run_stage(&whole_dir, &inputs, settings());
+    for count in [2, 3, 7] {
+        let parts_dir = tmp.path().join(format!("parts{count}"));
+        let parts = run_stage_in_parts(&parts_dir, &inputs, settings(), count);
+        for file in [
+            "neighbours.jsonl",
+            "cross_neighbours.jsonl",
+            "clusters.json",
+            "map.json",
+            "map.png",
+            "map.svg",
+        ] {
+            assert!(
+                std::fs::read(parts.join(file)).unwrap()
+                    == std::fs::read(whole.join(file)).unwrap(),
+                "{file} differs with {count} parts"
+            );
+        }
+        let summary: serde_json::Value = read_json(parts.join("summary.json"));
+        assert_eq!(summary["neighbours"]["parts"], count);
+        assert_eq!(summary["neighbours"]["method"], "exact");
+        assert_eq!(summary["cross"]["other_features"], groups);
+        assert_eq!(summary["dead_features"], 1);
+        let first: serde_json::Value = read_json(part_dir(&parts, 0).join("part_summary.json"));
+        assert_eq!(first["list_len"], 7);
+    }
+}
+
+#[test]
+fn parts_of_the_approximate_search_build_one_index_and_report_the_recall_of_the_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rows, _) = planted_dictionary(40, 10, 48, 0.6, 8);
+    let sae = save_sae(&tmp.path().join("sae"), &rows, 48);
+    let inputs = [("sae", ArtifactKind::SAE, sae.as_path())];
+    let settings = || {
+        config(serde_json::json!({ "method": "approximate", "recall_queries": 150, "nprobe": 4 }))
+    };
+    let whole = run_stage(&tmp.path().join("whole"), &inputs, settings());
+    let parts = run_stage_in_parts(&tmp.path().join("parts"), &inputs, settings(), 3);
+    let whole_lines = neighbour_lines(&whole, "neighbours.jsonl");
+    let part_lines = neighbour_lines(&parts, "neighbours.jsonl");
+    assert_eq!(whole_lines.len(), part_lines.len());
+    // The same pairs are scored for every feature; only a cosine's last bit may differ.
+    for (w, p) in whole_lines.iter().zip(&part_lines) {
+        assert_eq!(w.feature, p.feature);
+        let ids = |l: &NeighbourLine| l.neighbours.iter().map(|n| n.feature).collect::<Vec<_>>();
+        assert_eq!(ids(w), ids(p), "feature {}", w.feature);
+        for (a, b) in w.neighbours.iter().zip(&p.neighbours) {
+            assert!((a.cosine - b.cosine).abs() < 1e-5);
+        }
+    }
+    let summary = |dir: &Path| -> serde_json::Value { read_json(dir.join("summary.json")) };
+    let (w, p) = (
+        summary(&whole)["neighbours"].clone(),
+        summary(&parts)["neighbours"].clone(),
+    );
+    assert_eq!(p["method"], "approximate");
+    assert_eq!(p["parts"], 3);
+    assert_eq!(p["recall_queries"], 150);
+    // Measured in the merge on the joined lists, with the whole run's sample of queries.
+    assert_eq!(p["recall"], w["recall"]);
+    for key in ["nlist", "nprobe", "largest_list", "train_sample"] {
+        assert_eq!(p["index"][key], w["index"][key], "{key}");
+    }
+    // A part's own report has no recall.
+    let part: serde_json::Value = read_json(part_dir(&parts, 1).join("part_summary.json"));
+    assert!(part["neighbours"].get("recall").is_none(), "{part}");
 }
 
 /// Runs the stage on the quickstart SAE. Set `MONOSCOPE_CLUSTER_OUT` to keep the output there.

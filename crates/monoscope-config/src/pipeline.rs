@@ -556,7 +556,7 @@ fn stage_parts(
             key: Some(key),
             message: format!(
                 "= {parts}: stages of kind `{kind}` cannot run in parts (kinds that can: \
-                 capture, train, autointerp-label; `monoscope stages` says what a part is)"
+                 capture, train, autointerp-label, cluster; `monoscope stages` says what a part is)"
             ),
         });
         return 1;

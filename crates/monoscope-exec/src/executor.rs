@@ -268,12 +268,21 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
             stages,
         }),
     };
+    finish_record(&run_dir, record, result)
+}
+
+/// Writes the final `run.json` of a run that ended with `result`, and hands `result` on.
+pub(crate) fn finish_record(
+    run_dir: &Path,
+    mut record: RunRecord,
+    result: Result<RunReport, ExecError>,
+) -> Result<RunReport, ExecError> {
     (record.status, record.error) = match &result {
         Ok(_) => ("succeeded".into(), None),
         Err(ExecError::Cancelled) => ("cancelled".into(), None),
         Err(e) => ("failed".into(), Some(error_chain(e))),
     };
-    write_record(&run_dir, &record)?;
+    write_record(run_dir, &record)?;
     result
 }
 
@@ -298,9 +307,17 @@ pub(crate) fn new_record(pipeline: &Pipeline) -> RunRecord {
     }
 }
 
-/// Prepares a run directory as every backend does: creates it, takes its lock, recovers what an
-/// interrupted run left, and writes `resolved.toml`. The lock is held while the guard lives.
+/// Prepares a run directory as every backend does: [`lock_run_dir`], then [`prepare_run_dir`].
 pub(crate) fn open_run_dir(
+    pipeline: &Pipeline,
+) -> Result<(PathBuf, monoscope_artifacts::run::RunLock), ExecError> {
+    let (run_dir, lock) = lock_run_dir(pipeline)?;
+    prepare_run_dir(pipeline, &run_dir)?;
+    Ok((run_dir, lock))
+}
+
+/// Creates the run directory and takes its lock, held while the guard lives.
+pub(crate) fn lock_run_dir(
     pipeline: &Pipeline,
 ) -> Result<(PathBuf, monoscope_artifacts::run::RunLock), ExecError> {
     let run_dir = pipeline.run_dir();
@@ -308,11 +325,16 @@ pub(crate) fn open_run_dir(
     // Held to the end of the run: a second run in this directory would remove this one's
     // markers and outputs as it prepared its own stages.
     let lock = monoscope_artifacts::run::RunLock::acquire(&run_dir)?;
-    atomic::recover_tree(&run_dir, false).map_err(io_err(&run_dir))?;
+    Ok((run_dir, lock))
+}
+
+/// Recovers what an interrupted run left in a locked run directory and writes `resolved.toml`.
+pub(crate) fn prepare_run_dir(pipeline: &Pipeline, run_dir: &Path) -> Result<(), ExecError> {
+    atomic::recover_tree(run_dir, false).map_err(io_err(run_dir))?;
     let resolved_path = run_dir.join(record::RESOLVED_FILE);
     atomic::write(&resolved_path, pipeline.resolved_toml().as_bytes())
         .map_err(io_err(&resolved_path))?;
-    Ok((run_dir, lock))
+    Ok(())
 }
 
 /// The error and all its sources, joined: what `run.json` and the CLI show.

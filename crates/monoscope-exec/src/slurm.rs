@@ -23,8 +23,8 @@ use monoscope_artifacts::jobs::{self, JobRole, Jobs, LOGS_DIR, Submission};
 use monoscope_config::{Pipeline, StageSpec};
 
 use crate::executor::{
-    ExecError, RunOptions, RunReport, StageReport, StageStatus, error_chain, fingerprints, io_err,
-    new_record, open_run_dir, skippable, write_record,
+    ExecError, RunOptions, RunReport, StageReport, StageStatus, fingerprints, finish_record,
+    io_err, lock_run_dir, new_record, prepare_run_dir, skippable, write_record,
 };
 use crate::parts::{RUN_STAGE_SUBCOMMAND, completed_part, worker_executable};
 use crate::record;
@@ -36,8 +36,25 @@ const POLL_ENV: &str = "MONOSCOPE_SLURM_POLL_MS";
 /// Submits the pipeline's incomplete stages as Slurm jobs, follows them to the end and reports
 /// as [`crate::run`] does.
 pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, ExecError> {
-    let (run_dir, _lock) = open_run_dir(pipeline)?;
+    let (run_dir, _lock) = lock_run_dir(pipeline)?;
     let run_dir = std::path::absolute(&run_dir).map_err(io_err(&run_dir))?;
+    let mut jobs = jobs::read_jobs(&run_dir)?;
+    // A follower that was killed leaves its jobs behind; new jobs beside them would write the
+    // same directories (and the recovery below would take their temporaries for a dead
+    // process's: their pids are other nodes').
+    let earlier: BTreeSet<&str> = jobs.submissions.iter().map(|s| s.job_id.as_str()).collect();
+    let still_queued = queued_jobs(&earlier)?;
+    if !still_queued.is_empty() {
+        let list: Vec<&str> = still_queued.keys().copied().collect();
+        return Err(ExecError::Slurm(format!(
+            "jobs of an earlier submission in {} are still queued or running ({}): wait for \
+             them or cancel them (`scancel {}`) before running again",
+            run_dir.display(),
+            list.join(", "),
+            list.join(" ")
+        )));
+    }
+    prepare_run_dir(pipeline, &run_dir)?;
     let mut record = new_record(pipeline);
     write_record(&run_dir, &record)?;
     let fingerprints = fingerprints(pipeline);
@@ -51,7 +68,6 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
     for path in [&run_dir, &cwd, &exe] {
         plain_path(path)?;
     }
-    let mut jobs = jobs::read_jobs(&run_dir)?;
     let context = ScriptContext {
         pipeline: &pipeline.settings.name,
         exe: &exe,
@@ -168,13 +184,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
             stages,
         }),
     };
-    (record.status, record.error) = match &result {
-        Ok(_) => ("succeeded".into(), None),
-        Err(ExecError::Cancelled) => ("cancelled".into(), None),
-        Err(e) => ("failed".into(), Some(error_chain(e))),
-    };
-    write_record(&run_dir, &record)?;
-    result
+    finish_record(&run_dir, record, result)
 }
 
 /// One job this run submitted.
@@ -257,6 +267,12 @@ impl ScriptContext<'_> {
                 .map(|o| format!("#SBATCH {o}")),
         );
         lines.push("set -euo pipefail".to_string());
+        if stage.slurm.cpus.is_some() {
+            // As many compute threads as the job was given CPUs, not as the node has.
+            lines.push(
+                "export RAYON_NUM_THREADS=\"${RAYON_NUM_THREADS:-$SLURM_CPUS_PER_TASK}\"".into(),
+            );
+        }
         lines.push(format!(
             "exec {} {RUN_STAGE_SUBCOMMAND} {} {}{args}",
             self.exe.display(),
@@ -381,7 +397,6 @@ fn follow(
         .and_then(|v| v.parse().ok())
         .map_or(POLL, Duration::from_millis);
     let ids: BTreeSet<&str> = submitted.iter().map(|s| s.job_id.as_str()).collect();
-    let user = current_user();
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     loop {
         if options.cancel.is_cancelled() {
@@ -392,28 +407,28 @@ fn follow(
             }
             return Err(ExecError::Cancelled);
         }
-        let queue = slurm_command(
-            "squeue",
-            &[
-                "-h".into(),
-                "-u".into(),
-                user.clone(),
-                "-o".into(),
-                "%i %T".into(),
-            ],
-        )?;
-        let active = queue
-            .lines()
-            .filter(|line| {
-                let job = line.split(['_', ' ']).next().unwrap_or_default();
-                ids.contains(job)
-            })
-            .count();
+        let queued = queued_jobs(&ids)?;
+        let active = queued.len();
         for stage in &pipeline.stages {
-            if !submitted.iter().any(|s| s.stage == stage.id) {
+            let jobs: Vec<&Submitted> = submitted.iter().filter(|s| s.stage == stage.id).collect();
+            if jobs.is_empty() {
                 continue;
             }
-            let state = progress_of(stage, run_dir, &fingerprints[&stage.id]);
+            let mut state = progress_of(stage, run_dir, &fingerprints[&stage.id]);
+            let in_queue: Vec<String> = jobs
+                .iter()
+                .filter_map(|job| {
+                    let states = queued.get(job.job_id.as_str())?;
+                    Some(format!(
+                        "job {} {}",
+                        job.job_id,
+                        states.join(" ").to_lowercase()
+                    ))
+                })
+                .collect();
+            if !in_queue.is_empty() {
+                state = format!("{state}; {}", in_queue.join(", "));
+            }
             if shown.get(&stage.id) != Some(&state) {
                 tracing::info!(stage = %stage.id, "{state}");
                 shown.insert(stage.id.clone(), state);
@@ -424,6 +439,28 @@ fn follow(
         }
         std::thread::sleep(poll);
     }
+}
+
+/// Which of `ids` Slurm still has queued or running, with their lines' states (an array's
+/// tasks each have one).
+fn queued_jobs<'a>(ids: &BTreeSet<&'a str>) -> Result<BTreeMap<&'a str, Vec<String>>, ExecError> {
+    let mut queued: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok(queued);
+    }
+    // By user, not by job id: `squeue --jobs` fails as a whole once one id is forgotten.
+    let args = ["-h", "-u", &current_user(), "-o", "%i %T"].map(String::from);
+    for line in slurm_command("squeue", &args)?.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(job), Some(state)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let base = job.split('_').next().unwrap_or_default();
+        if let Some(&id) = ids.get(base) {
+            queued.entry(id).or_default().push(state.to_string());
+        }
+    }
+    Ok(queued)
 }
 
 fn current_user() -> String {
@@ -447,7 +484,7 @@ fn progress_of(stage: &StageSpec, run_dir: &Path, fingerprint: &str) -> String {
         return "complete".into();
     }
     match stage.parts {
-        1 => "waiting or running".into(),
+        1 => "not complete".into(),
         n => {
             let done = (0..n)
                 .filter(|&i| completed_part(&dir, fingerprint, i, n).is_some())
@@ -546,6 +583,63 @@ mod tests {
         assert_eq!(array_spec(&[0, 1, 2, 3]), "0-3");
         assert_eq!(array_spec(&[2]), "2");
         assert_eq!(array_spec(&[0, 2, 3, 5]), "0,2-3,5");
+    }
+
+    /// The batch script of a stage's parts, as `sbatch` and a person read it.
+    #[test]
+    fn a_parts_script_asks_for_the_stage_resources_and_runs_its_part() {
+        let stage = StageSpec {
+            id: "capture".into(),
+            kind: "capture".into(),
+            description: monoscope_core::StageDescription {
+                kind: "capture".into(),
+                doc: "".into(),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            },
+            inputs: BTreeMap::new(),
+            params: serde_json::Value::Null,
+            parts: 4,
+            slurm: monoscope_config::SlurmResources {
+                cpus: Some(8),
+                mem: Some("32G".into()),
+                gres: Some("gpu:1".into()),
+                time: Some("04:00:00".into()),
+                partition: Some("gpu".into()),
+                extra_args: vec!["--account=lab".into()],
+            },
+            configured: None,
+        };
+        let context = ScriptContext {
+            pipeline: "demo",
+            exe: Path::new("/shared/bin/monoscope"),
+            run_dir: Path::new("/shared/runs/demo"),
+            cwd: Path::new("/shared/work"),
+            logs: Path::new("/shared/runs/demo/slurm/logs"),
+        };
+        let expected = "#!/bin/bash
+# Written by `monoscope run --backend slurm`: part $SLURM_ARRAY_TASK_ID of the 4 parts of stage `capture` (capture) of pipeline `demo`.
+# Submit by hand: sbatch --array=0-3 capture.parts.sbatch
+#SBATCH --job-name=monoscope-demo-capture
+#SBATCH --output=/shared/runs/demo/slurm/logs/capture-%a.out
+#SBATCH --chdir=/shared/work
+#SBATCH --cpus-per-task=8
+#SBATCH --mem=32G
+#SBATCH --gres=gpu:1
+#SBATCH --time=04:00:00
+#SBATCH --partition=gpu
+#SBATCH --account=lab
+set -euo pipefail
+export RAYON_NUM_THREADS=\"${RAYON_NUM_THREADS:-$SLURM_CPUS_PER_TASK}\"
+exec /shared/bin/monoscope run-stage /shared/runs/demo capture --part \"$SLURM_ARRAY_TASK_ID\"
+";
+        assert_eq!(context.script(&stage, JobRole::Parts), expected);
+        let merge = context.script(&stage, JobRole::Merge);
+        assert!(
+            merge.ends_with("run-stage /shared/runs/demo capture --merge\n"),
+            "{merge}"
+        );
+        assert!(!merge.contains("--array"), "{merge}");
     }
 
     #[test]

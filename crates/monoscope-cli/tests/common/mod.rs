@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Every file of `dir`, by its path below `dir`.
 pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -51,5 +51,43 @@ pub fn without_timings(value: serde_json::Value) -> serde_json::Value {
             .collect(),
         serde_json::Value::Array(values) => values.into_iter().map(without_timings).collect(),
         other => other,
+    }
+}
+
+/// A tiny model and a corpus of short paragraphs in a temporary directory, shared by the runs
+/// of one test.
+pub struct Fixture {
+    pub _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub model: PathBuf,
+    pub corpus: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let model = root.join("tiny.gguf");
+        monoscope_formats::testing::TinyLlama::default()
+            .write(&model)
+            .unwrap();
+        let corpus = root.join("corpus.txt");
+        let words = [
+            "river", "stone", "light", "north", "glass", "seven", "field",
+        ];
+        let text: Vec<String> = (0..160)
+            .map(|i| {
+                let a = words[i % words.len()];
+                let b = words[(i * 3 + 1) % words.len()];
+                format!("Paragraph {i}: the {a} and the {b} near {} {a}.", i * 7)
+            })
+            .collect();
+        std::fs::write(&corpus, text.join("\n\n")).unwrap();
+        Fixture {
+            _dir: dir,
+            root,
+            model,
+            corpus,
+        }
     }
 }
