@@ -344,6 +344,49 @@ fn slurm_jobs_give_the_local_files_and_a_cancelled_task_is_all_that_is_resubmitt
     );
     assert!(message.contains("still queued or running"), "{message}");
     assert!(message.contains(&jobs[0]), "{message}");
+
+    // A job Slurm refuses (more memory than any node has): nothing of the run stays queued.
+    let (refused, refused_dir) = fixture.pipeline("refused", &IN_PARTS);
+    let mut text = std::fs::read_to_string(&refused).unwrap();
+    text.push_str("\n[label.slurm]\nmem = \"100000G\"\n");
+    std::fs::write(&refused, text).unwrap();
+    let out = run(&refused, &["--backend", "slurm"]);
+    let message = stderr(&out);
+    assert!(!out.status.success(), "{message}");
+    assert!(message.contains("sbatch"), "{message}");
+    let earlier: Vec<String> = submissions(&refused_dir)
+        .iter()
+        .map(|s| s["job_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        earlier.len(),
+        4,
+        "capture and train were submitted before the label"
+    );
+    let started = Instant::now();
+    loop {
+        let queue = Command::new("squeue")
+            .args(["-h", "-o", "%i"])
+            .output()
+            .unwrap();
+        let queue = String::from_utf8_lossy(&queue.stdout).into_owned();
+        let left: Vec<&str> = queue
+            .lines()
+            .filter(|l| {
+                earlier
+                    .iter()
+                    .any(|id| l.split('_').next() == Some(id.as_str()))
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still queued: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The first `count` submissions of a run, once the Slurm backend has recorded them.

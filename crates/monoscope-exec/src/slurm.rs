@@ -79,62 +79,71 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
     // The job whose success means the stage is complete, by stage id.
     let mut last_job: BTreeMap<String, String> = BTreeMap::new();
     let mut submitted: Vec<Submitted> = Vec::new();
-    for stage in &pipeline.stages {
-        if skipped.contains(&stage.id) {
-            continue;
-        }
-        let after: Vec<String> = stage
-            .inputs
-            .values()
-            .filter_map(|from| last_job.get(&from.stage).cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let fingerprint = &fingerprints[&stage.id];
-        let stage_dir = run_dir.join(&stage.id);
-        let mut waits = after.clone();
-        if stage.parts > 1 {
-            let missing_parts: Vec<usize> = (0..stage.parts)
-                .filter(|&i| completed_part(&stage_dir, fingerprint, i, stage.parts).is_none())
-                .collect();
-            if !missing_parts.is_empty() {
-                let array = array_spec(&missing_parts);
-                let script = context.write(stage, JobRole::Parts, &slurm_dir)?;
-                let id = sbatch(&script, Some(&array), &after)?;
-                record_submission(
-                    &run_dir,
-                    &mut jobs,
-                    stage,
-                    JobRole::Parts,
-                    &id,
-                    Some(array),
-                    &after,
-                    &script,
-                )?;
-                tracing::info!(stage = %stage.id, job = %id, "submitted {} part(s) as a job array", missing_parts.len());
-                waits = vec![id.clone()];
-                submitted.push(Submitted {
-                    stage: stage.id.clone(),
-                    role: JobRole::Parts,
-                    job_id: id,
-                });
+    let mut submit = || -> Result<(), ExecError> {
+        for stage in &pipeline.stages {
+            if skipped.contains(&stage.id) {
+                continue;
             }
+            let after: Vec<String> = stage
+                .inputs
+                .values()
+                .filter_map(|from| last_job.get(&from.stage).cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let fingerprint = &fingerprints[&stage.id];
+            let stage_dir = run_dir.join(&stage.id);
+            let mut waits = after.clone();
+            if stage.parts > 1 {
+                let missing_parts: Vec<usize> = (0..stage.parts)
+                    .filter(|&i| completed_part(&stage_dir, fingerprint, i, stage.parts).is_none())
+                    .collect();
+                if !missing_parts.is_empty() {
+                    let array = array_spec(&missing_parts);
+                    let script = context.write(stage, JobRole::Parts, &slurm_dir)?;
+                    let id = sbatch(&script, Some(&array), &after)?;
+                    record_submission(
+                        &run_dir,
+                        &mut jobs,
+                        stage,
+                        JobRole::Parts,
+                        &id,
+                        Some(array),
+                        &after,
+                        &script,
+                    )?;
+                    tracing::info!(stage = %stage.id, job = %id, "submitted {} part(s) as a job array", missing_parts.len());
+                    waits = vec![id.clone()];
+                    submitted.push(Submitted {
+                        stage: stage.id.clone(),
+                        role: JobRole::Parts,
+                        job_id: id,
+                    });
+                }
+            }
+            let role = if stage.parts > 1 {
+                JobRole::Merge
+            } else {
+                JobRole::Whole
+            };
+            let script = context.write(stage, role, &slurm_dir)?;
+            let id = sbatch(&script, None, &waits)?;
+            record_submission(&run_dir, &mut jobs, stage, role, &id, None, &waits, &script)?;
+            tracing::info!(stage = %stage.id, job = %id, "submitted the {} job", match role { JobRole::Merge => "merge", _ => "stage" });
+            submitted.push(Submitted {
+                stage: stage.id.clone(),
+                role,
+                job_id: id.clone(),
+            });
+            last_job.insert(stage.id.clone(), id);
         }
-        let role = if stage.parts > 1 {
-            JobRole::Merge
-        } else {
-            JobRole::Whole
-        };
-        let script = context.write(stage, role, &slurm_dir)?;
-        let id = sbatch(&script, None, &waits)?;
-        record_submission(&run_dir, &mut jobs, stage, role, &id, None, &waits, &script)?;
-        tracing::info!(stage = %stage.id, job = %id, "submitted the {} job", match role { JobRole::Merge => "merge", _ => "stage" });
-        submitted.push(Submitted {
-            stage: stage.id.clone(),
-            role,
-            job_id: id.clone(),
-        });
-        last_job.insert(stage.id.clone(), id);
+        Ok(())
+    };
+    if let Err(e) = submit() {
+        // Nothing of a run that could not be submitted whole is left to run unattended.
+        cancel_jobs(submitted.iter().map(|s| s.job_id.as_str()));
+        record.finished_at = Some(record::now_rfc3339());
+        return finish_record(&run_dir, record, Err(e));
     }
 
     let started = Instant::now();
@@ -400,11 +409,7 @@ fn follow(
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     loop {
         if options.cancel.is_cancelled() {
-            let mut args: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-            args.insert(0, "--quiet".into());
-            if let Err(e) = slurm_command("scancel", &args) {
-                tracing::warn!("cancelling the jobs: {e}");
-            }
+            cancel_jobs(ids.iter().copied());
             return Err(ExecError::Cancelled);
         }
         let queued = queued_jobs(&ids)?;
@@ -438,6 +443,17 @@ fn follow(
             return Ok(());
         }
         std::thread::sleep(poll);
+    }
+}
+
+/// `scancel` of these jobs; a failure is logged, not returned (the run is ending anyway).
+fn cancel_jobs<'a>(ids: impl Iterator<Item = &'a str>) {
+    let mut args = vec!["--quiet".to_string()];
+    args.extend(ids.map(str::to_string));
+    if args.len() > 1
+        && let Err(e) = slurm_command("scancel", &args)
+    {
+        tracing::warn!("cancelling the jobs: {e}");
     }
 }
 
