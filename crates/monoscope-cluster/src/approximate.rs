@@ -243,21 +243,7 @@ pub fn approximate_neighbours_of(
     on_progress: &(dyn Fn(usize) -> Result<(), ClusterError> + Sync),
 ) -> Result<(Vec<Vec<Neighbour>>, IvfReport), ClusterError> {
     params.check()?;
-    if rows.start > rows.end || rows.end > queries.len() {
-        return Err(ClusterError::Invalid(format!(
-            "queries {}..{} of {}: out of range",
-            rows.start,
-            rows.end,
-            queries.len()
-        )));
-    }
-    if queries.dim() != keys.dim() {
-        return Err(ClusterError::Invalid(format!(
-            "cannot compare directions of width {} with directions of width {}",
-            queries.dim(),
-            keys.dim()
-        )));
-    }
+    queries.check_search(&rows, keys)?;
     if same_set && queries.len() != keys.len() {
         return Err(ClusterError::Invalid(format!(
             "a dictionary searched against itself: {} queries but {} keys",

@@ -64,6 +64,31 @@ impl Directions {
         self.alive.len()
     }
 
+    /// That the queries `rows` of these directions can be searched among `keys`: the rows
+    /// exist and both sets have one width.
+    pub fn check_search(
+        &self,
+        rows: &std::ops::Range<usize>,
+        keys: &Directions,
+    ) -> Result<(), ClusterError> {
+        if rows.start > rows.end || rows.end > self.len() {
+            return Err(ClusterError::Invalid(format!(
+                "queries {}..{} of {}: out of range",
+                rows.start,
+                rows.end,
+                self.len()
+            )));
+        }
+        if self.dim() != keys.dim() {
+            return Err(ClusterError::Invalid(format!(
+                "cannot compare directions of width {} with directions of width {}",
+                self.dim(),
+                keys.dim()
+            )));
+        }
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.alive.is_empty()
     }

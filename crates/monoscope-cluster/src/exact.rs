@@ -61,25 +61,11 @@ pub fn exact_neighbours_of(
     same_set: bool,
     on_block: &mut dyn FnMut(usize) -> Result<(), ClusterError>,
 ) -> Result<Vec<Vec<Neighbour>>, ClusterError> {
-    if queries.dim() != keys.dim() {
-        return Err(ClusterError::Invalid(format!(
-            "cannot compare directions of width {} with directions of width {}",
-            queries.dim(),
-            keys.dim()
-        )));
-    }
+    queries.check_search(&rows, keys)?;
     if block == 0 {
         return Err(ClusterError::Invalid(
             "block = 0: expected at least 1".into(),
         ));
-    }
-    if rows.start > rows.end || rows.end > queries.len() {
-        return Err(ClusterError::Invalid(format!(
-            "queries {}..{} of {}: out of range",
-            rows.start,
-            rows.end,
-            queries.len()
-        )));
     }
     let dim = queries.dim();
     let mut lists: Vec<Vec<Neighbour>> = rows.clone().map(|_| Vec::with_capacity(k + 1)).collect();
