@@ -54,6 +54,7 @@ broken! {
     slurm_settings => "slurm_settings.toml",
     a_stream_between_slurm_jobs => "slurm_stream.toml",
     unknown_backend => "unknown_backend.toml",
+    unknown_device => "unknown_device.toml",
     several_problems_are_all_reported => "several_problems.toml",
     missing_file => "does_not_exist.toml",
 }

@@ -5,7 +5,10 @@
 //!   pipeline; `pipeline validate <file>` checks one.
 //! - `bench <what>`: builds the benchmark binary with optimisations and runs one benchmark.
 //! - `tidy`: the architecture invariants the build does not enforce ([`tidy`]).
+//! - `gpu-check`: on a GPU machine, the device tests on that GPU, the training and forward
+//!   benchmarks on it, and sparsify on the same shapes and GPU ([`gpu_check`]).
 
+mod gpu_check;
 mod tidy;
 
 use std::path::PathBuf;
@@ -38,6 +41,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// On a GPU machine: the device tests on the GPU, `bench train` and `bench forward` on it,
+    /// and sparsify on the same shapes (with `--sparsify-python`).
+    GpuCheck(gpu_check::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +118,7 @@ fn run(xtask: Xtask) -> anyhow::Result<ExitCode> {
             command.extend(args.iter().map(String::as_str));
             passthrough(&command)
         }
+        Task::GpuCheck(args) => gpu_check::run(&args),
         Task::Bench { args } => {
             let mut command = vec!["run", "--release", "--package", "monoscope-bench", "--"];
             command.extend(args.iter().map(String::as_str));
@@ -120,7 +127,7 @@ fn run(xtask: Xtask) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn cargo_command(args: &[&str]) -> Command {
+pub(crate) fn cargo_command(args: &[&str]) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut command = Command::new(cargo);
     command.args(args);
@@ -129,7 +136,7 @@ fn cargo_command(args: &[&str]) -> Command {
 
 /// Runs cargo and fails if it fails.
 /// The workspace root: xtask's own directory's parent.
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let xtask = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     xtask.parent().map(PathBuf::from).unwrap_or(xtask)
 }

@@ -13,7 +13,10 @@
 //!   binary (`use <crate> as _;`), or the linker drops its registrations and its stage kinds
 //!   are silently missing;
 //! - test support (`pub mod testing;`) is compiled only with the crate's `testing` feature, so
-//!   it never ships in a binary.
+//!   it never ships in a binary;
+//! - only `monoscope-device` opens a GPU device (`Device::cuda(`, `Device::wgpu(`, …): every
+//!   other crate gets its device from a `device` setting through it, so that a name, the
+//!   cargo feature it needs and the check that the device answers stay in one place.
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +52,9 @@ pub fn run(workspace: &Path) -> anyhow::Result<()> {
     for p in packages.iter().filter(|p| p.name != ARTIFACTS) {
         for (path, text) in sources_of(&p.dir.join("src"))? {
             problems.extend(check_file_names_not_named(&path, &text, &file_names));
+            if p.name != DEVICES {
+                problems.extend(check_no_gpu_device_opened(&path, &text));
+            }
         }
     }
     // Stage crates are libraries; core defines the macro.
@@ -160,6 +166,31 @@ fn check_dependencies(packages: &[Package]) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The crate that owns device names and opens devices.
+const DEVICES: &str = "monoscope-device";
+/// burn's constructors of devices other than the CPU's.
+const GPU_DEVICE_CONSTRUCTORS: &[&str] = &[
+    "Device::cuda(",
+    "Device::rocm(",
+    "Device::wgpu(",
+    "Device::vulkan(",
+    "Device::metal(",
+    "Device::cpu(",
+];
+
+fn check_no_gpu_device_opened(path: &Path, text: &str) -> Vec<String> {
+    GPU_DEVICE_CONSTRUCTORS
+        .iter()
+        .filter(|c| text.contains(*c))
+        .map(|c| {
+            format!(
+                "{}: calls `{c}…)`: devices are opened only by {DEVICES} (`monoscope_device::open`)",
+                path.display()
+            )
+        })
+        .collect()
 }
 
 fn check_named_by_cli(p: &Package, cli_sources: &[(PathBuf, String)]) -> Vec<String> {
@@ -312,6 +343,15 @@ mod tests {
             problems[0].starts_with("x.rs:2: names `labels.jsonl`"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_gpu_device_opened_outside_the_device_crate_is_reported() {
+        let path = Path::new("crates/x/src/lib.rs");
+        let problems = check_no_gpu_device_opened(path, "let d = Device::cuda(0);");
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("Device::cuda(") && problems[0].contains(DEVICES));
+        assert!(check_no_gpu_device_opened(path, "let d = Device::flex();").is_empty());
     }
 
     #[test]

@@ -11,8 +11,12 @@
 //! reported; without it that ratio is "not measured". Also reported: how often the int8 path's
 //! top-1 next token agrees with fp32's.
 //!
+//! With `--device D` (a GPU: `cuda`, `wgpu`, …) the same batches and cases run on that device
+//! instead, in each precision the device path offers, reported as tokens/s (the CPU's int8
+//! kernels and matmul probes do not apply there).
+//!
 //! `cargo xtask bench forward [--batches N] [--model PATH|NAME] [--corpus PATH|NAME]
-//! [--reference-python PY]`
+//! [--reference-python PY] [--device D]`
 
 use std::time::Instant;
 
@@ -32,6 +36,7 @@ struct Args {
     model: String,
     corpus: String,
     reference_python: Option<String>,
+    device: monoscope_core::DeviceSpec,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Args> {
@@ -40,6 +45,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
         model: "smollm2".into(),
         corpus: "wiki".into(),
         reference_python: None,
+        device: monoscope_core::DeviceSpec::Cpu,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -49,8 +55,10 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
             "--model" => out.model = value.clone(),
             "--corpus" => out.corpus = value.clone(),
             "--reference-python" => out.reference_python = Some(value.clone()),
+            "--device" => out.device = value.parse().context("--device")?,
             _ => bail!(
-                "unknown argument {flag} (expected --batches, --model, --corpus, --reference-python)"
+                "unknown argument {flag} (expected --batches, --model, --corpus, \
+                 --reference-python, --device)"
             ),
         }
     }
@@ -172,6 +180,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let args = parse(args)?;
     let model_path = monoscope_fetch::resolve_model(&args.model)?;
     let corpus = monoscope_fetch::resolve_corpus(&args.corpus)?;
+    if !args.device.is_cpu() {
+        return on_device(&args, &model_path, &corpus);
+    }
     let device = Device::flex();
     let models = KINDS
         .iter()
@@ -314,6 +325,46 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "agreement",
             100.0 * a,
             "%",
+        ));
+    }
+    emit(&out);
+    Ok(())
+}
+
+/// `--device D`: the two cases' tokens/s on a GPU, batches as on the CPU. Every batch's
+/// outputs are read back to the host, which waits for the device.
+fn on_device(
+    args: &Args,
+    model_path: &std::path::Path,
+    corpus: &std::path::Path,
+) -> anyhow::Result<()> {
+    let device = monoscope_device::open(args.device)?;
+    let options = ModelOptions::with_matmul(MatmulKind::F32);
+    let model = monoscope_lm::load_with(model_path, &device, &options)?;
+    let c = model.config().clone();
+    let batches = windows(&model, corpus, args.batches)?;
+    let block = 15.min(c.n_layers - 1);
+    let through = format!("through block {block}");
+    let capture = ForwardOptions::capture(vec![HookName::resid_post(block)]);
+    let all = ForwardOptions {
+        logits: Logits::All,
+        ..ForwardOptions::default()
+    };
+    let tokens = (args.batches * BATCH * SEQ) as f64;
+    let mut out = Vec::new();
+    for (label, options) in [(through.as_str(), &capture), ("all blocks + logits", &all)] {
+        run_once(&model, &batches[0], options)?; // warm-up: kernels compiled and tuned
+        let started = Instant::now();
+        for batch in &batches {
+            run_once(&model, batch, options)?;
+        }
+        let rate = tokens / started.elapsed().as_secs_f64();
+        out.push(Measurement::new(
+            "forward",
+            &format!("{label} f32 on {}", args.device),
+            "throughput",
+            rate,
+            "tokens/s",
         ));
     }
     emit(&out);

@@ -11,7 +11,12 @@ use crate::report::{Measurement, emit, median_time};
 
 /// GFLOP/s of `[m, k] × [k, n]` on flex (median of 5).
 pub fn gflops(m: usize, k: usize, n: usize) -> f64 {
-    let device = Device::flex();
+    gflops_on(&Device::flex(), m, k, n)
+}
+
+/// GFLOP/s of `[m, k] × [k, n]` on `device` (median of 5).
+pub fn gflops_on(device: &Device, m: usize, k: usize, n: usize) -> f64 {
+    let device = device.clone();
     let a: Tensor<2> = Tensor::random([m, k], Distribution::Normal(0.0, 1.0), &device);
     let b: Tensor<2> = Tensor::random([k, n], Distribution::Normal(0.0, 1.0), &device);
     let t = median_time(5, || {

@@ -15,11 +15,18 @@
 //! mixes two moments; so each step is also paired with one encoder-shaped `gemm` product timed
 //! just before it, and "of paired encoder bound" is the median of product time / step time.
 //!
-//! `cargo xtask bench train [--steps N] [--case TEXT]`: N timed steps per case after one
-//! warm-up step (default 9); the median step time gives tokens/s. `--case` keeps the cases
-//! whose name contains TEXT (e.g. `topk`, `relu-l1 768`).
+//! `cargo xtask bench train [--steps N] [--case TEXT] [--device D] [--gpu-shapes]`: N timed
+//! steps per case after one warm-up step (default 9); the median step time gives tokens/s.
+//! `--case` keeps the cases whose name contains TEXT (e.g. `topk`, `relu-l1 768`).
+//!
+//! `--device D` (a GPU) times the burn trainer on that device instead (`Compute::Burn`; each
+//! step reads its statistics back, which waits for the device), against the device's own
+//! fp32 matrix-multiply rate on the encoder's shape measured in the same run: the device step
+//! runs five dense products of that size (encoder, decoder, two weight gradients, the input
+//! gradient), so "of device matmul bound" is 5 × product time / step time. `--gpu-shapes`
+//! times 768×16384 and 2304×65536 (Gemma 2 2B's width, 64k latents) instead.
 
-use monoscope_sae::{ArchConfig, Optimizer, TrainConfig, Trainer};
+use monoscope_sae::{ArchConfig, Compute, Optimizer, TrainConfig, Trainer};
 
 use std::time::Instant;
 
@@ -28,6 +35,8 @@ use crate::report::{Measurement, emit, median_time, peak_rss_mib};
 
 const BATCH: usize = 4096;
 const SHAPES: [(usize, usize); 2] = [(768, 16_384), (512, 4096)];
+/// The GPU shapes: GPT-2 small's width with 16k latents, Gemma 2 2B's with 64k.
+const GPU_SHAPES: [(usize, usize); 2] = [(768, 16_384), (2304, 65_536)];
 /// Name, architecture (as the library's JSON) and, for sparse codes, the starting L0.
 const CASES: [(&str, &str, Option<usize>); 3] = [
     ("topk k=32", r#"{ "kind": "top_k", "k": 32 }"#, None),
@@ -36,16 +45,27 @@ const CASES: [(&str, &str, Option<usize>); 3] = [
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let usage = "usage: cargo xtask bench train [--steps N] [--case TEXT]";
+    let usage =
+        "usage: cargo xtask bench train [--steps N] [--case TEXT] [--device D] [--gpu-shapes]";
     let (mut steps, mut filter) = (9, String::new());
+    let (mut device, mut gpu_shapes) = (monoscope_core::DeviceSpec::Cpu, false);
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
+        if flag == "--gpu-shapes" {
+            gpu_shapes = true;
+            continue;
+        }
         let value = rest.next().ok_or_else(|| anyhow::anyhow!("{usage}"))?;
         match flag.as_str() {
             "--steps" => steps = value.parse()?,
             "--case" => filter = value.clone(),
+            "--device" => device = value.parse()?,
             _ => anyhow::bail!("{usage}"),
         }
+    }
+    if !device.is_cpu() || gpu_shapes {
+        let shapes: &[(usize, usize)] = if gpu_shapes { &GPU_SHAPES } else { &SHAPES };
+        return on_device(device, shapes, &filter, steps);
     }
     let mut out = Vec::new();
     for (d_in, d_sae) in SHAPES {
@@ -234,4 +254,67 @@ fn synthetic(len: usize, seed: u64) -> Vec<f32> {
         (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     };
     (0..len).map(|_| next() + next() + next()).collect()
+}
+
+/// `--device D`: the burn trainer's tokens/s on `device` for each case and shape, with the
+/// device's matmul rate on the encoder's shape measured before and after.
+fn on_device(
+    spec: monoscope_core::DeviceSpec,
+    shapes: &[(usize, usize)],
+    filter: &str,
+    steps: usize,
+) -> anyhow::Result<()> {
+    let device = monoscope_device::open(spec)?;
+    let mut out = Vec::new();
+    for &(d_in, d_sae) in shapes {
+        let shape = format!("{d_in}x{d_sae} batch {BATCH} on {spec}");
+        for &(name, arch, _) in CASES.iter().filter(|(_, _, l0)| l0.is_none()) {
+            let case = format!("{name} {shape}");
+            if !case.contains(filter) {
+                continue;
+            }
+            let before = crate::matmul::gflops_on(&device, BATCH, d_in, d_sae);
+            let arch: ArchConfig = serde_json::from_str(arch)?;
+            let mut config = TrainConfig::new(d_in, d_sae, arch, 1_000);
+            config.metrics_every = 1;
+            let batches = [synthetic(BATCH * d_in, 1), synthetic(BATCH * d_in, 2)];
+            let mut trainer = Trainer::new_on(config, 1.0, Compute::Burn(device.clone()))?;
+            let mut times = Vec::new();
+            for i in 0..=steps {
+                let start = Instant::now();
+                trainer.step(&batches[i % 2])?;
+                // The first step compiles and tunes the device's kernels: not counted.
+                if i > 0 {
+                    times.push(start.elapsed().as_secs_f64());
+                }
+            }
+            let after = crate::matmul::gflops_on(&device, BATCH, d_in, d_sae);
+            let rate = before.max(after);
+            let step = median(&mut times);
+            let product = 2.0 * (BATCH * d_in * d_sae) as f64 / (rate * 1e9);
+            out.push(Measurement::new(
+                "train",
+                &case,
+                "throughput",
+                BATCH as f64 / step,
+                "tokens/s",
+            ));
+            out.push(Measurement::new(
+                "train",
+                &case,
+                "device matmul",
+                rate,
+                "GFLOP/s",
+            ));
+            out.push(Measurement::new(
+                "train",
+                &case,
+                "of device matmul bound",
+                100.0 * 5.0 * product / step,
+                "%",
+            ));
+        }
+    }
+    emit(&out);
+    Ok(())
 }

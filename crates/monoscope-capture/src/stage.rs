@@ -8,7 +8,7 @@ use monoscope_core::{
     ActivationBatch, Artifact, ArtifactKind, Message, PortSpec, Stage, StageConfig, StageContext,
     StageDescription, StageError, StreamKind, Work, port_names, register_stage,
 };
-use monoscope_lm::{ForwardOptions, HookName, MatmulKind, Model, ModelSpec, TokenBatch};
+use monoscope_lm::{ForwardOptions, HookName, MatmulKind, Model, ModelSpec, Precision, TokenBatch};
 use monoscope_store::{
     Dtype, MANIFEST_FILE, Manifest, ModelIdentity, PROGRESS_FILE, StoreSpec, StoreWriter,
 };
@@ -73,6 +73,9 @@ pub struct CaptureConfig {
     pub rows_per_shard: usize,
     /// Arithmetic of the model's linear layers: `f32` (the reference) or `int8`.
     pub matmul: MatmulKind,
+    /// Float type of the model's weights and matrix products on a GPU device: `f32`, `f16` or
+    /// `bf16` (residual stream, norms and softmax stay f32). The CPU takes `f32` only.
+    pub precision: Precision,
 }
 
 impl Default for CaptureConfig {
@@ -96,6 +99,7 @@ impl Default for CaptureConfig {
             zstd_level: 3,
             rows_per_shard: 8192,
             matmul: Default::default(),
+            precision: Default::default(),
         }
     }
 }
@@ -186,8 +190,11 @@ impl Stage for Capture {
             monoscope_fetch::stages::corpus_input(ctx, port_names::CORPUS, &config.corpus)?;
         ctx.progress
             .set_message(format!("loading {}", model_path.display()));
+        let device = monoscope_device::open(ctx.device).map_err(StageError::other)?;
         let model = ModelSpec::new(model_path)
             .with_matmul(config.matmul)
+            .with_precision(config.precision)
+            .with_device(device)
             .load()
             .map_err(CaptureError::from)?;
         capture(&model, &corpus_path, &config, ctx)

@@ -2,6 +2,7 @@
 
 mod analyses_cmd;
 mod cluster_cmd;
+mod devices_cmd;
 mod labels_cmd;
 mod model_cmd;
 mod pipeline_cmds;
@@ -63,6 +64,10 @@ enum Command {
         /// Where stages and their parts run: `local` or `slurm` (sets `pipeline.backend`).
         #[arg(long)]
         backend: Option<String>,
+        /// The device stages compute on unless a stage names its own: `cpu`, `cuda`,
+        /// `cuda:N`, `wgpu`, … (sets `pipeline.device`; default: `MONOSCOPE_DEVICE`).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Run one stage of a run directory, one of its parts or its merge, from the run's
     /// resolved.toml and its upstream stages' outputs: what each part's process and each
@@ -108,6 +113,9 @@ enum Command {
         pipeline: PathBuf,
         #[arg(long = "set", value_name = "STAGE.KEY=VALUE")]
         set: Vec<String>,
+        /// As `run --device`: the device is checked here too.
+        #[arg(long)]
+        device: Option<String>,
         #[arg(long = "plugin", value_name = "PATH")]
         plugins: Vec<PathBuf>,
     },
@@ -119,6 +127,12 @@ enum Command {
         /// Also list the stage kinds of these plugins. Repeatable.
         #[arg(long = "plugin", value_name = "PATH")]
         plugins: Vec<PathBuf>,
+    },
+    /// The compute devices this build has (cargo features) and whether each is present here.
+    Devices {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Fetch a known model or corpus into the cache (no name: list them).
     Fetch { names: Vec<String> },
@@ -175,7 +189,8 @@ fn main() -> ExitCode {
             force,
             plugins,
             backend,
-        } => pipeline_cmds::run(&pipeline, &set, run_dir, force, &plugins, backend),
+            device,
+        } => pipeline_cmds::run(&pipeline, &set, run_dir, force, &plugins, backend, device),
         Command::ExportJobs {
             pipeline,
             k8s: _,
@@ -195,8 +210,10 @@ fn main() -> ExitCode {
         Command::Validate {
             pipeline,
             set,
+            device,
             plugins,
-        } => pipeline_cmds::validate(&pipeline, &set, &plugins),
+        } => pipeline_cmds::validate(&pipeline, &set, device, &plugins),
+        Command::Devices { json } => devices_cmd::list(json),
         Command::Stages { json, plugins } => stages_cmd::list(json, &plugins),
         Command::Fetch { names } => pipeline_cmds::fetch(&names),
         Command::Model { command } => model_cmd::run(command),

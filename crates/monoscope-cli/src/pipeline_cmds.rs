@@ -30,6 +30,71 @@ fn load(
     run_dir: Option<PathBuf>,
     extra_plugins: &[PathBuf],
 ) -> anyhow::Result<Result<Pipeline, ConfigErrors>> {
+    load_on(path, set, run_dir, None, extra_plugins, false)
+}
+
+/// `--device NAME`, or else `MONOSCOPE_DEVICE`, as the override of `pipeline.device` (kept
+/// as typed for provenance); a name that is no device is a problem.
+fn device_override(device: Option<String>) -> Result<Option<CommandLineOverride>, ConfigErrors> {
+    let (name, raw) = match device {
+        Some(name) => (name.clone(), format!("--device {name}")),
+        None => match std::env::var(DEVICE_ENV) {
+            Ok(name) if !name.is_empty() => (name.clone(), format!("{DEVICE_ENV}={name}")),
+            _ => return Ok(None),
+        },
+    };
+    match name.parse::<monoscope_device::DeviceSpec>() {
+        Ok(spec) => Ok(Some(CommandLineOverride {
+            key: "pipeline.device".into(),
+            value: toml::Value::String(spec.to_string()),
+            raw,
+        })),
+        Err(e) => Err(monoscope_config::Problem {
+            source: raw,
+            key: Some("pipeline.device".into()),
+            message: format!("= {e}"),
+        }
+        .into()),
+    }
+}
+
+/// The variable that sets `pipeline.device` when `--device` is not given.
+const DEVICE_ENV: &str = "MONOSCOPE_DEVICE";
+
+/// Whether each stage's device can be used here: present (the local backend computes on this
+/// machine), or only built in (the Slurm backend's jobs compute on other machines).
+fn check_devices(pipeline: &Pipeline) -> Result<(), ConfigErrors> {
+    let local = pipeline.settings.backend == monoscope_config::Backend::Local;
+    pipeline.check_devices(|spec| {
+        let compiled = monoscope_device::compiled();
+        if !local && compiled.contains(&spec.backend()) {
+            return Ok(());
+        }
+        monoscope_device::open(spec).map(drop).map_err(|e| match e {
+            monoscope_device::DeviceError::NotCompiled { backend, built, .. } => format!(
+                "this build has no `{backend}` backend (it has: {built}); build monoscope with \
+                 `--features {backend}` (`monoscope devices` lists what it has)"
+            ),
+            monoscope_device::DeviceError::Absent { reason, .. } => format!(
+                "not present on this machine ({})",
+                reason.lines().next().unwrap_or_default()
+            ),
+        })
+    })
+}
+
+fn load_on(
+    path: &Path,
+    set: &[String],
+    run_dir: Option<PathBuf>,
+    device: Option<String>,
+    extra_plugins: &[PathBuf],
+    check: bool,
+) -> anyhow::Result<Result<Pipeline, ConfigErrors>> {
+    let device = match device_override(device) {
+        Ok(device) => device,
+        Err(errors) => return Ok(Err(errors)),
+    };
     let entries = match monoscope_config::plugin_entries(path) {
         Ok(p) => p,
         Err(errors) => return Ok(Err(errors)),
@@ -47,13 +112,18 @@ fn load(
     for plugin in extra_plugins {
         monoscope_plugins::load_plugin(plugin, &mut registry)?;
     }
-    Ok(load_with(path, set, run_dir, &registry))
+    let pipeline = load_with(path, set, run_dir, device, &registry);
+    Ok(match pipeline {
+        Ok(pipeline) if check => check_devices(&pipeline).map(|()| pipeline),
+        other => other,
+    })
 }
 
 fn load_with(
     path: &Path,
     set: &[String],
     run_dir: Option<PathBuf>,
+    device: Option<CommandLineOverride>,
     registry: &Registry,
 ) -> Result<Pipeline, ConfigErrors> {
     let mut overrides: Vec<CommandLineOverride> = Vec::new();
@@ -72,14 +142,21 @@ fn load_with(
             raw,
         });
     }
+    // After the `--set`s: `--device` is the more specific request.
+    overrides.extend(device);
     if !problems.is_empty() {
         return Err(ConfigErrors { problems });
     }
     monoscope_config::load(path, &overrides, registry)
 }
 
-pub fn validate(path: &Path, set: &[String], plugins: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    match load(path, set, None, plugins)? {
+pub fn validate(
+    path: &Path,
+    set: &[String],
+    device: Option<String>,
+    plugins: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    match load_on(path, set, None, device, plugins, true)? {
         Ok(pipeline) => {
             print!("{}", pipeline.resolved_toml());
             eprintln!(
@@ -103,6 +180,7 @@ pub fn run(
     force: bool,
     plugins: &[PathBuf],
     backend: Option<String>,
+    device: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let mut set = set.to_vec();
     if let Some(backend) = backend {
@@ -112,7 +190,7 @@ pub fn run(
         }
         set.push(format!("pipeline.backend=\"{backend}\""));
     }
-    let mut pipeline = match load(path, &set, run_dir, plugins)? {
+    let mut pipeline = match load_on(path, &set, run_dir, device, plugins, true)? {
         Ok(p) => p,
         Err(errors) => {
             eprint!("{errors}");

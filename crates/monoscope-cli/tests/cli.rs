@@ -349,3 +349,115 @@ fn contrast_files_are_checked_before_anything_loads_and_named() {
     let out = monoscope(&["features", "no/such/run", "--contrast", "Cargo.toml"]);
     assert_eq!(out.status.code(), Some(2), "one file is a usage error");
 }
+
+/// A backend this build lacks is refused before anything runs, naming the key that asked for
+/// it and where the value came from (`--device`, `MONOSCOPE_DEVICE`, a stage's table).
+#[test]
+fn a_device_this_build_or_machine_lacks_is_invalid() {
+    let absent = if monoscope_device::compiled().contains(&"metal") {
+        return;
+    } else {
+        "metal"
+    };
+    let out = monoscope(&["validate", "pipelines/fetch.toml", "--device", absent]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "--device metal: `pipeline.device`: = \"metal\": this build has no `metal` backend"
+        ) && stderr.contains("--features metal"),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_monoscope"))
+        .args([
+            "run",
+            "pipelines/fetch.toml",
+            "--run-dir",
+            "/nonexistent/never-written",
+        ])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .env("MONOSCOPE_LOG", "warn")
+        .env("MONOSCOPE_DEVICE", absent)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MONOSCOPE_DEVICE=metal: `pipeline.device`"),
+        "{stderr}"
+    );
+    assert!(!std::path::Path::new("/nonexistent/never-written").exists());
+
+    let out = monoscope(&["validate", "pipelines/fetch.toml", "--device", "gpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`gpu`: not a device"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A stage's own device is checked under its own key.
+    let out = monoscope(&[
+        "validate",
+        "pipelines/fetch.toml",
+        "--set",
+        "model.device=\"metal\"",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`model.device`: = \"metal\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn devices_lists_the_cpu_and_every_backend() {
+    let out = monoscope(&["devices", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devices = listed["devices"].as_array().unwrap();
+    assert_eq!(devices[0]["device"], "cpu");
+    assert_eq!(devices[0]["state"], "available");
+    let names: Vec<&str> = devices
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cpu", "cuda", "rocm", "wgpu", "vulkan", "metal"]);
+    for d in devices {
+        let compiled = listed["compiled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == &d["device"]);
+        assert_eq!(d["state"] != "not built", compiled, "{d}");
+    }
+    // Where the device tests run on a device, this build has it and finds it.
+    if let Ok(name) = std::env::var("MONOSCOPE_TEST_DEVICE")
+        && !name.is_empty()
+    {
+        let named = devices.iter().find(|d| d["device"] == name.as_str());
+        assert!(
+            named.is_some_and(|d| d["state"] == "available"),
+            "MONOSCOPE_TEST_DEVICE={name}: {listed}"
+        );
+        let out = monoscope(&["validate", "pipelines/fetch.toml", "--device", &name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The pipeline's device reaches the resolved configuration.
+    let out = monoscope(&["validate", "pipelines/fetch.toml", "--device", "cpu"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

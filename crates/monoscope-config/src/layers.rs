@@ -130,6 +130,9 @@ pub(crate) fn describe(
             .rev()
             .find(|o| o.key == key || key.starts_with(&format!("{}.", o.key)));
         return match set {
+            // Options other than `--set` (`--device cuda`, `--run-dir`) and the variables
+            // they read are given as typed.
+            Some(o) if o.raw.starts_with("--") || o.raw.starts_with(ENV_PREFIX) => o.raw.clone(),
             Some(o) => format!("--set {}", o.raw),
             None => "command line".to_string(),
         };

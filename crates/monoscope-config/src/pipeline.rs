@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use monoscope_core::{ConfigureError, Registry, closest_name};
+use monoscope_core::{ConfigureError, DeviceSpec, Registry, closest_name};
 use serde::{Deserialize, Serialize};
 
 use crate::graph;
@@ -18,8 +18,10 @@ use crate::spec::StageSpec;
 const PIPELINE_TABLE: &str = "pipeline";
 const PLUGINS_KEY: &str = "plugins";
 /// Keys of a stage table that belong to the pipeline, not to the stage's parameters.
-pub(crate) const STRUCTURAL_KEYS: [&str; 5] = ["kind", "input", "inputs", PARTS_KEY, SLURM_KEY];
+pub(crate) const STRUCTURAL_KEYS: [&str; 6] =
+    ["kind", "input", "inputs", PARTS_KEY, SLURM_KEY, DEVICE_KEY];
 const PARTS_KEY: &str = "parts";
+const DEVICE_KEY: &str = "device";
 const SLURM_KEY: &str = "slurm";
 
 /// The `[pipeline]` table.
@@ -44,6 +46,11 @@ pub struct PipelineSettings {
     /// number of CPUs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<usize>,
+    /// The device stages compute on unless a stage names its own: `cpu`, `cuda`, `cuda:N`,
+    /// `rocm`, `wgpu`, `vulkan`, `metal` (`--device` and `MONOSCOPE_DEVICE` set it too).
+    #[serde(default, skip_serializing_if = "DeviceSpec::is_cpu")]
+    #[schemars(with = "String")]
+    pub device: DeviceSpec,
 }
 
 fn default_capacity() -> usize {
@@ -118,6 +125,39 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Checks that every stage's device can be used, with `open` saying why one cannot (the
+    /// build lacks its backend, or the machine lacks the device). A problem names the key that
+    /// chose the device (`<stage>.device` or `pipeline.device`) and where its value came from;
+    /// each key is reported once.
+    pub fn check_devices(
+        &self,
+        open: impl Fn(DeviceSpec) -> Result<(), String>,
+    ) -> Result<(), ConfigErrors> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut problems = Vec::new();
+        for stage in &self.stages {
+            let key = stage.device_key();
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if let Err(why) = open(stage.device) {
+                let source = match self.provenance.get(&key) {
+                    Some(source) if source != "default" => source.clone(),
+                    _ => self.file.display().to_string(),
+                };
+                problems.push(Problem {
+                    source,
+                    key: Some(key),
+                    message: format!("= \"{}\": {why}", stage.device),
+                });
+            }
+        }
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(ConfigErrors { problems }),
+        }
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.settings
             .run_dir
@@ -157,6 +197,9 @@ impl Pipeline {
             }
             if stage.parts > 1 {
                 table.insert(PARTS_KEY.into(), toml::Value::Integer(stage.parts as i64));
+            }
+            if let Some(device) = stage.own_device {
+                table.insert(DEVICE_KEY.into(), toml::Value::String(device.to_string()));
             }
             if stage.slurm != SlurmResources::default()
                 && let Ok(slurm) = toml::Table::try_from(&stage.slurm)
@@ -388,6 +431,7 @@ pub fn load_with_env(
         );
 
         let parts = stage_parts(id, table, factory.parts(), &kind, &at, &mut problems);
+        let own_device = stage_device(id, table, &at, &mut problems);
         let slurm = match table.get(SLURM_KEY) {
             None => SlurmResources::default(),
             Some(_) => match figment
@@ -440,6 +484,8 @@ pub fn load_with_env(
                     params: configured.resolved.clone(),
                     parts,
                     slurm,
+                    own_device,
+                    device: own_device.unwrap_or_default(),
                     configured: Some(configured),
                 });
             }
@@ -479,6 +525,7 @@ pub fn load_with_env(
             "channel_capacity",
             "backend",
             "max_parallel",
+            "device",
         ] {
             let full = format!("pipeline.{key}");
             provenance.insert(full.clone(), layers::provenance(&figment, &full, overrides));
@@ -497,6 +544,15 @@ pub fn load_with_env(
         .filter(|k| *k != PIPELINE_TABLE && *k != PLUGINS_KEY)
         .cloned()
         .collect();
+    for stage in &mut stages {
+        match stage.own_device {
+            Some(_) => {
+                let key = format!("{}.{DEVICE_KEY}", stage.id);
+                provenance.insert(key.clone(), layers::provenance(&figment, &key, overrides));
+            }
+            None => stage.device = settings.as_ref().map(|s| s.device).unwrap_or_default(),
+        }
+    }
     let ordered = graph::connect(&mut stages, &raw_inputs, &all_ids, &at, &mut problems);
     if problems.is_empty() {
         let backend = settings.as_ref().map(|s| s.backend).unwrap_or_default();
@@ -562,6 +618,35 @@ fn stage_parts(
         return 1;
     }
     parts
+}
+
+/// A stage's own `device`, if its table names one.
+fn stage_device(
+    id: &str,
+    table: &Dict,
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Vec<Problem>,
+) -> Option<DeviceSpec> {
+    let value = table.get(DEVICE_KEY)?;
+    let key = format!("{id}.{DEVICE_KEY}");
+    let parsed = match value {
+        Value::String(_, name) => name.parse::<DeviceSpec>().map_err(|e| format!("= {e}")),
+        other => Err(format!(
+            "= {}: expected a device name such as \"cpu\" or \"cuda:1\"",
+            show(other)
+        )),
+    };
+    match parsed {
+        Ok(device) => Some(device),
+        Err(message) => {
+            problems.push(Problem {
+                source: at(&key),
+                key: Some(key),
+                message,
+            });
+            None
+        }
+    }
 }
 
 /// TOML has no null: an unset optional parameter is left out, which reads back as unset.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use monoscope_core::{ConfiguredStage, StageDescription};
+use monoscope_core::{ConfiguredStage, DeviceSpec, StageDescription};
 
 use crate::scale::SlurmResources;
 
@@ -33,6 +33,20 @@ pub struct StageSpec {
     pub parts: usize,
     /// `[<stage>.slurm]`: what each of the stage's jobs asks for under the Slurm backend.
     pub slurm: SlurmResources,
+    /// The stage's own `device`, when its table names one.
+    pub own_device: Option<DeviceSpec>,
+    /// The device the stage computes on: its own, else `[pipeline] device`.
+    pub device: DeviceSpec,
     /// Taken by the executor when the stage runs.
     pub configured: Option<ConfiguredStage>,
+}
+
+impl StageSpec {
+    /// The setting that chose the stage's device: `<stage>.device` or `pipeline.device`.
+    pub fn device_key(&self) -> String {
+        match self.own_device {
+            Some(_) => format!("{}.device", self.id),
+            None => "pipeline.device".to_string(),
+        }
+    }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
 use crate::cancel::CancelToken;
+use crate::device::DeviceSpec;
 use crate::error::StageError;
 use crate::message::{Artifact, Message};
 use crate::progress::Progress;
@@ -29,6 +30,9 @@ pub struct StageContext<'a> {
     /// Which share of the stage's work this run does: the whole unless the pipeline gives the
     /// stage `parts = N` (only for kinds that declare [`crate::Stage::PARTS`]).
     pub work: Work,
+    /// The device the stage computes on (`device` in the stage's table or `[pipeline]`,
+    /// `MONOSCOPE_DEVICE`, `--device`); checked to be present before the run starts.
+    pub device: DeviceSpec,
     inputs: BTreeMap<String, InputPort>,
     outputs: BTreeMap<String, OutputPort>,
     emitted: Vec<(String, Artifact)>,
@@ -55,6 +59,7 @@ impl<'a> StageContext<'a> {
             cancel,
             progress,
             work: Work::Whole,
+            device: DeviceSpec::Cpu,
             inputs: inputs.into_iter().map(|p| (p.name.clone(), p)).collect(),
             outputs: outputs.into_iter().map(|p| (p.name.clone(), p)).collect(),
             emitted: Vec::new(),

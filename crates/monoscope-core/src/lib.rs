@@ -17,12 +17,15 @@
 //! - [`atomic`]: write-to-temporary-then-rename helpers; every artifact is written through them.
 //! - [`fault`]: the fault points of the crash and full-disk tests.
 //! - [`fingerprint`]: stable hashes of configs, used to decide whether a stage can be skipped.
+//! - [`DeviceSpec`]: the `device` setting's value (`cpu`, `cuda:1`, `wgpu`, …), given to each
+//!   running stage in [`StageContext::device`].
 //! - [`Work`]: which share of its work a run does (`parts = N`: one part, or the merge of them).
 //! - [`retain_freed_memory`]: the binaries' allocator setting (freed memory kept for reuse).
 
 pub use monoscope_artifacts::{atomic, fault};
 mod cancel;
 mod context;
+mod device;
 mod error;
 pub mod fingerprint;
 mod memory;
@@ -36,6 +39,7 @@ mod work;
 
 pub use cancel::CancelToken;
 pub use context::{InputPort, OutputPort, StageContext};
+pub use device::{DeviceSpec, DeviceSpecError};
 pub use error::StageError;
 pub use memory::retain_freed_memory;
 pub use message::{ActivationBatch, Artifact, Message};

@@ -156,7 +156,13 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
             .map(|from| (from.stage.clone(), fingerprints[&from.stage].clone()))
             .collect();
         jobs.push((
-            (stage.id.clone(), stage.kind.clone(), stage.parts, upstream),
+            (
+                stage.id.clone(),
+                stage.kind.clone(),
+                stage.parts,
+                stage.device,
+                upstream,
+            ),
             configured,
             inputs,
             outputs,
@@ -166,7 +172,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
     drop(receivers);
 
     std::thread::scope(|scope| {
-        for ((id, kind, parts, upstream), configured, inputs, outputs) in jobs {
+        for ((id, kind, parts, device, upstream), configured, inputs, outputs) in jobs {
             let fingerprint = fingerprints[&id].clone();
             let stage_dir = run_dir.join(&id);
             let (run_dir, progress, first_error, reports) =
@@ -188,6 +194,7 @@ pub fn run(pipeline: &mut Pipeline, options: &RunOptions) -> Result<RunReport, E
                         &id, run_dir, stage_dir.clone(), seed, cancel.clone(),
                         progress.bar(&id), inputs, outputs,
                     );
+                    ctx.device = device;
                     let parts_done = match parts {
                         1 => Ok(()),
                         count => crate::parts::LocalParts {

@@ -624,6 +624,8 @@ mod tests {
                 partition: Some("gpu".into()),
                 extra_args: vec!["--account=lab".into()],
             },
+            own_device: None,
+            device: Default::default(),
             configured: None,
         };
         let context = ScriptContext {

@@ -142,6 +142,7 @@ pub fn run_stage(
         .iter()
         .map(|p| OutputPort::new(p.name.to_string(), Vec::new(), cancel.clone()))
         .collect();
+    let device = spec.device;
     let configured = spec
         .configured
         .take()
@@ -166,6 +167,7 @@ pub fn run_stage(
         outputs,
     );
     ctx.work = work;
+    ctx.device = device;
     let result = catch_unwind(AssertUnwindSafe(|| configured.run(&mut ctx)))
         .unwrap_or_else(|payload| Err(StageError::Panicked(panic_message(&*payload))));
     ctx.progress.finish();

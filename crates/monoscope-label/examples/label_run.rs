@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sae: run.join("train/sae"),
         store: run.join("capture/store"),
         model: monoscope_fetch::resolve_model(&config.model)?,
+        device: Default::default(),
     };
     let started = Instant::now();
     let summary = run_label(

@@ -1,7 +1,7 @@
 //! The stage's parameters (`[stage]` table of a pipeline file), with defaults and checks.
 
 use monoscope_core::StageConfig;
-use monoscope_lm::MatmulKind;
+use monoscope_lm::{MatmulKind, Precision};
 use serde::{Deserialize, Serialize};
 
 /// Who writes the labels.
@@ -99,6 +99,9 @@ pub struct LabelConfig {
     /// Arithmetic of the local model's linear layers: `int8` (the default here: labelling runs
     /// many generations) or `f32` (the reference).
     pub matmul: MatmulKind,
+    /// Float type of the model's weights and matrix products on a GPU device: `f32`, `f16` or
+    /// `bf16` (residual stream, norms and softmax stay f32). The CPU takes `f32` only.
+    pub precision: Precision,
     /// Features whose labels the local explainer writes as one batch (their shared prompt
     /// prefix runs once; generation steps serve every row).
     pub explain_batch: usize,
@@ -137,6 +140,7 @@ impl Default for LabelConfig {
             baseline: true,
             statistical_rest: true,
             matmul: MatmulKind::Int8,
+            precision: Precision::F32,
             explain_batch: 8,
             max_new_tokens: 40,
             cache: true,

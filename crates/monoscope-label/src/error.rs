@@ -15,6 +15,8 @@ pub enum LabelError {
     #[error(transparent)]
     Model(#[from] monoscope_lm::LmError),
     #[error(transparent)]
+    Device(#[from] monoscope_device::DeviceError),
+    #[error(transparent)]
     Format(#[from] monoscope_formats::FormatError),
     #[error(transparent)]
     Fetch(#[from] monoscope_fetch::FetchError),

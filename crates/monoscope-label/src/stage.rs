@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use monoscope_core::{
-    Artifact, ArtifactKind, CancelToken, PortSpec, Progress, Stage, StageContext, StageDescription,
-    StageError, Work, part_dir, port_names, register_stage,
+    Artifact, ArtifactKind, CancelToken, DeviceSpec, PortSpec, Progress, Stage, StageContext,
+    StageDescription, StageError, Work, part_dir, port_names, register_stage,
 };
-use monoscope_lm::{MatmulKind, Model, ModelSpec};
+use monoscope_lm::{Model, ModelSpec};
 use monoscope_sae::Sae;
 use monoscope_store::Store;
 use rand::SeedableRng;
@@ -64,7 +64,12 @@ impl Stage for AutointerpLabel {
                 let store = ctx.recv_artifact(port_names::STORE)?.path;
                 let model =
                     monoscope_fetch::stages::model_input(ctx, port_names::MODEL, &config.model)?;
-                let inputs = Inputs { sae, store, model };
+                let inputs = Inputs {
+                    sae,
+                    store,
+                    model,
+                    device: ctx.device,
+                };
                 label(
                     &config,
                     &inputs,
@@ -99,6 +104,8 @@ pub struct Inputs {
     pub store: PathBuf,
     /// The model the store was captured from.
     pub model: PathBuf,
+    /// Where the model (and a local explainer model) runs.
+    pub device: DeviceSpec,
 }
 
 struct StageObserver<'a> {
@@ -115,8 +122,12 @@ impl Observer for StageObserver<'_> {
     }
 }
 
-fn load_model(path: &Path, matmul: MatmulKind) -> Result<Model, LabelError> {
-    Ok(ModelSpec::new(path).with_matmul(matmul).load()?)
+fn load_model(path: &Path, config: &LabelConfig, device: DeviceSpec) -> Result<Model, LabelError> {
+    Ok(ModelSpec::new(path)
+        .with_matmul(config.matmul)
+        .with_precision(config.precision)
+        .with_device(monoscope_device::open(device)?)
+        .load()?)
 }
 
 /// The hook to read: the configured one, the SAE's, or the store's only one.
@@ -177,7 +188,7 @@ fn label(
     let store = Store::open(&inputs.store)?;
     let hook = choose_hook(config, &sae, &store)?;
     progress.set_message(format!("loading {}", inputs.model.display()));
-    let model = load_model(&inputs.model, config.matmul)?;
+    let model = load_model(&inputs.model, config, inputs.device)?;
     let captured_by = &store.manifest().model;
     if captured_by.sha256 != model.sha256() {
         return Err(LabelError::Invalid(format!(
@@ -247,7 +258,8 @@ fn label(
     let explainer_model = match (&config.explainer, &config.explainer_model) {
         (ExplainerKind::Local, Some(spec)) => Some(load_model(
             &monoscope_fetch::resolve_model(spec)?,
-            config.matmul,
+            config,
+            inputs.device,
         )?),
         _ => None,
     };

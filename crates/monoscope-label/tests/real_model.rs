@@ -100,6 +100,7 @@ fn real_model_writes_labels_in_its_own_words() {
         sae: sae_dir,
         store: dir.path().join("store"),
         model: model_path,
+        device: Default::default(),
     };
     let out = dir.path().join("label");
     let summary = run_label(

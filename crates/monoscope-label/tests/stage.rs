@@ -38,6 +38,7 @@ fn setup(dir: &Path) -> Inputs {
         sae: sae_dir,
         store: dir.join("store"),
         model,
+        device: Default::default(),
     }
 }
 

@@ -81,6 +81,14 @@ pub enum LmError {
         reason: &'static str,
     },
 
+    /// A [`crate::ModelOptions`] setting the device cannot run.
+    #[error("`{name}` = {value} is not supported here: {reason}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+
     /// Reading a tensor back to the host failed (backend error).
     #[error("reading `{what}` back from the device: {detail}")]
     TensorRead { what: String, detail: String },

@@ -310,12 +310,13 @@ impl Model {
             }
             x = Tensor::from_data(TensorData::new(xh, pass.dims), &self.device);
         } else {
+            let host = self.host_kernels();
             let norm = |x: &Tensor<3>, w: &Option<crate::weights::NormWeights>| match w {
-                Some(w) => layers::norm(x.clone(), w, kind, c.norm_eps),
+                Some(w) => layers::norm(x.clone(), w, kind, c.norm_eps, host),
                 None => x.clone(),
             };
             let post = |x: Tensor<3>, w: &Option<crate::weights::NormWeights>| match w {
-                Some(w) => layers::norm(x, w, kind, c.norm_eps),
+                Some(w) => layers::norm(x, w, kind, c.norm_eps, host),
                 None => x,
             };
             for (l, w) in self.weights.blocks.iter().enumerate() {
@@ -344,17 +345,28 @@ impl Model {
                     extras,
                     slot,
                     (l, &mut hooks),
+                    host,
                 )?;
                 let attn = hooks.at(HookName::attn_out(l), post(attn, &w.post_attn_norm))?;
                 if c.block.parallel_residual {
-                    let mlp =
-                        layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp, (l, &mut hooks))?;
+                    let mlp = layers::mlp_block(
+                        norm(&x, &w.mlp_norm),
+                        w,
+                        c.block.mlp,
+                        (l, &mut hooks),
+                        host,
+                    )?;
                     let mlp = hooks.at(HookName::mlp_out(l), post(mlp, &w.post_mlp_norm))?;
                     x = hooks.at(HookName::resid_post(l), x + attn + mlp)?;
                 } else {
                     x = hooks.at(HookName::new(HookPoint::ResidMid(l)), x + attn)?;
-                    let mlp =
-                        layers::mlp_block(norm(&x, &w.mlp_norm), w, c.block.mlp, (l, &mut hooks))?;
+                    let mlp = layers::mlp_block(
+                        norm(&x, &w.mlp_norm),
+                        w,
+                        c.block.mlp,
+                        (l, &mut hooks),
+                        host,
+                    )?;
                     let mlp = hooks.at(HookName::mlp_out(l), post(mlp, &w.post_mlp_norm))?;
                     x = hooks.at(HookName::resid_post(l), x + mlp)?;
                 }

@@ -2,7 +2,8 @@
 //! handful of whole-tensor burn operations over `[batch * seq, features]` matmuls. These are the
 //! reference arithmetic and every non-CPU device's path; on the CPU (`flex`) device RMSNorm,
 //! SwiGLU and the attention core (RoPE included) dispatch to the host kernels of
-//! `crate::fused` and `crate::attention`.
+//! `crate::fused` and `crate::attention` unless the caller's `host` flag (the model's
+//! [`crate::ModelOptions::host_kernels`]) is off.
 
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, silu};
@@ -47,8 +48,15 @@ pub(crate) fn scale(x: Tensor<3>, w: &NormWeights) -> Tensor<3> {
     }
 }
 
-pub(crate) fn norm(x: Tensor<3>, w: &NormWeights, kind: NormKind, eps: f64) -> Tensor<3> {
-    if kind == NormKind::Rms && w.bias.is_none() && crate::fused::on_host(&x) {
+/// `host`: whether the host kernel may run (it does when `x` is on the CPU device, too).
+pub(crate) fn norm(
+    x: Tensor<3>,
+    w: &NormWeights,
+    kind: NormKind,
+    eps: f64,
+    host: bool,
+) -> Tensor<3> {
+    if host && kind == NormKind::Rms && w.bias.is_none() && crate::fused::on_host(&x) {
         return crate::fused::rms_norm(x, &w.weight, eps);
     }
     scale(normalize(x, kind, eps), w)
@@ -87,7 +95,7 @@ impl AttnExtras {
 /// the output projection. `mask` says which keys are padding; causality is applied by the
 /// kernel, aligned to the end of the keys so that cached positions come first. Returns
 /// `hook_attn_out` before any post-norm. On the CPU device the fused host kernel runs when
-/// the layer is plain (see [`AttnExtras`]).
+/// `host` is set and the layer is plain (see [`AttnExtras`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_block(
     x: Tensor<3>,
@@ -98,6 +106,7 @@ pub(crate) fn attention_block(
     extras: AttnExtras,
     cache: Option<&mut Option<LayerCache>>,
     (layer, hooks): (usize, &mut HookRunner),
+    host: bool,
 ) -> Result<Tensor<3>, LmError> {
     let [b, t, d] = x.dims();
     let mut qkv = w.qkv.forward(x.reshape([b * t, d]));
@@ -126,7 +135,7 @@ pub(crate) fn attention_block(
         qkv = qk_norm(qkv, qn, kn, s, extras.qk_norm_eps);
     }
     let full_rope = rope.is_none_or(|r| r.pairs() * 2 == s.head_dim);
-    let o = if extras.plain() && full_rope && crate::fused::on_host(&qkv) {
+    let o = if host && extras.plain() && full_rope && crate::fused::on_host(&qkv) {
         crate::attention::fused(qkv, b, t, s, rope, mask.valid, cache)
     } else {
         let past = cache
@@ -235,9 +244,16 @@ pub(crate) fn attention_generic(
             v: v.clone(),
         });
     }
-    // Under autodiff, burn's attention is its generic decomposition, whose matmuls do not
-    // broadcast `kv` key heads over `h` query heads: each key head is repeated for its group.
-    if h != kv && q.device().is_autodiff() {
+    // burn's fused attention op is used on every device (causal, with the padding or window
+    // mask broadcast over heads, scale and softcap as options), but only the CPU (`flex`)
+    // backend's kernel shares a key head among a group of query heads. The GPU backends'
+    // flash kernel (cubek) indexes keys and values with the query's head number, and their
+    // fallback (also what scale and softcap select there) and autodiff's decomposition are
+    // plain batched matmuls that broadcast only size-1 dimensions: for those each key head is
+    // repeated for its group. The cache keeps the `kv` heads, so it costs no extra memory
+    // between steps.
+    let device = q.device();
+    if h != kv && (device.is_autodiff() || device != Device::flex()) {
         let group = h / kv;
         let repeat = |x: Tensor<4>| {
             let [b, _, keys, hd] = x.dims();
@@ -260,12 +276,13 @@ pub(crate) fn attention_generic(
 /// The MLP of a block on normalised `x[batch, seq, d_model]`: gated (`down(act(gate) * up)`,
 /// SiLU or tanh-GELU) or plain (`down(act(up x + b)) + b`, tanh or exact GELU), with the
 /// `mlp.hook_pre` and `mlp.hook_post` hooks of `layer`. Returns `hook_mlp_out` before any
-/// post-norm.
+/// post-norm. `host`: whether SwiGLU may run as the host kernel (on the CPU device).
 pub(crate) fn mlp_block(
     x: Tensor<3>,
     w: &BlockWeights,
     activation: MlpActivation,
     (layer, hooks): (usize, &mut HookRunner),
+    host: bool,
 ) -> Result<Tensor<3>, LmError> {
     let [b, t, d] = x.dims();
     let mut hidden = w.up.forward(x.reshape([b * t, d]));
@@ -284,7 +301,9 @@ pub(crate) fn mlp_block(
     let act = match activation {
         MlpActivation::GeluTanh => gelu_approximate(hidden),
         MlpActivation::Gelu => gelu(hidden),
-        MlpActivation::SwiGlu if crate::fused::on_host(&hidden) => crate::fused::swiglu(hidden),
+        MlpActivation::SwiGlu if host && crate::fused::on_host(&hidden) => {
+            crate::fused::swiglu(hidden)
+        }
         MlpActivation::SwiGlu | MlpActivation::GeGluTanh => {
             let gate = hidden.clone().narrow(1, 0, ff);
             let gate = if activation == MlpActivation::SwiGlu {

@@ -12,7 +12,10 @@
 //!   `blocks.{L}.mlp.hook_pre|hook_post` and `ln_final.hook_normalized` — validated against the
 //!   model by [`Model::hook`], each as wide as [`Model::hook_width`] says.
 //! - Weights stay in the checkpoint's float type (16-bit stays 16-bit, widened per matrix as it
-//!   is multiplied); [`Model::weight_bytes`] says what they occupy.
+//!   is multiplied) under the default [`Precision::F32`]; [`Model::weight_bytes`] says what they
+//!   occupy. [`Precision::F16`] / [`Precision::Bf16`] (GPU devices; the CPU refuses them) hold
+//!   every matrix in that type and run the matmuls in it, the residual stream, norms,
+//!   attention scores and softmax staying f32.
 //! - [`Model::forward`] with [`ForwardOptions`]: record hooks, replace activations through
 //!   [`Interventions`], stop after the last block needed, return [`Logits`].
 //! - [`TokenBatch`]: `[batch, seq]` ids with left or right padding.
@@ -24,7 +27,9 @@
 //! - [`load_with`] / [`Model::from_loaded_with`] with [`ModelOptions`]: [`MatmulKind::Int8`]
 //!   runs the linear layers and unembedding as int8 × int16 integer products on the CPU
 //!   device (about twice fp32's rate on AVX2, ~1% relative error per product); the default
-//!   [`MatmulKind::F32`] is the reference arithmetic.
+//!   [`MatmulKind::F32`] is the reference arithmetic. [`ModelOptions::host_kernels`] `false`
+//!   makes the CPU run the device path below (burn's ops), to compare the two without a GPU.
+//!   [`ModelSpec`] names a checkpoint, its matmul kind, precision and device in one value.
 //! - [`LmError`]: the one error type.
 //!
 //! Internals: `rope` turns a checkpoint's RoPE scaling into frequencies, `weights` lays
@@ -35,8 +40,18 @@
 //! causal grouped-query attention with RoPE (only the scores at or before each query, no
 //! layout copies), `host_block` the int8 CPU path's blocks on host buffers (burn tensors
 //! only at active hooks). The host kernels run when tensors are on the `flex` device and the
-//! block is a plain one (pre-norm, full RoPE, standard attention); the burn ops in `layers`
-//! remain the reference, the path of every other device and of every other block.
+//! block is a plain one (pre-norm, full RoPE, standard attention) and
+//! [`ModelOptions::host_kernels`] is on; the burn ops in `layers` remain the reference, the
+//! path of every other device and of every other block (the "device path").
+//!
+//! On the device path the work stays on the model's device: token ids, positions, RoPE
+//! tables and padding masks are built there, the KV cache of [`Model::forward_cached`],
+//! [`Model::generate`] and [`Model::generate_batch`] is device tensors, recorded hooks are
+//! device tensors until a caller asks for host values ([`ForwardOutput::activation_host`],
+//! [`to_host`]), and attention is burn's fused attention op (causal, padding mask, scale and
+//! softcap as options; GPU backends get each key head repeated for its query heads, which
+//! their kernels cannot share). What crosses to the host per generation step is the last
+//! position's logits, which sampling reads.
 
 mod attention;
 mod batch;
@@ -61,7 +76,7 @@ pub use error::LmError;
 pub use forward::{ForwardOptions, ForwardOutput, KvCache, Logits, to_host};
 pub use generate::{GenerateOptions, Generation};
 pub use hooks::{HookContext, HookName, HookPoint, Intervention, Interventions};
-pub use linear::{MatmulKind, ModelOptions, ModelSpec};
+pub use linear::{MatmulKind, ModelOptions, ModelSpec, Precision};
 pub use model::{Model, load, load_with};
 pub use sampling::Sampling;
 

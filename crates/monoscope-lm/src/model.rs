@@ -9,8 +9,9 @@ use monoscope_formats::{
 };
 
 use crate::layers::NormKind;
+use crate::linear::WeightFormat;
 use crate::weights::{self, ModelWeights, Unembedding};
-use crate::{HookName, HookPoint, LmError, MatmulKind, ModelOptions};
+use crate::{HookName, HookPoint, LmError, MatmulKind, ModelOptions, Precision};
 
 /// A transformer language model (any [`monoscope_formats::Architecture`]) ready to run.
 pub struct Model {
@@ -21,6 +22,9 @@ pub struct Model {
     sha256: String,
     pub(crate) device: Device,
     matmul: MatmulKind,
+    precision: Precision,
+    /// Whether the CPU device may run the host kernels ([`ModelOptions::host_kernels`]).
+    host_kernels: bool,
 }
 
 /// Loads a GGUF file or a Hugging Face model directory onto `device` (fp32 arithmetic).
@@ -28,7 +32,8 @@ pub fn load(path: &Path, device: &Device) -> Result<Model, LmError> {
     load_with(path, device, &ModelOptions::default())
 }
 
-/// [`load`] with options, e.g. [`MatmulKind::Int8`] for faster CPU inference.
+/// [`load`] with options, e.g. [`MatmulKind::Int8`] for faster CPU inference or
+/// [`Precision::Bf16`] on a GPU.
 pub fn load_with(path: &Path, device: &Device, options: &ModelOptions) -> Result<Model, LmError> {
     let loaded = monoscope_formats::load_model(path)?;
     Model::from_loaded_with(loaded, device, options)
@@ -41,20 +46,24 @@ impl Model {
         Self::from_loaded_with(loaded, device, &ModelOptions::default())
     }
 
-    /// [`Model::from_loaded`] with options.
+    /// [`Model::from_loaded`] with options; refuses options the device cannot run (see
+    /// [`ModelOptions::check`]).
     pub fn from_loaded_with(
         mut loaded: LoadedModel,
         device: &Device,
         options: &ModelOptions,
     ) -> Result<Self, LmError> {
-        let int8 = options.int8_on(device);
-        let weights = weights::build(&mut loaded, device, int8)?;
+        options.check(device)?;
+        let format = options.weight_format(device);
+        let weights = weights::build(&mut loaded, device, format)?;
         Ok(Self {
-            matmul: if int8 {
+            matmul: if format == WeightFormat::Int8 {
                 MatmulKind::Int8
             } else {
                 MatmulKind::F32
             },
+            precision: options.precision,
+            host_kernels: options.host_kernels,
             config: loaded.config,
             weights,
             tokenizer: loaded.tokenizer,
@@ -89,6 +98,17 @@ impl Model {
     /// supports it, or `F32`).
     pub fn matmul_kind(&self) -> MatmulKind {
         self.matmul
+    }
+
+    /// The float type the weights are held and multiplied in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Whether the CPU (`flex`) device runs the host kernels where a block allows them
+    /// ([`ModelOptions::host_kernels`]); other devices never do.
+    pub fn host_kernels(&self) -> bool {
+        self.host_kernels
     }
 
     pub fn n_layers(&self) -> usize {
@@ -152,7 +172,7 @@ impl Model {
     }
 
     /// Bytes the model's weights occupy on its device: 2 per parameter for a bf16 or f16
-    /// checkpoint and for int8 (packed as 16-bit lanes), 4 for f32.
+    /// checkpoint, for 16-bit [`Precision`] and for int8 (packed as 16-bit lanes), 4 for f32.
     pub fn weight_bytes(&self) -> usize {
         self.weights.bytes()
     }
@@ -175,7 +195,12 @@ impl Model {
         let x = crate::layers::scale(normalized, &self.weights.final_norm).reshape([b * t, d]);
         let logits = match &self.weights.unembed {
             Unembedding::Int8(packed) => crate::linear::int8_product(x, packed),
-            Unembedding::Dense(m) => crate::linear::matmul_output_major(x, m),
+            Unembedding::Dense(m) => match self.precision.half() {
+                Some(dtype) => {
+                    crate::linear::half_product(x, m.as_ref().clone().transpose(), dtype)
+                }
+                None => crate::linear::matmul_output_major(x, m),
+            },
         };
         let logits = match self.config.block.final_logit_softcap {
             Some(cap) => (logits / cap).tanh() * cap,

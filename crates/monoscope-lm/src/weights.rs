@@ -23,7 +23,7 @@ use monoscope_formats::{
 
 use crate::LmError;
 use crate::int8::PackedInt8;
-use crate::linear::{Linear, tensor_bytes, upload};
+use crate::linear::{Linear, WeightFormat, tensor_bytes, to_half, upload};
 
 /// One norm's parameters (RMSNorm when `bias` is `None` and the model is Llama-family).
 #[derive(Debug, Clone)]
@@ -193,7 +193,9 @@ impl<'a> Source<'a> {
     }
 }
 
-/// `int8`: also pack every matrix for the integer kernels (see [`crate::MatmulKind`]).
+/// `format`: how the matrices are held: in the checkpoint's float type, converted to a 16-bit
+/// type (the embedding and unembedding too; see [`crate::Precision`]), or packed for the
+/// integer kernels (see [`crate::MatmulKind`]).
 ///
 /// Each block's host tensors are dropped from `loaded` as soon as the block is built, so that
 /// the host copy shrinks while the device copy grows: loading holds about one copy of the
@@ -201,8 +203,9 @@ impl<'a> Source<'a> {
 pub(crate) fn build(
     loaded: &mut LoadedModel,
     device: &Device,
-    int8: bool,
+    format: WeightFormat,
 ) -> Result<ModelWeights, LmError> {
+    let int8 = format == WeightFormat::Int8;
     let c = loaded.config.clone();
     let c = &c;
     check_config(c)?;
@@ -230,7 +233,7 @@ pub(crate) fn build(
     } else {
         Some(take("lm_head.weight")?)
     };
-    let embed = upload(embed_host.data, [vocab, d], device);
+    let embed = upload(held(embed_host.data, format), [vocab, d], device);
     let positions = {
         let src = Source {
             tensors: &loaded.tensors,
@@ -254,7 +257,7 @@ pub(crate) fn build(
             c,
             l,
             device,
-            int8,
+            format,
         )?);
         let prefix = format!("layers.{l}.");
         loaded.tensors.retain(|name, _| !name.starts_with(&prefix));
@@ -270,7 +273,11 @@ pub(crate) fn build(
         (None, Some(head)) if int8 => {
             Unembedding::Int8(Arc::new(PackedInt8::from_host_out_in(&head.data, vocab, d)))
         }
-        (None, Some(head)) => Unembedding::Dense(Box::new(upload(head.data, [vocab, d], device))),
+        (None, Some(head)) => Unembedding::Dense(Box::new(upload(
+            held(head.data, format),
+            [vocab, d],
+            device,
+        ))),
     };
     loaded.tensors.clear();
     Ok(ModelWeights {
@@ -288,7 +295,7 @@ fn build_block(
     c: &ModelConfig,
     l: usize,
     device: &Device,
-    int8: bool,
+    format: WeightFormat,
 ) -> Result<BlockWeights, LmError> {
     let gpt2 = c.architecture == Architecture::Gpt2;
     let layer_norm = c.architecture.layer_norm();
@@ -322,17 +329,17 @@ fn build_block(
     } else {
         None
     };
-    let qkv = Linear::new(stack(&[&q, &k, v], d)?, [d, qkv_out], b_qkv, int8, device);
+    let qkv = Linear::new(stack(&[&q, &k, v], d)?, [d, qkv_out], b_qkv, format, device);
 
     let o = src.get(&p("o_proj.weight"), &[d, q_out])?;
     let b_o = bias(src, &p("o_proj.bias"), d)?;
-    let o = Linear::new(stack(&[&o.data], q_out)?, [q_out, d], b_o, int8, device);
+    let o = Linear::new(stack(&[&o.data], q_out)?, [q_out, d], b_o, format, device);
 
     let ff = c.d_ff;
     let up = src.get(&p("up_proj.weight"), &[ff, d])?;
     let up = if !c.block.mlp.gated() {
         let b = bias(src, &p("up_proj.bias"), ff)?;
-        Linear::new(stack(&[&up.data], d)?, [d, ff], b, int8, device)
+        Linear::new(stack(&[&up.data], d)?, [d, ff], b, format, device)
     } else {
         let gate = src.get(&p("gate_proj.weight"), &[ff, d])?;
         let w = stack(&[&gate.data, &up.data], d)?;
@@ -347,11 +354,11 @@ fn build_block(
             ]
             .concat()
         });
-        Linear::new(w, [d, 2 * ff], b, int8, device)
+        Linear::new(w, [d, 2 * ff], b, format, device)
     };
     let down = src.get(&p("down_proj.weight"), &[d, ff])?;
     let b_down = bias(src, &p("down_proj.bias"), d)?;
-    let down = Linear::new(stack(&[&down.data], ff)?, [ff, d], b_down, int8, device);
+    let down = Linear::new(stack(&[&down.data], ff)?, [ff, d], b_down, format, device);
 
     let pre = c.block.norm_placement != NormPlacement::Post;
     let post = c.block.norm_placement != NormPlacement::Pre;
@@ -384,6 +391,16 @@ fn build_block(
         up,
         down,
     })
+}
+
+/// A vocabulary matrix as `format` holds it: 16-bit precision converts it like the linear
+/// layers' weights (the unembedding is a matmul too, and a tied one is the embedding itself);
+/// otherwise the checkpoint's type (int8 packs its own copy of the unembedding).
+fn held(data: HostData, format: WeightFormat) -> HostData {
+    match format {
+        WeightFormat::Half(dtype) => to_half(data, dtype),
+        WeightFormat::Checkpoint | WeightFormat::Int8 => data,
+    }
 }
 
 fn norm(

@@ -73,6 +73,9 @@ pub enum SaeError {
     Cancelled,
     #[error(transparent)]
     Artifact(#[from] monoscope_artifacts::ArtifactError),
+    /// A burn device failed (a device trainer's computation or transfer), as text.
+    #[error("device: {0}")]
+    Device(String),
     /// A [`crate::SpliceEvaluator`] failed (the language model's error, as text).
     #[error("splice evaluation: {0}")]
     Splice(String),

@@ -7,8 +7,9 @@
 //! * [`norm`] — the input scale (median or mean-square norm brought to √d_in), folded into
 //!   saved weights, and the threshold of massive rows.
 //! * [`train`] — [`TrainConfig`], [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK, JumpReLU),
-//!   [`train::fit`] (several SAEs on one stream, periodic checkpoints with the data position,
-//!   resuming bit-identically); [`StepMetrics`] for logging.
+//!   computing on the host or on a burn device ([`Compute`]), [`train::fit`] (several SAEs
+//!   on one stream, periodic checkpoints with the data position, resuming bit-identically);
+//!   [`StepMetrics`] for logging.
 //! * [`eval`] — held-out metrics and `eval.json` ([`EvalReport`]), plus the hook for the
 //!   model-level splice metrics ([`SpliceEvaluator`]).
 //!
@@ -16,8 +17,12 @@
 //! (the kernel under burn's flex backend) rather than through burn's autodiff. The gradients
 //! of these SAEs are short closed forms, and writing them out lets TopK touch only the k
 //! active latents per row in the decoder and in both weight gradients, so its only dense
-//! product is the encoder's. burn stays with the model crate; the train stage implements
-//! [`SpliceEvaluator`] with it (`monoscope_train::ModelSplice`) against the same [`Sae`].
+//! product is the encoder's. On a GPU the same closed forms run as burn tensor ops (dense
+//! products with masked codes, no autodiff): [`Compute::Burn`] trains on any burn device,
+//! with the bookkeeping, checkpoints and export shared with the host path, and
+//! [`Compute::for_device`] keeps the host kernels for burn's CPU device. Inference
+//! ([`Sae`]) stays on the host; the train stage implements [`SpliceEvaluator`] with the
+//! model (`monoscope_train::ModelSplice`) against the same [`Sae`].
 
 mod error;
 pub mod eval;
@@ -40,6 +45,6 @@ pub use metrics::StepMetrics;
 pub use norm::{InputScale, NormSample, estimate_input_scale};
 pub use sae::{Architecture, Sae, SaeMetadata, SparseCodes};
 pub use train::{
-    AdamConfig, ArchConfig, AuxKConfig, BDecInit, Optimizer, REFERENCE_BATCH, TrainConfig, Trainer,
-    UNIT_DECODER_ENCODER_NORM, default_lr,
+    AdamConfig, ArchConfig, AuxKConfig, BDecInit, Compute, Optimizer, REFERENCE_BATCH, TrainConfig,
+    Trainer, UNIT_DECODER_ENCODER_NORM, default_lr,
 };

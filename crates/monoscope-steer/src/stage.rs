@@ -6,7 +6,7 @@ use monoscope_core::{
     Artifact, ArtifactKind, PortSpec, Stage, StageConfig, StageContext, StageDescription,
     StageError, port_names, register_stage,
 };
-use monoscope_lm::{MatmulKind, Model, ModelSpec};
+use monoscope_lm::{MatmulKind, Model, ModelSpec, Precision};
 use serde::{Deserialize, Serialize};
 
 use crate::SteerError;
@@ -86,6 +86,10 @@ pub struct SteerConfig {
     /// Arithmetic of the model's linear layers: `f32` (the reference) or `int8`.
     #[serde(default)]
     pub matmul: MatmulKind,
+    /// Float type of the model's weights and matrix products on a GPU device: `f32`, `f16` or
+    /// `bf16` (residual stream, norms and softmax stay f32). The CPU takes `f32` only.
+    #[serde(default)]
+    pub precision: Precision,
     /// Also edit the first position (the attention sink, which the SAE never saw in training).
     #[serde(default)]
     pub steer_first_position: bool,
@@ -365,8 +369,11 @@ impl Stage for Steer {
         let labels_dir = ctx.optional_artifact(port_names::LABELS)?.map(|a| a.path);
         ctx.progress
             .set_message(format!("loading {}", model_path.display()));
+        let device = monoscope_device::open(ctx.device).map_err(StageError::other)?;
         let model = ModelSpec::new(model_path.clone())
             .with_matmul(config.matmul)
+            .with_precision(config.precision)
+            .with_device(device.clone())
             .load()
             .map_err(SteerError::from)?;
         let report = {
@@ -406,6 +413,7 @@ impl Stage for Steer {
                     .set_message("loading the f32 model for attributions");
                 f32_model = ModelSpec::new(model_path.clone())
                     .with_matmul(MatmulKind::F32)
+                    .with_device(device)
                     .load()
                     .map_err(SteerError::from)?;
                 &f32_model

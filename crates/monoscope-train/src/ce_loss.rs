@@ -56,8 +56,11 @@ pub(crate) fn run(
     };
     ctx.progress
         .set_message(format!("splice: loading {}", path.display()));
+    let device = monoscope_device::open(ctx.device).map_err(StageError::other)?;
     let model = ModelSpec::new(&path)
         .with_matmul(config.matmul)
+        .with_precision(config.precision)
+        .with_device(device)
         .load()
         .map_err(TrainStageError::from)?;
     if model.sha256() != manifest.model.sha256 {

@@ -6,7 +6,7 @@
 //! every member sees the same batches in the same order as the main SAE.
 
 use monoscope_core::StageConfig;
-use monoscope_lm::MatmulKind;
+use monoscope_lm::{MatmulKind, Precision};
 use serde::{Deserialize, Serialize};
 
 /// Which SAE to train.
@@ -130,6 +130,9 @@ pub struct TrainStageConfig {
     /// Arithmetic of the model's linear layers in the CE-loss splice: `f32` (the reference)
     /// or `int8`.
     pub matmul: MatmulKind,
+    /// Float type of the model's weights in the splice and matrix products on a GPU device: `f32`, `f16` or
+    /// `bf16` (residual stream, norms and softmax stay f32). The CPU takes `f32` only.
+    pub precision: Precision,
     /// Steps between checkpoints in `checkpoint/` (0: none). A rerun finding a checkpoint of
     /// the same configuration and store continues from it; it is removed once the SAE is saved.
     pub checkpoint_every: u64,
@@ -168,6 +171,7 @@ impl Default for TrainStageConfig {
             seed: Default::default(),
             splice_tokens: 2048,
             matmul: Default::default(),
+            precision: Default::default(),
             checkpoint_every: Default::default(),
             sweep: Default::default(),
         }

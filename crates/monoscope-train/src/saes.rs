@@ -174,7 +174,16 @@ pub(crate) fn fit(
             self.ctx.cancel.is_cancelled()
         }
     }
-    let fitted = monoscope_sae::train::fit(members, options, epoch, &mut StageProgress { ctx })?;
+    // The host trainer on the CPU, the burn trainer on any other device.
+    let device = monoscope_device::open(ctx.device).map_err(StageError::other)?;
+    let compute = monoscope_sae::Compute::for_device(&device);
+    let fitted = monoscope_sae::train::fit_on(
+        members,
+        options,
+        &compute,
+        epoch,
+        &mut StageProgress { ctx },
+    )?;
     Ok(fitted)
 }
 

@@ -10,7 +10,9 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
+use super::compute::Compute;
 use super::config::TrainConfig;
+use super::engine::Engine;
 use super::params::{NAMES, Params};
 use super::trainer::{Trainer, Window};
 use crate::SaeError;
@@ -65,9 +67,11 @@ impl Trainer {
             rng_word_pos: self.rng.get_word_pos().to_string(),
             data_position,
         };
+        // A device trainer's tensors are read back: the file is the same whichever computed.
+        let view = self.engine.view()?;
         write_dir_atomic(dir, |tmp| {
             let mut entries = Vec::new();
-            for (prefix, params) in [("p", &self.p), ("m", &self.m), ("v", &self.v)] {
+            for (prefix, params) in [("p", &view.p), ("m", &view.m), ("v", &view.v)] {
                 for (name, t) in NAMES.iter().zip(params.tensors()) {
                     if !t.is_empty() {
                         let key = format!("{prefix}.{name}");
@@ -87,6 +91,15 @@ impl Trainer {
             })?;
             std::fs::write(&path, text).map_err(SaeError::io(&path))
         })
+    }
+
+    /// [`Trainer::resume`] computing on `compute` (whichever compute wrote the checkpoint).
+    pub fn resume_on(
+        dir: &Path,
+        compute: Compute,
+    ) -> Result<(Trainer, serde_json::Value), SaeError> {
+        let (trainer, position) = Trainer::resume(dir)?;
+        Ok((trainer.on(compute)?, position))
     }
 
     /// Restores a trainer from a checkpoint directory; returns it with the caller's data
@@ -113,11 +126,10 @@ impl Trainer {
         meta.config.validate()?;
         let mut trainer = Trainer::new(meta.config.clone(), f32::from_bits(meta.scale_bits))?;
         let state = TensorFile::open(&dir.join(STATE))?;
-        for (prefix, params) in [
-            ("p", &mut trainer.p),
-            ("m", &mut trainer.m),
-            ("v", &mut trainer.v),
-        ] {
+        let Engine::Host(host) = &mut trainer.engine else {
+            unreachable!("Trainer::new computes on the host")
+        };
+        for (prefix, params) in [("p", &mut host.p), ("m", &mut host.m), ("v", &mut host.v)] {
             load_params(&state, prefix, params)?;
         }
         trainer.since_fired = u64_tensor(&state, "since_fired", meta.config.d_sae, dir)?;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use monoscope_artifacts::train::MetricsLog;
 use serde::{Deserialize, Serialize};
 
+use super::compute::Compute;
 use super::config::TrainConfig;
 use super::trainer::Trainer;
 use crate::{SaeError, StepMetrics};
@@ -84,15 +85,27 @@ pub struct Fitted {
     pub resumed_from_step: Option<u64>,
 }
 
-/// Trains every member on the batches `epoch(e)` gives for each epoch `e`.
+/// Trains every member on the batches `epoch(e)` gives for each epoch `e`, on the host.
 pub fn fit<E: From<SaeError>>(
     members: &[FitMember],
     options: &FitOptions,
     epoch: &mut dyn FnMut(u64) -> Result<Batches<E>, E>,
     observer: &mut dyn FitObserver,
 ) -> Result<Fitted, E> {
+    fit_on(members, options, &Compute::Host, epoch, observer)
+}
+
+/// [`fit`] with every trainer computing on `compute` (new ones and resumed ones alike: a
+/// checkpoint written on either compute resumes on the other). What it writes is the same.
+pub fn fit_on<E: From<SaeError>>(
+    members: &[FitMember],
+    options: &FitOptions,
+    compute: &Compute,
+    epoch: &mut dyn FnMut(u64) -> Result<Batches<E>, E>,
+    observer: &mut dyn FitObserver,
+) -> Result<Fitted, E> {
     assert!(!members.is_empty(), "a fit trains at least one SAE");
-    let (mut trainers, start) = resume_all(members, options, observer)?;
+    let (mut trainers, start) = resume_all(members, options, compute, observer)?;
     let d_in = trainers[0].config().d_in;
     let main_steps = trainers[0].step_count();
     let resumed = (main_steps > 0).then_some(main_steps);
@@ -170,6 +183,7 @@ pub fn fit<E: From<SaeError>>(
 fn resume_all(
     members: &[FitMember],
     options: &FitOptions,
+    compute: &Compute,
     observer: &mut dyn FitObserver,
 ) -> Result<(Vec<Trainer>, Position), SaeError> {
     let mut found = Vec::new();
@@ -177,6 +191,7 @@ fn resume_all(
         found.push(resume(
             &member.checkpoint_dir,
             &options.fingerprint,
+            compute,
             observer,
         )?);
     }
@@ -194,7 +209,11 @@ fn resume_all(
             std::fs::remove_dir_all(&member.checkpoint_dir)
                 .map_err(SaeError::io(&member.checkpoint_dir))?;
         }
-        trainers.push(Trainer::new(member.config.clone(), options.scale)?);
+        trainers.push(Trainer::new_on(
+            member.config.clone(),
+            options.scale,
+            compute.clone(),
+        )?);
     }
     Ok((trainers, Position::default()))
 }
@@ -204,6 +223,7 @@ fn resume_all(
 fn resume(
     dir: &Path,
     fingerprint: &str,
+    compute: &Compute,
     observer: &mut dyn FitObserver,
 ) -> Result<Option<(Trainer, Position)>, SaeError> {
     // A save killed between its two renames leaves the previous checkpoint beside its name.
@@ -221,7 +241,8 @@ fn resume(
         std::fs::remove_dir_all(dir).map_err(SaeError::io(dir))?;
         return Ok(None);
     }
-    Ok(Some((trainer, position)))
+    // Uploaded only once it is known to be kept.
+    Ok(Some((trainer.on(compute.clone())?, position)))
 }
 
 /// Writes (atomically replaces) a checkpoint.

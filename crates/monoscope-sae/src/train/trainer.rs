@@ -6,12 +6,14 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::adam::adam_update;
+use super::compute::Compute;
 use super::config::{ArchConfig, BDecInit, Optimizer, TrainConfig};
-use super::grad::{BatchStats, Scratch, loss_and_grads};
+use super::device::DeviceState;
+use super::engine::{Engine, HostState};
+use super::grad::{BatchStats, Scratch};
 use super::params::Params;
-use super::signum::{average, signum_update};
-use crate::kernels::{axpy, dot, sum_sq};
+use super::signum::average;
+use crate::kernels::{dot, sum_sq};
 use crate::{Architecture, Sae, SaeError, SaeMetadata, StepMetrics};
 
 /// Trains one SAE on batches of raw activations (`[B, d_in]` rows, any B).
@@ -19,25 +21,21 @@ use crate::{Architecture, Sae, SaeError, SaeMetadata, StepMetrics};
 /// Threads: the dense products and the parallel loops use the current rayon pool, so run
 /// `step` inside `ThreadPool::install` to bound them. Results are deterministic for a given
 /// configuration, input stream and thread count.
+///
+/// [`Compute`] says where the passes and the optimizer run ([`Trainer::new_on`]): the host
+/// kernels, or burn tensors on a device, from the same initial weights (initialised here)
+/// and with the same bookkeeping; only the engine differs.
 #[derive(Debug)]
 pub struct Trainer {
     pub(super) cfg: TrainConfig,
     /// Input scale: batches are multiplied by it (see [`crate::norm`]).
     pub(super) scale: f32,
-    /// The parameters; with the schedule-free optimizer, the point `y` its gradients are
-    /// taken at.
-    pub(super) p: Params,
-    /// Adam's first moment, or the schedule-free base iterate `z`.
-    pub(super) m: Params,
-    /// Adam's second moment (empty tensors with the schedule-free optimizer).
-    pub(super) v: Params,
+    /// Parameters, optimizer state and gradients, where they are computed.
+    pub(super) engine: Engine,
+    pub(super) compute: Compute,
     /// The schedule-free average's weights so far (`Σ lr_max²`) and its running `lr_max`.
     pub(super) average_weight_sum: f64,
     pub(super) average_lr_max: f32,
-    /// Gradient scratch (not state: overwritten by every step).
-    pub(super) g: Params,
-    /// Working buffers of the forward and backward passes (not state either).
-    pub(super) scratch: Scratch,
     pub(super) step: u64,
     pub(super) tokens: u64,
     /// Tokens since each latent last fired.
@@ -180,12 +178,16 @@ impl Trainer {
         };
         Ok(Trainer {
             scale,
-            m: zeros.clone(),
-            v,
-            g: zeros,
+            engine: Engine::Host(Box::new(HostState {
+                m: zeros.clone(),
+                v,
+                g: zeros,
+                scratch: Scratch::default(),
+                p,
+            })),
+            compute: Compute::Host,
             average_weight_sum: 0.0,
             average_lr_max: 0.0,
-            scratch: Scratch::default(),
             since_fired: vec![0; cfg.d_sae],
             window: Window {
                 fired: vec![0; cfg.d_sae],
@@ -194,10 +196,59 @@ impl Trainer {
             batch_threshold: None,
             step: 0,
             tokens: 0,
-            p,
             rng,
             cfg,
         })
+    }
+
+    /// [`Trainer::new`] computing on `compute`: initialised on the host (the same weights as
+    /// `new`), then uploaded.
+    pub fn new_on(cfg: TrainConfig, scale: f32, compute: Compute) -> Result<Self, SaeError> {
+        Self::new(cfg, scale)?.on(compute)
+    }
+
+    /// [`Trainer::from_sae`] computing on `compute`.
+    pub fn from_sae_on(
+        cfg: TrainConfig,
+        sae: &Sae,
+        scale: f32,
+        compute: Compute,
+    ) -> Result<Self, SaeError> {
+        Self::from_sae(cfg, sae, scale)?.on(compute)
+    }
+
+    /// This trainer moved onto `compute`: its parameters and optimizer state uploaded to a
+    /// device, or read back into host memory.
+    pub(super) fn on(mut self, compute: Compute) -> Result<Self, SaeError> {
+        if compute == self.compute {
+            return Ok(self);
+        }
+        let (d, s) = (self.cfg.d_in, self.cfg.d_sae);
+        let view = self.engine.view()?;
+        let (p, m, v) = (
+            view.p.into_owned(),
+            view.m.into_owned(),
+            view.v.into_owned(),
+        );
+        self.engine = match &compute {
+            Compute::Host => Engine::Host(Box::new(HostState {
+                g: Params::zeros(d, s, !p.threshold.is_empty()),
+                scratch: Scratch::default(),
+                p,
+                m,
+                v,
+            })),
+            Compute::Burn(device) => {
+                Engine::Device(Box::new(DeviceState::upload(device, d, s, &p, &m, &v)))
+            }
+        };
+        self.compute = compute;
+        Ok(self)
+    }
+
+    /// Where this trainer computes.
+    pub fn compute(&self) -> &Compute {
+        &self.compute
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -257,13 +308,12 @@ impl Trainer {
                     .zip(r)
                     .for_each(|(m, v)| *m += f64::from(*v));
             }
-            for (b, m) in self.p.b_dec.iter_mut().zip(mean) {
-                *b = (m / n as f64) as f32;
-            }
+            let mean: Vec<f32> = mean.into_iter().map(|m| (m / n as f64) as f32).collect();
+            self.engine.set_b_dec(&mean);
         }
         if self.step == 0 && self.cfg.optimizer == Optimizer::Signum {
             // The base iterate starts where the parameters are: x = y = z.
-            self.m = self.p.clone();
+            self.engine.start_schedule_free();
         }
         let dead: Option<Vec<bool>> = self.cfg.auxk().map(|_| {
             self.since_fired
@@ -272,15 +322,9 @@ impl Trainer {
                 .collect()
         });
         let coeff = self.cfg.sparsity_coeff_at(self.step);
-        let stats = loss_and_grads(
-            &self.p,
-            &self.cfg,
-            &x,
-            coeff,
-            dead.as_deref(),
-            &mut self.g,
-            &mut self.scratch,
-        );
+        let stats = self
+            .engine
+            .loss_and_grads(&self.cfg, &x, coeff, dead.as_deref())?;
         let loss = stats.loss();
         if !loss.is_finite() {
             return Err(SaeError::NonFinite {
@@ -290,24 +334,7 @@ impl Trainer {
             });
         }
         let unit = self.cfg.unit_decoder();
-        if unit {
-            // Only the component orthogonal to each (unit) decoder row changes its direction.
-            self.g
-                .w_dec
-                .par_chunks_mut(d)
-                .zip(self.p.w_dec.par_chunks(d))
-                .for_each(|(g, w)| {
-                    let along = dot(g, w);
-                    axpy(g, -along, w);
-                });
-        }
-        let grad_norm = self
-            .g
-            .tensors()
-            .iter()
-            .map(|t| sum_sq(t))
-            .sum::<f64>()
-            .sqrt();
+        let grad_norm = self.engine.finish_grads(unit, d);
         if !grad_norm.is_finite() {
             return Err(SaeError::NonFinite {
                 step: self.step,
@@ -322,19 +349,7 @@ impl Trainer {
         };
         let lr = self.cfg.lr_at(self.step);
         match self.cfg.optimizer {
-            Optimizer::Adam => {
-                let t = self.step + 1;
-                let adam = self.cfg.adam.clone();
-                let (p, g, m, v) = (
-                    self.p.tensors_mut(),
-                    self.g.tensors(),
-                    self.m.tensors_mut(),
-                    self.v.tensors_mut(),
-                );
-                for (((p, g), m), v) in p.into_iter().zip(g).zip(m).zip(v) {
-                    adam_update(p, g, m, v, lr, &adam, t, clip);
-                }
-            }
+            Optimizer::Adam => self.engine.adam(lr, &self.cfg.adam, self.step + 1, clip),
             Optimizer::Signum => {
                 // The sign ignores the gradient's scale, so clipping has nothing to do here.
                 self.average_lr_max = self.average_lr_max.max(lr);
@@ -345,18 +360,11 @@ impl Trainer {
                 } else {
                     0.0
                 };
-                let beta = self.cfg.schedule_free_momentum;
-                let (p, g, z) = (self.p.tensors_mut(), self.g.tensors(), self.m.tensors_mut());
-                for ((p, g), z) in p.into_iter().zip(g).zip(z) {
-                    signum_update(p, g, z, lr, beta, c);
-                }
+                self.engine.signum(lr, self.cfg.schedule_free_momentum, c);
             }
         }
         if unit {
-            self.p.w_dec.par_chunks_mut(d).for_each(|w| {
-                let n = dot(w, w).sqrt().max(f32::EPSILON);
-                w.iter_mut().for_each(|v| *v /= n);
-            });
+            self.engine.normalize_decoder(d);
         }
         if let ArchConfig::BatchTopK { threshold_lr, .. } = self.cfg.architecture
             && stats.min_active.is_finite()
@@ -511,15 +519,30 @@ impl Trainer {
     /// takes raw activations). BatchTopK becomes JumpReLU with its running threshold.
     /// With the schedule-free optimizer this is the average `x`, not the point `y` the
     /// gradients were taken at (sparsify saves the same).
+    ///
+    /// # Panics
+    /// When a device trainer's parameters cannot be read back ([`Trainer::try_export`]
+    /// returns that error instead).
     pub fn export(&self, metadata: SaeMetadata) -> Sae {
+        self.try_export(metadata)
+            .expect("reading the trained parameters back from the device")
+    }
+
+    /// [`Trainer::export`], with a device that fails to read back as an error.
+    pub fn try_export(&self, metadata: SaeMetadata) -> Result<Sae, SaeError> {
         let (d, s) = (self.cfg.d_in, self.cfg.d_sae);
+        let params;
         let averaged;
         let p = match self.cfg.optimizer {
-            Optimizer::Adam => &self.p,
+            Optimizer::Adam => {
+                params = self.engine.params()?;
+                &*params
+            }
             Optimizer::Signum => {
+                let view = self.engine.view()?;
                 let beta = self.cfg.schedule_free_momentum;
-                let [w_enc_t, b_enc, w_dec, b_dec, threshold] = self.p.tensors();
-                let [z_enc_t, z_b_enc, z_dec, z_b_dec, z_threshold] = self.m.tensors();
+                let [w_enc_t, b_enc, w_dec, b_dec, threshold] = view.p.tensors();
+                let [z_enc_t, z_b_enc, z_dec, z_b_dec, z_threshold] = view.m.tensors();
                 averaged = Params {
                     w_enc_t: average(w_enc_t, z_enc_t, beta),
                     b_enc: average(b_enc, z_b_enc, beta),
@@ -565,7 +588,7 @@ impl Trainer {
             extra_cfg: Default::default(),
         };
         sae.fold_input_scale(self.scale);
-        sae
+        Ok(sae)
     }
 }
 

@@ -206,7 +206,8 @@ fn blocks(n: usize, probed: usize, rows: usize) -> impl Iterator<Item = Range<us
     first.into_iter().chain(rest)
 }
 
-fn variance(x: &[f32], d: usize) -> f64 {
+/// `Σ‖x − x̄‖²` of the rows of `x` (also the device engine's, which computes it here).
+pub(crate) fn variance(x: &[f32], d: usize) -> f64 {
     const ROWS: usize = 256;
     let n = (x.len() / d) as f64;
     // Column sums over fixed blocks of rows, added in block order (deterministic).

@@ -1,0 +1,200 @@
+//! Compute devices for monoscope's stages.
+//!
+//! - [`DeviceSpec`] (from `monoscope-core`): the `device` setting's value.
+//! - [`compiled`]: the backends this build has (cargo features `cuda`, `rocm`, `wgpu`,
+//!   `vulkan`, `metal`; `cpu` always).
+//! - [`open`]: the burn [`Device`] for a spec, after checking that the build has its backend
+//!   and that the device answers (a tiny computation read back); [`DeviceError`] otherwise.
+//! - [`survey`]: every backend of this build and whether its device is present, for
+//!   `monoscope devices`.
+//! - [`test_device`]: the device the device tests run on (`MONOSCOPE_TEST_DEVICE`, default
+//!   `cpu`), so that one test suite checks burn's CPU backend here and a GPU backend in CI or on
+//!   a GPU machine.
+//!
+//! `cpu` is burn's `flex` backend: the stages' host kernels (the SAE trainer on `gemm`, the
+//! model's fused CPU kernels) run there; any other device runs burn's ops.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+
+pub use burn::prelude::Device;
+use burn::prelude::{Tensor, TensorData};
+pub use monoscope_core::DeviceSpec;
+
+/// Why a device cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error(
+        "device `{spec}`: this build has no `{backend}` backend (built with: {built}); rebuild \
+         with `--features {backend}`"
+    )]
+    NotCompiled {
+        spec: DeviceSpec,
+        backend: &'static str,
+        built: String,
+    },
+    #[error("device `{spec}` is not present on this machine: {reason}")]
+    Absent { spec: DeviceSpec, reason: String },
+}
+
+/// The backends compiled into this build, `cpu` first.
+pub fn compiled() -> Vec<&'static str> {
+    let mut backends = vec!["cpu"];
+    if cfg!(feature = "cuda") {
+        backends.push("cuda");
+    }
+    if cfg!(feature = "rocm") {
+        backends.push("rocm");
+    }
+    if cfg!(feature = "wgpu") {
+        backends.push("wgpu");
+    }
+    if cfg!(feature = "vulkan") {
+        backends.push("vulkan");
+    }
+    if cfg!(feature = "metal") {
+        backends.push("metal");
+    }
+    backends
+}
+
+/// The burn device for `spec` without checking that it answers (`None`: not compiled in).
+fn device_of(spec: DeviceSpec) -> Option<Device> {
+    match spec {
+        DeviceSpec::Cpu => Some(Device::flex()),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(index) => Some(Device::cuda(index)),
+        #[cfg(feature = "rocm")]
+        DeviceSpec::Rocm(index) => Some(Device::rocm(index)),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(index) => Some(Device::wgpu(match index {
+            None => burn::tensor::DeviceKind::DefaultDevice,
+            Some(i) => burn::tensor::DeviceKind::DiscreteGpu(i),
+        })),
+        #[cfg(feature = "vulkan")]
+        DeviceSpec::Vulkan => Some(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(feature = "metal")]
+        DeviceSpec::Metal => Some(Device::metal(burn::tensor::DeviceKind::DefaultDevice)),
+        #[allow(unreachable_patterns)] // every backend may be compiled in
+        _ => None,
+    }
+}
+
+/// Probes already made: a device that answered once is not probed again, and one that failed
+/// keeps its reason (a backend's runtime may not survive a second failed start).
+static PROBED: Mutex<Vec<(DeviceSpec, Result<(), String>)>> = Mutex::new(Vec::new());
+
+/// The burn device for `spec`, checked: the build has its backend, and a small computation on
+/// it comes back right.
+pub fn open(spec: DeviceSpec) -> Result<Device, DeviceError> {
+    let device = device_of(spec).ok_or_else(|| DeviceError::NotCompiled {
+        spec,
+        backend: spec.backend(),
+        built: compiled().join(", "),
+    })?;
+    let mut probed = PROBED.lock().unwrap_or_else(|e| e.into_inner());
+    let answer = match probed.iter().find(|(s, _)| *s == spec) {
+        Some((_, answer)) => answer.clone(),
+        None => {
+            let answer = probe(&device);
+            probed.push((spec, answer.clone()));
+            answer
+        }
+    };
+    answer
+        .map(|()| device)
+        .map_err(|reason| DeviceError::Absent { spec, reason })
+}
+
+/// `[1, 2, 3] * 2 + 1` on the device, read back. Backends report a missing driver or adapter
+/// by panicking when their runtime starts, so the panic is caught and becomes the reason.
+fn probe(device: &Device) -> Result<(), String> {
+    let run = || {
+        let x = Tensor::<1>::from_data(TensorData::from([1.0f32, 2.0, 3.0]), device);
+        let y = (x * 2.0 + 1.0).into_data().convert::<f32>();
+        y.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))
+    };
+    let previous = std::panic::take_hook();
+    // The backend's panic is the error message here, not a crash to print.
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = catch_unwind(AssertUnwindSafe(run));
+    std::panic::set_hook(previous);
+    match outcome {
+        Ok(Ok(values)) if values == [3.0, 5.0, 7.0] => Ok(()),
+        Ok(Ok(values)) => Err(format!("a test computation came back wrong: {values:?}")),
+        Ok(Err(e)) => Err(e),
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "its runtime failed to start".into())),
+    }
+}
+
+/// One line of [`survey`]: a backend of this build, the device tried for it and the outcome.
+#[derive(Debug, Clone)]
+pub struct Surveyed {
+    pub spec: DeviceSpec,
+    pub outcome: Result<(), DeviceError>,
+}
+
+/// Every backend of this build with its default device, probed.
+pub fn survey() -> Vec<Surveyed> {
+    [
+        DeviceSpec::Cpu,
+        DeviceSpec::Cuda(0),
+        DeviceSpec::Rocm(0),
+        DeviceSpec::Wgpu(None),
+        DeviceSpec::Vulkan,
+        DeviceSpec::Metal,
+    ]
+    .into_iter()
+    .filter(|spec| compiled().contains(&spec.backend()))
+    .map(|spec| Surveyed {
+        spec,
+        outcome: open(spec).map(drop),
+    })
+    .collect()
+}
+
+/// The environment variable naming the device of the device tests.
+pub const TEST_DEVICE_ENV: &str = "MONOSCOPE_TEST_DEVICE";
+
+/// The device the device tests run on: `MONOSCOPE_TEST_DEVICE` (default `cpu`). Panics with
+/// the reason when it is not a device or cannot be opened: a test run that asked for a device
+/// must not quietly pass on another.
+pub fn test_device() -> (DeviceSpec, Device) {
+    let spec = match std::env::var(TEST_DEVICE_ENV) {
+        Ok(name) if !name.is_empty() => name
+            .parse::<DeviceSpec>()
+            .unwrap_or_else(|e| panic!("{TEST_DEVICE_ENV}: {e}")),
+        _ => DeviceSpec::Cpu,
+    };
+    let device = open(spec).unwrap_or_else(|e| panic!("{TEST_DEVICE_ENV}: {e}"));
+    (spec, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_is_always_there() {
+        assert_eq!(compiled()[0], "cpu");
+        open(DeviceSpec::Cpu).unwrap();
+        assert!(survey()[0].outcome.is_ok());
+    }
+
+    #[test]
+    fn a_backend_not_compiled_in_is_named() {
+        if cfg!(feature = "metal") {
+            return;
+        }
+        let err = open(DeviceSpec::Metal).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("`metal`") && text.contains("--features metal"),
+            "{text}"
+        );
+    }
+}
