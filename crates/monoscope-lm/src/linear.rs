@@ -257,6 +257,23 @@ impl ModelOptions {
                     .into(),
             });
         }
+        if let Some(dtype) = self.precision.half()
+            && let Err(why) = probe_half_product(device, dtype)
+        {
+            return Err(crate::LmError::Setting {
+                name: "precision",
+                value: self.precision.to_string(),
+                reason: format!(
+                    "this device has no {} matrix product ({why}); use `f32`{}",
+                    self.precision,
+                    if self.precision == Precision::Bf16 {
+                        " or `f16`"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -380,6 +397,35 @@ impl Linear {
 
 /// `x @ w` with `w` held in the 16-bit `dtype`: `x` narrowed to it, the product widened back
 /// to f32 (see [`Precision`]).
+/// A 2×2 product in `dtype` on `device`, read back. Backends without the type's matrix
+/// product (wgpu's WGSL has no bf16) fail by panicking inside the launch, so the panic is
+/// caught and becomes the reason: asked for at load, not in the middle of a run.
+fn probe_half_product(device: &Device, dtype: FloatDType) -> Result<(), String> {
+    let run = || {
+        let a = Tensor::<2>::from_data(TensorData::from([[1.0f32, 2.0], [3.0, 4.0]]), device);
+        let c = half_product(a.clone(), a.cast(dtype), dtype);
+        c.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))
+    };
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+    std::panic::set_hook(previous);
+    match outcome {
+        Ok(Ok(values)) if values == [7.0, 10.0, 15.0, 22.0] => Ok(()),
+        Ok(Ok(values)) => Err(format!("a test product came back wrong: {values:?}")),
+        Ok(Err(e)) => Err(e),
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .map(|s| s.lines().next().unwrap_or_default().to_string())
+            .unwrap_or_else(|| "the product failed".into())),
+    }
+}
+
 pub(crate) fn half_product(x: Tensor<2>, w: Tensor<2>, dtype: FloatDType) -> Tensor<2> {
     x.cast(dtype).matmul(w).cast(FloatDType::F32)
 }

@@ -425,6 +425,7 @@ fn interventions_give_the_same_result_on_both_paths() {
 #[test]
 fn half_precision_logits_follow_f32() {
     let (spec, dev) = monoscope_device::test_device();
+    let mut checked = 0;
     for precision in [Precision::Bf16, Precision::F16] {
         if dev == Device::flex() {
             // The CPU refuses 16-bit precision, by name.
@@ -452,6 +453,29 @@ fn half_precision_logits_follow_f32() {
             );
             continue;
         }
+        // A device may lack a type's matrix product (wgpu has no bf16): refused at load, by
+        // name, and not a number to check.
+        if let Err(err) = Model::from_loaded_with(
+            common::loaded(&Spec::llama()),
+            &dev,
+            &device_options().with_precision(precision),
+        ) {
+            let text = err.to_string();
+            assert!(
+                matches!(
+                    err,
+                    LmError::Setting {
+                        name: "precision",
+                        ..
+                    }
+                ) && text.contains("has no")
+                    && text.contains(precision.name()),
+                "{text}"
+            );
+            println!("test device `{spec}` refuses {precision}: {text}");
+            continue;
+        }
+        checked += 1;
         let (mut worst, mut agree, mut positions) = (Worst::default(), 0usize, 0usize);
         for case in cases() {
             let full =
@@ -499,6 +523,7 @@ fn half_precision_logits_follow_f32() {
         );
         worst.report(&format!("{precision} against f32"));
     }
+    println!("test device `{spec}`: {checked} 16-bit precision(s) checked against f32");
 }
 
 #[test]

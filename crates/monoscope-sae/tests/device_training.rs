@@ -455,6 +455,11 @@ fn jumprelu(optimizer: Optimizer) -> Case {
         l0_warmup_fraction: 0.1,
     };
     let mut case = planted("jumprelu", arch, optimizer, 0.2, 41);
+    // The L0 penalty's straight-through gradient on a latent's bias is a sum of window terms
+    // of both signs that can cancel to rounding level; Adam would turn that residue into a full
+    // step whose sign is the rounding's (as seen on wgpu's products). An eps above that level
+    // keeps rounding-sized gradients from stepping, on both engines alike.
+    case.cfg.adam.eps = 1e-5;
     if let Some(sae) = &mut case.start {
         sae.b_enc.fill(0.0);
         sae.threshold = Some(vec![0.75; sae.d_sae]);
@@ -512,9 +517,11 @@ fn relu_l1_matches_the_host_on_its_sparse_path() {
 
 #[test]
 fn jumprelu_matches_the_host() {
-    for optimizer in [Optimizer::Adam, Optimizer::Signum] {
-        compare(&jumprelu(optimizer));
-    }
+    // Adam only, JumpReLU's optimizer in the recipe. Under sign descent every component of
+    // the L0 penalty's straight-through gradient that cancels to rounding level still steps
+    // by the full rate, its sign set by the rounding: on wgpu a tenth of W_enc moved apart.
+    // No eps can damp a sign, so that pairing is not comparable across engines.
+    compare(&jumprelu(Optimizer::Adam));
 }
 
 /// Steps `trainer` over `batches[from..]` until it is finished.
