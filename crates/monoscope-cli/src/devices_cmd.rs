@@ -4,19 +4,9 @@ use std::process::ExitCode;
 
 use monoscope_device::{DeviceError, DeviceSpec};
 
-/// Every backend monoscope knows, in the order listed.
-const KNOWN: [DeviceSpec; 6] = [
-    DeviceSpec::Cpu,
-    DeviceSpec::Cuda(0),
-    DeviceSpec::Rocm(0),
-    DeviceSpec::Wgpu(None),
-    DeviceSpec::Vulkan,
-    DeviceSpec::Metal,
-];
-
 pub fn list(json: bool) -> anyhow::Result<ExitCode> {
     let compiled = monoscope_device::compiled();
-    let rows: Vec<(DeviceSpec, &str, String)> = KNOWN
+    let rows: Vec<(DeviceSpec, &str, String)> = monoscope_device::BACKENDS
         .iter()
         .map(|&spec| {
             let (state, note) = match monoscope_device::open(spec) {

@@ -2,6 +2,7 @@
 
 mod analyses_cmd;
 mod cluster_cmd;
+mod compute_args;
 mod devices_cmd;
 mod labels_cmd;
 mod model_cmd;

@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::compute_args::ComputeArgs;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use monoscope_lm::{
-    Device, ForwardOptions, GenerateOptions, HookName, Interventions, Logits, Model, TokenBatch,
+    ForwardOptions, GenerateOptions, HookName, Interventions, Logits, MatmulKind, Model, TokenBatch,
 };
 
 #[derive(Debug, Subcommand)]
@@ -17,6 +18,8 @@ pub enum ModelCommand {
     /// (`[n_tokens, ...]` tensors) to a safetensors file.
     Run {
         model: String,
+        #[command(flatten)]
+        compute: ComputeArgs,
         #[arg(long, conflicts_with = "text_file")]
         text: Option<String>,
         #[arg(long)]
@@ -33,6 +36,8 @@ pub enum ModelCommand {
     /// Continue a prompt (greedy unless a temperature is given).
     Generate {
         model: String,
+        #[command(flatten)]
+        compute: ComputeArgs,
         #[arg(long)]
         prompt: String,
         /// Wrap the prompt in the model's chat template as a user message.
@@ -48,6 +53,8 @@ pub enum ModelCommand {
     /// Perplexity on documents of a corpus (default: the last 20 Wikipedia summaries).
     Perplexity {
         model: String,
+        #[command(flatten)]
+        compute: ComputeArgs,
         #[arg(long, default_value = "wiki")]
         corpus: String,
         #[arg(long, default_value_t = 20)]
@@ -58,17 +65,17 @@ pub enum ModelCommand {
     },
 }
 
-fn load(model: &str) -> anyhow::Result<Model> {
+fn load(model: &str, compute: &ComputeArgs) -> anyhow::Result<Model> {
     let path = monoscope_fetch::resolve_model(model)?;
-    monoscope_lm::load(&path, &Device::flex())
-        .with_context(|| format!("loading {}", path.display()))
+    compute.load(&path, MatmulKind::F32)
 }
 
 pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
     match command {
-        ModelCommand::Info { model } => info(&load(&model)?),
+        ModelCommand::Info { model } => info(&load(&model, &ComputeArgs::cpu())?),
         ModelCommand::Run {
             model,
+            compute,
             text,
             text_file,
             hooks,
@@ -81,17 +88,18 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("reading {}", f.display()))?,
                 _ => bail!("give the text with --text or --text-file"),
             };
-            run_text(&load(&model)?, &text, &hooks, &out, !no_bos)
+            run_text(&load(&model, &compute)?, &text, &hooks, &out, !no_bos)
         }
         ModelCommand::Generate {
             model,
+            compute,
             prompt,
             chat,
             max_new_tokens,
             temperature,
             seed,
         } => {
-            let model = load(&model)?;
+            let model = load(&model, &compute)?;
             let mut options = GenerateOptions::greedy(max_new_tokens);
             if let Some(temperature) = temperature {
                 options.sampling = monoscope_lm::Sampling::Sample {
@@ -117,10 +125,11 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
         }
         ModelCommand::Perplexity {
             model,
+            compute,
             corpus,
             documents,
             max_tokens,
-        } => perplexity(&load(&model)?, &corpus, documents, max_tokens),
+        } => perplexity(&load(&model, &compute)?, &corpus, documents, max_tokens),
     }
 }
 

@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::compute_args::ComputeArgs;
 use anyhow::{Context, bail};
 use monoscope_artifacts::Run;
 use monoscope_artifacts::label;
 use monoscope_artifacts::steer::SteerOutputs;
 use monoscope_artifacts::train::{self, TrainOutputs};
-use monoscope_lm::{MatmulKind, ModelSpec};
+use monoscope_lm::MatmulKind;
 use monoscope_steer::{ExperimentConfig, FeatureRef, FeatureTable, Mode, SteerConfig, Steerer};
 
 /// Where the SAE, its labels and the model come from.
@@ -32,6 +33,8 @@ pub struct SourceArgs {
     /// Arithmetic of the model's linear layers: `f32` (the reference) or `int8`.
     #[arg(long, default_value = "f32")]
     pub matmul: MatmulKind,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -159,10 +162,7 @@ fn locate(source: &SourceArgs) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
 
 fn load_model(source: &SourceArgs) -> anyhow::Result<monoscope_lm::Model> {
     let path = monoscope_fetch::resolve_model(&source.model)?;
-    ModelSpec::new(&path)
-        .with_matmul(source.matmul)
-        .load()
-        .with_context(|| format!("loading {}", path.display()))
+    source.compute.load(&path, source.matmul)
 }
 
 pub fn features(args: FeaturesArgs) -> anyhow::Result<ExitCode> {

@@ -412,6 +412,65 @@ fn a_device_this_build_or_machine_lacks_is_invalid() {
     );
 }
 
+/// The commands that load a model outside a pipeline take `--device` and `--precision`, and
+/// refuse what the build or device cannot run before writing anything.
+#[test]
+fn model_commands_take_a_device_and_refuse_one_this_build_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    monoscope_formats::testing::TinyLlama::default()
+        .write(&model)
+        .unwrap();
+    let model = model.to_str().unwrap();
+    let out = dir.path().join("run.safetensors");
+    let run = |extra: &[&str]| {
+        let base = ["model", "run", model, "--text", "hello", "--out"];
+        monoscope(&[&base[..], &[out.to_str().unwrap()], extra].concat())
+    };
+    let cpu = run(&["--device", "cpu", "--precision", "f32"]);
+    assert!(
+        cpu.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cpu.stderr)
+    );
+    std::fs::remove_file(&out).unwrap();
+
+    if !monoscope_device::compiled().contains(&"metal") {
+        let metal = run(&["--device", "metal"]);
+        assert_eq!(metal.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&metal.stderr);
+        assert!(
+            stderr.contains("--device metal") && stderr.contains("--features metal"),
+            "{stderr}"
+        );
+        assert!(
+            !out.exists(),
+            "nothing is written for a device that is not there"
+        );
+    }
+    let half = run(&["--precision", "bf16"]);
+    let stderr = String::from_utf8_lossy(&half.stderr);
+    assert!(
+        stderr.contains("`precision` = bf16 is not supported here"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    let unknown = run(&["--device", "gpu"]);
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "a bad flag value is a usage error"
+    );
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("`gpu`: not a device"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    // `features`, `steer` and `attribute` share the flags.
+    let features = monoscope(&["features", "no/such/run", "--text", "hi", "--device", "gpu"]);
+    assert_eq!(features.status.code(), Some(2));
+}
+
 #[test]
 fn devices_lists_the_cpu_and_every_backend() {
     let out = monoscope(&["devices", "--json"]);

@@ -5,8 +5,11 @@
 //!   `vulkan`, `metal`; `cpu` always).
 //! - [`open`]: the burn [`Device`] for a spec, after checking that the build has its backend
 //!   and that the device answers (a tiny computation read back); [`DeviceError`] otherwise.
+//! - [`BACKENDS`]: every backend monoscope knows, with the device it tries for each.
 //! - [`survey`]: every backend of this build and whether its device is present, for
 //!   `monoscope devices`.
+//! - [`catch_backend_panic`]: runs a computation on a device with a backend's panic turned
+//!   into an error message (backends report a missing driver, adapter or kernel by panicking).
 //! - [`test_device`]: the device the device tests run on (`MONOSCOPE_TEST_DEVICE`, default
 //!   `cpu`), so that one test suite checks burn's CPU backend here and a GPU backend in CI or on
 //!   a GPU machine.
@@ -107,27 +110,38 @@ pub fn open(spec: DeviceSpec) -> Result<Device, DeviceError> {
 }
 
 /// `[1, 2, 3] * 2 + 1` on the device, read back. Backends report a missing driver or adapter
-/// by panicking when their runtime starts, so the panic is caught and becomes the reason.
+/// by panicking when their runtime starts, so the panic becomes the reason.
 fn probe(device: &Device) -> Result<(), String> {
-    let run = || {
+    let values = catch_backend_panic("its runtime failed to start", || {
         let x = Tensor::<1>::from_data(TensorData::from([1.0f32, 2.0, 3.0]), device);
         let y = (x * 2.0 + 1.0).into_data().convert::<f32>();
         y.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))
-    };
+    })?;
+    if values == [3.0, 5.0, 7.0] {
+        Ok(())
+    } else {
+        Err(format!("a test computation came back wrong: {values:?}"))
+    }
+}
+
+/// Runs `computation` (work on a device, read back) and returns its result, or the message of
+/// the panic it raised (`otherwise` when the panic carries no text). The process's panic hook
+/// is silenced meanwhile: the backend's panic is an answer here, not a crash to print.
+pub fn catch_backend_panic<T>(
+    otherwise: &str,
+    computation: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
     let previous = std::panic::take_hook();
-    // The backend's panic is the error message here, not a crash to print.
     std::panic::set_hook(Box::new(|_| {}));
-    let outcome = catch_unwind(AssertUnwindSafe(run));
+    let outcome = catch_unwind(AssertUnwindSafe(computation));
     std::panic::set_hook(previous);
     match outcome {
-        Ok(Ok(values)) if values == [3.0, 5.0, 7.0] => Ok(()),
-        Ok(Ok(values)) => Err(format!("a test computation came back wrong: {values:?}")),
-        Ok(Err(e)) => Err(e),
+        Ok(answer) => answer,
         Err(panic) => Err(panic
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "its runtime failed to start".into())),
+            .unwrap_or_else(|| otherwise.to_string())),
     }
 }
 
@@ -138,23 +152,27 @@ pub struct Surveyed {
     pub outcome: Result<(), DeviceError>,
 }
 
+/// Every backend monoscope knows, each with the device tried for it (the first of its kind),
+/// in the order listed.
+pub const BACKENDS: [DeviceSpec; 6] = [
+    DeviceSpec::Cpu,
+    DeviceSpec::Cuda(0),
+    DeviceSpec::Rocm(0),
+    DeviceSpec::Wgpu(None),
+    DeviceSpec::Vulkan,
+    DeviceSpec::Metal,
+];
+
 /// Every backend of this build with its default device, probed.
 pub fn survey() -> Vec<Surveyed> {
-    [
-        DeviceSpec::Cpu,
-        DeviceSpec::Cuda(0),
-        DeviceSpec::Rocm(0),
-        DeviceSpec::Wgpu(None),
-        DeviceSpec::Vulkan,
-        DeviceSpec::Metal,
-    ]
-    .into_iter()
-    .filter(|spec| compiled().contains(&spec.backend()))
-    .map(|spec| Surveyed {
-        spec,
-        outcome: open(spec).map(drop),
-    })
-    .collect()
+    BACKENDS
+        .into_iter()
+        .filter(|spec| compiled().contains(&spec.backend()))
+        .map(|spec| Surveyed {
+            spec,
+            outcome: open(spec).map(drop),
+        })
+        .collect()
 }
 
 /// The environment variable naming the device of the device tests.
@@ -183,6 +201,25 @@ mod tests {
         assert_eq!(compiled()[0], "cpu");
         open(DeviceSpec::Cpu).unwrap();
         assert!(survey()[0].outcome.is_ok());
+    }
+
+    #[test]
+    fn a_backend_panic_becomes_its_message() {
+        let text: Result<(), String> =
+            catch_backend_panic("no text", || panic!("no adapter {}", 0));
+        assert_eq!(text.unwrap_err(), "no adapter 0");
+        let silent: Result<(), String> =
+            catch_backend_panic("no text", || std::panic::panic_any(7u8));
+        assert_eq!(silent.unwrap_err(), "no text");
+        assert_eq!(catch_backend_panic("no text", || Ok(3)), Ok(3));
+    }
+
+    #[test]
+    fn every_backend_is_known() {
+        let known: Vec<&str> = BACKENDS.iter().map(|spec| spec.backend()).collect();
+        for backend in compiled() {
+            assert!(known.contains(&backend), "{backend} is not in BACKENDS");
+        }
     }
 
     #[test]

@@ -7,11 +7,25 @@
 //! left-padded batch after it. Padding sits between the prefix and a row's own tokens; the
 //! mask and the valid-token positions make that compute exactly what the unpadded row does.
 //! Generation then feeds one token per row per step; a row that has stopped is fed a padding
-//! token (masked, its output ignored) so the others continue in the same batch.
+//! token (masked, its output ignored) so the others continue in the same batch. Off the host
+//! path (a GPU device), greedy steps pick each row's token on the device and read back one id
+//! per row instead of the last position's logits.
 
-use crate::forward::{KvCache, Logits};
+use burn::prelude::{Device, Tensor};
+
+use crate::forward::{KvCache, Logits, to_host};
 use crate::sampling::{Rng, pick};
-use crate::{ForwardOptions, GenerateOptions, Generation, LmError, Model, PadSide, TokenBatch};
+use crate::{
+    ForwardOptions, GenerateOptions, Generation, LmError, Model, PadSide, Sampling, TokenBatch,
+};
+
+/// What one step of generation hands to the next.
+enum Next {
+    /// Each row's last logits, for the host to pick from.
+    Logits(Vec<Vec<f32>>),
+    /// Each row's greedy pick, made on the device.
+    Picked(Vec<u32>),
+}
 
 /// How many leading tokens every row shares, leaving each row at least one token of its own
 /// (whose logits are the answer).
@@ -45,7 +59,7 @@ impl Model {
         options: &ForwardOptions,
     ) -> Result<Vec<Vec<f32>>, LmError> {
         let (_, logits) = self.prefill(rows, pad_id, options)?;
-        Ok(logits)
+        Ok(split_rows(to_host(logits, "logits")?, rows.len()))
     }
 
     /// Continues every prompt as [`Model::generate`] would on its own (row `i` with the same
@@ -82,20 +96,40 @@ impl Model {
             ..ForwardOptions::default()
         };
         let mut rngs: Vec<Rng> = prompts.iter().map(|_| Rng::new(seed)).collect();
-        let (mut cache, mut logits) = self.prefill(prompts, pad, &forward)?;
-        let mut active = vec![true; prompts.len()];
+        // The host path reads logits where they are; elsewhere a greedy step that keeps no
+        // logits takes its argmax on the device (ties may resolve to another maximum there
+        // than the host's first one).
+        let on_host = self.host_kernels() && *self.device() == Device::flex();
+        let picks_on_device =
+            !on_host && matches!(options.sampling, Sampling::Greedy) && !options.keep_logits;
+        let rows = prompts.len();
+        let read = |logits: Tensor<3>| -> Result<Next, LmError> {
+            Ok(match picks_on_device {
+                true => Next::Picked(argmax_rows(logits)?),
+                false => Next::Logits(split_rows(to_host(logits, "logits")?, rows)),
+            })
+        };
+        let (mut cache, logits) = self.prefill(prompts, pad, &forward)?;
+        let mut next = read(logits)?;
+        let mut active = vec![true; rows];
         loop {
-            let mut step = Vec::with_capacity(prompts.len());
+            let mut step = Vec::with_capacity(rows);
             for (row, generation) in out.iter_mut().enumerate() {
                 if !active[row] {
                     step.push(pad);
                     continue;
                 }
-                let token = pick(&logits[row], &options.sampling, &mut rngs[row]);
+                let token = match &mut next {
+                    Next::Picked(tokens) => tokens[row],
+                    Next::Logits(logits) => {
+                        let token = pick(&logits[row], &options.sampling, &mut rngs[row]);
+                        if options.keep_logits {
+                            generation.logits.push(std::mem::take(&mut logits[row]));
+                        }
+                        token
+                    }
+                };
                 generation.tokens.push(token);
-                if options.keep_logits {
-                    generation.logits.push(std::mem::take(&mut logits[row]));
-                }
                 if stop.contains(&token) {
                     generation.stopped_on = Some(token);
                     active[row] = false;
@@ -107,22 +141,23 @@ impl Model {
             if !active.iter().any(|&a| a) {
                 return Ok(out);
             }
-            let batch = TokenBatch::with_mask(step, prompts.len(), 1, active.clone())?;
-            let flat = self
+            let batch = TokenBatch::with_mask(step, rows, 1, active.clone())?;
+            let logits = self
                 .forward_cached(&batch, &forward, &mut cache)?
-                .logits_host()?;
-            logits = split_rows(flat, prompts.len());
+                .logits
+                .ok_or_else(|| LmError::EmptyInput("the step returned no logits".into()))?;
+            next = read(logits)?;
         }
     }
 
     /// Runs the shared prefix once, then every row's remainder; returns the cache over all
-    /// rows and each row's last logits.
+    /// rows and each row's last logits, `[rows, 1, vocab]` on the model's device.
     fn prefill(
         &self,
         rows: &[Vec<u32>],
         pad_id: u32,
         options: &ForwardOptions,
-    ) -> Result<(KvCache, Vec<Vec<f32>>), LmError> {
+    ) -> Result<(KvCache, Tensor<3>), LmError> {
         if rows.is_empty() {
             return Err(LmError::EmptyInput("no rows to run".into()));
         }
@@ -153,11 +188,29 @@ impl Model {
         }
         let rest: Vec<Vec<u32>> = rows.iter().map(|r| r[shared..].to_vec()).collect();
         let batch = TokenBatch::padded(&rest, PadSide::Left, pad_id)?;
-        let flat = self
+        let logits = self
             .forward_cached(&batch, &options, &mut cache)?
-            .logits_host()?;
-        Ok((cache, split_rows(flat, rows.len())))
+            .logits
+            .ok_or_else(|| LmError::EmptyInput("the prefill returned no logits".into()))?;
+        Ok((cache, logits))
     }
+}
+
+/// Each row's argmax of `[rows, 1, vocab]` logits, taken on their device; one id per row comes
+/// back.
+fn argmax_rows(logits: Tensor<3>) -> Result<Vec<u32>, LmError> {
+    let [rows, _, vocab] = logits.dims();
+    let ids = logits
+        .reshape([rows, vocab])
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| LmError::TensorRead {
+            what: "greedy picks".into(),
+            detail: format!("{e:?}"),
+        })?;
+    Ok(ids.into_iter().map(|id| id as u32).collect())
 }
 
 fn split_rows(flat: Vec<f32>, rows: usize) -> Vec<Vec<f32>> {

@@ -245,8 +245,18 @@ impl ModelOptions {
     /// Refuses settings `device` cannot run: 16-bit precision on the CPU (`flex`) device,
     /// whose backend has no 16-bit matmul worth the name (bf16 products are converted to f32
     /// and back inside every call, f16 ones run slower than f32; and a 16-bit checkpoint
-    /// already costs 2 bytes per parameter there under `F32`).
+    /// already costs 2 bytes per parameter there under `F32`); `int8` products anywhere but
+    /// the CPU (the integer kernels are host kernels; elsewhere the layers would quietly
+    /// multiply in f32); a 16-bit type the device has no matrix product for.
     pub fn check(&self, device: &Device) -> Result<(), crate::LmError> {
+        if self.matmul == MatmulKind::Int8 && *device != Device::flex() {
+            return Err(crate::LmError::Setting {
+                name: "matmul",
+                value: self.matmul.to_string(),
+                reason: "the int8 kernels run on the CPU device only; on a GPU use                          `matmul = \"f32\"` with `precision = \"f16\"` or `\"bf16\"`"
+                    .into(),
+            });
+        }
         if self.precision != Precision::F32 && *device == Device::flex() {
             return Err(crate::LmError::Setting {
                 name: "precision",
@@ -395,37 +405,29 @@ impl Linear {
     }
 }
 
-/// `x @ w` with `w` held in the 16-bit `dtype`: `x` narrowed to it, the product widened back
-/// to f32 (see [`Precision`]).
 /// A 2×2 product in `dtype` on `device`, read back. Backends without the type's matrix
 /// product (wgpu's WGSL has no bf16) fail by panicking inside the launch, so the panic is
 /// caught and becomes the reason: asked for at load, not in the middle of a run.
 fn probe_half_product(device: &Device, dtype: FloatDType) -> Result<(), String> {
-    let run = || {
+    let values = monoscope_device::catch_backend_panic("the product failed", || {
         let a = Tensor::<2>::from_data(TensorData::from([[1.0f32, 2.0], [3.0, 4.0]]), device);
         let c = half_product(a.clone(), a.cast(dtype), dtype);
         c.into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| format!("{e:?}"))
-    };
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
-    std::panic::set_hook(previous);
-    match outcome {
-        Ok(Ok(values)) if values == [7.0, 10.0, 15.0, 22.0] => Ok(()),
-        Ok(Ok(values)) => Err(format!("a test product came back wrong: {values:?}")),
-        Ok(Err(e)) => Err(e),
-        Err(panic) => Err(panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .map(|s| s.lines().next().unwrap_or_default().to_string())
-            .unwrap_or_else(|| "the product failed".into())),
+    })
+    // A backend's message can run to many lines; the first names what is missing.
+    .map_err(|why| why.lines().next().unwrap_or_default().to_string())?;
+    if values == [7.0, 10.0, 15.0, 22.0] {
+        Ok(())
+    } else {
+        Err(format!("a test product came back wrong: {values:?}"))
     }
 }
 
+/// `x @ w` with `w` held in the 16-bit `dtype`: `x` narrowed to it, the product widened back
+/// to f32 (see [`Precision`]).
 pub(crate) fn half_product(x: Tensor<2>, w: Tensor<2>, dtype: FloatDType) -> Tensor<2> {
     x.cast(dtype).matmul(w).cast(FloatDType::F32)
 }

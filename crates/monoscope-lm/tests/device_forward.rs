@@ -17,7 +17,7 @@ use common::Spec;
 use monoscope_formats::{LoadedModel, RopeLayout};
 use monoscope_lm::{
     Device, ForwardOptions, GenerateOptions, HookContext, HookName, HookPoint, Interventions,
-    LmError, Logits, Model, ModelOptions, PadSide, Precision, Tensor, TokenBatch,
+    LmError, Logits, MatmulKind, Model, ModelOptions, PadSide, Precision, Tensor, TokenBatch,
 };
 
 /// f32 on both paths: max |device - host| ≤ TOL · max(1, max |host|). Measured on burn's CPU
@@ -293,6 +293,18 @@ fn cached_generation_matches_the_host_path() {
             }
         }
 
+        // Without logits kept, the device path picks the greedy tokens on its device.
+        let picked = GenerateOptions {
+            keep_logits: false,
+            ..options.clone()
+        };
+        let h = host.generate_batch(&batch_prompts, &picked).unwrap();
+        let d = device.generate_batch(&batch_prompts, &picked).unwrap();
+        for (row, (d, h)) in d.iter().zip(&h).enumerate() {
+            assert_eq!(d.tokens, h.tokens, "{} device picks, row {row}", case.name);
+            assert!(d.logits.is_empty() && h.tokens.len() == 10);
+        }
+
         let h = host
             .next_token_logits(&batch_prompts, 0, &ForwardOptions::default())
             .unwrap();
@@ -556,4 +568,31 @@ fn options_parse_and_print() {
     .unwrap();
     assert_eq!(model.matmul_kind(), monoscope_lm::MatmulKind::F32);
     assert!(!model.host_kernels());
+}
+
+#[test]
+fn int8_products_are_refused_off_the_cpu() {
+    let (spec, dev) = monoscope_device::test_device();
+    let int8 = ModelOptions::with_matmul(MatmulKind::Int8);
+    let loaded = Model::from_loaded_with(common::loaded(&Spec::llama()), &dev, &int8);
+    if dev == Device::flex() {
+        let model = loaded.expect("the CPU runs the int8 kernels");
+        assert_eq!(model.matmul_kind(), MatmulKind::Int8);
+        println!(
+            "test device `{spec}` is the CPU: int8 runs there (MONOSCOPE_TEST_DEVICE=wgpu checks the refusal)"
+        );
+        return;
+    }
+    let err = loaded
+        .err()
+        .expect("int8 on a GPU device would quietly multiply in f32");
+    let text = err.to_string();
+    assert!(
+        matches!(err, LmError::Setting { name: "matmul", .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("int8") && text.contains("precision"),
+        "{text}"
+    );
 }

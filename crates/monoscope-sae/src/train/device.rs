@@ -285,6 +285,9 @@ impl DeviceState {
         }
         scalars.push(row_sq);
         scalars.push(colsum_fired.reshape([s]));
+        // The batch's variance is host work: done here, after the step's device work is queued
+        // and before the read that waits for it, so that on a GPU the two overlap.
+        let batch_variance = variance(x, d);
         let back = read(Tensor::cat(scalars, 0))?;
 
         let grad_sq: f64 = back[GRAD_SQ..HEAD].iter().map(|&v| f64::from(v)).sum();
@@ -316,7 +319,7 @@ impl DeviceState {
             aux_loss,
             sq_err,
             row_sq_err,
-            variance: variance(x, d),
+            variance: batch_variance,
             active,
             fired,
             min_active,
