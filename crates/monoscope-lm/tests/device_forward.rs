@@ -583,9 +583,9 @@ fn int8_products_are_refused_off_the_cpu() {
         );
         return;
     }
-    let err = loaded
-        .err()
-        .expect("int8 on a GPU device would quietly multiply in f32");
+    let Err(err) = loaded else {
+        panic!("int8 on a GPU device would quietly multiply in f32");
+    };
     let text = err.to_string();
     assert!(
         matches!(err, LmError::Setting { name: "matmul", .. }),
