@@ -417,8 +417,15 @@ fn probe_half_product(device: &Device, dtype: FloatDType) -> Result<(), String> 
             .try_into_vec::<f32>()
             .map_err(|e| format!("{e:?}"))
     })
-    // A backend's message can run to many lines; the first names what is missing.
-    .map_err(|why| why.lines().next().unwrap_or_default().to_string())?;
+    // A backend's message can run to many lines; the first names what is missing, after the
+    // `unwrap` that raised it.
+    .map_err(|why| {
+        let first = why.lines().next().unwrap_or_default();
+        first
+            .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
+            .unwrap_or(first)
+            .to_string()
+    })?;
     if values == [7.0, 10.0, 15.0, 22.0] {
         Ok(())
     } else {
