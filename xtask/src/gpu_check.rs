@@ -3,8 +3,8 @@
 //! 1. The device tests (the burn trainer against the host trainer for every architecture,
 //!    checkpoints resumed across devices, the model's forward at every hook and its
 //!    generation against the host path) with `MONOSCOPE_TEST_DEVICE` set to the GPU.
-//! 2. `bench train --device D` (TopK k = 32 at 768×16384 and 2304×65536) and
-//!    `bench forward --device D` (the default model; skipped with a note when it is not in
+//! 2. `bench train --device D` (TopK k = 32 at 768×16384 and 2304×65536, with f32 and with
+//!    bf16 products) and `bench forward --device D` (the default model; skipped with a note when it is not in
 //!    the cache).
 //! 3. With `--sparsify-python PY`: sparsify's training step at the same shapes on the same GPU
 //!    (`xtask/compare/sparsify_speed.py`), so the two rates come from one run.
@@ -81,6 +81,21 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         bench(
             "train",
             &["--case", "topk", "--steps", &steps, "--gpu-shapes"],
+        ),
+    )?;
+    step(
+        "bench train, bf16 products",
+        bench(
+            "train",
+            &[
+                "--case",
+                "topk",
+                "--steps",
+                &steps,
+                "--gpu-shapes",
+                "--products",
+                "bf16",
+            ],
         ),
     )?;
     step("bench forward", bench("forward", &[]))?;

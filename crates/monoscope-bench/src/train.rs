@@ -24,8 +24,11 @@
 //! fp32 matrix-multiply rate on the encoder's shape measured in the same run: the device step
 //! runs five dense products of that size (encoder, decoder, two weight gradients, the input
 //! gradient), so "of device matmul bound" is 5 × product time / step time. `--gpu-shapes`
-//! times 768×16384 and 2304×65536 (Gemma 2 2B's width, 64k latents) instead.
+//! times 768×16384 and 2304×65536 (Gemma 2 2B's width, 64k latents) instead. `--products
+//! f16|bf16` runs the burn trainer's matrix products in that type (`Compute::BurnHalf`); the
+//! bound stays the device's fp32 product rate.
 
+use burn::tensor::FloatDType;
 use monoscope_sae::{ArchConfig, Compute, Optimizer, TrainConfig, Trainer};
 
 use std::time::Instant;
@@ -45,10 +48,11 @@ const CASES: [(&str, &str, Option<usize>); 3] = [
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let usage =
-        "usage: cargo xtask bench train [--steps N] [--case TEXT] [--device D] [--gpu-shapes]";
+    let usage = "usage: cargo xtask bench train [--steps N] [--case TEXT] [--device D] \
+                 [--gpu-shapes] [--products f16|bf16]";
     let (mut steps, mut filter) = (9, String::new());
     let (mut device, mut gpu_shapes) = (monoscope_core::DeviceSpec::Cpu, false);
+    let mut products = None;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         if flag == "--gpu-shapes" {
@@ -60,12 +64,19 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "--steps" => steps = value.parse()?,
             "--case" => filter = value.clone(),
             "--device" => device = value.parse()?,
+            "--products" => {
+                products = Some(match value.as_str() {
+                    "f16" => FloatDType::F16,
+                    "bf16" => FloatDType::BF16,
+                    _ => anyhow::bail!("--products {value}: expected f16 or bf16"),
+                })
+            }
             _ => anyhow::bail!("{usage}"),
         }
     }
-    if !device.is_cpu() || gpu_shapes {
+    if !device.is_cpu() || gpu_shapes || products.is_some() {
         let shapes: &[(usize, usize)] = if gpu_shapes { &GPU_SHAPES } else { &SHAPES };
-        return on_device(device, shapes, &filter, steps);
+        return on_device(device, products, shapes, &filter, steps);
     }
     let mut out = Vec::new();
     for (d_in, d_sae) in SHAPES {
@@ -260,14 +271,24 @@ fn synthetic(len: usize, seed: u64) -> Vec<f32> {
 /// device's matmul rate on the encoder's shape measured before and after.
 fn on_device(
     spec: monoscope_core::DeviceSpec,
+    products: Option<FloatDType>,
     shapes: &[(usize, usize)],
     filter: &str,
     steps: usize,
 ) -> anyhow::Result<()> {
     let device = monoscope_device::open(spec)?;
+    let compute = match products {
+        // On `cpu` too (with `--gpu-shapes`): the burn trainer, not the host one.
+        None => Compute::Burn(device.clone()),
+        Some(_) => Compute::for_device_with_products(&device, products)?,
+    };
+    let on = match products {
+        None => format!("on {spec}"),
+        Some(dtype) => format!("on {spec}, {dtype:?} products"),
+    };
     let mut out = Vec::new();
     for &(d_in, d_sae) in shapes {
-        let shape = format!("{d_in}x{d_sae} batch {BATCH} on {spec}");
+        let shape = format!("{d_in}x{d_sae} batch {BATCH} {on}");
         for &(name, arch, _) in CASES.iter().filter(|(_, _, l0)| l0.is_none()) {
             let case = format!("{name} {shape}");
             if !case.contains(filter) {
@@ -278,7 +299,7 @@ fn on_device(
             let mut config = TrainConfig::new(d_in, d_sae, arch, 1_000);
             config.metrics_every = 1;
             let batches = [synthetic(BATCH * d_in, 1), synthetic(BATCH * d_in, 2)];
-            let mut trainer = Trainer::new_on(config, 1.0, Compute::Burn(device.clone()))?;
+            let mut trainer = Trainer::new_on(config, 1.0, compute.clone())?;
             let mut times = Vec::new();
             for i in 0..=steps {
                 let start = Instant::now();

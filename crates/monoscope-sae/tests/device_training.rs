@@ -21,6 +21,7 @@
 //! their gates (their pre-activations sit densely at the gate from a random start); TopK and
 //! BatchTopK start at random.
 
+use burn::tensor::FloatDType;
 use monoscope_device::Device;
 use monoscope_sae::train::{Batches, FitMember, FitOptions, Unobserved, fit, fit_on};
 use monoscope_sae::{
@@ -777,4 +778,69 @@ fn margin(cfg: &TrainConfig, sae: &Sae, batch: &[f32]) -> f64 {
                 })
         }
     }
+}
+
+/// 16-bit products against f32 products on the same device, after [`STEPS`] steps: held-out
+/// FVU within `HALF_FVU_TOL` of the f32 run's and the decoder within `HALF_PARAM_TOL`
+/// (`max|a − b| / max|a|`). Not the 1e-4 of the f32 comparisons: every product rounds its
+/// operands to 11 (f16) or 8 (bf16) significant bits, and TopK's selection follows.
+const HALF_FVU_TOL: f64 = 0.02;
+const HALF_PARAM_TOL: f64 = 0.1;
+
+#[test]
+fn half_products_follow_f32_products() {
+    let device = device();
+    let arch = ArchConfig::TopK {
+        k: 8,
+        aux: AuxKConfig {
+            coeff: 1.0 / 32.0,
+            k_aux: Some(24),
+        },
+    };
+    let case = Case::new("topk", arch, Optimizer::Adam, 21);
+    let mut reference = case.trainer(burn());
+    train(&mut reference, &case.batches);
+    let a = reference.try_export(SaeMetadata::default()).unwrap();
+    let fvu_f32 = evaluate(&a, &case.held_out, 0.1).unwrap().fvu;
+    let mut checked = 0;
+    for dtype in [FloatDType::F16, FloatDType::BF16] {
+        let compute = match Compute::for_device_with_products(&device, Some(dtype)) {
+            Ok(compute) => compute,
+            Err(e) if device == Device::flex() => {
+                // The CPU trains with its f32 host kernels: refused as a setting. burn's CPU
+                // backend has the 16-bit products (slowly), so the engine is checked there.
+                assert!(e.to_string().contains("for GPU devices"), "{e}");
+                Compute::BurnHalf(device.clone(), dtype)
+            }
+            Err(e) => {
+                // A device may lack the type's product (wgpu has no bf16): refused by name.
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("no {dtype:?} matrix product")),
+                    "{text}"
+                );
+                println!("the test device refuses {dtype:?} products: {text}");
+                continue;
+            }
+        };
+        let mut half = case.trainer(compute);
+        let reports = train(&mut half, &case.batches);
+        assert!(half.is_finished() && reports.iter().all(|r| r.fvu.is_finite()));
+        let b = half.try_export(SaeMetadata::default()).unwrap();
+        let fvu = evaluate(&b, &case.held_out, 0.1).unwrap().fvu;
+        let w_dec = rel_diff(&a.w_dec, &b.w_dec);
+        println!("{dtype:?} products: held-out fvu {fvu:.5} (f32 {fvu_f32:.5}), W_dec {w_dec:.3e}");
+        assert!(
+            (fvu - fvu_f32).abs() <= HALF_FVU_TOL,
+            "{dtype:?}: held-out fvu {fvu} against {fvu_f32} with f32 products"
+        );
+        assert!(
+            w_dec <= HALF_PARAM_TOL,
+            "{dtype:?}: W_dec differs by {w_dec:.3e}"
+        );
+        // Narrower products are not the same products: the difference is there to see.
+        assert!(w_dec > 0.0, "{dtype:?}: the products did not change");
+        checked += 1;
+    }
+    assert!(checked > 0, "no 16-bit product type was checked");
 }

@@ -130,8 +130,9 @@ pub struct TrainStageConfig {
     /// Arithmetic of the model's linear layers in the CE-loss splice: `f32` (the reference)
     /// or `int8`.
     pub matmul: MatmulKind,
-    /// Float type of the model's weights in the splice and matrix products on a GPU device: `f32`, `f16` or
-    /// `bf16` (residual stream, norms and softmax stay f32). The CPU takes `f32` only.
+    /// On a GPU device, the float type of the SAE trainer's matrix products and of the splice
+    /// model's weights and products: `f32`, `f16` or `bf16` (parameters, optimizer state,
+    /// the residual stream, norms and softmax stay f32). The CPU takes `f32` only.
     pub precision: Precision,
     /// Steps between checkpoints in `checkpoint/` (0: none). A rerun finding a checkpoint of
     /// the same configuration and store continues from it; it is removed once the SAE is saved.

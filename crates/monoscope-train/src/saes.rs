@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
+use burn::tensor::FloatDType;
 use monoscope_artifacts::train::TrainOutputs;
 use monoscope_core::{Artifact, ArtifactKind, StageContext, StageError, port_names};
+use monoscope_lm::Precision;
 use monoscope_sae::train::{Batches, FitMember, FitObserver, FitOptions, Fitted};
 use monoscope_sae::{
     ArchConfig, Evaluator, Sae, SaeMetadata, SpliceReport, StepMetrics, TrainConfig, Trainer,
@@ -136,6 +138,7 @@ pub(crate) fn fingerprint(
 pub(crate) fn fit(
     members: &[FitMember],
     options: &FitOptions,
+    precision: Precision,
     epoch: &mut dyn FnMut(u64) -> Result<Batches<TrainStageError>, TrainStageError>,
     ctx: &mut StageContext<'_>,
 ) -> Result<Fitted, StageError> {
@@ -174,9 +177,21 @@ pub(crate) fn fit(
             self.ctx.cancel.is_cancelled()
         }
     }
-    // The host trainer on the CPU, the burn trainer on any other device.
+    // The host trainer on the CPU, the burn trainer on any other device, its matrix products
+    // in the stage's `precision`.
     let device = monoscope_device::open(ctx.device).map_err(StageError::other)?;
-    let compute = monoscope_sae::Compute::for_device(&device);
+    let products = match precision {
+        Precision::F32 => None,
+        Precision::F16 => Some(FloatDType::F16),
+        Precision::Bf16 => Some(FloatDType::BF16),
+    };
+    let compute =
+        monoscope_sae::Compute::for_device_with_products(&device, products).map_err(|e| {
+            StageError::invalid(format!(
+                "`{}.precision` = \"{precision}\" on device `{}`: {e}",
+                ctx.stage_id, ctx.device
+            ))
+        })?;
     let fitted = monoscope_sae::train::fit_on(
         members,
         options,

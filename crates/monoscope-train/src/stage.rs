@@ -182,7 +182,7 @@ pub(crate) fn train(
     let Fitted {
         trainers,
         resumed_from_step,
-    } = crate::saes::fit(&members, &options, &mut reader, ctx)?;
+    } = crate::saes::fit(&members, &options, config.precision, &mut reader, ctx)?;
 
     let saes = crate::saes::export(trainers, &runs, &sample, &hook, Some(&store))?;
     drop(sample);

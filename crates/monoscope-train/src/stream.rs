@@ -103,7 +103,7 @@ pub(crate) fn train(
     let Fitted {
         trainers,
         resumed_from_step,
-    } = crate::saes::fit(&members, &options, &mut reader, ctx)?;
+    } = crate::saes::fit(&members, &options, config.precision, &mut reader, ctx)?;
     let steps = trainers[0].step_count();
     if steps < total_steps {
         tracing::warn!(

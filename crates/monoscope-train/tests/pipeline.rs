@@ -139,6 +139,24 @@ fn holding_out_every_shard_is_a_clear_error() {
     );
 }
 
+/// The trainer's 16-bit products are for GPU devices: on the CPU, where the host kernels train
+/// in f32, `precision` other than `f32` is refused by key and value instead of being ignored.
+#[test]
+fn sixteen_bit_products_on_the_cpu_are_refused_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = monoscope_exec::run(
+        &mut pipeline(dir.path(), &["train.precision=\"bf16\"".into()]),
+        &quiet(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`train.precision` = \"bf16\" on device `cpu`")
+            && err.contains("for GPU devices"),
+        "{err}"
+    );
+}
+
 fn train_file(dir: &Path, file: &str) -> Vec<u8> {
     std::fs::read(dir.join("run/train").join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }

@@ -1,6 +1,9 @@
 //! Where a trainer computes: the host's hand-written kernels, or burn tensors on a device.
 
-use burn::prelude::Device;
+use burn::prelude::{Device, Tensor, TensorData};
+use burn::tensor::FloatDType;
+
+use crate::SaeError;
 
 /// Where a [`crate::Trainer`] runs its forward and backward passes and its optimizer.
 ///
@@ -16,6 +19,11 @@ pub enum Compute {
     /// each step uploads the batch and reads back only the small statistics the bookkeeping
     /// needs.
     Burn(Device),
+    /// As [`Compute::Burn`], with the batch's matrix products in a 16-bit type
+    /// (`FloatDType::F16` or `FloatDType::BF16`): operands narrowed on the way in, results
+    /// widened to f32 on the way out; parameters, optimizer state and statistics stay f32.
+    /// Made by [`Compute::for_device_with_products`], which checks the device has the product.
+    BurnHalf(Device, FloatDType),
 }
 
 impl Compute {
@@ -30,7 +38,65 @@ impl Compute {
         }
     }
 
+    /// As [`Compute::for_device`], with the burn trainer's matrix products in `products`
+    /// (`None`: f32). Refused: 16-bit products on burn's CPU device, where the host kernels
+    /// train (in f32), and a type whose matrix product the device lacks (wgpu has no bf16),
+    /// found by running a small product in it.
+    pub fn for_device_with_products(
+        device: &Device,
+        products: Option<FloatDType>,
+    ) -> Result<Compute, SaeError> {
+        let Some(dtype) = products else {
+            return Ok(Compute::for_device(device));
+        };
+        if !matches!(dtype, FloatDType::F16 | FloatDType::BF16) {
+            return Err(SaeError::Device(format!(
+                "{dtype:?} is not a 16-bit product type (f16 or bf16)"
+            )));
+        }
+        if *device == Device::flex() {
+            return Err(SaeError::Device(
+                "16-bit products are for GPU devices; the CPU trains with its f32 host kernels"
+                    .into(),
+            ));
+        }
+        probe_product(device, dtype).map_err(|why| {
+            SaeError::Device(format!(
+                "this device has no {dtype:?} matrix product ({why})"
+            ))
+        })?;
+        Ok(Compute::BurnHalf(device.clone(), dtype))
+    }
+
     pub fn is_host(&self) -> bool {
         matches!(self, Compute::Host)
+    }
+}
+
+/// A 2×2 product in `dtype` on `device`, read back; a backend without the type's matrix product
+/// panics inside the launch, and that panic becomes the reason.
+fn probe_product(device: &Device, dtype: FloatDType) -> Result<(), String> {
+    let values = monoscope_device::catch_backend_panic("the product failed", || {
+        let a = Tensor::<2>::from_data(TensorData::from([[1.0f32, 2.0], [3.0, 4.0]]), device)
+            .cast(dtype);
+        a.clone()
+            .matmul(a)
+            .cast(FloatDType::F32)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))
+    })
+    .map_err(|why| {
+        let first = why.lines().next().unwrap_or_default();
+        first
+            .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
+            .unwrap_or(first)
+            .to_string()
+    })?;
+    if values == [7.0, 10.0, 15.0, 22.0] {
+        Ok(())
+    } else {
+        Err(format!("a test product came back wrong: {values:?}"))
     }
 }

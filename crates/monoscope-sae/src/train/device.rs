@@ -9,8 +9,14 @@
 //! ([`crate::kernels`]'s `top_k`), then only the positive ones; BatchTopK keeps, over the batch,
 //! everything at or above the host's threshold τ (the `k·B`-th largest of the rows' positive
 //! candidates), or the candidates themselves when there are no more than `k·B` of them.
+//!
+//! With 16-bit products ([`crate::Compute::BurnHalf`]) the batch's large matrix products take
+//! their operands narrowed to f16 or bf16 and give their result widened back to f32; the
+//! parameters, the optimizer state, the element-wise gradient terms and the statistics stay
+//! f32 (mixed precision as PyTorch's autocast does it).
 
 use burn::prelude::{Bool, Device, Tensor, TensorData};
+use burn::tensor::FloatDType;
 
 use super::config::{AdamConfig, ArchConfig, TrainConfig};
 use super::grad::{BatchStats, variance};
@@ -80,6 +86,8 @@ pub(crate) struct DeviceState {
     g: DeviceParams,
     /// The last step's gradient norm, read back with its statistics.
     grad_norm: f64,
+    /// The 16-bit type of the batch's matrix products (`None`: f32).
+    products: Option<FloatDType>,
 }
 
 impl std::fmt::Debug for DeviceState {
@@ -120,6 +128,21 @@ impl DeviceState {
             v: DeviceParams::upload(v, d, s, device),
             g: DeviceParams::default(),
             grad_norm: 0.0,
+            products: None,
+        }
+    }
+
+    /// This state with the batch's matrix products in `products` (f16 or bf16; `None`: f32).
+    pub(crate) fn with_products(mut self, products: Option<FloatDType>) -> Self {
+        self.products = products;
+        self
+    }
+
+    /// `a @ b`, in the 16-bit product type when there is one (the result in f32 either way).
+    fn mm(&self, a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+        match self.products {
+            Some(dtype) => a.cast(dtype).matmul(b.cast(dtype)).cast(FloatDType::F32),
+            None => a.matmul(b),
         }
     }
 
@@ -166,7 +189,7 @@ impl DeviceState {
             self.p.get(B_DEC),
         );
         let xc = xt.clone() - b_dec;
-        let z = xc.clone().matmul(w_enc_t.clone().transpose()) + b_enc;
+        let z = self.mm(xc.clone(), w_enc_t.clone().transpose()) + b_enc;
         let positive = z.clone().greater_elem(0.0);
         let theta = self.p.0[THRESHOLD].clone().map(|t| t.clamp_min(0.0));
         let active = match (&cfg.architecture, &theta) {
@@ -185,14 +208,14 @@ impl DeviceState {
         let f = z.clone().mask_fill(inactive.clone(), 0.0);
 
         // Decoder and ∂/∂x̂ = G = (2/B)·e; ∂f = G·W_decᵀ.
-        let e = f.clone().matmul(w_dec.clone()) + self.p.get(B_DEC) - xt;
+        let e = self.mm(f.clone(), w_dec.clone()) + self.p.get(B_DEC) - xt;
         let row_sq = e.clone().square().sum_dim(1).reshape([n]);
         let gout = e.mul_scalar(2.0 * inv_b);
-        let gf = gout.clone().matmul(w_dec.clone().transpose());
+        let gf = self.mm(gout.clone(), w_dec.clone().transpose());
         let colsum_fired = active.clone().float().sum_dim(0);
 
         let mut scalars: Vec<Tensor<1>> = vec![zeros1(dev); GRAD_SQ];
-        let mut g_w_dec = f.clone().transpose().matmul(gout.clone());
+        let mut g_w_dec = self.mm(f.clone().transpose(), gout.clone());
         let mut g_threshold = None;
         let mut gz = match (&cfg.architecture, theta) {
             (ArchConfig::ReluL1 { .. }, _) => {
@@ -247,20 +270,20 @@ impl DeviceState {
             let fa = zd.mask_fill(aux_inactive.clone(), 0.0);
             // The host rebuilds e from G as G·0.5/(1/B): the same rounding here.
             let residual = gout.clone().mul_scalar(0.5).div_scalar(inv_b);
-            let diff = fa.clone().matmul(w_dec.clone()) + residual;
+            let diff = self.mm(fa.clone(), w_dec.clone()) + residual;
             scalars[AUX_SQ] = diff.clone().square().sum();
             let ga = diff.mul_scalar(2.0 * w * inv_b);
-            let gza = ga
-                .clone()
-                .matmul(w_dec.clone().transpose())
+            let gza = self
+                .mm(ga.clone(), w_dec.clone().transpose())
                 .mask_fill(aux_inactive, 0.0);
-            g_w_dec = g_w_dec + fa.transpose().matmul(ga);
+            g_w_dec = g_w_dec + self.mm(fa.transpose(), ga);
             gz = gz + gza;
         }
 
-        let g_w_enc_t = gz.clone().transpose().matmul(xc);
+        let g_w_enc_t = self.mm(gz.clone().transpose(), xc);
         let g_b_enc = gz.sum_dim(0);
         // x_c = x − b_dec: the encoder's part of ∂/∂b_dec is −W_enc·(Σ ∂z).
+        // A vector times a matrix: cheap, kept in f32 whatever the products.
         let g_b_dec = gout.sum_dim(0) - g_b_enc.clone().matmul(w_enc_t);
         if cfg.unit_decoder() {
             // Only the component orthogonal to each (unit) decoder row changes its direction.

@@ -241,6 +241,9 @@ impl Trainer {
             Compute::Burn(device) => {
                 Engine::Device(Box::new(DeviceState::upload(device, d, s, &p, &m, &v)))
             }
+            Compute::BurnHalf(device, dtype) => Engine::Device(Box::new(
+                DeviceState::upload(device, d, s, &p, &m, &v).with_products(Some(*dtype)),
+            )),
         };
         self.compute = compute;
         Ok(self)
