@@ -784,8 +784,8 @@ fn margin(cfg: &TrainConfig, sae: &Sae, batch: &[f32]) -> f64 {
 /// FVU within `HALF_FVU_TOL` of the f32 run's and the decoder within `HALF_PARAM_TOL`
 /// (`max|a − b| / max|a|`). Not the 1e-4 of the f32 comparisons: every product rounds its
 /// operands to 11 (f16) or 8 (bf16) significant bits, and TopK's selection follows.
-const HALF_FVU_TOL: f64 = 0.02;
-const HALF_PARAM_TOL: f64 = 0.1;
+const HALF_FVU_TOL: f64 = 0.005;
+const HALF_PARAM_TOL: f64 = 0.03;
 
 #[test]
 fn half_products_follow_f32_products() {
