@@ -10,6 +10,8 @@
 //!   `monoscope devices`.
 //! - [`catch_backend_panic`]: runs a computation on a device with a backend's panic turned
 //!   into an error message (backends report a missing driver, adapter or kernel by panicking).
+//! - [`check_half_product`]: whether a device multiplies matrices in a 16-bit float type
+//!   (wgpu has no bf16), asked of it before a model or a trainer relies on it.
 //! - [`test_device`]: the device the device tests run on (`MONOSCOPE_TEST_DEVICE`, default
 //!   `cpu`), so that one test suite checks burn's CPU backend here and a GPU backend in CI or on
 //!   a GPU machine.
@@ -22,6 +24,7 @@ use std::sync::Mutex;
 
 pub use burn::prelude::Device;
 use burn::prelude::{Tensor, TensorData};
+use burn::tensor::FloatDType;
 pub use monoscope_core::DeviceSpec;
 
 /// Why a device cannot be used.
@@ -145,6 +148,36 @@ pub fn catch_backend_panic<T>(
     }
 }
 
+/// Whether `device` runs a matrix product in the 16-bit `dtype` (`F16` or `BF16`): a 2×2
+/// product with both operands in it, widened to f32 and read back. A backend without the
+/// type's product panics inside the launch; the panic's first line is the reason.
+pub fn check_half_product(device: &Device, dtype: FloatDType) -> Result<(), String> {
+    let values = catch_backend_panic("the product failed", || {
+        let a = Tensor::<2>::from_data(TensorData::from([[1.0f32, 2.0], [3.0, 4.0]]), device)
+            .cast(dtype);
+        a.clone()
+            .matmul(a)
+            .cast(FloatDType::F32)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))
+    })
+    .map_err(|why| {
+        // Backends' messages run to many lines, often after the `unwrap` that raised them.
+        let first = why.lines().next().unwrap_or_default();
+        first
+            .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
+            .unwrap_or(first)
+            .to_string()
+    })?;
+    if values == [7.0, 10.0, 15.0, 22.0] {
+        Ok(())
+    } else {
+        Err(format!("a test product came back wrong: {values:?}"))
+    }
+}
+
 /// One line of [`survey`]: a backend of this build, the device tried for it and the outcome.
 #[derive(Debug, Clone)]
 pub struct Surveyed {
@@ -212,6 +245,13 @@ mod tests {
             catch_backend_panic("no text", || std::panic::panic_any(7u8));
         assert_eq!(silent.unwrap_err(), "no text");
         assert_eq!(catch_backend_panic("no text", || Ok(3)), Ok(3));
+    }
+
+    #[test]
+    fn the_cpu_backend_has_16_bit_products() {
+        for dtype in [FloatDType::F16, FloatDType::BF16] {
+            check_half_product(&Device::flex(), dtype).unwrap();
+        }
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl ModelOptions {
             });
         }
         if let Some(dtype) = self.precision.half()
-            && let Err(why) = probe_half_product(device, dtype)
+            && let Err(why) = monoscope_device::check_half_product(device, dtype)
         {
             return Err(crate::LmError::Setting {
                 name: "precision",
@@ -402,34 +402,6 @@ impl Linear {
             Some(b) => y + b.clone().unsqueeze::<2>(),
             None => y,
         }
-    }
-}
-
-/// A 2×2 product in `dtype` on `device`, read back. Backends without the type's matrix
-/// product (wgpu's WGSL has no bf16) fail by panicking inside the launch, so the panic is
-/// caught and becomes the reason: asked for at load, not in the middle of a run.
-fn probe_half_product(device: &Device, dtype: FloatDType) -> Result<(), String> {
-    let values = monoscope_device::catch_backend_panic("the product failed", || {
-        let a = Tensor::<2>::from_data(TensorData::from([[1.0f32, 2.0], [3.0, 4.0]]), device);
-        let c = half_product(a.clone(), a.cast(dtype), dtype);
-        c.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))
-    })
-    // A backend's message can run to many lines; the first names what is missing, after the
-    // `unwrap` that raised it.
-    .map_err(|why| {
-        let first = why.lines().next().unwrap_or_default();
-        first
-            .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
-            .unwrap_or(first)
-            .to_string()
-    })?;
-    if values == [7.0, 10.0, 15.0, 22.0] {
-        Ok(())
-    } else {
-        Err(format!("a test product came back wrong: {values:?}"))
     }
 }
 

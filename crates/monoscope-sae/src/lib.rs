@@ -19,9 +19,10 @@
 //! active latents per row in the decoder and in both weight gradients, so its only dense
 //! product is the encoder's. On a GPU the same closed forms run as burn tensor ops (dense
 //! products with masked codes, no autodiff): [`Compute::Burn`] trains on any burn device,
-//! with the bookkeeping, checkpoints and export shared with the host path ([`Compute::BurnHalf`]
-//! with its matrix products in f16 or bf16, [`Compute::for_device_with_products`] checking the
-//! device has them), and [`Compute::for_device`] keeps the host kernels for burn's CPU device. Inference
+//! with the bookkeeping, checkpoints and export shared with the host path;
+//! [`Compute::BurnHalf`] runs its matrix products in f16 or bf16
+//! ([`Compute::for_device_with_products`] checks the device has them); and
+//! [`Compute::for_device`] keeps the host kernels for burn's CPU device. Inference
 //! ([`Sae`]) stays on the host; the train stage implements [`SpliceEvaluator`] with the
 //! model (`monoscope_train::ModelSplice`) against the same [`Sae`].
 

@@ -1,6 +1,6 @@
 //! Where a trainer computes: the host's hand-written kernels, or burn tensors on a device.
 
-use burn::prelude::{Device, Tensor, TensorData};
+use burn::prelude::Device;
 use burn::tensor::FloatDType;
 
 use crate::SaeError;
@@ -60,7 +60,7 @@ impl Compute {
                     .into(),
             ));
         }
-        probe_product(device, dtype).map_err(|why| {
+        monoscope_device::check_half_product(device, dtype).map_err(|why| {
             SaeError::Device(format!(
                 "this device has no {dtype:?} matrix product ({why})"
             ))
@@ -70,33 +70,5 @@ impl Compute {
 
     pub fn is_host(&self) -> bool {
         matches!(self, Compute::Host)
-    }
-}
-
-/// A 2×2 product in `dtype` on `device`, read back; a backend without the type's matrix product
-/// panics inside the launch, and that panic becomes the reason.
-fn probe_product(device: &Device, dtype: FloatDType) -> Result<(), String> {
-    let values = monoscope_device::catch_backend_panic("the product failed", || {
-        let a = Tensor::<2>::from_data(TensorData::from([[1.0f32, 2.0], [3.0, 4.0]]), device)
-            .cast(dtype);
-        a.clone()
-            .matmul(a)
-            .cast(FloatDType::F32)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))
-    })
-    .map_err(|why| {
-        let first = why.lines().next().unwrap_or_default();
-        first
-            .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
-            .unwrap_or(first)
-            .to_string()
-    })?;
-    if values == [7.0, 10.0, 15.0, 22.0] {
-        Ok(())
-    } else {
-        Err(format!("a test product came back wrong: {values:?}"))
     }
 }
